@@ -1,0 +1,51 @@
+"""asv suite: every CPU convolution implementation on the im2win papers' twelve layers (batch 1).
+
+time_conv (seconds), peakmem_conv (process peak memory), track_gflops (GFLOP/s from the suite's own
+median timing, so throughput is tracked across commits). Run through tox: `tox -e bench`.
+"""
+
+import functools
+
+import torch
+
+import im2win
+from bench.timing import measure
+from im2win.metrics import gflops
+from im2win.shapes import PAPER_LAYERS
+
+BATCH = 1
+
+
+@functools.cache
+def _inputs(layer: str):
+    shape = PAPER_LAYERS[layer].with_batch(BATCH)
+    gen = torch.Generator().manual_seed(0)
+    return (
+        shape,
+        torch.randn(shape.input_shape(), generator=gen),
+        torch.randn(shape.weight_shape(), generator=gen),
+    )
+
+
+class Conv2d:
+    params = (list(PAPER_LAYERS), list(im2win.IMPLEMENTATIONS))
+    param_names = ("layer", "impl")
+    timeout = 300
+
+    def setup(self, layer, impl):
+        self.shape, self.x, self.w = _inputs(layer)
+        self.call = functools.partial(
+            im2win.conv2d, self.x, self.w, None, self.shape.stride, self.shape.padding, impl=impl
+        )
+        self.call()  # builds the native library and warms up outside the timing
+
+    def time_conv(self, layer, impl):
+        self.call()
+
+    def peakmem_conv(self, layer, impl):
+        self.call()
+
+    def track_gflops(self, layer, impl):
+        return gflops(self.shape, measure(self.call, warmup=1, repeat=5).time_ms)
+
+    track_gflops.unit = "GFLOP/s"

@@ -1,0 +1,67 @@
+"""Memory a call needs: the process's peak resident memory during it, measured with the kernel's
+high-water mark (Linux: /proc/self/clear_refs resets VmHWM, /proc/self/status reads it).
+
+To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
+allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's
+buffers are paged in anew and show in the high-water mark. Smaller allocations may reuse heap pages
+and are not seen; that is below the resolution that matters for convolution workspaces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+from collections.abc import Callable
+from pathlib import Path
+
+METHOD = (
+    "peak resident set (VmHWM after resetting it through /proc/self/clear_refs) during one call "
+    "minus the resident set before it; glibc set to mmap every allocation >= 64 KiB "
+    "(M_MMAP_THRESHOLD) so buffers freed by earlier calls are not silently reused; "
+    "extra_mem_bytes = that increase minus the output tensor's bytes"
+)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def supported() -> bool:
+    """Whether this OS lets a process reset and read its own memory high-water mark."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return "VmHWM" in _STATUS.read_text()
+    except OSError:
+        return False
+
+
+@functools.cache
+def exact_large_allocations() -> bool:
+    """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+    )
+
+
+def _status_kib(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in {_STATUS}")
+
+
+def peak_increase_bytes(fn: Callable[[], object]) -> tuple[int, object]:
+    """(bytes by which the resident set peaked above its starting level during fn(), fn's result)."""
+    gc.collect()
+    _CLEAR_REFS.write_text("5")
+    before = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM")
+    return (peak - before) * 1024, result

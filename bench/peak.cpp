@@ -1,0 +1,48 @@
+// FMA peak probe: the highest FP32 FLOP rate this host's cores sustain, as the roof for GFLOP/s.
+// Each thread runs CHAINS independent chains of vector FMAs (enough to cover FMA latency x ports),
+// with the widest SIMD -march=native gives. FLOPs per FMA lane = 2.
+#include <omp.h>
+
+namespace {
+#if defined(__AVX512F__)
+constexpr int VL = 16;
+#elif defined(__AVX__)
+constexpr int VL = 8;
+#else
+constexpr int VL = 4;
+#endif
+constexpr int CHAINS = 16;  // a0 .. a15 below
+typedef float V __attribute__((vector_size(VL * 4)));
+}  // namespace
+
+extern "C" {
+
+int peak_simd_width() { return VL; }
+
+// Runs `iters` iterations on each of `nthreads` threads; returns the seconds of the slowest thread and
+// the FLOPs done in *flops. `sink` keeps the results alive.
+double peak_fma(long iters, int nthreads, double* flops, float* sink) {
+  double seconds = 0.0;
+#pragma omp parallel num_threads(nthreads) reduction(max : seconds)
+  {
+    const V mul = (V){} + 0.999999f, add = (V){} + 1e-7f;
+#define CHAIN_DECL(j) V a##j = (V){} + static_cast<float>(j);
+#define CHAIN_STEP(j) a##j = a##j * mul + add; __asm__ volatile("" : "+v"(a##j));
+#define CHAINS_APPLY(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) \
+                        F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
+    CHAINS_APPLY(CHAIN_DECL)
+#pragma omp barrier
+    const double t0 = omp_get_wtime();
+    for (long i = 0; i < iters; ++i) {
+      CHAINS_APPLY(CHAIN_STEP)
+    }
+    seconds = omp_get_wtime() - t0;
+    const V total = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11 + a12 + a13 + a14 + a15;
+    float s = 0.0f;
+    for (int l = 0; l < VL; ++l) s += total[l];
+    sink[omp_get_thread_num()] = s;
+  }
+  *flops = 2.0 * VL * CHAINS * static_cast<double>(iters) * nthreads;
+  return seconds;
+}
+}

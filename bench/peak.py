@@ -1,0 +1,56 @@
+"""The CPU's measured FP32 peak: an FMA microbenchmark (bench/peak.cpp) compiled like the kernels.
+
+Every GFLOP/s figure of a run can then also be given as a fraction of this machine's own limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from im2win.cpu.build import load
+
+SOURCE = Path(__file__).with_name("peak.cpp")
+METHOD = (
+    "16 independent chains of FP32 vector FMAs per thread (widest SIMD of -march=native), "
+    "all threads at once; best of {trials} trials of {iters} iterations; FLOPs = 2 per lane"
+)
+
+
+@dataclass(frozen=True)
+class Peak:
+    gflops: float
+    threads: int
+    simd_width: int
+    method: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    lib = load(SOURCE)
+    lib.peak_fma.restype = ctypes.c_double
+    lib.peak_fma.argtypes = [
+        ctypes.c_long,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_double),
+        ctypes.POINTER(ctypes.c_float),
+    ]
+    lib.peak_simd_width.restype = ctypes.c_int
+    return lib
+
+
+def measure_peak(threads: int, iters: int = 20_000_000, trials: int = 5) -> Peak:
+    """Best FP32 GFLOP/s of `trials` runs of the FMA probe on `threads` threads (~0.1 s each)."""
+    lib = _lib()
+    flops = ctypes.c_double()
+    sink = (ctypes.c_float * threads)()
+    best = 0.0
+    for _ in range(trials):
+        seconds = lib.peak_fma(iters, threads, ctypes.byref(flops), sink)
+        best = max(best, flops.value / seconds / 1e9)
+    return Peak(best, threads, lib.peak_simd_width(), METHOD.format(trials=trials, iters=iters))

@@ -1,0 +1,34 @@
+"""pytest-benchmark suite: each implementation on each paper layer (batch 1), side by side.
+
+Run: `tox -e bench` (saves JSON under .benchmarks/), or
+`pytest bench/pytest_bench --benchmark-json=bench.json`. Not part of the test suite.
+"""
+
+import pytest
+import torch
+
+import im2win
+from im2win.metrics import gflops
+from im2win.shapes import PAPER_LAYERS
+
+
+@pytest.mark.parametrize("impl", list(im2win.IMPLEMENTATIONS))
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_conv2d(benchmark, layer, impl):
+    shape = PAPER_LAYERS[layer].with_batch(1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape.input_shape(), generator=gen)
+    w = torch.randn(shape.weight_shape(), generator=gen)
+    benchmark.group = layer
+    benchmark.extra_info.update(
+        layer=layer, impl=impl, flops=shape.flops, threads=torch.get_num_threads()
+    )
+    benchmark.pedantic(
+        im2win.conv2d,
+        args=(x, w, None, shape.stride, shape.padding),
+        kwargs={"impl": impl},
+        warmup_rounds=1,
+        rounds=5,
+        iterations=1,
+    )
+    benchmark.extra_info["gflops"] = gflops(shape, benchmark.stats.stats.median * 1e3)

@@ -1,0 +1,65 @@
+"""Wall-clock timing of a callable: warm-ups, repeats, median and spread, with a set thread count."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+METHOD = (
+    "time.perf_counter around each call on an idle process; {warmup} warm-up call(s) discarded, then "
+    "{repeat} timed calls; reported: median (time_ms), min, and the interquartile range"
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    time_ms: float  # median
+    min_ms: float
+    iqr_ms: float
+    repeats: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(fn: Callable[[], object], warmup: int = 1, repeat: int = 5) -> Timing:
+    """Time `fn()`: `warmup` discarded calls, then `repeat` timed ones."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Timing(statistics.median(times), min(times), q[2] - q[0], repeat)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask), the default thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[int]:
+    """Run the block with `n` intra-op threads (None: all available cores); restores the old value."""
+    n = n or available_cores()
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(old)

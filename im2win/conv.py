@@ -1,0 +1,89 @@
+"""im2win.conv2d: one entry point for every implementation, with torch.nn.functional.conv2d semantics."""
+
+from __future__ import annotations
+
+import torch
+
+from im2win.implementations import IMPLEMENTATIONS
+
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} on both axes, got {value!r}")
+    return pair
+
+
+def _check(name: str, t, dims: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise ValueError(
+            f"{name} has dtype {t.dtype}; im2win computes in float32 only: pass {name}.float()"
+        )
+    if t.device.type != "cpu":
+        raise ValueError(
+            f"{name} is on {t.device}; this implementation runs on the CPU: pass {name}.cpu()"
+        )
+    if t.dim() != dims:
+        raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
+
+
+def validate(input, weight, bias, stride, padding, impl):
+    """Check conv2d's arguments; returns (stride, padding) as pairs. Raises ValueError naming the fix."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+    _check("input", input, 4)
+    _check("weight", weight, 4)
+    if bias is not None:
+        _check("bias", bias, 1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(
+                f"bias has {bias.shape[0]} entries but weight has K={weight.shape[0]} "
+                "output channels"
+            )
+    stride = _pair(stride, "stride", 1)
+    padding = _pair(padding, "padding", 0)
+    n, c, h, w = input.shape
+    k, cw, r, s = weight.shape
+    if c != cw:
+        raise ValueError(
+            f"channel mismatch: input has C={c} channels, weight {tuple(weight.shape)} "
+            f"expects C={cw} (groups are not supported)"
+        )
+    if min(c, k, r, s) == 0:
+        raise ValueError(
+            f"weight {tuple(weight.shape)} and input {tuple(input.shape)} must have "
+            "non-empty channel and filter dimensions"
+        )
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    if r > hp or s > wp:
+        raise ValueError(
+            f"filter {r}x{s} is larger than the padded input {hp}x{wp} "
+            f"(input {h}x{w}, padding {padding}): add padding or use a smaller filter"
+        )
+    return stride, padding
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") -> torch.Tensor:
+    """2-D convolution (cross-correlation) of float32 CPU tensors, like torch.nn.functional.conv2d.
+
+    Args:
+        input: [N, C, H, W] float32, any memory format or strides.
+        weight: [K, C, R, S] float32.
+        bias: [K] float32 or None.
+        stride: int or (sy, sx), each >= 1.
+        padding: int or (py, px) zeros on each side, each >= 0.
+        impl: an id from im2win.IMPLEMENTATIONS ("im2win", "im2win_nchw", "direct", "im2col_gemm",
+            "torch", "torch_cl").
+
+    Returns:
+        [N, K, P, Q] float32 with P = (H + 2py - R) // sy + 1 and Q = (W + 2px - S) // sx + 1.
+        `im2win` and `torch_cl` return channels_last memory, the others contiguous NCHW.
+        Threads: torch.get_num_threads(). Forward only (no autograd).
+    """
+    stride, padding = validate(input, weight, bias, stride, padding, impl)
+    with torch.no_grad():
+        return IMPLEMENTATIONS[impl].run(input, weight, bias, stride, padding)

@@ -1,0 +1,44 @@
+"""ctypes bindings of the compiled CPU kernels in im2win_cpu.cpp (built on first use, then cached)."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+from im2win.cpu.build import CompilerError, load
+
+SOURCE = Path(__file__).with_name("im2win_cpu.cpp")
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_L = ctypes.c_long
+_SIGNATURES = {
+    "im2win_simd_width": (_I, []),
+    "im2win_panel_floats": (_L, []),
+    # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
+    "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
+    "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
+    # iw, f, bias, out, N C K R S sx P Q, panels, threads
+    "im2win_conv_nhwc": (None, [_P, _P, _P, _P] + [_I] * 8 + [_P, _I]),
+    # f, K C R S, fw, threads
+    "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),
+    # iw, fw, bias, out, N C K R S sx P Q, threads
+    "im2win_conv_nchw": (None, [_P, _P, _P, _P] + [_I] * 8 + [_I]),
+    # x, f, bias, out, N C H W K R S sy sx py px P Q, threads
+    "direct_conv_nchw": (None, [_P, _P, _P, _P] + [_I] * 13 + [_I]),
+}
+
+
+@functools.cache
+def lib() -> ctypes.CDLL:
+    """The loaded kernel library with typed entry points."""
+    handle = load(SOURCE)
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(handle, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return handle
+
+
+__all__ = ["CompilerError", "SOURCE", "lib"]

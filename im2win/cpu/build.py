@@ -1,0 +1,106 @@
+"""Compile a C++ source file for this host and load it with ctypes, cached after the first build.
+
+The only module that runs the C++ compiler. Flags: -O3 -march=native -fopenmp (OpenMP and the widest
+SIMD the host has). The cache key covers the source, the flags, the compiler's version and the host's
+CPU, so a cache directory shared between different machines never hands out a library built for
+another CPU. Builds are written to a temporary file and renamed into place, so a crashed or concurrent
+build never leaves a broken library behind.
+
+Environment:
+    CXX: the compiler (default: the first of c++, g++, clang++ on PATH).
+    IM2WIN_CACHE_DIR: where libraries are kept (default: $XDG_CACHE_HOME/im2win or ~/.cache/im2win).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CXXFLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c++17")
+
+
+class CompilerError(RuntimeError):
+    """No usable C++ compiler, or the build failed."""
+
+
+def find_compiler() -> str:
+    """The C++ compiler to use: $CXX, else the first of c++, g++, clang++ on PATH."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    for name in candidates:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise CompilerError(
+        f"no C++ compiler found (looked for {', '.join(candidates)}): the CPU kernels are compiled "
+        "on first use. Install one (Debian/Ubuntu: apt-get install g++) or point CXX at it."
+    )
+
+
+def cache_dir() -> Path:
+    if os.environ.get("IM2WIN_CACHE_DIR"):
+        return Path(os.environ["IM2WIN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "im2win"
+
+
+@functools.cache
+def _host_id() -> str:
+    """CPU model and feature flags: what -march=native depends on."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features"))][:2]
+        return "\n".join(keep)
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+@functools.cache
+def _compiler_version(compiler: str) -> str:
+    out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else compiler
+
+
+def build(source: Path, flags: tuple[str, ...] = CXXFLAGS) -> Path:
+    """Compile `source` into a shared library (or reuse the cached one) and return its path."""
+    compiler = find_compiler()
+    key = hashlib.sha256()
+    for part in (
+        source.read_bytes(),
+        " ".join(flags).encode(),
+        _compiler_version(compiler).encode(),
+        _host_id().encode(),
+    ):
+        key.update(part)
+        key.update(b"\0")
+    target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run(
+            [compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise CompilerError(f"compiling {source.name} with {compiler} failed:\n{proc.stderr}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def load(source: Path) -> ctypes.CDLL:
+    """Build (if needed) and load `source`; one handle per source per process."""
+    import torch  # noqa: F401  (load torch's OpenMP runtime first, so both share one thread pool)
+
+    return ctypes.CDLL(str(build(source)))

@@ -1,0 +1,331 @@
+// im2win and its CPU peers: window transforms and convolution kernels, FP32, OpenMP + SIMD.
+//
+// Implements the im2win convolution of Lu et al., "Im2win: Memory Efficient Convolution On SIMD
+// Architectures" (HPEC 2022), generalised to zero padding and a stride per axis, in two layouts:
+//
+//   * NCHW window ("im2win_nchw", the paper's own formulation):
+//       Iw[n][c][p][w*R + r] = I[n][c][p*sy + r - py][w - px]          w < Wu = (Q-1)*sx + S
+//       Fw[k][c][s*R + r]   = F[k][c][r][s]
+//       O[n][k][p][q]       = sum_c sum_{t < R*S} Iw[n][c][p][q*sx*R + t] * Fw[k][c][t]
+//   * NHWC window ("im2win", the layout of the follow-up paper, arXiv 2408.00278):
+//       Iw[n][p][w][r][c]   = I[n][c][p*sy + r - py][w - px]
+//     The window of output pixel (n, p, q) is one contiguous run of S*R*C floats starting at
+//     Iw[n][p][q*sx][0][0]; neighbouring windows overlap by (S - sx)*R*C floats. The convolution is a
+//     GEMM  O[m][k] = sum_t A[m][t] * B[t][k]  over pixels m = (n, p, q) whose A rows are those
+//     overlapping windows (never copied again) and B[t][k] = F[k][c][r][s] for t = (s, r, c).
+//
+// The direct convolution is the fair peer: the same compiler, flags, threads and SIMD width, register
+// blocking over output channels and vectorisation over output columns.
+//
+// Every entry point takes the thread count; nothing here allocates: the Python side passes the output
+// and every workspace, so that what each implementation needs is visible and measured there.
+
+#include <algorithm>
+#include <cstring>
+#include <omp.h>
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int VL = 16;
+constexpr int MR = 12;  // pixels per micro-tile: MR x NR accumulators + NR + 1 live vector registers
+#elif defined(__AVX__)
+constexpr int VL = 8;
+constexpr int MR = 6;
+#else
+constexpr int VL = 4;
+constexpr int MR = 6;
+#endif
+constexpr int NR = 2;         // vectors of output channels per micro-tile
+constexpr int KB = NR * VL;   // output channels per B panel
+constexpr int TC = 128;       // reduction depth per B panel: TC * KB floats stay in L1
+constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
+
+typedef float V __attribute__((vector_size(VL * 4)));
+typedef float Vu __attribute__((vector_size(VL * 4), aligned(4)));  // unaligned load/store view
+
+inline V loadu(const float* p) { return *reinterpret_cast<const Vu*>(p); }
+inline void storeu(float* p, V v) { *reinterpret_cast<Vu*>(p) = v; }
+
+long cdiv(long a, long b) { return (a + b - 1) / b; }
+
+// Micro-kernel, phase "compute": C[i][0:KB] (+)= sum_t a[i][t] * b[t][0:KB] for i < M.
+// a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
+// First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
+// kvalid < KB only in the last channel block, where the stores are masked through a scratch tile.
+template <int M>
+void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, int kvalid,
+             bool first, const float* bias) {
+  V acc[M][NR];
+  alignas(64) float scratch[M][KB];
+  const bool full = kvalid == KB;
+  if (first) {
+    alignas(64) float b0[KB] = {};
+    if (bias) std::memcpy(b0, bias, sizeof(float) * kvalid);
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(b0 + j * VL);
+  } else if (full) {
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
+  } else {
+    for (int i = 0; i < M; ++i) {
+      std::memset(scratch[i], 0, sizeof(scratch[i]));
+      std::memcpy(scratch[i], c + i * ldc, sizeof(float) * kvalid);
+      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(scratch[i] + j * VL);
+    }
+  }
+  const float* ap[M];
+  for (int i = 0; i < M; ++i) ap[i] = a[i];
+  for (int t = 0; t < tc; ++t) {
+    V bv[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) bv[j] = loadu(b + t * KB + j * VL);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      const float ai = ap[i][t];
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
+    }
+  }
+  if (full) {
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
+  } else {
+    for (int i = 0; i < M; ++i) {
+      for (int j = 0; j < NR; ++j) storeu(scratch[i] + j * VL, acc[i][j]);
+      std::memcpy(c + i * ldc, scratch[i], sizeof(float) * kvalid);
+    }
+  }
+}
+
+template <int M>
+void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, float* c, long ldc,
+                      int kvalid, bool first, const float* bias) {
+  if constexpr (M > 0) {
+    if (m == M) return ukernel<M>(a, b, tc, c, ldc, kvalid, first, bias);
+    return ukernel_dispatch<M - 1>(m, a, b, tc, c, ldc, kvalid, first, bias);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int im2win_simd_width() { return VL; }
+
+// Workspace floats per thread for im2win_conv_nhwc: one packed filter panel of TC x KB.
+long im2win_panel_floats() { return static_cast<long>(TC) * KB; }
+
+// Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
+// view), so non-contiguous inputs need no copy. iw: [N][P][Wu][R][C], Wu = (Q-1)*sx + S.
+void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                           int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                           float* iw, int nthreads) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+  const long RC = static_cast<long>(R) * C;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+  for (int n = 0; n < N; ++n)
+    for (int p = 0; p < P; ++p) {
+      float* band = iw + (static_cast<long>(n) * P + p) * Wu * RC;  // [Wu][R][C]
+      for (int r = 0; r < R; ++r) {
+        const long h = static_cast<long>(p) * sy + r - py;
+        for (long w = 0; w < Wu; ++w) {
+          float* dst = band + w * RC + r * C;
+          const long wi = w - px;
+          if (h < 0 || h >= H || wi < 0 || wi >= W) {
+            std::memset(dst, 0, sizeof(float) * C);
+            continue;
+          }
+          const float* src = x + n * sn + h * sh + wi * sw;
+          if (sc == 1) {
+            std::memcpy(dst, src, sizeof(float) * C);
+          } else {
+            // C values at stride sc (a gather); the next w reads the neighbours in the same lines.
+#pragma omp simd
+            for (int c = 0; c < C; ++c) dst[c] = src[c * sc];
+          }
+        }
+      }
+    }
+}
+
+// Phase "convolve" of the NHWC-window layout.
+// iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout, never
+// reordered as a whole); bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor);
+// panels: nthreads * im2win_panel_floats() floats.
+// Work item = (block of MC pixels, block of KB output channels). Per item, per TC-deep step t0 of the
+// reduction: pack the B panel [TC][KB] into this thread's buffer (L1-resident), then run the MR x KB
+// micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
+void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
+                      int K, int R, int S, int sx, int P, int Q, float* panels, int nthreads) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+  const long RC = static_cast<long>(R) * C;
+  const long T = RC * S;  // reduction length
+  const long M = static_cast<long>(N) * P * Q;
+  const long PQ = static_cast<long>(P) * Q;
+  const long mblocks = cdiv(M, MC), kblocks = cdiv(K, KB);
+#pragma omp parallel num_threads(nthreads)
+  {
+    float* panel = panels + static_cast<long>(omp_get_thread_num()) * TC * KB;
+    const float* arow[MC];
+#pragma omp for collapse(2) schedule(static)
+    for (long mb = 0; mb < mblocks; ++mb)
+      for (long kb = 0; kb < kblocks; ++kb) {
+        const long m0 = mb * MC, m1 = std::min(M, m0 + MC);
+        const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
+        for (long m = m0; m < m1; ++m) {  // pixel m = (n, p, q) -> start of its window
+          const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
+          arow[m - m0] = iw + ((n * P + p) * Wu + q * sx) * RC;
+        }
+        long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
+        for (long t0 = 0; t0 < T; t0 += TC) {
+          const int tc = static_cast<int>(std::min<long>(TC, T - t0));
+          // Phase "pack": panel[tt][kk] = F[k0 + kk][c][r][s] for t0 + tt = (s, r, c); zero past K.
+          for (int tt = 0; tt < tc; ++tt) {
+            const float* src = f + static_cast<long>(k0) * T + (c * R + r) * S + s;
+            float* dst = panel + tt * KB;
+            for (int kk = 0; kk < kvalid; ++kk) dst[kk] = src[kk * T];
+            for (int kk = kvalid; kk < KB; ++kk) dst[kk] = 0.0f;
+            if (++c == C) {
+              c = 0;
+              if (++r == R) r = 0, ++s;
+            }
+          }
+          const float* a[MR];
+          for (long m = m0; m < m1; m += MR) {
+            const int mr = static_cast<int>(std::min<long>(MR, m1 - m));
+            for (int i = 0; i < mr; ++i) a[i] = arow[m - m0 + i] + t0;
+            ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
+                                 bias ? bias + k0 : nullptr);
+          }
+        }
+      }
+  }
+}
+
+// Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
+void im2win_transform_nchw(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                           int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                           float* iw, int nthreads) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c) {
+      const float* plane = x + n * sn + c * sc;
+      float* dst = iw + (static_cast<long>(n) * C + c) * P * Wu * R;
+      for (int p = 0; p < P; ++p, dst += Wu * R)
+        for (long w = 0; w < Wu; ++w) {
+          const long wi = w - px;
+          for (int r = 0; r < R; ++r) {
+            const long h = static_cast<long>(p) * sy + r - py;
+            dst[w * R + r] = (h >= 0 && h < H && wi >= 0 && wi < W) ? plane[h * sh + wi * sw] : 0.0f;
+          }
+        }
+    }
+}
+
+// The paper's filter transform: fw[k][c][s*R + r] = f[k][c][r][s].
+void im2win_filter_nchw(const float* f, int K, int C, int R, int S, float* fw, int nthreads) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+  for (int k = 0; k < K; ++k)
+    for (int c = 0; c < C; ++c) {
+      const float* src = f + (static_cast<long>(k) * C + c) * R * S;
+      float* dst = fw + (static_cast<long>(k) * C + c) * R * S;
+      for (int r = 0; r < R; ++r)
+        for (int s = 0; s < S; ++s) dst[s * R + r] = src[r * S + s];
+    }
+}
+
+// Phase "convolve" of the paper's NCHW-window layout (loop order of the authors' CPU code:
+// k -> c -> p -> q, one SIMD dot product of length R*S per output and input channel).
+// out: [N][K][P][Q] contiguous.
+void im2win_conv_nchw(const float* iw, const float* fw, const float* bias, float* out, int N, int C,
+                      int K, int R, int S, int sx, int P, int Q, int nthreads) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+  const long RS = static_cast<long>(R) * S;
+  const long PQ = static_cast<long>(P) * Q;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) {
+      float* o = out + (static_cast<long>(n) * K + k) * PQ;
+      const float b = bias ? bias[k] : 0.0f;
+      for (long i = 0; i < PQ; ++i) o[i] = b;
+      for (int c = 0; c < C; ++c) {
+        const float* fwin = fw + (static_cast<long>(k) * C + c) * RS;
+        const float* plane = iw + (static_cast<long>(n) * C + c) * P * Wu * R;
+        for (int p = 0; p < P; ++p) {
+          const float* band = plane + p * Wu * R;
+          for (int q = 0; q < Q; ++q) {
+            const float* win = band + static_cast<long>(q) * sx * R;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (long t = 0; t < RS; ++t) acc += win[t] * fwin[t];
+            o[p * Q + q] += acc;
+          }
+        }
+      }
+    }
+}
+
+// Direct convolution, NCHW in and out, no workspace. Per (n, block of KR output channels, output
+// row p): KR rows of Q accumulators; each input row segment is loaded once per filter tap and feeds
+// KR FMAs; the q loop is the SIMD loop (unit stride when sx == 1). x, f contiguous.
+void direct_conv_nchw(const float* x, const float* f, const float* bias, float* out, int N, int C,
+                      int H, int W, int K, int R, int S, int sy, int sx, int py, int px, int P,
+                      int Q, int nthreads) {
+  constexpr int KR = 4;
+  const long kblocks = cdiv(K, KR);
+#pragma omp parallel num_threads(nthreads)
+  {
+    float acc[KR][512];
+#pragma omp for collapse(3) schedule(static)
+    for (int n = 0; n < N; ++n)
+      for (long kb = 0; kb < kblocks; ++kb)
+        for (int p = 0; p < P; ++p)
+          for (int q0 = 0; q0 < Q; q0 += 512) {
+            const int k0 = static_cast<int>(kb * KR), kr = std::min(KR, K - k0);
+            const int qn = std::min(512, Q - q0);
+            for (int j = 0; j < kr; ++j)
+              for (int q = 0; q < qn; ++q) acc[j][q] = bias ? bias[k0 + j] : 0.0f;
+            for (int c = 0; c < C; ++c)
+              for (int r = 0; r < R; ++r) {
+                const long h = static_cast<long>(p) * sy + r - py;
+                if (h < 0 || h >= H) continue;
+                const float* row = x + ((static_cast<long>(n) * C + c) * H + h) * W;
+                for (int s = 0; s < S; ++s) {
+                  // valid q: 0 <= (q0 + q)*sx + s - px < W
+                  const long off = s - px;
+                  int qlo = 0, qhi = qn;
+                  while (qlo < qn && (static_cast<long>(q0 + qlo) * sx + off) < 0) ++qlo;
+                  while (qhi > qlo && (static_cast<long>(q0 + qhi - 1) * sx + off) >= W) --qhi;
+                  const float* xs = row + static_cast<long>(q0) * sx + off;
+                  const float* fk = f + ((static_cast<long>(k0) * C + c) * R + r) * S + s;
+                  const long fstride = static_cast<long>(C) * R * S;
+                  if (kr == KR) {
+                    const float w0 = fk[0], w1 = fk[fstride], w2 = fk[2 * fstride],
+                                w3 = fk[3 * fstride];
+#pragma omp simd
+                    for (int q = qlo; q < qhi; ++q) {
+                      const float v = xs[static_cast<long>(q) * sx];
+                      acc[0][q] += w0 * v;
+                      acc[1][q] += w1 * v;
+                      acc[2][q] += w2 * v;
+                      acc[3][q] += w3 * v;
+                    }
+                  } else {
+                    for (int j = 0; j < kr; ++j) {
+                      const float wj = fk[j * fstride];
+#pragma omp simd
+                      for (int q = qlo; q < qhi; ++q) acc[j][q] += wj * xs[static_cast<long>(q) * sx];
+                    }
+                  }
+                }
+              }
+            for (int j = 0; j < kr; ++j)
+              std::memcpy(out + ((static_cast<long>(n) * K + k0 + j) * P + p) * Q + q0, acc[j],
+                          sizeof(float) * qn);
+          }
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,161 @@
+"""Every CPU convolution implementation the suite measures, by its string id.
+
+Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
+
+    im2win       NHWC window transform + register-blocked SIMD GEMM micro-kernel over the overlapping
+                 windows (the follow-up paper's layout); output is NCHW with channels_last memory.
+    im2win_nchw  the HPEC 2022 paper's own method: NCHW window transform, filter transform, one SIMD
+                 dot product of length R*S per output and input channel.
+    direct       direct convolution compiled with the same flags (register-blocked, SIMD over columns).
+    im2col_gemm  F.unfold + one GEMM per image through torch (MKL/oneDNN): PyTorch's GEMM path.
+    torch        F.conv2d on NCHW tensors (oneDNN).                                    [baseline]
+    torch_cl     F.conv2d after reordering input and filter to channels_last (oneDNN's fastest path).
+
+Each function takes validated arguments: float32 CPU tensors x [N, C, H, W] (any strides), weight
+[K, C, R, S], bias [K] or None, stride and padding as pairs; threads come from torch.get_num_threads().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from im2win.cpu import lib
+from im2win.shapes import ConvShape
+from im2win.transform import window_nchw, window_nhwc
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _contiguous_params(weight, bias):
+    return weight.contiguous(), None if bias is None else bias.contiguous()
+
+
+def _im2win(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    weight, bias = _contiguous_params(weight, bias)
+    iw = window_nhwc(x, shape)
+    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    panels = torch.empty(threads * lib().im2win_panel_floats())
+    lib().im2win_conv_nhwc(
+        iw.data_ptr(),
+        weight.data_ptr(),
+        _ptr(bias),
+        out.data_ptr(),
+        shape.n,
+        shape.c,
+        shape.k,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        panels.data_ptr(),
+        threads,
+    )
+    return out
+
+
+def _im2win_nchw(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    weight, bias = _contiguous_params(weight, bias)
+    threads = torch.get_num_threads()
+    iw = window_nchw(x, shape)
+    fw = torch.empty(weight.shape)
+    lib().im2win_filter_nchw(
+        weight.data_ptr(), shape.k, shape.c, shape.r, shape.s, fw.data_ptr(), threads
+    )
+    out = torch.empty(shape.output_shape())
+    lib().im2win_conv_nchw(
+        iw.data_ptr(),
+        fw.data_ptr(),
+        _ptr(bias),
+        out.data_ptr(),
+        shape.n,
+        shape.c,
+        shape.k,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        threads,
+    )
+    return out
+
+
+def _direct(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    x = x.contiguous()
+    weight, bias = _contiguous_params(weight, bias)
+    out = torch.empty(shape.output_shape())
+    lib().direct_conv_nchw(
+        x.data_ptr(),
+        weight.data_ptr(),
+        _ptr(bias),
+        out.data_ptr(),
+        shape.n,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.k,
+        shape.r,
+        shape.s,
+        *shape.stride,
+        *shape.padding,
+        shape.p,
+        shape.q,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def _im2col_gemm(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    cols = F.unfold(x, (shape.r, shape.s), padding=padding, stride=stride)  # N, C*R*S, P*Q
+    w2d = weight.reshape(shape.k, -1)  # K, C*R*S
+    out = torch.empty(shape.n, shape.k, shape.p * shape.q)
+    for n in range(shape.n):
+        if bias is None:
+            torch.mm(w2d, cols[n], out=out[n])
+        else:
+            torch.addmm(bias[:, None], w2d, cols[n], out=out[n])
+    return out.view(shape.output_shape())
+
+
+def _torch(x, weight, bias, stride, padding):
+    return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+
+def _torch_cl(x, weight, bias, stride, padding):
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+
+@dataclass(frozen=True)
+class Implementation:
+    id: str
+    run: Callable[..., torch.Tensor]
+    description: str
+    native: bool  # compiled by this project (im2win/cpu) rather than provided by PyTorch
+
+
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    impl.id: impl
+    for impl in [
+        Implementation("im2win", _im2win, "im2win, NHWC window + SIMD GEMM micro-kernel", True),
+        Implementation("im2win_nchw", _im2win_nchw, "im2win, the paper's NCHW dot products", True),
+        Implementation("direct", _direct, "direct convolution, same compiler and flags", True),
+        Implementation("im2col_gemm", _im2col_gemm, "unfold + GEMM (torch.mm, MKL)", False),
+        Implementation("torch", _torch, "F.conv2d NCHW (oneDNN)", False),
+        Implementation("torch_cl", _torch_cl, "F.conv2d channels_last (oneDNN)", False),
+    ]
+}
+BASELINE = "torch"

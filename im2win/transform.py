@@ -1,0 +1,49 @@
+"""The im2win window transforms (phase 1 of every im2win convolution), callable on their own.
+
+Two layouts (see im2win/cpu/im2win_cpu.cpp for the index formulas):
+    "nhwc": Iw[N][P][Wu][R][C]  (the optimized `im2win` kernel's input)
+    "nchw": Iw[N][C][P][Wu*R]   (the paper's layout, `im2win_nchw`)
+with Wu = (Q - 1) * stride_w + S. Zero padding is applied while windows are built, so no padded copy of
+the input exists. The input is read through its strides: any memory format or view works, uncopied.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from im2win.cpu import lib
+from im2win.shapes import ConvShape
+
+
+def _args(x: torch.Tensor, shape: ConvShape) -> list:
+    return [
+        x.data_ptr(),
+        *x.stride(),
+        shape.n,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.r,
+        shape.s,
+        *shape.stride,
+        *shape.padding,
+        shape.p,
+        shape.q,
+    ]
+
+
+def window_nhwc(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:
+    """Iw of shape [N, P, Wu, R, C] for the convolution `shape` of the float32 CPU tensor x."""
+    iw = torch.empty(shape.n, shape.p, shape.window_width, shape.r, shape.c)
+    lib().im2win_transform_nhwc(*_args(x, shape), iw.data_ptr(), torch.get_num_threads())
+    return iw
+
+
+def window_nchw(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:
+    """Iw of shape [N, C, P, Wu * R], the paper's layout."""
+    iw = torch.empty(shape.n, shape.c, shape.p, shape.window_width * shape.r)
+    lib().im2win_transform_nchw(*_args(x, shape), iw.data_ptr(), torch.get_num_threads())
+    return iw
+
+
+WINDOW_TRANSFORMS = {"nhwc": window_nhwc, "nchw": window_nchw}

@@ -1,0 +1,130 @@
+"""`repro`: regenerate the papers' tables and figures.
+
+repro list                                   experiments and their scales
+repro run im2win-cpu [--scale quick|paper]   measure, write results/raw/..., render
+repro render im2win-cpu [--raw FILE]         redraw tables and figures from a raw file (default:
+                                             the newest), without measuring
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import results
+from reproductions import im2win_cpu
+
+EXPERIMENTS = {im2win_cpu.EXPERIMENT: im2win_cpu}
+
+
+def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
+    if raw is None:
+        files = results.run_files(module.EXPERIMENT, results_dir)
+        if not files:
+            raise SystemExit(
+                f"repro: no raw results for {module.EXPERIMENT} in "
+                f"{results_dir / 'raw' / module.EXPERIMENT}; run "
+                f"`repro run {module.EXPERIMENT}` first"
+            )
+        raw = files[-1]
+    try:
+        doc = results.load_run(raw)
+    except ValueError as exc:
+        raise SystemExit(f"repro: {exc}") from exc
+    if doc["experiment"] != module.EXPERIMENT:
+        raise SystemExit(
+            f"repro: {raw} holds experiment {doc['experiment']!r}, not {module.EXPERIMENT!r}"
+        )
+    return module.render(doc, raw, results_dir / module.EXPERIMENT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="repro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list experiments and scales")
+
+    run = sub.add_parser("run", help="measure an experiment, write its raw results, render them")
+    run.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    run.add_argument(
+        "--scale",
+        default="quick",
+        help="quick (default: minutes on 2 cores), paper (batch 128: the papers' "
+        "setting, hours on small machines), smoke (seconds, for tests)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every implementation (default: all available cores)",
+    )
+    run.add_argument("--repeat", type=int, default=None, help="timed calls per measurement")
+    run.add_argument("--warmup", type=int, default=None, help="discarded calls before timing")
+    run.add_argument("--layers", nargs="+", default=None, help="subset of layers (default: all)")
+    run.add_argument(
+        "--impls", nargs="+", default=None, help="subset of implementations (default: all)"
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    run.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where raw/ and rendered outputs go (default: ./results)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    render = sub.add_parser("render", help="redraw tables and figures from a raw run file")
+    render.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    render.add_argument(
+        "--raw",
+        type=Path,
+        default=None,
+        help="raw run file (default: the newest for the experiment)",
+    )
+    render.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="where raw/ is read and outputs go (default: ./results)",
+    )
+
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, module in EXPERIMENTS.items():
+            print(f"{name}: scales {', '.join(module.SCALES)}")
+        return 0
+    module = EXPERIMENTS[args.experiment]
+    args.results_dir = args.results_dir or results.default_results_dir()
+    if args.command == "run":
+        if args.scale not in module.SCALES:
+            parser.error(
+                f"unknown scale {args.scale!r} for {args.experiment}; choose one of "
+                f"{', '.join(module.SCALES)}"
+            )
+        try:
+            raw = module.run(
+                scale=args.scale,
+                threads=args.threads,
+                layers=args.layers,
+                impls=args.impls,
+                repeat=args.repeat,
+                warmup=args.warmup,
+                seed=args.seed,
+                results_dir=args.results_dir,
+                progress=not args.no_progress,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"raw results: {raw}")
+        paths = _render(module, raw, args.results_dir)
+    else:
+        paths = _render(module, args.raw, args.results_dir)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

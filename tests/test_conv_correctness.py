@@ -1,0 +1,99 @@
+"""Every implementation against the float64 oracle: the papers' layers and random shapes."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import im2win
+from im2win.reference import max_violation
+from im2win.shapes import PAPER_LAYERS, reduced
+from im2win.transform import window_nchw, window_nhwc
+
+IMPLS = list(im2win.IMPLEMENTATIONS)
+
+
+def _check(impl, x, w, b, stride, padding):
+    out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
+    assert out.dtype == torch.float32
+    assert max_violation(out, x, w, b, stride, padding) <= 1.0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_paper_layers_reduced(layer, impl):
+    shape = reduced(PAPER_LAYERS[layer], n=2)
+    x = torch.randn(shape.input_shape())
+    w = torch.randn(shape.weight_shape())
+    b = torch.randn(shape.k)
+    _check(impl, x, w, b, shape.stride, shape.padding)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1, 70),
+    k=st.integers(1, 70),
+    r=st.integers(1, 11),
+    s=st.integers(1, 11),
+    sy=st.integers(1, 4),
+    sx=st.integers(1, 4),
+    py=st.integers(0, 3),
+    px=st.integers(0, 3),
+    extra_h=st.integers(0, 9),
+    extra_w=st.integers(0, 13),
+    bias=st.booleans(),
+    impl=st.sampled_from(IMPLS),
+)
+def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra_h, extra_w, bias, impl):
+    h = max(1, r - 2 * py) + extra_h  # padded input never smaller than the filter
+    w_ = max(1, s - 2 * px) + extra_w
+    x = torch.randn(n, c, h, w_)
+    w = torch.randn(k, c, r, s)
+    b = torch.randn(k) if bias else None
+    _check(impl, x, w, b, (sy, sx), (py, px))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_non_contiguous_and_channels_last_inputs(impl):
+    base = torch.randn(2, 10, 9, 16)
+    sliced = base[:, ::2, :, 1::2]  # strided view in C and W
+    assert not sliced.is_contiguous()
+    w = torch.randn(6, 5, 3, 3)
+    _check(impl, sliced, w, None, 1, 1)
+    cl = torch.randn(2, 5, 9, 8).contiguous(memory_format=torch.channels_last)
+    _check(impl, cl, w, torch.randn(6), (2, 1), (0, 2))
+    wt = torch.randn(5, 6, 3, 3).transpose(0, 1)  # non-contiguous weight
+    _check(impl, cl, wt, None, 1, 0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch1_k_not_multiple_of_tile(impl):
+    x = torch.randn(1, 3, 30, 29)
+    w = torch.randn(37, 3, 5, 4)  # K = 37: a partial channel block
+    _check(impl, x, w, torch.randn(37), (3, 2), (2, 1))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_same_result_with_one_thread(impl):
+    x, w = torch.randn(2, 8, 12, 12), torch.randn(16, 8, 3, 3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = im2win.conv2d(x, w, impl=impl)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.allclose(one, im2win.conv2d(x, w, impl=impl), rtol=1e-5, atol=1e-5)
+
+
+def test_window_transforms_match_their_definitions():
+    x = torch.randn(2, 3, 7, 9)
+    shape = im2win.ConvShape.of(x, torch.empty(4, 3, 3, 2), (2, 3), (1, 2))
+    xp = torch.nn.functional.pad(x, (2, 2, 1, 1))
+    nhwc, nchw = window_nhwc(x, shape), window_nchw(x, shape)
+    for p in range(shape.p):
+        for wcol in range(shape.window_width):
+            for r in range(shape.r):
+                want = xp[:, :, p * 2 + r, wcol]
+                assert torch.equal(nhwc[:, p, wcol, r, :], want)
+                assert torch.equal(nchw[:, :, p, wcol * shape.r + r], want)

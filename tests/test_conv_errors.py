@@ -1,0 +1,47 @@
+"""Bad input raises ValueError naming the problem."""
+
+import pytest
+import torch
+
+import im2win
+
+X = torch.randn(1, 3, 8, 8)
+W = torch.randn(4, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input": X.double()}, "float32"),
+        ({"weight": W.half()}, "float32"),
+        ({"input": X[0]}, "4-D"),
+        ({"weight": W[0]}, "4-D"),
+        ({"weight": torch.randn(4, 5, 3, 3)}, "channel mismatch"),
+        ({"weight": torch.randn(4, 3, 11, 3)}, "larger than the padded input"),
+        ({"stride": 0}, "stride"),
+        ({"stride": (1, -2)}, "stride"),
+        ({"padding": -1}, "padding"),
+        ({"padding": (1, 2, 3)}, "padding"),
+        ({"impl": "winograd"}, "unknown impl"),
+        ({"bias": torch.randn(5)}, "bias"),
+        ({"input": [[1.0]]}, "torch.Tensor"),
+    ],
+)
+def test_bad_input(kwargs, message):
+    args = {"input": X, "weight": W, "bias": None, "stride": 1, "padding": 0, "impl": "im2win"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        im2win.conv2d(**args)
+
+
+def test_padding_makes_a_large_filter_valid():
+    out = im2win.conv2d(X, torch.randn(4, 3, 10, 10), padding=1)
+    assert out.shape == (1, 4, 1, 1)
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch):
+    from im2win.cpu import build
+
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    with pytest.raises(build.CompilerError, match="no C\\+\\+ compiler found"):
+        build.find_compiler()

@@ -1,0 +1,88 @@
+"""The measurement harness: timing, environment, peak probe, memory, result files."""
+
+import json
+
+import pytest
+import torch
+
+from bench import environment, memory, results, timing
+from bench.peak import measure_peak
+
+
+def test_measure_reports_median_and_spread():
+    calls = []
+    t = timing.measure(lambda: calls.append(1), warmup=2, repeat=5)
+    assert len(calls) == 7
+    assert t.repeats == 5 and 0 <= t.min_ms <= t.time_ms and t.iqr_ms >= 0
+
+
+def test_threads_context_sets_and_restores():
+    old = torch.get_num_threads()
+    with timing.threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == old
+    with pytest.raises(ValueError):
+        with timing.threads(-1):
+            pass
+
+
+def test_environment_has_provenance():
+    env = environment.capture(threads=2)
+    for key in (
+        "cpu_model",
+        "cpu_cores_logical",
+        "ram_bytes",
+        "os",
+        "python",
+        "packages",
+        "git",
+        "threads",
+        "gpu",
+    ):
+        assert key in env
+    assert env["threads"] == 2 and env["packages"]["torch"]
+
+
+def test_peak_probe_measures_something():
+    peak = measure_peak(1, iters=200_000, trials=1)
+    assert peak.gflops > 0.5 and peak.simd_width in (4, 8, 16)
+
+
+@pytest.mark.skipif(not memory.supported(), reason="OS cannot reset the memory high-water mark")
+def test_memory_sees_a_large_buffer():
+    memory.exact_large_allocations()
+    increase, _ = memory.peak_increase_bytes(lambda: torch.ones(64 * 2**20 // 4).sum())
+    assert 60 * 2**20 <= increase <= 80 * 2**20
+
+
+def test_runs_are_new_files_never_overwritten(tmp_path):
+    kw = dict(
+        config={"scale": "t"},
+        environment={},
+        timing_method="m",
+        records=[{"layer": "a", "impl": "b", "time_ms": 1.0, "extra": {"x": 1}}],
+        results_dir=tmp_path,
+        command="cmd",
+    )
+    first = results.write_run("exp", **kw)
+    second = results.write_run("exp", **kw)
+    assert first != second and len(results.run_files("exp", tmp_path)) == 2
+    doc = results.load_run(first)
+    assert doc["schema_version"] == results.SCHEMA_VERSION and doc["command"] == "cmd"
+    assert first.with_suffix(".csv").read_text().splitlines()[0] == "layer,impl,time_ms,extra"
+
+
+def test_atomic_write_refuses_to_overwrite_and_cleans_up(tmp_path):
+    path = tmp_path / "f.json"
+    results.atomic_write(path, "old", overwrite=False)
+    with pytest.raises(FileExistsError):
+        results.atomic_write(path, "new", overwrite=False)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_load_run_rejects_other_files(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a run file"):
+        results.load_run(bad)
