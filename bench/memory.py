@@ -19,9 +19,9 @@ from pathlib import Path
 METHOD = (
     "peak resident set (VmHWM after resetting it through /proc/self/clear_refs) during one call "
     "minus the resident set before it; glibc set to mmap every allocation >= 64 KiB "
-    "(M_MMAP_THRESHOLD) so buffers freed by earlier calls are not silently reused; "
-    "extra_mem_bytes = that increase minus the output tensor's bytes"
-)
+    "(M_MMAP_THRESHOLD) and free heap pages returned to the OS (malloc_trim) before each call, so "
+    "buffers freed by earlier calls are not silently reused; "
+    "extra_mem_bytes = that increase minus the output tensor's bytes")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -37,13 +37,17 @@ def supported() -> bool:
 
 
 @functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if libc is not None and hasattr(libc, "mallopt") else None  # glibc only
+
+
+@functools.cache
 def exact_large_allocations() -> bool:
     """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):
+    libc = _libc()
+    if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)) and bool(
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
@@ -60,6 +64,8 @@ def _status_kib(field: str) -> int:
 def peak_increase_bytes(fn: Callable[[], object]) -> tuple[int, object]:
     """(bytes by which the resident set peaked above its starting level during fn(), fn's result)."""
     gc.collect()
+    if _libc() is not None:
+        _libc().malloc_trim(0)  # hand free heap pages back, so reusing them shows as an increase
     _CLEAR_REFS.write_text("5")
     before = _status_kib("VmRSS")
     result = fn()
