@@ -21,7 +21,8 @@ METHOD = (
     "minus the resident set before it; glibc set to mmap every allocation >= 64 KiB "
     "(M_MMAP_THRESHOLD) and free heap pages returned to the OS (malloc_trim) before each call, so "
     "buffers freed by earlier calls are not silently reused; "
-    "extra_mem_bytes = that increase minus the output tensor's bytes")
+    "extra_mem_bytes = that increase minus the output tensor's bytes"
+)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
