@@ -2,8 +2,10 @@
 
 Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
 
-    im2win       NHWC window transform + register-blocked SIMD GEMM micro-kernel over the overlapping
-                 windows (the follow-up paper's layout); output is NCHW with channels_last memory.
+    im2win       the optimized im2win: NHWC windows (the follow-up paper's layout) built block by
+                 block into a per-thread buffer and consumed at once by a register-blocked SIMD GEMM
+                 micro-kernel over the overlapping windows; output NCHW with channels_last memory.
+    im2win_nhwc  the same kernel on a materialised NHWC window tensor (transform, then convolve).
     im2win_nchw  the HPEC 2022 paper's own method: NCHW window transform, filter transform, one SIMD
                  dot product of length R*S per output and input channel.
     direct       direct convolution compiled with the same flags (register-blocked, SIMD over columns).
@@ -17,6 +19,8 @@ Each function takes validated arguments: float32 CPU tensors x [N, C, H, W] (any
 
 from __future__ import annotations
 
+import ctypes
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from im2win.cpu import lib
+from im2win.metrics import window_nhwc_elems
 from im2win.shapes import ConvShape
 from im2win.transform import window_nchw, window_nhwc
 
@@ -36,10 +41,84 @@ def _contiguous_params(weight, bias):
     return weight.contiguous(), None if bias is None else bias.contiguous()
 
 
-def _im2win(x, weight, bias, stride, padding):
+def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
+    """Floats of the streamed im2win's per-thread work buffers (window bands + filter panel)."""
+    rows, band = ctypes.c_long(), ctypes.c_long()
+    lib().im2win_fused_plan(
+        shape.n,
+        shape.c,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        threads,
+        ctypes.byref(rows),
+        ctypes.byref(band),
+    )
+    return threads * (band.value + lib().im2win_panel_floats())
+
+
+def streams_windows(shape: ConvShape, threads: int) -> bool:
+    """Whether im2win streams window bands (True) or builds the whole window tensor once (False):
+    whichever needs less memory. Small layers, whose threads would each hold most of the window
+    anyway, share one materialised window tensor."""
+    whole = window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
+    return fused_workspace_floats(shape, threads) < whole
+
+
+def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
+    """Floats of workspace im2win allocates for `shape` on `threads` threads (either path)."""
+    if streams_windows(shape, threads):
+        return fused_workspace_floats(shape, threads)
+    return window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
+
+
+def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, float]:
+    """im2win on validated arguments, and the time (ms) spent building windows: the slowest
+    thread's, from the kernel's own timers, when streaming; the whole transform's otherwise."""
     shape = ConvShape.of(x, weight, stride, padding)
+    threads = torch.get_num_threads()
+    if not streams_windows(shape, threads):
+        start = time.perf_counter()
+        iw = window_nhwc(x, shape)
+        transform_ms = (time.perf_counter() - start) * 1e3
+        return _convolve_nhwc(iw, shape, weight, bias), transform_ms
     weight, bias = _contiguous_params(weight, bias)
-    iw = window_nhwc(x, shape)
+    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
+    work = torch.empty(fused_workspace_floats(shape, threads))
+    seconds = ctypes.c_double()
+    lib().im2win_conv_fused(
+        x.data_ptr(),
+        *x.stride(),
+        shape.n,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.k,
+        shape.r,
+        shape.s,
+        *shape.stride,
+        *shape.padding,
+        shape.p,
+        shape.q,
+        weight.data_ptr(),
+        _ptr(bias),
+        out.data_ptr(),
+        work.data_ptr(),
+        ctypes.byref(seconds),
+        threads,
+    )
+    return out, seconds.value * 1e3
+
+
+def _im2win(x, weight, bias, stride, padding):
+    return im2win_with_phases(x, weight, bias, stride, padding)[0]
+
+
+def _convolve_nhwc(iw, shape, weight, bias):
+    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor."""
+    weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
     panels = torch.empty(threads * lib().im2win_panel_floats())
@@ -60,6 +139,11 @@ def _im2win(x, weight, bias, stride, padding):
         threads,
     )
     return out
+
+
+def _im2win_nhwc(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    return _convolve_nhwc(window_nhwc(x, shape), shape, weight, bias)
 
 
 def _im2win_nchw(x, weight, bias, stride, padding):
@@ -150,7 +234,12 @@ class Implementation:
 IMPLEMENTATIONS: dict[str, Implementation] = {
     impl.id: impl
     for impl in [
-        Implementation("im2win", _im2win, "im2win, NHWC window + SIMD GEMM micro-kernel", True),
+        Implementation(
+            "im2win", _im2win, "im2win, streamed NHWC windows + SIMD micro-kernel", True
+        ),
+        Implementation(
+            "im2win_nhwc", _im2win_nhwc, "im2win, materialised NHWC window tensor", True
+        ),
         Implementation("im2win_nchw", _im2win_nchw, "im2win, the paper's NCHW dot products", True),
         Implementation("direct", _direct, "direct convolution, same compiler and flags", True),
         Implementation("im2col_gemm", _im2col_gemm, "unfold + GEMM (torch.mm, MKL)", False),

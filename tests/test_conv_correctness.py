@@ -97,3 +97,20 @@ def test_window_transforms_match_their_definitions():
                 want = xp[:, :, p * 2 + r, wcol]
                 assert torch.equal(nhwc[:, p, wcol, r, :], want)
                 assert torch.equal(nchw[:, :, p, wcol * shape.r + r], want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2win_streamed_and_whole_window_paths(threads):
+    from im2win.implementations import streams_windows
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        big = im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1))
+        small = im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3)
+        assert streams_windows(big, threads) and not streams_windows(small, threads)
+        for shape in (big, small):
+            x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+            _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
+    finally:
+        torch.set_num_threads(old)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import im2win
 from reproductions import cli
 
 
@@ -33,7 +34,7 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert {"schema_version", "command", "environment", "config", "timing_method", "peak"} <= set(
         doc
     )
-    assert len(doc["records"]) == 2 * 6
+    assert len(doc["records"]) == 2 * len(im2win.IMPLEMENTATIONS)
     for rec in doc["records"]:
         for key in ("layer", "impl", "time_ms", "gflops", "fraction_of_peak", "extra_mem_bytes"):
             assert key in rec

@@ -21,6 +21,13 @@ _SIGNATURES = {
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     # iw, f, bias, out, N C K R S sx P Q, panels, threads
     "im2win_conv_nhwc": (None, [_P, _P, _P, _P] + [_I] * 8 + [_P, _I]),
+    # N C R S sx P Q threads -> rows per item, band floats per thread
+    "im2win_fused_plan": (None, [_I] * 8 + [ctypes.POINTER(_L), ctypes.POINTER(_L)]),
+    # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
+    "im2win_conv_fused": (
+        None,
+        [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
+    ),
     # f, K C R S, fw, threads
     "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),
     # iw, fw, bias, out, N C K R S sx P Q, threads

@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 #include <omp.h>
 
 namespace {
@@ -107,6 +108,51 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
   }
 }
 
+// Phase "pack": panel[tt][kk] = F[k0 + kk][c][r][s] for the tc reduction steps starting at (s, r, c)
+// in window order t = (s, r, c); zero past K. Advances (s, r, c) by tc steps.
+void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid, int tc, long& s,
+                long& r, long& c, float* panel) {
+  for (int tt = 0; tt < tc; ++tt) {
+    const float* src = f + static_cast<long>(k0) * T + (c * R + r) * S + s;
+    float* dst = panel + tt * KB;
+    for (int kk = 0; kk < kvalid; ++kk) dst[kk] = src[kk * T];
+    for (int kk = kvalid; kk < KB; ++kk) dst[kk] = 0.0f;
+    if (++c == C) {
+      c = 0;
+      if (++r == R) r = 0, ++s;
+    }
+  }
+}
+
+// Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
+// [row0, row0 + rows) of the flattened N*P output rows. Same values as im2win_transform_nhwc.
+void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
+                 int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst) {
+  const long RC = static_cast<long>(R) * C;
+  for (long row = row0; row < row0 + rows; ++row) {
+    const long n = row / P, p = row % P;
+    float* band = dst + (row - row0) * Wu * RC;
+    for (int r = 0; r < R; ++r) {
+      const long h = p * sy + r - py;
+      for (long w = 0; w < Wu; ++w) {
+        float* d = band + w * RC + r * C;
+        const long wi = w - px;
+        if (h < 0 || h >= H || wi < 0 || wi >= W) {
+          std::memset(d, 0, sizeof(float) * C);
+          continue;
+        }
+        const float* src = x + n * sn + h * sh + wi * sw;
+        if (sc == 1) {
+          std::memcpy(d, src, sizeof(float) * C);
+        } else {
+#pragma omp simd
+          for (int c = 0; c < C; ++c) d[c] = src[c * sc];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -122,31 +168,11 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
                            int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
                            float* iw, int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
-  const long RC = static_cast<long>(R) * C;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
-  for (int n = 0; n < N; ++n)
-    for (int p = 0; p < P; ++p) {
-      float* band = iw + (static_cast<long>(n) * P + p) * Wu * RC;  // [Wu][R][C]
-      for (int r = 0; r < R; ++r) {
-        const long h = static_cast<long>(p) * sy + r - py;
-        for (long w = 0; w < Wu; ++w) {
-          float* dst = band + w * RC + r * C;
-          const long wi = w - px;
-          if (h < 0 || h >= H || wi < 0 || wi >= W) {
-            std::memset(dst, 0, sizeof(float) * C);
-            continue;
-          }
-          const float* src = x + n * sn + h * sh + wi * sw;
-          if (sc == 1) {
-            std::memcpy(dst, src, sizeof(float) * C);
-          } else {
-            // C values at stride sc (a gather); the next w reads the neighbours in the same lines.
-#pragma omp simd
-            for (int c = 0; c < C; ++c) dst[c] = src[c * sc];
-          }
-        }
-      }
-    }
+  const long rows = static_cast<long>(N) * P;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (long row = 0; row < rows; ++row)
+    build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row, 1,
+                iw + row * Wu * R * C);
 }
 
 // Phase "convolve" of the NHWC-window layout.
@@ -180,17 +206,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
         long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
         for (long t0 = 0; t0 < T; t0 += TC) {
           const int tc = static_cast<int>(std::min<long>(TC, T - t0));
-          // Phase "pack": panel[tt][kk] = F[k0 + kk][c][r][s] for t0 + tt = (s, r, c); zero past K.
-          for (int tt = 0; tt < tc; ++tt) {
-            const float* src = f + static_cast<long>(k0) * T + (c * R + r) * S + s;
-            float* dst = panel + tt * KB;
-            for (int kk = 0; kk < kvalid; ++kk) dst[kk] = src[kk * T];
-            for (int kk = kvalid; kk < KB; ++kk) dst[kk] = 0.0f;
-            if (++c == C) {
-              c = 0;
-              if (++r == R) r = 0, ++s;
-            }
-          }
+          pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
           const float* a[MR];
           for (long m = m0; m < m1; m += MR) {
             const int mr = static_cast<int>(std::min<long>(MR, m1 - m));
@@ -201,6 +217,83 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
         }
       }
   }
+}
+
+// Rows of output pixels per work item: about MC pixels, bands of at most 1 MiB, and no more than
+// an even share of the N*P rows, so threads do not hold copies of the same rows.
+void im2win_fused_plan(int N, int C, int R, int S, int sx, int P, int Q, int nthreads,
+                       long* rows_per_item, long* band_floats) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+  const long row_floats = Wu * R * C;
+  const long by_pixels = cdiv(MC, Q);
+  const long by_cache = std::max<long>(1, (1l << 18) / row_floats);
+  const long by_share = cdiv(static_cast<long>(N) * P, nthreads);
+  *rows_per_item = std::max<long>(1, std::min({by_pixels, by_cache, by_share}));
+  *band_floats = *rows_per_item * row_floats;
+}
+
+// im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
+// into this thread's band buffer (phase "transform", in cache) and consumed at once by the same
+// micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
+// x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
+// out: [N][P][Q][K]; work: nthreads * (band_floats + im2win_panel_floats()) floats.
+// Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
+// there are too few row blocks to occupy every thread (each then builds its own copy of the bands).
+// phase_seconds (nullable): receives the slowest thread's time spent building bands.
+void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                       int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                       const float* f, const float* bias, float* out, float* work,
+                       double* phase_seconds, int nthreads) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S;
+  const long RC = static_cast<long>(R) * C;
+  const long T = RC * S;
+  long rows_per_item, band_floats;
+  im2win_fused_plan(N, C, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats);
+  const long rows_total = static_cast<long>(N) * P;
+  const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
+  long kgroups = 1;
+  while (row_blocks * kgroups < 2l * nthreads && kgroups < kblocks) kgroups *= 2;
+  kgroups = std::min(kgroups, kblocks);
+  const long kb_per_group = cdiv(kblocks, kgroups);
+  double slowest = 0.0;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest)
+  {
+    float* band = work + static_cast<long>(omp_get_thread_num()) * (band_floats + TC * KB);
+    float* panel = band + band_floats;
+    std::vector<const float*> arow(rows_per_item * Q);
+    double transform = 0.0;
+#pragma omp for collapse(2) schedule(static)
+    for (long rb = 0; rb < row_blocks; ++rb)
+      for (long g = 0; g < kgroups; ++g) {
+        const long row0 = rb * rows_per_item, rows = std::min(rows_per_item, rows_total - row0);
+        const double t_start = omp_get_wtime();
+        build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, rows, band);
+        transform += omp_get_wtime() - t_start;
+        const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
+        for (long m = m0; m < m1; ++m) {  // pixel -> start of its window in the band buffer
+          const long row = (m - m0) / Q, q = (m - m0) % Q;
+          arow[m - m0] = band + (row * Wu + q * sx) * RC;
+        }
+        const long kb0 = g * kb_per_group, kb1 = std::min(kblocks, kb0 + kb_per_group);
+        for (long kb = kb0; kb < kb1; ++kb) {
+          const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
+          long s = 0, r = 0, c = 0;
+          for (long t0 = 0; t0 < T; t0 += TC) {
+            const int tc = static_cast<int>(std::min<long>(TC, T - t0));
+            pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+            const float* a[MR];
+            for (long m = m0; m < m1; m += MR) {
+              const int mr = static_cast<int>(std::min<long>(MR, m1 - m));
+              for (int i = 0; i < mr; ++i) a[i] = arow[m - m0 + i] + t0;
+              ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
+                                   bias ? bias + k0 : nullptr);
+            }
+          }
+        }
+      }
+    slowest = transform;
+  }
+  if (phase_seconds) *phase_seconds = slowest;
 }
 
 // Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
