@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 METHOD = (
-    "time.perf_counter around each call on an idle process; {warmup} warm-up call(s) discarded, then "
-    "{repeat} timed calls; reported: median (time_ms), min, and the interquartile range"
+    "time.perf_counter around each call; {warmup} warm-up call(s) discarded, then {repeat} timed "
+    "rounds, each round calling every implementation of the layer once in turn (interleaved, so a "
+    "burst of machine noise hits all of them alike); reported per implementation: min_ms (best "
+    "round, as the im2win papers report: minimum of N runs), time_ms (median) and iqr_ms; gflops "
+    "is computed from min_ms"
 )
 
 
@@ -39,8 +42,30 @@ def measure(fn: Callable[[], object], warmup: int = 1, repeat: int = 5) -> Timin
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
+    return _summary(times)
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]], warmup: int = 1, repeat: int = 5
+) -> dict[str, Timing]:
+    """Time several callables round-robin: each round calls every one of them once."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: _summary(ts) for name, ts in times.items()}
+
+
+def _summary(times: list[float]) -> Timing:
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Timing(statistics.median(times), min(times), q[2] - q[0], repeat)
+    return Timing(statistics.median(times), min(times), q[2] - q[0], len(times))
 
 
 def available_cores() -> int:

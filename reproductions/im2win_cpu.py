@@ -95,34 +95,41 @@ def run(
         panel_floats = lib().im2win_panel_floats()
         records = []
         bar = tqdm(
-            total=2 * len(shapes) * len(impls),
+            total=3 * len(shapes) * len(impls),
             desc=f"{EXPERIMENT} ({scale})",
             disable=not progress,
             unit="step",
         )
-        # Phase 1: correctness against the float64 oracle, then time, layer by layer.
+        # Phase 1, layer by layer: correctness against the float64 oracle, then interleaved timing.
         for name, shape in shapes.items():
             x, w, b = _inputs(shape, seed)
             exact = conv2d_reference(x, w, b, shape.stride, shape.padding)
             bound = error_bound(x, w, b, shape.stride, shape.padding)
-            for impl in impls:
-                bar.set_postfix_str(f"{name} {impl} time")
-
-                call = functools.partial(
+            calls = {
+                impl: functools.partial(
                     im2win.conv2d, x, w, b, shape.stride, shape.padding, impl=impl
                 )
-                violation = float(((call().double() - exact).abs() / bound).max())
-                t = timing.measure(call, cfg["warmup"], cfg["repeat"])
+                for impl in impls
+            }
+            violations = {}
+            for impl, call in calls.items():
+                bar.set_postfix_str(f"{name} {impl} check")
+                violations[impl] = float(((call().double() - exact).abs() / bound).max())
+                bar.update()
+            del exact, bound
+            bar.set_postfix_str(f"{name} timing")
+            timings = timing.measure_interleaved(calls, cfg["warmup"], cfg["repeat"])
+            for impl in impls:
                 transform_ms = None
                 if impl == "im2win":  # streamed windows: the kernel's own timer of that phase
-                    transform_ms = statistics.median(
+                    transform_ms = min(
                         im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                         for _ in range(cfg["repeat"])
                     )
                 elif impl in TRANSFORMS:
                     transform = functools.partial(TRANSFORMS[impl], x, shape)
-                    transform_ms = timing.measure(transform, cfg["warmup"], cfg["repeat"]).time_ms
-                rate = gflops(shape, t.time_ms)
+                    transform_ms = timing.measure(transform, cfg["warmup"], cfg["repeat"]).min_ms
+                t = timings[impl]
                 records.append(
                     {
                         "layer": name,
@@ -130,10 +137,10 @@ def run(
                         **shape.as_dict(),
                         "flops": shape.flops,
                         **t.as_dict(),
-                        "gflops": rate,
+                        "gflops": gflops(shape, t.min_ms),
                         "transform_ms": transform_ms,
-                        "max_error_ratio": violation,
-                        "correct": violation <= 1.0,
+                        "max_error_ratio": violations[impl],
+                        "correct": violations[impl] <= 1.0,
                         "extra_mem_formula_bytes": analytic_extra_bytes(
                             impl,
                             shape,
@@ -144,7 +151,6 @@ def run(
                     }
                 )
                 bar.update()
-            del exact, bound
         # Phase 2: memory (after all timing: the allocator setting it needs changes allocation cost).
         mem_ok = memory.supported() and memory.exact_large_allocations()
         by_key = {(r["layer"], r["impl"]): r for r in records}
@@ -232,8 +238,8 @@ def gflops_table(doc: dict) -> str:
     rows.append(["**geomean**"] + [_fmt(_geomean(g[(l, i)] for l in layers), ".1f") for i in impls])
     peak = doc["peak"]["gflops"]
     return (
-        f"GFLOP/s (2 x MACs / median time), {doc['config']['threads']} threads, batch "
-        f"{doc['config']['batch']}; measured FP32 peak of this machine: {peak:.1f} GFLOP/s.\n\n"
+        f"GFLOP/s (2 x MACs / best time of the interleaved rounds), "
+        f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; measured FP32 peak of this machine: {peak:.1f} GFLOP/s.\n\n"
         + _table(["layer", *impls], rows)
     )
 
@@ -270,14 +276,14 @@ def memory_table(doc: dict) -> str:
 
 def transform_table(doc: dict) -> str:
     layers, impls, tr = _grid(doc, "transform_ms")
-    _, _, total = _grid(doc, "time_ms")
+    _, _, total = _grid(doc, "min_ms")
     cols = [i for i in impls if any(tr[(l, i)] is not None for l in layers)]
     rows = [
         [l] + [f"{_fmt(tr[(l, i)], '.2f')} / {_fmt(total[(l, i)], '.2f')}" for i in cols]
         for l in layers
     ]
     return (
-        "Window transform time / whole convolution time (ms, medians); the transform is included "
+        "Window transform time / whole convolution time (ms, best of the rounds); the transform is included "
         "in the whole convolution's time. im2win_nhwc and im2win_nchw: the materialised transform "
         "timed on its own. im2win: the time its slowest thread spent building window bands inside "
         "the convolution (the kernel's own timers).\n\n" + _table(["layer", *cols], rows)
@@ -301,8 +307,8 @@ def paper_comparison(doc: dict) -> str:
             "memory_saving_vs_im2col": _ratio_mean(
                 doc, "extra_mem_bytes", impl, "im2col_gemm", True
             ),
-            "speedup_vs_im2col": _ratio_mean(doc, "time_ms", impl, "im2col_gemm"),
-            "speedup_vs_direct": _ratio_mean(doc, "time_ms", impl, "direct"),
+            "speedup_vs_im2col": _ratio_mean(doc, "min_ms", impl, "im2col_gemm"),
+            "speedup_vs_direct": _ratio_mean(doc, "min_ms", impl, "direct"),
         }
         for claim, paper in PAPER_CLAIMS.items():
             fmt = ".1%" if "memory" in claim else ".2f"
@@ -445,6 +451,13 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
+def _relative(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     """Write the tables (one Markdown report) and figures of run `doc` into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +466,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     report = "\n".join(
         [
             f"# im2win on CPU ({doc['config']['scale']} scale)\n",
-            f"Rendered from `{source.as_posix()}`, measured {doc['created_utc']} with `{doc['command']}` "
+            f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
             f"on {env['cpu_model']} ({doc['config']['threads']} threads), torch "
             f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
             f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s.\n",

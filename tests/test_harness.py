@@ -86,3 +86,12 @@ def test_load_run_rejects_other_files(tmp_path):
     bad.write_text(json.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a run file"):
         results.load_run(bad)
+
+
+def test_measure_interleaved_calls_in_rounds():
+    order = []
+    out = timing.measure_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeat=3
+    )
+    assert order == ["a", "b"] + ["a", "b"] * 3
+    assert set(out) == {"a", "b"} and out["a"].repeats == 3
