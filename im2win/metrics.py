@@ -46,7 +46,8 @@ def analytic_extra_bytes(
 
     im2win: its streamed window bands and filter panels, or the whole window tensor, whichever
     it uses (`im2win_work_floats`, from im2win.implementations.im2win_workspace_floats).
-    im2win_nhwc: the NHWC window tensor plus one packed filter panel per thread (`panel_floats` each, im2win.cpu.lib().im2win_panel_floats()).
+    im2win_nhwc: the NHWC window tensor plus one packed filter panel per thread (`panel_floats`
+    each, im2win.cpu.lib().im2win_panel_floats()).
     im2win_nchw: the paper's window tensor plus the paper's reordered filter Fw.
     im2col_gemm: the im2col matrix. direct: nothing. torch_cl: the input and filter reordered to
     channels_last. torch: oneDNN's internal workspace is not documented, so no formula (None).

@@ -239,7 +239,8 @@ def gflops_table(doc: dict) -> str:
     peak = doc["peak"]["gflops"]
     return (
         f"GFLOP/s (2 x MACs / best time of the interleaved rounds), "
-        f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; measured FP32 peak of this machine: {peak:.1f} GFLOP/s.\n\n"
+        f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; "
+        f"measured FP32 peak of this machine: {peak:.1f} GFLOP/s.\n\n"
         + _table(["layer", *impls], rows)
     )
 
