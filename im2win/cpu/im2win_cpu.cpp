@@ -50,6 +50,14 @@ inline void storeu(float* p, V v) { *reinterpret_cast<Vu*>(p) = v; }
 
 long cdiv(long a, long b) { return (a + b - 1) / b; }
 
+// Split n units into blocks of at most `target` (and at least `align`-aligned) units such that the
+// number of blocks is a multiple of nthreads and blocks are near-equal: a static schedule then gives
+// every thread the same amount of work. Returns the block size.
+long balanced_block(long n, long target, int nthreads, long align = 1) {
+  const long blocks = nthreads * cdiv(n, nthreads * std::max(target, 1l));
+  return std::max(align, cdiv(cdiv(n, blocks), align) * align);
+}
+
 // Micro-kernel, phase "compute": C[i][0:KB] (+)= sum_t a[i][t] * b[t][0:KB] for i < M.
 // a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
 // First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
@@ -179,7 +187,7 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout, never
 // reordered as a whole); bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor);
 // panels: nthreads * im2win_panel_floats() floats.
-// Work item = (block of MC pixels, block of KB output channels). Per item, per TC-deep step t0 of the
+// Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0 of the
 // reduction: pack the B panel [TC][KB] into this thread's buffer (L1-resident), then run the MR x KB
 // micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
 void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
@@ -189,15 +197,16 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long T = RC * S;  // reduction length
   const long M = static_cast<long>(N) * P * Q;
   const long PQ = static_cast<long>(P) * Q;
-  const long mblocks = cdiv(M, MC), kblocks = cdiv(K, KB);
+  const long mc = balanced_block(M, MC, nthreads, MR);
+  const long mblocks = cdiv(M, mc), kblocks = cdiv(K, KB);
 #pragma omp parallel num_threads(nthreads)
   {
     float* panel = panels + static_cast<long>(omp_get_thread_num()) * TC * KB;
-    const float* arow[MC];
+    std::vector<const float*> arow(mc);
 #pragma omp for collapse(2) schedule(static)
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
-        const long m0 = mb * MC, m1 = std::min(M, m0 + MC);
+        const long m0 = mb * mc, m1 = std::min(M, m0 + mc);
         const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
         for (long m = m0; m < m1; ++m) {  // pixel m = (n, p, q) -> start of its window
           const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
@@ -219,16 +228,14 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   }
 }
 
-// Rows of output pixels per work item: about MC pixels, bands of at most 1 MiB, and no more than
-// an even share of the N*P rows, so threads do not hold copies of the same rows.
+// Rows of output pixels per work item: about MC pixels and bands of at most 1 MiB, in a number of
+// equal items that is a multiple of the thread count (so no thread idles or holds another's rows).
 void im2win_fused_plan(int N, int C, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long row_floats = Wu * R * C;
-  const long by_pixels = cdiv(MC, Q);
-  const long by_cache = std::max<long>(1, (1l << 18) / row_floats);
-  const long by_share = cdiv(static_cast<long>(N) * P, nthreads);
-  *rows_per_item = std::max<long>(1, std::min({by_pixels, by_cache, by_share}));
+  const long target = std::min(cdiv(MC, Q), std::max<long>(1, (1l << 18) / row_floats));
+  *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
   *band_floats = *rows_per_item * row_floats;
 }
 
@@ -238,7 +245,7 @@ void im2win_fused_plan(int N, int C, int R, int S, int sx, int P, int Q, int nth
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: nthreads * (band_floats + im2win_panel_floats()) floats.
 // Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
-// there are too few row blocks to occupy every thread (each then builds its own copy of the bands).
+// there are fewer row blocks than threads (each then builds its own copy of the bands).
 // phase_seconds (nullable): receives the slowest thread's time spent building bands.
 void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                        int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
@@ -252,7 +259,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const long rows_total = static_cast<long>(N) * P;
   const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
   long kgroups = 1;
-  while (row_blocks * kgroups < 2l * nthreads && kgroups < kblocks) kgroups *= 2;
+  while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
   const long kb_per_group = cdiv(kblocks, kgroups);
   double slowest = 0.0;
