@@ -39,7 +39,7 @@ constexpr int MR = 6;
 #endif
 constexpr int NR = 2;         // vectors of output channels per micro-tile
 constexpr int KB = NR * VL;   // output channels per B panel
-constexpr int TC = 128;       // reduction depth per B panel: TC * KB floats stay in L1
+constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats stay in L1
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 
 typedef float V __attribute__((vector_size(VL * 4)));
