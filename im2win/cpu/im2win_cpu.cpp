@@ -137,24 +137,30 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst) {
   const long RC = static_cast<long>(R) * C;
+  // Columns w of the window that fall inside the input: w - px in [0, W).
+  const long w_lo = std::min<long>(Wu, px), w_hi = std::max(w_lo, std::min<long>(Wu, W + px));
   for (long row = row0; row < row0 + rows; ++row) {
     const long n = row / P, p = row % P;
     float* band = dst + (row - row0) * Wu * RC;
     for (int r = 0; r < R; ++r) {
       const long h = p * sy + r - py;
-      for (long w = 0; w < Wu; ++w) {
-        float* d = band + w * RC + r * C;
-        const long wi = w - px;
-        if (h < 0 || h >= H || wi < 0 || wi >= W) {
-          std::memset(d, 0, sizeof(float) * C);
-          continue;
-        }
-        const float* src = x + n * sn + h * sh + wi * sw;
-        if (sc == 1) {
-          std::memcpy(d, src, sizeof(float) * C);
-        } else {
+      const bool inside = h >= 0 && h < H;
+      for (long w = 0; w < Wu; ++w)  // zero padding: rows above/below, columns left/right
+        if (!inside || w < w_lo || w >= w_hi) std::memset(band + w * RC + r * C, 0, sizeof(float) * C);
+      if (!inside) continue;
+      const float* src = x + n * sn + h * sh + (w_lo - px) * sw;
+      float* d = band + w_lo * RC + r * C;
+      if (sc == 1) {  // channels_last input: each window column is one contiguous copy
+        for (long w = 0; w < w_hi - w_lo; ++w) std::memcpy(d + w * RC, src + w * sw, sizeof(float) * C);
+      } else if (C < 16) {  // few channels: read each channel's row contiguously
+        for (int c = 0; c < C; ++c)
+          for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = src[c * sc + w * sw];
+      } else {  // many channels: gather the C values of one column (a contiguous write)
+        for (long w = 0; w < w_hi - w_lo; ++w) {
+          const float* s_w = src + w * sw;
+          float* d_w = d + w * RC;
 #pragma omp simd
-          for (int c = 0; c < C; ++c) d[c] = src[c * sc];
+          for (int c = 0; c < C; ++c) d_w[c] = s_w[c * sc];
         }
       }
     }
