@@ -203,8 +203,11 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long T = RC * S;  // reduction length
   const long M = static_cast<long>(N) * P * Q;
   const long PQ = static_cast<long>(P) * Q;
-  const long mc = balanced_block(M, MC, nthreads, MR);
-  const long mblocks = cdiv(M, mc), kblocks = cdiv(K, KB);
+  // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
+  // blocks spread over the threads, so each panel of the filter is packed exactly once.
+  const long kblocks = cdiv(K, KB);
+  const long mc = (M <= MC && kblocks % nthreads == 0) ? M : balanced_block(M, MC, nthreads, MR);
+  const long mblocks = cdiv(M, mc);
 #pragma omp parallel num_threads(nthreads)
   {
     float* panel = panels + static_cast<long>(omp_get_thread_num()) * TC * KB;
