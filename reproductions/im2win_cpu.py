@@ -91,7 +91,7 @@ def run(
     shapes = layer_shapes(scale, layers)
     started = time.perf_counter()
     with timing.threads(threads) as n_threads:
-        peak_start = measure_peak(n_threads)
+        probes = [measure_peak(n_threads)]  # FMA peak: before, after every layer, at the end
         panel_floats = lib().im2win_panel_floats()
         records = []
         bar = tqdm(
@@ -119,6 +119,7 @@ def run(
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
             timings = timing.measure_interleaved(calls, cfg["warmup"], cfg["repeat"])
+            probes.append(measure_peak(n_threads, trials=2))
             for impl in impls:
                 transform_ms = None
                 if impl == "im2win":  # streamed windows: the kernel's own timer of that phase
@@ -172,9 +173,9 @@ def run(
                     rec["skipped_memory"] = "this OS cannot reset/read the memory high-water mark"
                 bar.update()
         bar.close()
-        # The clock of a shared or turbo-boosted CPU drifts: the roof is the best of two probes.
-        peak_end = measure_peak(n_threads)
-        peak = max(peak_start, peak_end, key=lambda p: p.gflops)
+        # The clock of a shared or turbo-boosted CPU drifts: the roof is the best probe of the run.
+        probes.append(measure_peak(n_threads))
+        peak = max(probes, key=lambda p: p.gflops)
         for rec in records:
             rec["fraction_of_peak"] = rec["gflops"] / peak.gflops
         env = environment.capture(n_threads)
@@ -197,8 +198,7 @@ def run(
         results_dir=results_dir,
         timing_method=timing.METHOD.format(warmup=cfg["warmup"], repeat=cfg["repeat"]),
         extra={
-            "peak": peak.as_dict()
-            | {"start_gflops": peak_start.gflops, "end_gflops": peak_end.gflops},
+            "peak": peak.as_dict() | {"probes_gflops": [p.gflops for p in probes]},
             "memory_method": memory.METHOD,
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"
             " over all outputs; <= 1 passes (im2win.reference)",
@@ -240,7 +240,9 @@ def gflops_table(doc: dict) -> str:
     return (
         f"GFLOP/s (2 x MACs / best time of the interleaved rounds), "
         f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; "
-        f"measured FP32 peak of this machine: {peak:.1f} GFLOP/s.\n\n"
+        f"FP32 peak of this machine: {peak:.1f} GFLOP/s, the best of "
+        f"{len(doc['peak'].get('probes_gflops', [1]))} FMA probes during the run (range "
+        f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts).\n\n"
         + _table(["layer", *impls], rows)
     )
 
