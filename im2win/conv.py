@@ -31,10 +31,11 @@ def _check(name: str, t, dims: int) -> None:
         raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
 
 
-def validate(input, weight, bias, stride, padding, impl):
-    """Check conv2d's arguments; returns (stride, padding) as pairs. Raises ValueError naming the fix."""
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+def validate(input, weight, bias, stride, padding):
+    """Check conv2d's tensors and hyper-parameters; returns (stride, padding) as pairs.
+
+    Raises ValueError naming the problem and the fix.
+    """
     _check("input", input, 4)
     _check("weight", weight, 4)
     if bias is not None:
@@ -84,6 +85,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") 
         `im2win` and `torch_cl` return channels_last memory, the others contiguous NCHW.
         Threads: torch.get_num_threads(). Forward only (no autograd).
     """
-    stride, padding = validate(input, weight, bias, stride, padding, impl)
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
+    stride, padding = validate(input, weight, bias, stride, padding)
     with torch.no_grad():
         return IMPLEMENTATIONS[impl].run(input, weight, bias, stride, padding)

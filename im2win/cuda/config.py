@@ -1,0 +1,101 @@
+"""Compile-time configurations of the GPU im2win kernel: tile sizes and the paper's ablation switches.
+
+A TileConfig becomes -D options of im2win/cuda/kernels/im2win.cu. `VARIANTS` is the ablation of the
+Euro-Par 2023 paper (section on optimizations): the full kernel and each optimization switched off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+FLOAT_BYTES = 4
+INDEX_BYTES = 8  # one window-start offset (i64) per tile row in shared memory
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    bm: int = 128  # output pixels per block
+    bn: int = 128  # output channels per block
+    bk: int = 8  # reduction depth per shared-memory step
+    tm: int = 8  # micro-tile rows per thread
+    tn: int = 8  # micro-tile columns per thread
+    smem: bool = True
+    double_buffer: bool = True
+    prefetch: bool = True
+    vec_load: bool = True
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def a_loads(self) -> int:
+        return self.bm * self.bk // self.threads
+
+    @property
+    def b_loads(self) -> int:
+        return self.bk * self.bn // self.threads
+
+    @property
+    def shared_bytes(self) -> int:
+        """Static shared memory of im2win_conv (window starts + A and B tiles, per buffer)."""
+        if not self.smem:
+            return 0
+        buffers = 2 if self.double_buffer else 1
+        return self.bm * INDEX_BYTES + buffers * self.bk * (self.bm + self.bn) * FLOAT_BYTES
+
+    def problems(self) -> list[str]:
+        """Why this configuration cannot be compiled or launched (empty when it can)."""
+        out = []
+        if min(self.bm, self.bn, self.bk, self.tm, self.tn) < 1:
+            out.append("every tile size must be >= 1")
+            return out
+        if self.bm % self.tm or self.bn % self.tn:
+            out.append(f"bm={self.bm} must be a multiple of tm={self.tm} and bn={self.bn} of tn={self.tn}")
+            return out
+        if not 1 <= self.threads <= 1024:
+            out.append(f"{self.threads} threads per block; CUDA allows 1..1024")
+        if self.smem:
+            if (self.bm * self.bk) % self.threads or (self.bk * self.bn) % self.threads:
+                out.append(f"the A tile ({self.bm}x{self.bk}) and B tile ({self.bk}x{self.bn}) must "
+                           f"split evenly over {self.threads} threads")
+            elif self.a_loads == 0 or self.b_loads == 0 or self.bk % self.a_loads or self.bn % self.b_loads:
+                out.append("each thread's A (B) loads must be a run inside one tile row (bk % a_loads "
+                           "== 0 and bn % b_loads == 0)")
+        return out
+
+    def defines(self) -> dict[str, int]:
+        return {
+            "BM": self.bm, "BN": self.bn, "BK": self.bk, "TM": self.tm, "TN": self.tn,
+            "SMEM": int(self.smem), "DOUBLE_BUFFER": int(self.double_buffer),
+            "PREFETCH": int(self.prefetch), "VEC_LOAD": int(self.vec_load),
+        }
+
+    def options(self) -> list[str]:
+        return [f"-D{k}={v}" for k, v in self.defines().items()]
+
+    def replace(self, **changes) -> TileConfig:
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULT = TileConfig()
+VARIANTS: dict[str, TileConfig] = {
+    "im2win": DEFAULT,
+    "no_prefetch": DEFAULT.replace(prefetch=False),
+    "no_vector_load": DEFAULT.replace(vec_load=False),
+    "no_double_buffer": DEFAULT.replace(double_buffer=False),
+    # the authors' older kernel: 16 x 16 tiles, one output per thread
+    "no_micro_kernel": TileConfig(bm=16, bn=16, bk=16, tm=1, tn=1, vec_load=False),
+    "no_smem": DEFAULT.replace(smem=False, double_buffer=False, prefetch=False, vec_load=False),
+}
+"""The ablation: the full kernel, then each of the paper's optimizations switched off."""
+
+AUTOTUNE_CANDIDATES: list[TileConfig] = [
+    TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn)
+    for bm, bn, bk, tm, tn in [
+        (128, 128, 8, 8, 8), (128, 64, 8, 8, 4), (64, 128, 8, 4, 8), (64, 64, 8, 4, 4),
+        (128, 128, 16, 8, 8), (64, 64, 16, 4, 4), (128, 32, 8, 4, 4), (32, 128, 8, 4, 4),
+    ]
+]
+"""Default tile configurations the autotuner starts from (all must compile without spills)."""

@@ -1,0 +1,210 @@
+/* im2win on GPUs (Lu et al., "Im2win: An Efficient Convolution Paradigm on GPU", Euro-Par 2023),
+ * generalised to any batch, channels, filter, stride and zero padding, and bounds-checked everywhere
+ * (the authors' kernel needs K % 128 == 0 and C*R*S % 8 == 0; this one has no such condition).
+ *
+ * Compiled as CUDA C++ by NVRTC and, through portability.h, as OpenCL C for verification on the CPU.
+ *
+ * Layouts (NHWC window, as the CPU kernel; Wu = (Q-1)*sx + S, RC = R*C, T = S*R*C):
+ *   window  Iw[N][P][Wu][R][C]     Iw[n][p][w][r][c] = x[n][c][p*sy + r - py][w - px] (0 outside)
+ *   filter  Fw[T][K]               Fw[t][k] = F[k][c][r][s] for t = (s, r, c)
+ *   output  O[N][P][Q][K]          (a channels_last NCHW tensor)
+ *   GEMM    O[m][k] = sum_t A[m][t] * Fw[t][k],  A[m][t] = Iw[base(m) + t],
+ *           base(m = (n, p, q)) = ((n*P + p)*Wu + q*sx)*RC: each output pixel's window is one
+ *           contiguous run of T floats, and neighbouring pixels' windows overlap.
+ *
+ * im2win_conv thread mapping: a block computes a BM (pixels) x BN (output channels) tile with
+ * THREADS = (BM/TM)*(BN/TN) threads; thread (ty, tx) owns the TM x TN micro-tile at rows ty*TM..,
+ * columns tx*TN... The reduction runs in BK-deep steps through shared memory (As[BK][BM] stored
+ * transposed, Bs[BK][BN]).
+ *
+ * Compile-time switches (the ablation of the paper, each a -D option):
+ *   SMEM           shared-memory tiling (0: every thread reads global memory directly)
+ *   TM, TN         register micro-kernel (TM = TN = 1: one output per thread)
+ *   DOUBLE_BUFFER  two shared-memory buffers: one barrier per step instead of two
+ *   PREFETCH       global loads of the next step issued before computing the current one
+ *   VEC_LOAD       float4 global loads where the launch says alignment allows (vec_a, vec_b)
+ */
+
+#ifndef BM
+#define BM 128
+#endif
+#ifndef BN
+#define BN 128
+#endif
+#ifndef BK
+#define BK 8
+#endif
+#ifndef TM
+#define TM 8
+#endif
+#ifndef TN
+#define TN 8
+#endif
+#ifndef SMEM
+#define SMEM 1
+#endif
+#ifndef DOUBLE_BUFFER
+#define DOUBLE_BUFFER 1
+#endif
+#ifndef PREFETCH
+#define PREFETCH 1
+#endif
+#ifndef VEC_LOAD
+#define VEC_LOAD 1
+#endif
+
+#define THREADS ((BM / TM) * (BN / TN))
+#define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
+#define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
+#define NBUF (DOUBLE_BUFFER ? 2 : 1)
+#define VEC_A (VEC_LOAD && A_LOADS % 4 == 0) /* float4 loads need runs of 4 per thread */
+#define VEC_B (VEC_LOAD && B_LOADS % 4 == 0)
+
+/* Phase "transform": one thread per window element, consecutive threads along c (coalesced writes).
+ * x is read through its strides (any memory format). */
+KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 sc, i64 sh, i64 sw,
+                          int C, int H, int W, int R, int sy, int py, int px, int P, int Wu,
+                          i64 total) {
+  const i64 i = GLOBAL_ID;
+  if (i >= total) return;
+  const int c = (int)(i % C);
+  i64 rest = i / C;
+  const int r = (int)(rest % R);
+  rest /= R;
+  const int w = (int)(rest % Wu);
+  rest /= Wu;
+  const int p = (int)(rest % P);
+  const i64 n = rest / P;
+  const int h = p * sy + r - py, wi = w - px;
+  iw[i] = (h >= 0 && h < H && wi >= 0 && wi < W) ? x[n * sn + c * sc + h * sh + wi * sw] : 0.0f;
+}
+
+/* Phase "filter": Fw[t][k] = F[k][c][r][s], t = (s, r, c); one thread per element, along k. */
+KERNEL void im2win_filter(CONST_GLOBAL float* f, GLOBAL float* fw, int K, int C, int R, int S,
+                          i64 total) {
+  const i64 i = GLOBAL_ID;
+  if (i >= total) return;
+  const int k = (int)(i % K);
+  const i64 t = i / K;
+  const int c = (int)(t % C), r = (int)((t / C) % R), s = (int)(t / ((i64)C * R));
+  fw[i] = f[(((i64)k * C + c) * R + r) * S + s];
+}
+
+/* Window start of pixel m, or -1 past the last pixel. */
+DEVICE i64 window_base(i64 m, i64 M, int P, int Q, int Wu, int sx, i64 RC) {
+  if (m >= M) return -1;
+  const i64 n = m / ((i64)P * Q);
+  const int p = (int)((m / Q) % P), q = (int)(m % Q);
+  return ((n * P + p) * Wu + (i64)q * sx) * RC;
+}
+
+/* Global -> registers for one BK-deep step at t0: ra = A[row][t0 + a_t ..], rb = Fw[t0 + b_t][kb ..];
+ * zero outside the problem. float4 loads when compiled in and the launch says addresses align. */
+DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, i64 a_base, int a_t, int b_t,
+                      int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra, float* rb) {
+  const int ta = t0 + a_t, tb = t0 + b_t;
+#if VEC_A
+  if (vec_a && a_base >= 0 && ta + A_LOADS <= T) {
+    for (int j = 0; j < A_LOADS; j += 4) {
+      const float4 v = LOAD4(iw + a_base + ta + j);
+      ra[j] = v.x, ra[j + 1] = v.y, ra[j + 2] = v.z, ra[j + 3] = v.w;
+    }
+  } else
+#endif
+    for (int j = 0; j < A_LOADS; ++j) ra[j] = (a_base >= 0 && ta + j < T) ? iw[a_base + ta + j] : 0.0f;
+#if VEC_B
+  if (vec_b && tb < T && kb + B_LOADS <= K) {
+    for (int j = 0; j < B_LOADS; j += 4) {
+      const float4 v = LOAD4(fw + (i64)tb * K + kb + j);
+      rb[j] = v.x, rb[j + 1] = v.y, rb[j + 2] = v.z, rb[j + 3] = v.w;
+    }
+  } else
+#endif
+    for (int j = 0; j < B_LOADS; ++j) rb[j] = (tb < T && kb + j < K) ? fw[(i64)tb * K + kb + j] : 0.0f;
+}
+
+/* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN)), block = THREADS. Kernels take their buffers
+ * first, then scalars (im2win/cuda/launch.py builds the scalars). */
+KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
+                        GLOBAL float* out, int has_bias, int N, int C, int K, int R, int S, int sx,
+                        int P, int Q, int Wu, int vec_a, int vec_b) {
+  const i64 M = (i64)N * P * Q;
+  const i64 RC = (i64)R * C;
+  const int T = S * R * C;
+  const i64 m0 = (i64)BLOCK_ID_X * BM;
+  const int k0 = BLOCK_ID_Y * BN;
+  const int tid = THREAD_ID;
+  const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+  float acc[TM][TN];
+  for (int i = 0; i < TM; ++i)
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+#if SMEM
+  SHARED i64 row_base[BM];
+  SHARED float As[NBUF][BK][BM];
+  SHARED float Bs[NBUF][BK][BN];
+  for (int i = tid; i < BM; i += THREADS) row_base[i] = window_base(m0 + i, M, P, Q, Wu, sx, RC);
+  SYNC();
+
+  /* This thread's share of a step: A elements e = tid*A_LOADS + j -> (row e / BK, t e % BK),
+   * B elements e = tid*B_LOADS + j -> (t e / BN, channel e % BN): runs of consecutive addresses. */
+  float ra[A_LOADS], rb[B_LOADS];
+  const int ea = tid * A_LOADS, eb = tid * B_LOADS;
+  const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
+  const i64 a_base = row_base[a_row];
+  const int steps = (T + BK - 1) / BK;
+#define STORE_STEP(buf)                                                  \
+  {                                                                      \
+    for (int j = 0; j < A_LOADS; ++j) As[buf][a_t + j][a_row] = ra[j];   \
+    for (int j = 0; j < B_LOADS; ++j) Bs[buf][b_t][b_k + j] = rb[j];     \
+  }
+
+  load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, 0, vec_a, vec_b, ra, rb);
+  STORE_STEP(0);
+  SYNC();
+  for (int step = 0; step < steps; ++step) {
+    const int cur = DOUBLE_BUFFER ? (step & 1) : 0;
+    const int more = step + 1 < steps;
+    if (PREFETCH && more) /* loads in flight while computing below */
+      load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, (step + 1) * BK, vec_a, vec_b, ra, rb);
+    for (int kk = 0; kk < BK; ++kk) {                 /* phase "compute": the micro-kernel */
+      float a[TM], b[TN];
+      for (int i = 0; i < TM; ++i) a[i] = As[cur][kk][ty * TM + i];
+      for (int j = 0; j < TN; ++j) b[j] = Bs[cur][kk][tx * TN + j];
+      for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+    if (more) {
+      if (!PREFETCH)
+        load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, (step + 1) * BK, vec_a, vec_b, ra, rb);
+      if (!DOUBLE_BUFFER) SYNC(); /* all reads of the only buffer done before it is refilled */
+      STORE_STEP(DOUBLE_BUFFER ? (cur ^ 1) : 0);
+      SYNC();
+    }
+  }
+#else
+  /* No shared memory: each thread streams its rows' windows and the filter from global memory. */
+  i64 base[TM];
+  for (int i = 0; i < TM; ++i) base[i] = window_base(m0 + ty * TM + i, M, P, Q, Wu, sx, RC);
+  for (int t = 0; t < T; ++t) {
+    float a[TM], b[TN];
+    for (int i = 0; i < TM; ++i) a[i] = base[i] >= 0 ? iw[base[i] + t] : 0.0f;
+    for (int j = 0; j < TN; ++j) {
+      const int k = k0 + tx * TN + j;
+      b[j] = k < K ? fw[(i64)t * K + k] : 0.0f;
+    }
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+  }
+#endif
+
+  /* Phase "store": bounds-checked, bias added once. */
+  for (int i = 0; i < TM; ++i) {
+    const i64 m = m0 + ty * TM + i;
+    if (m >= M) break;
+    for (int j = 0; j < TN; ++j) {
+      const int k = k0 + tx * TN + j;
+      if (k < K) out[m * K + k] = acc[i][j] + (has_bias ? bias[k] : 0.0f);
+    }
+  }
+}

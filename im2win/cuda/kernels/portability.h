@@ -1,0 +1,30 @@
+/* Portability prelude: lets one kernel source compile as CUDA C++ (NVRTC) and as OpenCL C (PoCL on
+ * the CPU, for verification without a GPU). Kernels use only these macros for everything that differs
+ * between the two languages. */
+#ifdef __OPENCL_VERSION__
+#define KERNEL __kernel
+#define GLOBAL __global
+#define CONST_GLOBAL __global const
+#define SHARED __local
+#define SYNC() barrier(CLK_LOCAL_MEM_FENCE)
+#define THREAD_ID ((int)get_local_id(0))
+#define BLOCK_ID_X ((int)get_group_id(0))
+#define BLOCK_ID_Y ((int)get_group_id(1))
+#define GLOBAL_ID ((i64)get_global_id(0))
+#define LOAD4(p) vload4(0, (p))
+#define DEVICE inline
+typedef long i64;
+#else
+#define KERNEL extern "C" __global__
+#define GLOBAL
+#define CONST_GLOBAL const
+#define SHARED __shared__
+#define SYNC() __syncthreads()
+#define THREAD_ID ((int)threadIdx.x)
+#define BLOCK_ID_X ((int)blockIdx.x)
+#define BLOCK_ID_Y ((int)blockIdx.y)
+#define GLOBAL_ID ((i64)blockIdx.x * blockDim.x + threadIdx.x)
+#define LOAD4(p) (*(const float4*)(p))
+#define DEVICE __device__ __forceinline__
+typedef long long i64;
+#endif

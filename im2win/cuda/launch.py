@@ -1,0 +1,54 @@
+"""Grid and block math of the GPU im2win kernels, shared by the CUDA launcher and the OpenCL runner.
+
+The only place that knows how many blocks each kernel needs and which runtime flags a shape allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from im2win.cuda.config import TileConfig
+from im2win.shapes import ConvShape
+
+ELEMENTWISE_BLOCK = 256  # threads per block of the transform kernels
+
+
+@dataclass(frozen=True)
+class Launch:
+    kernel: str
+    grid: tuple[int, int]
+    block: int
+    args: tuple  # the scalar arguments, in kernel order, after the buffers
+
+
+def _blocks(n: int, per: int) -> int:
+    return -(-n // per)
+
+
+def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
+    """im2win_window: one thread per element of Iw[N][P][Wu][R][C]."""
+    total = shape.n * shape.p * shape.window_width * shape.r * shape.c
+    args = (*strides, shape.c, shape.h, shape.w, shape.r, shape.stride[0], *shape.padding,
+            shape.p, shape.window_width, total)
+    return Launch("im2win_window", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args)
+
+
+def filter_launch(shape: ConvShape) -> Launch:
+    """im2win_filter: one thread per element of Fw[T][K]."""
+    total = shape.k * shape.c * shape.r * shape.s
+    args = (shape.k, shape.c, shape.r, shape.s, total)
+    return Launch("im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args)
+
+
+def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
+    """im2win_conv: one block per BM x BN output tile; float4 loads where addresses align.
+
+    A rows start at multiples of R*C and step by 4 only when C % 4 == 0; B rows are K long.
+    """
+    m = shape.n * shape.p * shape.q
+    vec_a = int(shape.c % 4 == 0)
+    vec_b = int(shape.k % 4 == 0)
+    args = (int(has_bias), shape.n, shape.c, shape.k, shape.r, shape.s, shape.stride[1], shape.p,
+            shape.q, shape.window_width, vec_a, vec_b)
+    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn))
+    return Launch("im2win_conv", grid, config.threads, args)

@@ -1,0 +1,102 @@
+"""Run the GPU kernels' very source on the CPU under OpenCL (PoCL), to verify them without a GPU.
+
+The same text NVRTC compiles (im2win/cuda/source.py) is built as OpenCL C for an OpenCL CPU device,
+with the same -D configuration, launched with the same grid and block (im2win/cuda/launch.py): one
+CUDA block = one OpenCL work-group, blockIdx.x/y = get_group_id(0/1).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from im2win.conv import validate
+from im2win.cuda.config import TileConfig
+from im2win.cuda.launch import Launch, conv_launch, filter_launch, window_launch
+from im2win.cuda.source import kernel_source
+from im2win.shapes import ConvShape
+
+
+class OpenCLUnavailable(RuntimeError):
+    """No OpenCL CPU device (install PoCL: Debian's pocl-opencl-icd, and pyopencl)."""
+
+
+@functools.cache
+def _context():
+    try:
+        import pyopencl as cl
+    except ImportError as exc:
+        raise OpenCLUnavailable("pyopencl is not installed (pip install pyopencl)") from exc
+    try:
+        devices = [d for p in cl.get_platforms() for d in p.get_devices(cl.device_type.CPU)]
+    except cl.Error as exc:  # no ICD / platform at all
+        raise OpenCLUnavailable(f"no OpenCL platform: {exc}") from exc
+    if not devices:
+        raise OpenCLUnavailable("no OpenCL CPU device; install PoCL (apt-get install pocl-opencl-icd)")
+    ctx = cl.Context([devices[0]])
+    return cl, ctx, cl.CommandQueue(ctx)
+
+
+def device_name() -> str:
+    cl, ctx, _ = _context()
+    return ctx.devices[0].name
+
+
+@functools.cache
+def _program(config: TileConfig):
+    cl, ctx, _ = _context()
+    problems = config.problems()
+    if problems:
+        raise ValueError(f"tile configuration {config} cannot run: {'; '.join(problems)}")
+    device = ctx.devices[0]
+    if config.threads > device.max_work_group_size:
+        raise ValueError(f"{config.threads} threads per block exceed the OpenCL device's "
+                         f"{device.max_work_group_size}")
+    return cl.Program(ctx, kernel_source()).build(options=config.options() + ["-cl-std=CL1.2"])
+
+
+@functools.cache
+def _kernel(config: TileConfig, name: str):
+    cl, _, _ = _context()
+    return cl.Kernel(_program(config), name)
+
+
+def _run(config: TileConfig, launch: Launch, buffers: list, arg_types: str) -> None:
+    _, _, queue = _context()
+    kernel = _kernel(config, launch.kernel)
+    scalars = [np.int64(a) if t == "l" else np.int32(a) for a, t in zip(launch.args, arg_types)]
+    global_size = (launch.grid[0] * launch.block, launch.grid[1])
+    kernel(queue, global_size, (launch.block, 1), *buffers, *scalars)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
+           config: TileConfig) -> torch.Tensor:
+    """im2win through the GPU kernels, emulated on the CPU: [N, C, H, W] -> [N, K, P, Q] (float32)."""
+    stride, padding = validate(x, weight, bias, stride, padding)
+    cl, ctx, queue = _context()
+    shape = ConvShape.of(x, weight, stride, padding)
+    mf = cl.mem_flags
+
+    def buffer(t: torch.Tensor):
+        return cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=t.contiguous().numpy())
+
+    def empty(elems: int):
+        return cl.Buffer(ctx, mf.READ_WRITE, size=max(elems, 1) * 4)
+
+    # x keeps its strides: the kernel reads its storage from the view's first element on
+    storage = x.as_strided((x.untyped_storage().nbytes() // 4,), (1,), 0)
+    x_buf = buffer(storage[x.storage_offset():])
+    win_elems = shape.n * shape.p * shape.window_width * shape.r * shape.c
+    iw, fw = empty(win_elems), empty(shape.k * shape.c * shape.r * shape.s)
+    out = empty(shape.n * shape.p * shape.q * shape.k)
+    b_buf = buffer(bias if bias is not None else torch.zeros(1))
+    _run(config, window_launch(shape, x.stride()), [x_buf, iw], "llll" + "i" * 9 + "l")
+    _run(config, filter_launch(shape), [buffer(weight), fw], "iiiil")
+    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, b_buf, out], "i" * 12)
+    host = np.empty(shape.n * shape.p * shape.q * shape.k, dtype=np.float32)
+    cl.enqueue_copy(queue, host, out)
+    queue.finish()
+    nhwc = torch.from_numpy(host).view(shape.n, shape.p, shape.q, shape.k)
+    return nhwc.permute(0, 3, 1, 2)

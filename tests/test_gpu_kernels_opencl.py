@@ -1,0 +1,60 @@
+"""The GPU kernels' own source, run on the CPU under OpenCL (PoCL), against the float64 oracle.
+
+Every ablation variant, the papers' 12 layers (reduced) and random shapes. Skipped, with the reason,
+where no OpenCL CPU device exists; .ci/run installs PoCL so that in CI they run.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from im2win.cuda import opencl
+from im2win.cuda.config import VARIANTS, TileConfig
+from im2win.reference import max_violation
+from im2win.shapes import PAPER_LAYERS, reduced
+
+try:
+    DEVICE = opencl.device_name()
+except opencl.OpenCLUnavailable as exc:
+    pytest.skip(f"no OpenCL CPU device to emulate the GPU kernels: {exc}", allow_module_level=True)
+
+
+def _check(x, w, b, stride, padding, config):
+    out = opencl.conv2d(x, w, b, stride, padding, config)
+    assert max_violation(out, x, w, b, stride, padding) <= 1.0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_paper_layers_reduced(layer, variant):
+    shape = reduced(PAPER_LAYERS[layer], n=2, max_out=5)
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    _check(x, w, torch.randn(shape.k), shape.stride, shape.padding, VARIANTS[variant])
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 40), k=st.integers(1, 70), r=st.integers(1, 7),
+    s=st.integers(1, 7), sy=st.integers(1, 4), sx=st.integers(1, 4), py=st.integers(0, 3),
+    px=st.integers(0, 3), extra=st.integers(0, 9), bias=st.booleans(),
+    variant=st.sampled_from(list(VARIANTS)),
+)
+def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra, bias, variant):
+    h = max(1, r - 2 * py) + extra
+    w_ = max(1, s - 2 * px) + extra // 2
+    x, w = torch.randn(n, c, h, w_), torch.randn(k, c, r, s)
+    _check(x, w, torch.randn(k) if bias else None, (sy, sx), (py, px), VARIANTS[variant])
+
+
+def test_strided_input_view_and_unaligned_channels():
+    base = torch.randn(2, 9, 12, 15)
+    x = base[:, 1::2, :, 2:]  # storage offset, channel stride 2, non-contiguous
+    w = torch.randn(70, 4, 3, 3)  # K = 70: neither a multiple of 4 nor of the 128-channel tile
+    _check(x, w, torch.randn(70), 1, 1, VARIANTS["im2win"])
+
+
+def test_launchable_configs_only():
+    with pytest.raises(ValueError, match="threads"):
+        opencl.conv2d(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3), None, 1, 0,
+                      TileConfig(bm=256, bn=256, tm=2, tn=2))
