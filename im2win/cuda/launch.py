@@ -21,6 +21,19 @@ class Launch:
     args: tuple  # the scalar arguments, in kernel order, after the buffers
 
 
+INT32_MAX = 2**31 - 1
+
+
+def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
+    """`config` with 64-bit offsets when some buffer of `shape` has 2**31 elements or more."""
+    largest = max(
+        shape.n * shape.p * shape.window_width * shape.r * shape.c,  # window tensor
+        shape.n * shape.p * shape.q * shape.k,  # output
+        shape.k * shape.c * shape.r * shape.s,  # filter
+    )
+    return config if config.wide_index or largest <= INT32_MAX else config.replace(wide_index=True)
+
+
 def _blocks(n: int, per: int) -> int:
     return -(-n // per)
 

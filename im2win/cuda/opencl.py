@@ -14,7 +14,7 @@ import torch
 
 from im2win.conv import validate
 from im2win.cuda.config import TileConfig
-from im2win.cuda.launch import Launch, conv_launch, filter_launch, window_launch
+from im2win.cuda.launch import Launch, conv_launch, filter_launch, for_shape, window_launch
 from im2win.cuda.source import kernel_source
 from im2win.shapes import ConvShape
 
@@ -77,6 +77,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
     stride, padding = validate(x, weight, bias, stride, padding)
     cl, ctx, queue = _context()
     shape = ConvShape.of(x, weight, stride, padding)
+    config = for_shape(config, shape)
     mf = cl.mem_flags
 
     def buffer(t: torch.Tensor):

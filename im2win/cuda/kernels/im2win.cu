@@ -52,6 +52,17 @@
 #ifndef VEC_LOAD
 #define VEC_LOAD 1
 #endif
+#ifndef WIDE_INDEX
+#define WIDE_INDEX 1 /* 64-bit element offsets; 0 when every buffer has < 2^31 elements */
+#endif
+#if WIDE_INDEX
+typedef i64 idx;
+#else
+typedef int idx;
+#endif
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 1 /* blocks per SM the compiler must fit (caps registers per thread) */
+#endif
 
 #define THREADS ((BM / TM) * (BN / TN))
 #define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
@@ -91,16 +102,16 @@ KERNEL void im2win_filter(CONST_GLOBAL float* f, GLOBAL float* fw, int K, int C,
 }
 
 /* Window start of pixel m, or -1 past the last pixel. */
-DEVICE i64 window_base(i64 m, i64 M, int P, int Q, int Wu, int sx, i64 RC) {
+DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
   if (m >= M) return -1;
-  const i64 n = m / ((i64)P * Q);
+  const idx n = m / ((idx)P * Q);
   const int p = (int)((m / Q) % P), q = (int)(m % Q);
-  return ((n * P + p) * Wu + (i64)q * sx) * RC;
+  return ((n * P + p) * Wu + (idx)q * sx) * RC;
 }
 
 /* Global -> registers for one BK-deep step at t0: ra = A[row][t0 + a_t ..], rb = Fw[t0 + b_t][kb ..];
  * zero outside the problem. float4 loads when compiled in and the launch says addresses align. */
-DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, i64 a_base, int a_t, int b_t,
+DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, idx a_base, int a_t, int b_t,
                       int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra, float* rb) {
   const int ta = t0 + a_t, tb = t0 + b_t;
 #if VEC_A
@@ -115,23 +126,23 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, i64 a_base
 #if VEC_B
   if (vec_b && tb < T && kb + B_LOADS <= K) {
     for (int j = 0; j < B_LOADS; j += 4) {
-      const float4 v = LOAD4(fw + (i64)tb * K + kb + j);
+      const float4 v = LOAD4(fw + (idx)tb * K + kb + j);
       rb[j] = v.x, rb[j + 1] = v.y, rb[j + 2] = v.z, rb[j + 3] = v.w;
     }
   } else
 #endif
-    for (int j = 0; j < B_LOADS; ++j) rb[j] = (tb < T && kb + j < K) ? fw[(i64)tb * K + kb + j] : 0.0f;
+    for (int j = 0; j < B_LOADS; ++j) rb[j] = (tb < T && kb + j < K) ? fw[(idx)tb * K + kb + j] : 0.0f;
 }
 
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN)), block = THREADS. Kernels take their buffers
  * first, then scalars (im2win/cuda/launch.py builds the scalars). */
-KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
+KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
                         GLOBAL float* out, int has_bias, int N, int C, int K, int R, int S, int sx,
                         int P, int Q, int Wu, int vec_a, int vec_b) {
-  const i64 M = (i64)N * P * Q;
-  const i64 RC = (i64)R * C;
+  const idx M = (idx)N * P * Q;
+  const idx RC = (idx)R * C;
   const int T = S * R * C;
-  const i64 m0 = (i64)BLOCK_ID_X * BM;
+  const idx m0 = (idx)BLOCK_ID_X * BM;
   const int k0 = BLOCK_ID_Y * BN;
   const int tid = THREAD_ID;
   const int ty = tid / (BN / TN), tx = tid % (BN / TN);
@@ -140,7 +151,7 @@ KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GL
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
 #if SMEM
-  SHARED i64 row_base[BM];
+  SHARED idx row_base[BM];
   SHARED float As[NBUF][BK][BM];
   SHARED float Bs[NBUF][BK][BN];
   for (int i = tid; i < BM; i += THREADS) row_base[i] = window_base(m0 + i, M, P, Q, Wu, sx, RC);
@@ -151,7 +162,7 @@ KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GL
   float ra[A_LOADS], rb[B_LOADS];
   const int ea = tid * A_LOADS, eb = tid * B_LOADS;
   const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
-  const i64 a_base = row_base[a_row];
+  const idx a_base = row_base[a_row];
   const int steps = (T + BK - 1) / BK;
 #define STORE_STEP(buf)                                                  \
   {                                                                      \
@@ -184,14 +195,14 @@ KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GL
   }
 #else
   /* No shared memory: each thread streams its rows' windows and the filter from global memory. */
-  i64 base[TM];
+  idx base[TM];
   for (int i = 0; i < TM; ++i) base[i] = window_base(m0 + ty * TM + i, M, P, Q, Wu, sx, RC);
   for (int t = 0; t < T; ++t) {
     float a[TM], b[TN];
     for (int i = 0; i < TM; ++i) a[i] = base[i] >= 0 ? iw[base[i] + t] : 0.0f;
     for (int j = 0; j < TN; ++j) {
       const int k = k0 + tx * TN + j;
-      b[j] = k < K ? fw[(i64)t * K + k] : 0.0f;
+      b[j] = k < K ? fw[(idx)t * K + k] : 0.0f;
     }
     for (int i = 0; i < TM; ++i)
       for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
@@ -200,7 +211,7 @@ KERNEL void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GL
 
   /* Phase "store": bounds-checked, bias added once. */
   for (int i = 0; i < TM; ++i) {
-    const i64 m = m0 + ty * TM + i;
+    const idx m = m0 + ty * TM + i;
     if (m >= M) break;
     for (int j = 0; j < TN; ++j) {
       const int k = k0 + tx * TN + j;

@@ -13,6 +13,7 @@
 #define GLOBAL_ID ((i64)get_global_id(0))
 #define LOAD4(p) vload4(0, (p))
 #define DEVICE inline
+#define LAUNCH_BOUNDS(threads, min_blocks) __attribute__((reqd_work_group_size(threads, 1, 1)))
 typedef long i64;
 #else
 #define KERNEL extern "C" __global__
@@ -26,5 +27,6 @@ typedef long i64;
 #define GLOBAL_ID ((i64)blockIdx.x * blockDim.x + threadIdx.x)
 #define LOAD4(p) (*(const float4*)(p))
 #define DEVICE __device__ __forceinline__
+#define LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
 typedef long long i64;
 #endif
