@@ -23,10 +23,8 @@ def _check(name: str, t, dims: int) -> None:
         raise ValueError(
             f"{name} has dtype {t.dtype}; im2win computes in float32 only: pass {name}.float()"
         )
-    if t.device.type != "cpu":
-        raise ValueError(
-            f"{name} is on {t.device}; this implementation runs on the CPU: pass {name}.cpu()"
-        )
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} is on {t.device}; im2win runs on the CPU or on CUDA GPUs")
     if t.dim() != dims:
         raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
 
@@ -45,6 +43,12 @@ def validate(input, weight, bias, stride, padding):
                 f"bias has {bias.shape[0]} entries but weight has K={weight.shape[0]} "
                 "output channels"
             )
+    devices = {t.device for t in (input, weight, bias) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(
+            f"input, weight and bias are on different devices ({', '.join(map(str, devices))}): "
+            "move them to one device with .to(device)"
+        )
     stride = _pair(stride, "stride", 1)
     padding = _pair(padding, "padding", 0)
     n, c, h, w = input.shape
@@ -69,7 +73,10 @@ def validate(input, weight, bias, stride, padding):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") -> torch.Tensor:
-    """2-D convolution (cross-correlation) of float32 CPU tensors, like torch.nn.functional.conv2d.
+    """2-D convolution (cross-correlation) of float32 tensors, like torch.nn.functional.conv2d.
+
+    CPU tensors: every implementation. CUDA tensors: `im2win` (the NVRTC-compiled kernels of
+    im2win/cuda), `im2col_gemm` (unfold + cuBLAS) and `torch` (cuDNN).
 
     Args:
         input: [N, C, H, W] float32, any memory format or strides.
@@ -88,5 +95,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") 
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
     stride, padding = validate(input, weight, bias, stride, padding)
+    implementation = IMPLEMENTATIONS[impl]
+    run = implementation.cuda_run if input.is_cuda else implementation.run
+    if run is None:
+        on_cuda = [i.id for i in IMPLEMENTATIONS.values() if i.cuda_run is not None]
+        raise ValueError(
+            f"impl {impl!r} runs on the CPU only; on CUDA tensors choose one of "
+            f"{', '.join(on_cuda)}"
+        )
     with torch.no_grad():
-        return IMPLEMENTATIONS[impl].run(input, weight, bias, stride, padding)
+        return run(input, weight, bias, stride, padding)

@@ -204,7 +204,7 @@ def _im2col_gemm(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
     cols = F.unfold(x, (shape.r, shape.s), padding=padding, stride=stride)  # N, C*R*S, P*Q
     w2d = weight.reshape(shape.k, -1)  # K, C*R*S
-    out = torch.empty(shape.n, shape.k, shape.p * shape.q)
+    out = torch.empty(shape.n, shape.k, shape.p * shape.q, device=x.device)
     for n in range(shape.n):
         if bias is None:
             torch.mm(w2d, cols[n], out=out[n])
@@ -223,27 +223,44 @@ def _torch_cl(x, weight, bias, stride, padding):
     return F.conv2d(x, weight, bias, stride=stride, padding=padding)
 
 
+def _im2win_cuda(x, weight, bias, stride, padding):
+    from im2win.cuda.runtime import conv2d
+
+    return conv2d(x, weight, bias, stride, padding)
+
+
 @dataclass(frozen=True)
 class Implementation:
     id: str
-    run: Callable[..., torch.Tensor]
+    run: Callable[..., torch.Tensor]  # on CPU tensors
     description: str
     native: bool  # compiled by this project (im2win/cpu) rather than provided by PyTorch
+    cuda_run: Callable[..., torch.Tensor] | None = None  # on CUDA tensors, where supported
 
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
     impl.id: impl
     for impl in [
         Implementation(
-            "im2win", _im2win, "im2win, streamed NHWC windows + SIMD micro-kernel", True
+            "im2win",
+            _im2win,
+            "im2win, streamed NHWC windows + SIMD micro-kernel",
+            True,
+            _im2win_cuda,
         ),
         Implementation(
             "im2win_nhwc", _im2win_nhwc, "im2win, materialised NHWC window tensor", True
         ),
         Implementation("im2win_nchw", _im2win_nchw, "im2win, the paper's NCHW dot products", True),
         Implementation("direct", _direct, "direct convolution, same compiler and flags", True),
-        Implementation("im2col_gemm", _im2col_gemm, "unfold + GEMM (torch.mm, MKL)", False),
-        Implementation("torch", _torch, "F.conv2d NCHW (oneDNN)", False),
+        Implementation(
+            "im2col_gemm",
+            _im2col_gemm,
+            "unfold + GEMM (torch.mm: MKL; cuBLAS on CUDA)",
+            False,
+            _im2col_gemm,
+        ),
+        Implementation("torch", _torch, "F.conv2d NCHW (oneDNN; cuDNN on CUDA)", False, _torch),
         Implementation("torch_cl", _torch_cl, "F.conv2d channels_last (oneDNN)", False),
     ]
 }

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from bench import results
-from reproductions import im2win_cpu
+from reproductions import im2win_cpu, im2win_nvrtc
 
-EXPERIMENTS = {im2win_cpu.EXPERIMENT: im2win_cpu}
+EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc)}
 
 
 def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("experiment", choices=sorted(EXPERIMENTS))
     run.add_argument(
         "--scale",
-        default="quick",
-        help="quick (default: minutes on 2 cores), paper (batch 128: the papers' "
-        "setting, hours on small machines), smoke (seconds, for tests)",
+        default=None,
+        help="im2win-cpu: quick (default: minutes on 2 cores), paper (batch 128: the papers' "
+        "setting, hours on small machines), smoke (seconds, for tests); im2win-nvrtc: all "
+        "(default)",
     )
     run.add_argument(
         "--threads",
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     module = EXPERIMENTS[args.experiment]
     args.results_dir = args.results_dir or results.default_results_dir()
     if args.command == "run":
+        args.scale = args.scale or next(iter(module.SCALES))
         if args.scale not in module.SCALES:
             parser.error(
                 f"unknown scale {args.scale!r} for {args.experiment}; choose one of "

@@ -25,6 +25,7 @@ W = torch.randn(4, 3, 3, 3)
         ({"impl": "winograd"}, "unknown impl"),
         ({"bias": torch.randn(5)}, "bias"),
         ({"input": [[1.0]]}, "torch.Tensor"),
+        ({"input": X.to("meta")}, "CPU or on CUDA"),
     ],
 )
 def test_bad_input(kwargs, message):

@@ -35,9 +35,17 @@ def test_paper_layers_reduced(layer, variant):
 
 @settings(max_examples=20, deadline=None)
 @given(
-    n=st.integers(1, 3), c=st.integers(1, 40), k=st.integers(1, 70), r=st.integers(1, 7),
-    s=st.integers(1, 7), sy=st.integers(1, 4), sx=st.integers(1, 4), py=st.integers(0, 3),
-    px=st.integers(0, 3), extra=st.integers(0, 9), bias=st.booleans(),
+    n=st.integers(1, 3),
+    c=st.integers(1, 40),
+    k=st.integers(1, 70),
+    r=st.integers(1, 7),
+    s=st.integers(1, 7),
+    sy=st.integers(1, 4),
+    sx=st.integers(1, 4),
+    py=st.integers(0, 3),
+    px=st.integers(0, 3),
+    extra=st.integers(0, 9),
+    bias=st.booleans(),
     variant=st.sampled_from(list(VARIANTS)),
 )
 def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra, bias, variant):
@@ -67,5 +75,11 @@ def test_wide_index_variant_and_automatic_choice():
 
 def test_launchable_configs_only():
     with pytest.raises(ValueError, match="threads"):
-        opencl.conv2d(torch.randn(1, 1, 4, 4), torch.randn(1, 1, 3, 3), None, 1, 0,
-                      TileConfig(bm=256, bn=256, tm=2, tn=2))
+        opencl.conv2d(
+            torch.randn(1, 1, 4, 4),
+            torch.randn(1, 1, 3, 3),
+            None,
+            1,
+            0,
+            TileConfig(bm=256, bn=256, tm=2, tn=2),
+        )

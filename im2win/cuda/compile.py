@@ -61,13 +61,16 @@ def _nvrtc():
     try:
         from cuda.bindings import nvrtc
     except ImportError as exc:
-        raise NvrtcUnavailable("cuda-python is not installed: pip install cuda-bindings "
-                               "nvidia-cuda-nvrtc (see constraints.txt)") from exc
+        raise NvrtcUnavailable(
+            "cuda-python is not installed: pip install cuda-bindings "
+            "nvidia-cuda-nvrtc (see constraints.txt)"
+        ) from exc
     try:
         _check(nvrtc, nvrtc.nvrtcVersion())
     except Exception as exc:  # the bindings load libnvrtc lazily
-        raise NvrtcUnavailable(f"the NVRTC library cannot be loaded ({exc}): pip install "
-                               "nvidia-cuda-nvrtc") from exc
+        raise NvrtcUnavailable(
+            f"the NVRTC library cannot be loaded ({exc}): pip install nvidia-cuda-nvrtc"
+        ) from exc
     return nvrtc
 
 
@@ -98,8 +101,9 @@ def parse_ptxas_log(log: str) -> dict[str, Resources]:
         elif (m := _FRAME.search(line)) and current:
             frame = tuple(int(g) for g in m.groups())
         elif (m := _USED.search(line)) and current:
-            out[current] = Resources(current, arch, int(m.group(1)), int(m.group(2) or 0),
-                                     frame[1], frame[2], frame[0])
+            out[current] = Resources(
+                current, arch, int(m.group(1)), int(m.group(2) or 0), frame[1], frame[2], frame[0]
+            )
             current = None
     return out
 

@@ -54,25 +54,43 @@ class TileConfig:
             out.append("every tile size must be >= 1")
             return out
         if self.bm % self.tm or self.bn % self.tn:
-            out.append(f"bm={self.bm} must be a multiple of tm={self.tm} and bn={self.bn} of tn={self.tn}")
+            out.append(
+                f"bm={self.bm} must be a multiple of tm={self.tm} and bn={self.bn} of tn={self.tn}"
+            )
             return out
         if not 1 <= self.threads <= 1024:
             out.append(f"{self.threads} threads per block; CUDA allows 1..1024")
         if self.smem:
             if (self.bm * self.bk) % self.threads or (self.bk * self.bn) % self.threads:
-                out.append(f"the A tile ({self.bm}x{self.bk}) and B tile ({self.bk}x{self.bn}) must "
-                           f"split evenly over {self.threads} threads")
-            elif self.a_loads == 0 or self.b_loads == 0 or self.bk % self.a_loads or self.bn % self.b_loads:
-                out.append("each thread's A (B) loads must be a run inside one tile row (bk % a_loads "
-                           "== 0 and bn % b_loads == 0)")
+                out.append(
+                    f"the A tile ({self.bm}x{self.bk}) and B tile ({self.bk}x{self.bn}) must "
+                    f"split evenly over {self.threads} threads"
+                )
+            elif (
+                self.a_loads == 0
+                or self.b_loads == 0
+                or self.bk % self.a_loads
+                or self.bn % self.b_loads
+            ):
+                out.append(
+                    "each thread's A (B) loads must be a run inside one tile row (bk % a_loads "
+                    "== 0 and bn % b_loads == 0)"
+                )
         return out
 
     def defines(self) -> dict[str, int]:
         return {
-            "BM": self.bm, "BN": self.bn, "BK": self.bk, "TM": self.tm, "TN": self.tn,
-            "SMEM": int(self.smem), "DOUBLE_BUFFER": int(self.double_buffer),
-            "PREFETCH": int(self.prefetch), "VEC_LOAD": int(self.vec_load),
-            "MIN_BLOCKS": self.min_blocks, "WIDE_INDEX": int(self.wide_index),
+            "BM": self.bm,
+            "BN": self.bn,
+            "BK": self.bk,
+            "TM": self.tm,
+            "TN": self.tn,
+            "SMEM": int(self.smem),
+            "DOUBLE_BUFFER": int(self.double_buffer),
+            "PREFETCH": int(self.prefetch),
+            "VEC_LOAD": int(self.vec_load),
+            "MIN_BLOCKS": self.min_blocks,
+            "WIDE_INDEX": int(self.wide_index),
         }
 
     def options(self) -> list[str]:
@@ -95,7 +113,9 @@ VARIANTS: dict[str, TileConfig] = {
     "no_vector_load": DEFAULT.replace(vec_load=False),
     "no_double_buffer": DEFAULT.replace(double_buffer=False),
     # the authors' older kernel: 16 x 16 tiles, one output per thread
-    "no_micro_kernel": TileConfig(bm=16, bn=16, bk=16, tm=1, tn=1, vec_load=False, wide_index=False),
+    "no_micro_kernel": TileConfig(
+        bm=16, bn=16, bk=16, tm=1, tn=1, vec_load=False, wide_index=False
+    ),
     "no_smem": DEFAULT.replace(smem=False, double_buffer=False, prefetch=False, vec_load=False),
     "paper_tile": PAPER_TILE,
 }
@@ -104,8 +124,14 @@ VARIANTS: dict[str, TileConfig] = {
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
     for bm, bn, bk, tm, tn, mb in [
-        (64, 128, 8, 4, 8, 4), (128, 64, 8, 8, 4, 4), (64, 64, 8, 4, 4, 4), (64, 64, 16, 4, 4, 4),
-        (128, 128, 8, 8, 8, 1), (128, 128, 8, 8, 8, 2), (32, 128, 8, 4, 4, 4), (128, 32, 8, 4, 4, 4),
+        (64, 128, 8, 4, 8, 4),
+        (128, 64, 8, 8, 4, 4),
+        (64, 64, 8, 4, 4, 4),
+        (64, 64, 16, 4, 4, 4),
+        (128, 128, 8, 8, 8, 1),
+        (128, 128, 8, 8, 8, 2),
+        (32, 128, 8, 4, 4, 4),
+        (128, 32, 8, 4, 4, 4),
     ]
 ]
 """Default tile configurations the autotuner starts from (all must compile without spills)."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from im2win.cuda.config import TileConfig
 from im2win.shapes import ConvShape
 
@@ -19,6 +21,14 @@ class Launch:
     grid: tuple[int, int]
     block: int
     args: tuple  # the scalar arguments, in kernel order, after the buffers
+    types: str  # one letter per scalar: "i" int32, "l" int64 (the kernel's i64)
+
+    def scalars(self) -> list:
+        """The scalar arguments as typed numpy scalars, ready for cuda.core or pyopencl."""
+        return [
+            np.int64(a) if t == "l" else np.int32(a)
+            for a, t in zip(self.args, self.types, strict=True)
+        ]
 
 
 INT32_MAX = 2**31 - 1
@@ -41,16 +51,34 @@ def _blocks(n: int, per: int) -> int:
 def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
     """im2win_window: one thread per element of Iw[N][P][Wu][R][C]."""
     total = shape.n * shape.p * shape.window_width * shape.r * shape.c
-    args = (*strides, shape.c, shape.h, shape.w, shape.r, shape.stride[0], *shape.padding,
-            shape.p, shape.window_width, total)
-    return Launch("im2win_window", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args)
+    args = (
+        *strides,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.r,
+        shape.stride[0],
+        *shape.padding,
+        shape.p,
+        shape.window_width,
+        total,
+    )
+    return Launch(
+        "im2win_window",
+        (_blocks(total, ELEMENTWISE_BLOCK), 1),
+        ELEMENTWISE_BLOCK,
+        args,
+        "llll" + "i" * 9 + "l",
+    )
 
 
 def filter_launch(shape: ConvShape) -> Launch:
     """im2win_filter: one thread per element of Fw[T][K]."""
     total = shape.k * shape.c * shape.r * shape.s
     args = (shape.k, shape.c, shape.r, shape.s, total)
-    return Launch("im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args)
+    return Launch(
+        "im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args, "iiiil"
+    )
 
 
 def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
@@ -61,7 +89,19 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
     m = shape.n * shape.p * shape.q
     vec_a = int(shape.c % 4 == 0)
     vec_b = int(shape.k % 4 == 0)
-    args = (int(has_bias), shape.n, shape.c, shape.k, shape.r, shape.s, shape.stride[1], shape.p,
-            shape.q, shape.window_width, vec_a, vec_b)
+    args = (
+        int(has_bias),
+        shape.n,
+        shape.c,
+        shape.k,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        shape.window_width,
+        vec_a,
+        vec_b,
+    )
     grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn))
-    return Launch("im2win_conv", grid, config.threads, args)
+    return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))

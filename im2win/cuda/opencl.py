@@ -34,7 +34,9 @@ def _context():
     except cl.Error as exc:  # no ICD / platform at all
         raise OpenCLUnavailable(f"no OpenCL platform: {exc}") from exc
     if not devices:
-        raise OpenCLUnavailable("no OpenCL CPU device; install PoCL (apt-get install pocl-opencl-icd)")
+        raise OpenCLUnavailable(
+            "no OpenCL CPU device; install PoCL (apt-get install pocl-opencl-icd)"
+        )
     ctx = cl.Context([devices[0]])
     return cl, ctx, cl.CommandQueue(ctx)
 
@@ -52,8 +54,10 @@ def _program(config: TileConfig):
         raise ValueError(f"tile configuration {config} cannot run: {'; '.join(problems)}")
     device = ctx.devices[0]
     if config.threads > device.max_work_group_size:
-        raise ValueError(f"{config.threads} threads per block exceed the OpenCL device's "
-                         f"{device.max_work_group_size}")
+        raise ValueError(
+            f"{config.threads} threads per block exceed the OpenCL device's "
+            f"{device.max_work_group_size}"
+        )
     return cl.Program(ctx, kernel_source()).build(options=config.options() + ["-cl-std=CL1.2"])
 
 
@@ -63,16 +67,22 @@ def _kernel(config: TileConfig, name: str):
     return cl.Kernel(_program(config), name)
 
 
-def _run(config: TileConfig, launch: Launch, buffers: list, arg_types: str) -> None:
+def _run(config: TileConfig, launch: Launch, buffers: list) -> None:
     _, _, queue = _context()
-    kernel = _kernel(config, launch.kernel)
-    scalars = [np.int64(a) if t == "l" else np.int32(a) for a, t in zip(launch.args, arg_types)]
     global_size = (launch.grid[0] * launch.block, launch.grid[1])
-    kernel(queue, global_size, (launch.block, 1), *buffers, *scalars)
+    _kernel(config, launch.kernel)(
+        queue, global_size, (launch.block, 1), *buffers, *launch.scalars()
+    )
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
-           config: TileConfig) -> torch.Tensor:
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride,
+    padding,
+    config: TileConfig,
+) -> torch.Tensor:
     """im2win through the GPU kernels, emulated on the CPU: [N, C, H, W] -> [N, K, P, Q] (float32)."""
     stride, padding = validate(x, weight, bias, stride, padding)
     cl, ctx, queue = _context()
@@ -88,14 +98,14 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
 
     # x keeps its strides: the kernel reads its storage from the view's first element on
     storage = x.as_strided((x.untyped_storage().nbytes() // 4,), (1,), 0)
-    x_buf = buffer(storage[x.storage_offset():])
+    x_buf = buffer(storage[x.storage_offset() :])
     win_elems = shape.n * shape.p * shape.window_width * shape.r * shape.c
     iw, fw = empty(win_elems), empty(shape.k * shape.c * shape.r * shape.s)
     out = empty(shape.n * shape.p * shape.q * shape.k)
     b_buf = buffer(bias if bias is not None else torch.zeros(1))
-    _run(config, window_launch(shape, x.stride()), [x_buf, iw], "llll" + "i" * 9 + "l")
-    _run(config, filter_launch(shape), [buffer(weight), fw], "iiiil")
-    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, b_buf, out], "i" * 12)
+    _run(config, window_launch(shape, x.stride()), [x_buf, iw])
+    _run(config, filter_launch(shape), [buffer(weight), fw])
+    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, b_buf, out])
     host = np.empty(shape.n * shape.p * shape.q * shape.k, dtype=np.float32)
     cl.enqueue_copy(queue, host, out)
     queue.finish()

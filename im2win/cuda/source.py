@@ -12,4 +12,4 @@ KERNEL_DIR = Path(__file__).with_name("kernels")
 def kernel_source() -> str:
     """portability.h + im2win.cu, the exact text both NVRTC and OpenCL compile."""
     prelude = (KERNEL_DIR / "portability.h").read_text()
-    return prelude + "\n#line 1 \"im2win.cu\"\n" + (KERNEL_DIR / "im2win.cu").read_text()
+    return prelude + '\n#line 1 "im2win.cu"\n' + (KERNEL_DIR / "im2win.cu").read_text()

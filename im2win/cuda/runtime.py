@@ -1,0 +1,112 @@
+"""Launch the GPU im2win kernels on PyTorch CUDA tensors through cuda.core, on torch's current stream.
+
+Compiles (im2win/cuda/compile.py) for the device's architecture on first use, checks the tile
+configuration against the device's limits before launching, and keeps PyTorch as the allocator, so
+torch.cuda.max_memory_allocated() sees the window tensor and the reordered filter.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from im2win.cuda.compile import compile_cubin
+from im2win.cuda.config import DEFAULT, TileConfig
+from im2win.cuda.launch import Launch, conv_launch, filter_launch, for_shape, window_launch
+from im2win.shapes import ConvShape
+
+
+class _TorchStream:
+    """torch's current stream in the __cuda_stream__ protocol cuda.core understands."""
+
+    def __init__(self, stream: torch.cuda.Stream):
+        self._handle = stream.cuda_stream
+
+    def __cuda_stream__(self):
+        return (0, self._handle)
+
+
+@functools.cache
+def _device(index: int):
+    from cuda.core import Device
+
+    dev = Device(index)
+    dev.set_current()
+    return dev
+
+
+def device_arch(index: int) -> str:
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"sm_{major}{minor}"
+
+
+@functools.cache
+def _kernels(config: TileConfig, arch: str, index: int) -> dict:
+    from cuda.core import ObjectCode
+
+    _device(index)
+    module = ObjectCode.from_cubin(compile_cubin(config, arch).cubin)
+    return {
+        name: module.get_kernel(name) for name in ("im2win_window", "im2win_filter", "im2win_conv")
+    }
+
+
+def check_launchable(config: TileConfig, index: int) -> None:
+    """ValueError naming the limit when `config` cannot run on device `index`."""
+    problems = config.problems()
+    props = torch.cuda.get_device_properties(index)
+    if config.threads > 1024:
+        problems.append(f"{config.threads} threads per block > the device's 1024")
+    smem_limit = getattr(props, "shared_memory_per_block", 48 * 1024)
+    if config.shared_bytes > smem_limit:
+        problems.append(
+            f"{config.shared_bytes} bytes of shared memory per block > the device's "
+            f"{smem_limit} (static limit); use smaller bm, bn or bk"
+        )
+    if problems:
+        raise ValueError(
+            f"tile configuration {config} cannot launch on {props.name}: {'; '.join(problems)}"
+        )
+
+
+def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
+    from cuda.core import LaunchConfig
+    from cuda.core import launch as cuda_launch
+
+    config = LaunchConfig(grid=(*launch.grid, 1), block=(launch.block, 1, 1))
+    cuda_launch(stream, config, kernels[launch.kernel], *buffers, *launch.scalars())
+
+
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride,
+    padding,
+    config: TileConfig | None = None,
+) -> torch.Tensor:
+    """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution.
+
+    Returns [N, K, P, Q] with channels_last memory.
+    """
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    shape = ConvShape.of(x, weight, stride, padding)
+    config = for_shape(config or DEFAULT, shape)
+    check_launchable(config, index)
+    kernels = _kernels(config, device_arch(index), index)
+    stream = _TorchStream(torch.cuda.current_stream(x.device))
+    weight = weight.contiguous()
+    iw = torch.empty(shape.n * shape.p * shape.window_width * shape.r * shape.c, device=x.device)
+    fw = torch.empty(shape.k * shape.c * shape.r * shape.s, device=x.device)
+    out = torch.empty(shape.output_shape(), device=x.device, memory_format=torch.channels_last)
+    b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
+    _launch(kernels, window_launch(shape, x.stride()), stream, [x.data_ptr(), iw.data_ptr()])
+    _launch(kernels, filter_launch(shape), stream, [weight.data_ptr(), fw.data_ptr()])
+    _launch(
+        kernels,
+        conv_launch(shape, config, bias is not None),
+        stream,
+        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr()],
+    )
+    return out

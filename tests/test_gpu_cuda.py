@@ -1,0 +1,51 @@
+"""im2win on a real NVIDIA GPU through cuda.core: correctness and input checks.
+
+Marked `gpu`: skipped with the reason where torch sees no CUDA device (conftest.py).
+"""
+
+import pytest
+import torch
+
+import im2win
+from im2win.cuda.config import VARIANTS
+from im2win.reference import max_violation
+from im2win.shapes import PAPER_LAYERS, reduced
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("impl", ["im2win", "im2col_gemm", "torch"])
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_paper_layers_on_gpu(layer, impl):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    shape = reduced(PAPER_LAYERS[layer], n=2, max_out=9)
+    x, w, b = (torch.randn(s) for s in (shape.input_shape(), shape.weight_shape(), (shape.k,)))
+    out = im2win.conv2d(x.cuda(), w.cuda(), b.cuda(), shape.stride, shape.padding, impl=impl)
+    assert max_violation(out.cpu(), x, w, b, shape.stride, shape.padding) <= 1.0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_on_gpu(variant):
+    from im2win.cuda.runtime import conv2d
+
+    x, w = torch.randn(2, 13, 17, 15), torch.randn(70, 13, 3, 5)
+    out = conv2d(x.cuda(), w.cuda(), None, (2, 1), (1, 2), VARIANTS[variant])
+    assert max_violation(out.cpu(), x, w, None, (2, 1), (1, 2)) <= 1.0
+
+
+def test_mixed_devices_and_cpu_only_impls_are_clear_errors():
+    x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="different devices"):
+        im2win.conv2d(x.cuda(), w)
+    with pytest.raises(ValueError, match="CPU only"):
+        im2win.conv2d(x.cuda(), w.cuda(), impl="direct")
+
+
+def test_unlaunchable_tile_is_a_clear_error():
+    from im2win.cuda.config import TileConfig
+    from im2win.cuda.runtime import conv2d
+
+    x, w = torch.randn(1, 3, 8, 8).cuda(), torch.randn(4, 3, 3, 3).cuda()
+    with pytest.raises(ValueError, match="shared memory"):
+        conv2d(x, w, None, (1, 1), (0, 0), TileConfig(bm=512, bn=512, bk=32, tm=16, tn=16))

@@ -1,0 +1,70 @@
+"""Every GPU kernel variant and autotuning candidate compiles with NVRTC for the real targets.
+
+No GPU or driver is needed for NVRTC; tests skip with the reason if cuda-python's NVRTC is missing.
+"""
+
+import pytest
+
+from im2win.cuda import compile as nvrtc
+from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
+from im2win.cuda.occupancy import theoretical_occupancy
+
+try:
+    VERSION = nvrtc.nvrtc_version()
+except nvrtc.NvrtcUnavailable as exc:
+    pytest.skip(f"NVRTC unavailable: {exc}", allow_module_level=True)
+
+CONFIGS = {
+    **VARIANTS,
+    **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)},
+    "im2win_wide_index": DEFAULT.replace(wide_index=True),
+}
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_compiles_to_cubin_with_a_report(name, arch):
+    compiled = nvrtc.compile_cubin(CONFIGS[name], arch)
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert set(compiled.resources) == set(nvrtc.KERNELS)
+    conv = compiled.resources["im2win_conv"]
+    assert conv.arch == arch and 0 < conv.registers <= 255
+    assert conv.shared_bytes == CONFIGS[name].shared_bytes
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_default_configuration_does_not_spill(arch):
+    for res in nvrtc.compile_cubin(DEFAULT, arch).resources.values():
+        assert res.spill_stores == 0 and res.spill_loads == 0, res
+
+
+def test_ptxas_report_parsing():
+    log = """ptxas info    : Compiling entry function 'k' for 'sm_90'
+ptxas info    : Function properties for k
+ptxas         .     8 bytes stack frame, 12 bytes spill stores, 16 bytes spill loads
+ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem, 400 bytes cmem[0]"""
+    r = nvrtc.parse_ptxas_log(log)["k"]
+    assert (r.registers, r.shared_bytes, r.spill_stores, r.spill_loads, r.stack_bytes) == (
+        40,
+        2048,
+        12,
+        16,
+        8,
+    )
+
+
+def test_occupancy_formula():
+    res = nvrtc.Resources(
+        "k", "sm_90", registers=64, shared_bytes=12544, spill_stores=0, spill_loads=0, stack_bytes=0
+    )
+    occ = theoretical_occupancy(res, 256)
+    assert (occ.blocks_per_sm, occ.fraction, occ.limited_by) == (4, 0.5, "registers")
+    heavy = nvrtc.Resources("k", "sm_86", 32, 60 * 1024, 0, 0, 0)
+    assert theoretical_occupancy(heavy, 128).limited_by == "shared memory"
+
+
+def test_bad_configuration_and_arch_are_clear_errors():
+    with pytest.raises(ValueError, match="threads"):
+        nvrtc.compile_cubin(TileConfig(bm=256, bn=256, tm=1, tn=1), "sm_90")
+    with pytest.raises(ValueError, match="architecture"):
+        nvrtc.compile_cubin(DEFAULT, "volta")
