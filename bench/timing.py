@@ -88,3 +88,30 @@ def threads(n: int | None) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(old)
+
+
+CUDA_METHOD = (
+    "CUDA events around each call on the current stream; {warmup} warm-up call(s), then {repeat} "
+    "timed calls, each preceded by writing a {flush_mib} MiB buffer so the L2 cache starts cold; "
+    "reported: min_ms (as the im2win GPU paper: minimum of N runs), time_ms (median), iqr_ms; "
+    "TF32 disabled for cuBLAS and cuDNN (FP32 throughout)"
+)
+
+
+def measure_cuda(
+    fn: Callable[[], object], warmup: int = 3, repeat: int = 20, flush_bytes: int = 256 * 2**20
+) -> Timing:
+    """Time `fn()` on the current CUDA stream with events, flushing L2 before every timed call."""
+    flush = torch.empty(flush_bytes // 4, device="cuda")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        flush.fill_(0.0)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return _summary(times)

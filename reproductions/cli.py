@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from bench import results
-from reproductions import im2win_cpu, im2win_nvrtc
+from reproductions import im2win_cpu, im2win_gpu, im2win_nvrtc
 
-EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc)}
+EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc, im2win_gpu)}
 
 
 def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     run.add_argument(
+        "--device",
+        default="cuda",
+        help="im2win-gpu: the CUDA device to measure (default: cuda, the current one)",
+    )
+    run.add_argument(
         "--results-dir",
         type=Path,
         default=None,
@@ -114,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
                 repeat=args.repeat,
                 warmup=args.warmup,
                 seed=args.seed,
+                device=args.device,
                 results_dir=args.results_dir,
                 progress=not args.no_progress,
             )
+        except im2win_gpu.NoGpu as exc:
+            raise SystemExit(f"repro: {exc}") from exc
         except ValueError as exc:
             parser.error(str(exc))
         print(f"raw results: {raw}")

@@ -75,6 +75,7 @@ def run(
     seed: int = 0,
     results_dir: Path | None = None,
     progress: bool = True,
+    **_,  # options of other experiments (the CLI passes all of them)
 ) -> Path:
     """Measure every (layer, implementation) pair and write one run file; returns its path."""
     if scale not in SCALES:

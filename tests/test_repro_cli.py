@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import im2win
 from reproductions import cli
@@ -58,3 +59,52 @@ def test_unknown_scale_and_layer_are_usage_errors(tmp_path):
         cli.main(["run", "im2win-cpu", "--scale", "huge", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         cli.main(["run", "im2win-cpu", "--layers", "conv99", "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_gpu_experiment_without_gpu_exits_nonzero_and_writes_nothing(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "im2win-gpu", "--device", "cuda", "--results-dir", str(tmp_path)])
+    assert "needs an NVIDIA GPU" in str(exc.value.code)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_nvrtc_report_experiment(tmp_path):
+    pytest.importorskip("cuda.bindings.nvrtc")
+    assert cli.main(["run", "im2win-nvrtc", "--no-progress", "--results-dir", str(tmp_path)]) == 0
+    report = (tmp_path / "im2win-nvrtc" / "README.md").read_text()
+    assert "| im2win | sm_90 |" in report and "Goal" in report
+
+
+def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
+    """A GPU run file (here built by the test with made-up numbers) renders without a GPU."""
+    from bench import results
+
+    impls = ["im2win", "im2col_cublas", "cudnn", "im2win_no_prefetch"]
+    records = [
+        {
+            "layer": layer,
+            "impl": impl,
+            "tflops": 1.0 + i,
+            "peak_mem_bytes": 2**20 * (i + 1),
+            "analytic_mem_bytes": None if impl == "cudnn" else 2**20,
+            "correct": True,
+        }
+        for layer in ("conv1", "conv12")
+        for i, impl in enumerate(impls)
+    ]
+    raw = results.write_run(
+        "im2win-gpu",
+        config={"scale": "quick", "batch": 8},
+        results_dir=tmp_path,
+        environment={"gpu": {"name": "TestGPU"}},
+        timing_method="test",
+        records=records,
+        command="test",
+    )
+    assert (
+        cli.main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
+    )
+    text = (tmp_path / "im2win-gpu" / "README.md").read_text()
+    assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
+    assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2

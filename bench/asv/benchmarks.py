@@ -9,7 +9,7 @@ import functools
 import torch
 
 import im2win
-from bench.timing import measure
+from bench.timing import measure, measure_cuda
 from im2win.metrics import gflops
 from im2win.shapes import PAPER_LAYERS
 
@@ -49,3 +49,35 @@ class Conv2d:
         return gflops(self.shape, measure(self.call, warmup=1, repeat=5).time_ms)
 
     track_gflops.unit = "GFLOP/s"
+
+
+class Conv2dGpu:
+    """The same layers on a CUDA GPU (batch 8, FP32, TF32 off); skipped without a GPU."""
+
+    params = (list(PAPER_LAYERS), ["im2win", "im2col_gemm", "torch"])
+    param_names = ("layer", "impl")
+    timeout = 300
+
+    def setup(self, layer, impl):
+        if not torch.cuda.is_available():
+            raise NotImplementedError("no CUDA GPU")  # asv's way to skip a combination
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        shape, x, w = _inputs(layer)
+        self.shape = shape.with_batch(8)
+        x = x.expand(8, -1, -1, -1).contiguous().cuda()
+        self.call = functools.partial(
+            im2win.conv2d, x, w.cuda(), None, shape.stride, shape.padding, impl=impl
+        )
+        self.call()
+        torch.cuda.synchronize()
+
+    def time_conv(self, layer, impl):
+        self.call()
+        torch.cuda.synchronize()
+
+    def track_tflops(self, layer, impl):
+        return self.shape.flops / (measure_cuda(self.call).min_ms * 1e-3) / 1e12
+
+    track_tflops.unit = "TFLOPS"

@@ -32,3 +32,24 @@ def test_conv2d(benchmark, layer, impl):
         iterations=1,
     )
     benchmark.extra_info["gflops"] = gflops(shape, benchmark.stats.stats.median * 1e3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("impl", ["im2win", "im2col_gemm", "torch"])
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_conv2d_gpu(benchmark, layer, impl):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    shape = PAPER_LAYERS[layer].with_batch(8)
+    x = torch.randn(shape.input_shape(), device="cuda")
+    w = torch.randn(shape.weight_shape(), device="cuda")
+
+    def call():
+        im2win.conv2d(x, w, None, shape.stride, shape.padding, impl=impl)
+        torch.cuda.synchronize()
+
+    benchmark.group = f"{layer}-gpu"
+    benchmark.pedantic(call, warmup_rounds=3, rounds=10, iterations=1)
+    benchmark.extra_info.update(
+        layer=layer, impl=impl, tflops=shape.flops / benchmark.stats.stats.min / 1e12
+    )
