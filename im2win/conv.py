@@ -75,8 +75,8 @@ def validate(input, weight, bias, stride, padding):
 def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") -> torch.Tensor:
     """2-D convolution (cross-correlation) of float32 tensors, like torch.nn.functional.conv2d.
 
-    CPU tensors: every implementation. CUDA tensors: `im2win` (the NVRTC-compiled kernels of
-    im2win/cuda), `im2col_gemm` (unfold + cuBLAS) and `torch` (cuDNN).
+    CPU tensors: every implementation. CUDA tensors: `im2win` and `direct` (the NVRTC-compiled
+    kernels of im2win/cuda), `im2col_gemm` (unfold + cuBLAS) and `torch` (cuDNN).
 
     Args:
         input: [N, C, H, W] float32, any memory format or strides.

@@ -229,6 +229,12 @@ def _im2win_cuda(x, weight, bias, stride, padding):
     return conv2d(x, weight, bias, stride, padding)
 
 
+def _direct_cuda(x, weight, bias, stride, padding):
+    from im2win.cuda.runtime import direct_conv2d
+
+    return direct_conv2d(x, weight, bias, stride, padding)
+
+
 @dataclass(frozen=True)
 class Implementation:
     id: str
@@ -252,7 +258,9 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             "im2win_nhwc", _im2win_nhwc, "im2win, materialised NHWC window tensor", True
         ),
         Implementation("im2win_nchw", _im2win_nchw, "im2win, the paper's NCHW dot products", True),
-        Implementation("direct", _direct, "direct convolution, same compiler and flags", True),
+        Implementation(
+            "direct", _direct, "direct convolution, same compiler and flags", True, _direct_cuda
+        ),
         Implementation(
             "im2col_gemm",
             _im2col_gemm,

@@ -81,6 +81,8 @@ def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
         return (out + window_nhwc_elems(shape) + filter_elems(shape)) * FLOAT32_BYTES
     if impl == "im2col_cublas":
         return (out + im2col_elems(shape)) * FLOAT32_BYTES
+    if impl == "direct":
+        return out * FLOAT32_BYTES
     return None
 
 
@@ -90,6 +92,9 @@ def _impls(x, w, b, shape) -> dict:
 
     calls = {
         "im2win": functools.partial(im2win.conv2d, x, w, b, shape.stride, shape.padding),
+        "direct": functools.partial(
+            im2win.conv2d, x, w, b, shape.stride, shape.padding, impl="direct"
+        ),
         "im2col_cublas": functools.partial(
             im2win.conv2d, x, w, b, shape.stride, shape.padding, impl="im2col_gemm"
         ),

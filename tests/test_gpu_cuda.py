@@ -14,7 +14,7 @@ from im2win.shapes import PAPER_LAYERS, reduced
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("impl", ["im2win", "im2col_gemm", "torch"])
+@pytest.mark.parametrize("impl", ["im2win", "direct", "im2col_gemm", "torch"])
 @pytest.mark.parametrize("layer", list(PAPER_LAYERS))
 def test_paper_layers_on_gpu(layer, impl):
     torch.backends.cudnn.allow_tf32 = False
@@ -39,7 +39,7 @@ def test_mixed_devices_and_cpu_only_impls_are_clear_errors():
     with pytest.raises(ValueError, match="different devices"):
         im2win.conv2d(x.cuda(), w)
     with pytest.raises(ValueError, match="CPU only"):
-        im2win.conv2d(x.cuda(), w.cuda(), impl="direct")
+        im2win.conv2d(x.cuda(), w.cuda(), impl="im2win_nchw")
 
 
 def test_unlaunchable_tile_is_a_clear_error():

@@ -83,3 +83,31 @@ def test_launchable_configs_only():
             0,
             TileConfig(bm=256, bn=256, tm=2, tn=2),
         )
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 20),
+    k=st.integers(1, 70),
+    r=st.integers(1, 7),
+    s=st.integers(1, 7),
+    sy=st.integers(1, 4),
+    sx=st.integers(1, 4),
+    py=st.integers(0, 3),
+    px=st.integers(0, 3),
+    extra=st.integers(0, 9),
+)
+def test_direct_kernel_random_shapes(n, c, k, r, s, sy, sx, py, px, extra):
+    h, w_ = max(1, r - 2 * py) + extra, max(1, s - 2 * px) + extra
+    x, w, b = torch.randn(n, c, h, w_), torch.randn(k, c, r, s), torch.randn(k)
+    out = opencl.direct_conv2d(x, w, b, (sy, sx), (py, px), VARIANTS["im2win"])
+    assert max_violation(out, x, w, b, (sy, sx), (py, px)) <= 1.0
+
+
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_direct_kernel_paper_layers_reduced(layer):
+    shape = reduced(PAPER_LAYERS[layer], n=2, max_out=5)
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    out = opencl.direct_conv2d(x, w, None, shape.stride, shape.padding, VARIANTS["im2win"])
+    assert max_violation(out, x, w, None, shape.stride, shape.padding) <= 1.0

@@ -105,3 +105,33 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
     )
     grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn))
     return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))
+
+
+DIRECT_K = 4  # output channels per thread of direct_conv (the kernel's default)
+
+
+def direct_launch(shape: ConvShape, strides: tuple[int, int, int, int], has_bias: bool) -> Launch:
+    """direct_conv: one thread per output pixel and DIRECT_K output channels."""
+    total = shape.n * _blocks(shape.k, DIRECT_K) * shape.p * shape.q
+    args = (
+        int(has_bias),
+        *strides,
+        shape.n,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.k,
+        shape.r,
+        shape.s,
+        *shape.stride,
+        *shape.padding,
+        shape.p,
+        shape.q,
+    )
+    return Launch(
+        "direct_conv",
+        (_blocks(total, ELEMENTWISE_BLOCK), 1),
+        ELEMENTWISE_BLOCK,
+        args,
+        "i" + "llll" + "i" * 13,
+    )

@@ -14,7 +14,14 @@ import torch
 
 from im2win.conv import validate
 from im2win.cuda.config import TileConfig
-from im2win.cuda.launch import Launch, conv_launch, filter_launch, for_shape, window_launch
+from im2win.cuda.launch import (
+    Launch,
+    conv_launch,
+    direct_launch,
+    filter_launch,
+    for_shape,
+    window_launch,
+)
 from im2win.cuda.source import kernel_source
 from im2win.shapes import ConvShape
 
@@ -75,6 +82,35 @@ def _run(config: TileConfig, launch: Launch, buffers: list) -> None:
     )
 
 
+def _upload(t: torch.Tensor):
+    cl, ctx, _ = _context()
+    flags = cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR
+    return cl.Buffer(ctx, flags, hostbuf=t.contiguous().numpy())
+
+
+def _upload_strided(x: torch.Tensor):
+    """x's storage from the view's first element on: the kernels read it through x.stride()."""
+    storage = x.as_strided((x.untyped_storage().nbytes() // 4,), (1,), 0)
+    return _upload(storage[x.storage_offset() :])
+
+
+def _alloc(elems: int):
+    cl, ctx, _ = _context()
+    return cl.Buffer(ctx, cl.mem_flags.READ_WRITE, size=max(elems, 1) * 4)
+
+
+def _download(buf, shape: tuple[int, ...]) -> torch.Tensor:
+    cl, _, queue = _context()
+    host = np.empty(shape, dtype=np.float32)
+    cl.enqueue_copy(queue, host, buf)
+    queue.finish()
+    return torch.from_numpy(host)
+
+
+def _bias(bias: torch.Tensor | None):
+    return _upload(bias if bias is not None else torch.zeros(1))
+
+
 def conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -85,29 +121,32 @@ def conv2d(
 ) -> torch.Tensor:
     """im2win through the GPU kernels, emulated on the CPU: [N, C, H, W] -> [N, K, P, Q] (float32)."""
     stride, padding = validate(x, weight, bias, stride, padding)
-    cl, ctx, queue = _context()
     shape = ConvShape.of(x, weight, stride, padding)
     config = for_shape(config, shape)
-    mf = cl.mem_flags
+    iw = _alloc(shape.n * shape.p * shape.window_width * shape.r * shape.c)
+    fw = _alloc(shape.k * shape.c * shape.r * shape.s)
+    out = _alloc(shape.n * shape.p * shape.q * shape.k)
+    _run(config, window_launch(shape, x.stride()), [_upload_strided(x), iw])
+    _run(config, filter_launch(shape), [_upload(weight), fw])
+    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, _bias(bias), out])
+    return _download(out, (shape.n, shape.p, shape.q, shape.k)).permute(0, 3, 1, 2)
 
-    def buffer(t: torch.Tensor):
-        return cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=t.contiguous().numpy())
 
-    def empty(elems: int):
-        return cl.Buffer(ctx, mf.READ_WRITE, size=max(elems, 1) * 4)
-
-    # x keeps its strides: the kernel reads its storage from the view's first element on
-    storage = x.as_strided((x.untyped_storage().nbytes() // 4,), (1,), 0)
-    x_buf = buffer(storage[x.storage_offset() :])
-    win_elems = shape.n * shape.p * shape.window_width * shape.r * shape.c
-    iw, fw = empty(win_elems), empty(shape.k * shape.c * shape.r * shape.s)
-    out = empty(shape.n * shape.p * shape.q * shape.k)
-    b_buf = buffer(bias if bias is not None else torch.zeros(1))
-    _run(config, window_launch(shape, x.stride()), [x_buf, iw])
-    _run(config, filter_launch(shape), [buffer(weight), fw])
-    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, b_buf, out])
-    host = np.empty(shape.n * shape.p * shape.q * shape.k, dtype=np.float32)
-    cl.enqueue_copy(queue, host, out)
-    queue.finish()
-    nhwc = torch.from_numpy(host).view(shape.n, shape.p, shape.q, shape.k)
-    return nhwc.permute(0, 3, 1, 2)
+def direct_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride,
+    padding,
+    config: TileConfig,
+) -> torch.Tensor:
+    """The GPU direct-convolution peer, emulated on the CPU: [N, C, H, W] -> [N, K, P, Q]."""
+    stride, padding = validate(x, weight, bias, stride, padding)
+    shape = ConvShape.of(x, weight, stride, padding)
+    out = _alloc(shape.n * shape.k * shape.p * shape.q)
+    _run(
+        config,
+        direct_launch(shape, x.stride(), bias is not None),
+        [_upload_strided(x), _upload(weight), _bias(bias), out],
+    )
+    return _download(out, shape.output_shape())

@@ -13,7 +13,14 @@ import torch
 
 from im2win.cuda.compile import compile_cubin
 from im2win.cuda.config import DEFAULT, TileConfig
-from im2win.cuda.launch import Launch, conv_launch, filter_launch, for_shape, window_launch
+from im2win.cuda.launch import (
+    Launch,
+    conv_launch,
+    direct_launch,
+    filter_launch,
+    for_shape,
+    window_launch,
+)
 from im2win.shapes import ConvShape
 
 
@@ -108,5 +115,24 @@ def conv2d(
         conv_launch(shape, config, bias is not None),
         stream,
         [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr()],
+    )
+    return out
+
+
+def direct_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding
+) -> torch.Tensor:
+    """The direct-convolution peer on validated CUDA float32 tensors; NCHW output, no workspace."""
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    shape = ConvShape.of(x, weight, stride, padding)
+    kernels = _kernels(for_shape(DEFAULT, shape), device_arch(index), index)
+    weight = weight.contiguous()
+    out = torch.empty(shape.output_shape(), device=x.device)
+    b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
+    _launch(
+        kernels,
+        direct_launch(shape, x.stride(), bias is not None),
+        _TorchStream(torch.cuda.current_stream(x.device)),
+        [x.data_ptr(), weight.data_ptr(), b.data_ptr(), out.data_ptr()],
     )
     return out

@@ -219,3 +219,39 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     }
   }
 }
+
+/* The direct-convolution peer: no transform, no workspace. One thread per output pixel (n, p, q)
+ * and DIRECT_K consecutive output channels; consecutive threads take consecutive q (coalesced input
+ * reads along a row and coalesced NCHW output writes); each input value loaded feeds DIRECT_K FMAs,
+ * and a warp reads the same filter values (cached broadcast). x through its strides; f, out
+ * contiguous (out is NCHW). grid = ceil(N * ceil(K / DIRECT_K) * P * Q / 256), block = 256. */
+#ifndef DIRECT_K
+#define DIRECT_K 4
+#endif
+KERNEL void direct_conv(CONST_GLOBAL float* x, CONST_GLOBAL float* f, CONST_GLOBAL float* bias,
+                        GLOBAL float* out, int has_bias, i64 sn, i64 sc, i64 sh, i64 sw, int N, int C,
+                        int H, int W, int K, int R, int S, int sy, int sx, int py, int px, int P,
+                        int Q) {
+  const int kgroups = (K + DIRECT_K - 1) / DIRECT_K;
+  const i64 i = GLOBAL_ID;
+  if (i >= (i64)N * kgroups * P * Q) return;
+  const int q = (int)(i % Q), p = (int)((i / Q) % P), kg = (int)((i / ((i64)P * Q)) % kgroups);
+  const i64 n = i / ((i64)P * Q * kgroups);
+  const int k0 = kg * DIRECT_K;
+  float acc[DIRECT_K];
+  for (int j = 0; j < DIRECT_K; ++j) acc[j] = (has_bias && k0 + j < K) ? bias[k0 + j] : 0.0f;
+  for (int c = 0; c < C; ++c)
+    for (int r = 0; r < R; ++r) {
+      const int h = p * sy + r - py;
+      if (h < 0 || h >= H) continue;
+      for (int s = 0; s < S; ++s) {
+        const int w = q * sx + s - px;
+        if (w < 0 || w >= W) continue;
+        const float v = x[n * sn + c * sc + h * sh + w * sw];
+        for (int j = 0; j < DIRECT_K; ++j)
+          if (k0 + j < K) acc[j] += v * f[(((i64)(k0 + j) * C + c) * R + r) * S + s];
+      }
+    }
+  for (int j = 0; j < DIRECT_K; ++j)
+    if (k0 + j < K) out[((n * K + k0 + j) * P + p) * Q + q] = acc[j];
+}
