@@ -1,0 +1,150 @@
+"""SAM model factories: the official ViT-B/L/H and small CPU configurations, one code path for all.
+
+Like segment_anything/build_sam.py: one small factory per variant passes only the numbers that differ
+to one private builder; `MODELS` maps names to factories. Checkpoints are loaded by path with
+torch.load(..., weights_only=True) and strict key checking (a mismatch names the missing and
+unexpected keys). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model it is loaded into."""
+
+
+def _build_sam(
+    *,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    global_attn_indexes: tuple[int, ...],
+    img_size: int = 1024,
+    prompt_dim: int = 256,
+    window_size: int = 14,
+    decoder_mlp_dim: int = 2048,
+    decoder_heads: int = 8,
+    mask_in_chans: int = 16,
+    mlp_dims: tuple[int, ...] | None = None,
+) -> Sam:
+    """A Sam from the stock classes. mlp_dims: per-block MLP hidden sizes (default 4 x embed_dim)."""
+    patch = 16
+    encoder = ImageEncoderViT(
+        depth=depth,
+        embed_dim=embed_dim,
+        img_size=img_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=num_heads,
+        patch_size=patch,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=global_attn_indexes,
+        window_size=window_size,
+        out_chans=prompt_dim,
+    )
+    if mlp_dims is not None:
+        from segment_anything.modeling.common import MLPBlock
+
+        if len(mlp_dims) != depth:
+            raise ValueError(f"mlp_dims has {len(mlp_dims)} entries for {depth} blocks")
+        for block, hidden in zip(encoder.blocks, mlp_dims, strict=True):
+            if hidden != block.mlp.lin1.out_features:
+                block.mlp = MLPBlock(embedding_dim=embed_dim, mlp_dim=hidden)
+    sam = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(img_size // patch, img_size // patch),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_heads
+            ),
+            transformer_dim=prompt_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=prompt_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+ARCHITECTURES: dict[str, dict] = {
+    "vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+    "vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+    "vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+    # CPU scale: 256 x 256 input (16 x 16 tokens), 6 blocks, windows of 4 tokens
+    "sam_tiny": dict(
+        embed_dim=96,
+        depth=6,
+        num_heads=3,
+        global_attn_indexes=(2, 5),
+        img_size=256,
+        prompt_dim=64,
+        window_size=4,
+        decoder_mlp_dim=256,
+        decoder_heads=4,
+    ),
+}
+"""Keyword arguments of _build_sam per model name (ViT-B/L/H: the official SAM numbers)."""
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load a state_dict file into `model` safely (weights_only) and strictly, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model: {len(missing)} missing key(s) "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, {len(unexpected)} unexpected "
+            f"key(s) {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}; is it the right "
+            "architecture (vit_b / vit_l / vit_h / sam_tiny)?"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shapes differ
+        raise CheckpointError(f"checkpoint {path} does not match the model: {exc}") from exc
+    return model
+
+
+def build(name: str, checkpoint: str | Path | None = None, **overrides) -> Sam:
+    """A Sam by name ("vit_b", "vit_l", "vit_h", "sam_tiny"), optionally loading a checkpoint."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    sam = _build_sam(**(ARCHITECTURES[name] | overrides))
+    return load_checkpoint(sam, checkpoint) if checkpoint is not None else sam
+
+
+build_sam_vit_b = partial(build, "vit_b")
+build_sam_vit_l = partial(build, "vit_l")
+build_sam_vit_h = partial(build, "vit_h")
+build_sam_tiny = partial(build, "sam_tiny")
+MODELS = {
+    "vit_b": build_sam_vit_b,
+    "vit_l": build_sam_vit_l,
+    "vit_h": build_sam_vit_h,
+    "sam_tiny": build_sam_tiny,
+}
