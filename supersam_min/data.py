@@ -1,0 +1,198 @@
+"""Data for SuperSAM at CPU scale: the real nuclei image shipped in the `stardist` wheel, a folder
+format for users' own data, a synthetic source distribution for pre-training, and SAM prompts.
+
+A sample is (image [3, S, S] float in 0..255, masks [M, S, S] bool); Sam.preprocess normalises.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MIN_MASK_PIXELS = 20  # smaller instances are dropped (the authors drop < 100 px at 1024 scale)
+NUCLEI_REGIONS = {  # (y0, y1, x0, x1) of the 512 x 512 image; an instance belongs to one region
+    "train": (0, 256, 0, 512),
+    "val": (256, 512, 0, 256),
+    "test": (256, 512, 256, 512),
+}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used, with what is wrong and how to fix it."""
+
+
+@dataclass
+class Sample:
+    image: torch.Tensor  # [3, H, W] float32, 0..255
+    masks: torch.Tensor  # [M, H, W] bool, one per object
+
+
+def _to_rgb(image: np.ndarray) -> torch.Tensor:
+    """Grey or RGB image of any range -> [3, H, W] float32 scaled to 0..255 (1st-99.8th pct.)."""
+    img = image.astype(np.float32)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        img = img[..., :3].transpose(2, 0, 1)
+    elif img.ndim == 2:
+        img = np.repeat(img[None], 3, axis=0)
+    else:
+        raise DataError(f"image of shape {image.shape}: expected H x W or H x W x 3")
+    lo, hi = np.percentile(img, 1), np.percentile(img, 99.8)
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
+    return torch.from_numpy(img)
+
+
+def _instances(labels: np.ndarray, min_pixels: int = MIN_MASK_PIXELS) -> torch.Tensor:
+    ids = [i for i in np.unique(labels) if i != 0]
+    masks = [labels == i for i in ids]
+    masks = [m for m in masks if m.sum() >= min_pixels]
+    if not masks:
+        return torch.zeros((0, *labels.shape), dtype=torch.bool)
+    return torch.from_numpy(np.stack(masks))
+
+
+def nuclei_image() -> tuple[np.ndarray, np.ndarray]:
+    """The 2018 Data Science Bowl nuclei image (512 x 512, 125 labelled instances) and its labels,
+    read from the installed `stardist` wheel (no download)."""
+    import tifffile
+
+    try:
+        dist = importlib.metadata.distribution("stardist")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise DataError(
+            "the default data ships in the `stardist` wheel: pip install stardist "
+            "(see constraints.txt), or pass --data DIR with your own images"
+        ) from exc
+    folder = "stardist/data/images/"
+    return (
+        tifffile.imread(dist.locate_file(folder + "img2d.tif")),
+        tifffile.imread(dist.locate_file(folder + "mask2d.tif")),
+    )
+
+
+def nuclei_split(split: str, tile: int = 256) -> list[Sample]:
+    """The tiles of one region of the nuclei image, with the instances wholly inside each tile as
+    targets: no object appears in two splits (those crossing a tile border are not targets)."""
+    if split not in NUCLEI_REGIONS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(NUCLEI_REGIONS)}")
+    image, labels = nuclei_image()
+    y0, y1, x0, x1 = NUCLEI_REGIONS[split]
+    samples = []
+    for ty in range(y0, y1 - tile + 1, tile):
+        for tx in range(x0, x1 - tile + 1, tile):
+            lab = labels[ty : ty + tile, tx : tx + tile]
+            cut = set(np.unique(lab)) - {0}
+            whole = {i for i in cut if (labels == i).sum() == (lab == i).sum()}
+            lab = np.where(np.isin(lab, list(whole)), lab, 0)
+            samples.append(Sample(_to_rgb(image[ty : ty + tile, tx : tx + tile]), _instances(lab)))
+    return samples
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def folder_dataset(root: str | Path) -> list[Sample]:
+    """A folder with images/ and masks/ (instance labels: 0 background, 1..n objects), PNG or TIFF,
+    matched by file stem. Clear errors for missing folders, unpaired files, size mismatches and
+    label images without objects."""
+    root = Path(root)
+    img_dir, mask_dir = root / "images", root / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise DataError(f"{d} does not exist: a dataset folder holds images/ and masks/")
+    images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    unpaired = sorted(set(images) ^ set(masks))
+    if unpaired:
+        raise DataError(
+            f"files without a partner in {root}: {unpaired[:5]} (images/X.png needs "
+            "masks/X.png or .tif, and the other way round)"
+        )
+    if not images:
+        raise DataError(f"no PNG or TIFF images in {img_dir}")
+    samples = []
+    for stem in images:
+        img, lab = _read(images[stem]), _read(masks[stem])
+        if img.shape[:2] != lab.shape[:2]:
+            raise DataError(f"{stem}: image is {img.shape[:2]} but its mask is {lab.shape[:2]}")
+        if lab.ndim != 2:
+            raise DataError(f"{masks[stem]}: an instance-label mask must be one channel")
+        inst = _instances(lab)
+        if len(inst) == 0:
+            raise DataError(f"{masks[stem]} has no object of at least {MIN_MASK_PIXELS} pixels")
+        samples.append(Sample(_to_rgb(img), inst))
+    return samples
+
+
+def synthetic_blobs(n: int, size: int = 256, seed: int = 0) -> list[Sample]:
+    """The source distribution for pre-training the tiny SAM: bright ellipses of random size,
+    orientation and intensity on a smooth noisy background (not microscopy: a domain shift)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = []
+    for _ in range(n):
+        labels = np.zeros((size, size), np.int32)
+        img = rng.normal(40, 12, (size, size)).astype(np.float32)
+        for k in range(1, int(rng.integers(4, 12)) + 1):
+            cy, cx = rng.uniform(12, size - 12, 2)
+            a, b = rng.uniform(6, 24, 2)
+            t = rng.uniform(0, np.pi)
+            u = ((xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)) / a
+            v = (-(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)) / b
+            inside = (u * u + v * v <= 1) & (labels == 0)
+            labels[inside] = k
+            img[inside] += rng.uniform(60, 200)
+        out.append(Sample(_to_rgb(img), _instances(labels)))
+    return out
+
+
+def point_prompt(mask: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """One random positive point [x, y] inside `mask` [H, W]."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    i = rng.randrange(len(ys))
+    return torch.tensor([float(xs[i]), float(ys[i])])
+
+
+def box_prompt(mask: torch.Tensor, rng: random.Random, jitter: int = 20) -> torch.Tensor:
+    """The mask's bounding box [x0, y0, x1, y1] with 0..jitter px of random noise per side
+    (the authors' prompt), clipped to the image."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    h, w = mask.shape
+    box = [
+        xs.min() - rng.randint(0, jitter),
+        ys.min() - rng.randint(0, jitter),
+        xs.max() + rng.randint(0, jitter),
+        ys.max() + rng.randint(0, jitter),
+    ]
+    return torch.tensor(
+        [
+            max(0, int(box[0])),
+            max(0, int(box[1])),
+            min(w - 1, int(box[2])),
+            min(h - 1, int(box[3])),
+        ],
+        dtype=torch.float32,
+    )
+
+
+def augment(sample: Sample, rng: random.Random) -> Sample:
+    """Random flips and quarter turns (the same for image and masks)."""
+    k = rng.randrange(4)
+    img, masks = torch.rot90(sample.image, k, (1, 2)), torch.rot90(sample.masks, k, (1, 2))
+    if rng.random() < 0.5:
+        img, masks = img.flip(2), masks.flip(2)
+    return Sample(img.contiguous(), masks.contiguous())

@@ -1,0 +1,265 @@
+"""Sandwich-rule training of the SuperSAM supernet (AttentiveNAS / BigNAS style; SuperSAM sec. 3).
+
+Per step: one zero_grad; the largest subnet, n random subnets and the smallest, each with its own
+forward and backward (gradients accumulate); one optimizer step. Optional in-place distillation:
+the other subnets also match the largest one's (detached) masks. The prompt encoder is frozen; the
+image encoder and mask decoder train. Every random choice of a step (data, augmentation, prompts,
+subnets) comes from random.Random(f"{seed}-{epoch}-{step}"), so any step can be replayed and a
+resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+from tqdm import tqdm
+
+from supersam_min.data import Sample, augment, box_prompt, point_prompt
+from supersam_min.supernet import SubnetConfig, SuperSAM
+
+FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # the SAM paper's mask loss (Kirillov et al., 2023)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    n_random: int = 1  # random subnets per step, between the largest and the smallest
+    distill: bool = False
+    prompt: str = "mixed"  # point | box | mixed (each mask: a point or a box, at random)
+    max_masks: int = 16  # per image per step
+    iou_loss: bool = True  # also train SAM's IoU head: MSE to the mask's actual IoU
+    seed: int = 0
+    checkpoint_every: int = 50
+    history: list = field(default_factory=list, repr=False)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice on sigmoid probabilities, mean over masks: logits, target [M, H, W]."""
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    focal = sigmoid_focal_loss(logits, target, reduction="mean")
+    return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(logits, target)
+
+
+def low_res_targets(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """[M, H, W] bool -> [M, size, size] float in {0, 1} (area-resampled, thresholded at 0.5)."""
+    return (
+        F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0] > 0.5
+    ).float()
+
+
+def prompts_for(masks: torch.Tensor, kind: str, rng: random.Random) -> dict:
+    """Prompt tensors for every mask: {"points": ([M,1,2], [M,1])} or {"boxes": [M,4]}."""
+    if kind == "point":
+        coords = torch.stack([point_prompt(m, rng) for m in masks])[:, None]
+        return {"points": (coords, torch.ones(len(masks), 1, dtype=torch.int))}
+    if kind == "box":
+        return {"boxes": torch.stack([box_prompt(m, rng) for m in masks])}
+    raise ValueError(f"unknown prompt kind {kind!r}; choose point or box")
+
+
+def predict(
+    sup: SuperSAM,
+    image: torch.Tensor,
+    prompts: dict,
+    multimask: bool,
+    embedding: torch.Tensor | None = None,
+):
+    """Low-res mask logits [M, C, L, L] and IoU predictions [M, C] for one image [3, S, S] (0..255)
+    under the active subnet. Pass `embedding` to reuse an image embedding."""
+    sam = sup.sam
+    if embedding is None:
+        embedding = sup.encode(sam.preprocess(image[None]))
+    sparse, dense = sam.prompt_encoder(
+        points=prompts.get("points"), boxes=prompts.get("boxes"), masks=None
+    )
+    return sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+
+
+def step_rng(seed: int, epoch: int, step: int) -> random.Random:
+    return random.Random(f"{seed}-{epoch}-{step}")
+
+
+def make_batch(samples: list[Sample], cfg: TrainConfig, rng: random.Random) -> list[tuple]:
+    """(image, masks, prompts) per image of one step: augmented tiles, <= max_masks objects each."""
+    batch = []
+    for _ in range(cfg.batch_size):
+        s = augment(samples[rng.randrange(len(samples))], rng)
+        idx = sorted(rng.sample(range(len(s.masks)), min(cfg.max_masks, len(s.masks))))
+        masks = s.masks[idx]
+        if cfg.prompt == "mixed":
+            kind = rng.choice(["point", "box"])
+        else:
+            kind = cfg.prompt
+        batch.append((s.image, masks, prompts_for(masks, kind, rng)))
+    return batch
+
+
+def subnet_loss(
+    sup: SuperSAM, batch: list[tuple], teacher: list | None = None, iou_loss: bool = True
+) -> tuple:
+    """Mean mask loss of the active subnet over the batch (+ the IoU-head term, + distillation to
+    `teacher`)."""
+    images = torch.stack([sup.sam.preprocess(img[None])[0] for img, _, _ in batch])
+    embeddings = sup.encode(images)
+    total, outputs = 0.0, []
+    for i, (_, masks, prompts) in enumerate(batch):
+        logits, iou_pred = predict(
+            sup, None, prompts, multimask=False, embedding=embeddings[i : i + 1]
+        )
+        logits = logits[:, 0]
+        target = low_res_targets(masks, logits.shape[-1])
+        loss = mask_loss(logits, target)
+        if iou_loss:
+            with torch.no_grad():
+                hit = logits > 0
+                inter = (hit & (target > 0)).flatten(1).sum(1)
+                union = (hit | (target > 0)).flatten(1).sum(1).clamp(min=1)
+            loss = loss + F.mse_loss(iou_pred[:, 0], inter / union)
+        if teacher is not None:
+            loss = loss + F.binary_cross_entropy_with_logits(logits, teacher[i].sigmoid())
+        outputs.append(logits.detach())
+        total = total + loss / len(batch)
+    return total, outputs
+
+
+def sandwich_step(
+    sup: SuperSAM,
+    batch: list[tuple],
+    optimizer,
+    rng: random.Random,
+    n_random: int,
+    distill: bool,
+    iou_loss: bool = True,
+) -> list[float]:
+    """One sandwich-rule step; returns the loss of each subnet (largest first, smallest last)."""
+    space = sup.space
+    subnets: list[SubnetConfig] = [
+        space.max_subnet(),
+        *(space.sample(rng) for _ in range(n_random)),
+        space.min_subnet(),
+    ]
+    optimizer.zero_grad(set_to_none=True)
+    teacher, losses = None, []
+    for j, cfg in enumerate(subnets):
+        sup.set_active_subnet(cfg)
+        loss, outputs = subnet_loss(sup, batch, teacher if (distill and j > 0) else None, iou_loss)
+        loss.backward()
+        if j == 0:
+            teacher = outputs
+        losses.append(float(loss.detach()))
+    optimizer.step()
+    sup.sample_max_subnet()
+    return losses
+
+
+def trainable_parameters(sup: SuperSAM) -> list[torch.nn.Parameter]:
+    """Image encoder and mask decoder; the prompt encoder stays frozen."""
+    for p in sup.sam.prompt_encoder.parameters():
+        p.requires_grad_(False)
+    return [p for n, p in sup.sam.named_parameters() if not n.startswith("prompt_encoder.")]
+
+
+def _schedule(cfg: TrainConfig):
+    def factor(step: int) -> float:  # linear warm-up, then cosine to 10%
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+def save_checkpoint(
+    path: Path, sup: SuperSAM, optimizer, scheduler, step: int, cfg: TrainConfig
+) -> None:
+    """Everything a resumed run needs, written to a temporary file and renamed (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": sup.sam.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "config": asdict(cfg),
+            "model_name": sup.model_name,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def train(
+    sup: SuperSAM,
+    samples: list[Sample],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> list[list[float]]:
+    """Train with the sandwich rule for cfg.steps steps; checkpoints in out_dir/checkpoint.pt.
+
+    With resume=True, continues from that checkpoint exactly (same model, optimizer, schedule and
+    random stream). stop_after: leave after that many steps of this run (a time-boxed or
+    interrupted run), after checkpointing. Returns the per-step losses (largest, random...,
+    smallest).
+    """
+    if not samples or all(len(s.masks) == 0 for s in samples):
+        raise ValueError("no training sample has an object to segment")
+    samples = [s for s in samples if len(s.masks)]
+    out_dir = Path(out_dir)
+    ckpt = out_dir / "checkpoint.pt"
+    optimizer = torch.optim.AdamW(
+        trainable_parameters(sup), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    start, history = 0, list(cfg.history)
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        sup.sam.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = state["step"], list(state["config"]["history"])
+    steps_per_epoch = max(1, math.ceil(len(samples) / cfg.batch_size))
+    sup.train()
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    bar = tqdm(
+        range(start, end), initial=start, total=cfg.steps, desc="sandwich", disable=not progress
+    )
+    for step in bar:
+        rng = step_rng(cfg.seed, step // steps_per_epoch, step)
+        batch = make_batch(samples, cfg, rng)
+        losses = sandwich_step(sup, batch, optimizer, rng, cfg.n_random, cfg.distill, cfg.iou_loss)
+        scheduler.step()
+        history.append(losses)
+        bar.set_postfix(largest=f"{losses[0]:.3f}", smallest=f"{losses[-1]:.3f}")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == end:
+            cfg.history = history
+            save_checkpoint(ckpt, sup, optimizer, scheduler, done, cfg)
+    sup.eval()
+    return history
