@@ -182,7 +182,10 @@ class SuperSAM(torch.nn.Module):
         for block in sam.image_encoder.blocks:
             if not isinstance(block.mlp, ElasticMLP):
                 block.mlp = ElasticMLP(block.mlp)
-        self.active = self.space.max_subnet()
+        blocks = sam.image_encoder.blocks  # the model as it is: all blocks at their own widths
+        self.active = SubnetConfig(
+            tuple(range(len(blocks))), tuple(b.mlp.lin1.out_features for b in blocks)
+        )
 
     # -- the subnet verbs ------------------------------------------------------------------
     def set_active_subnet(self, cfg: SubnetConfig) -> None:

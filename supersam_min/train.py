@@ -38,6 +38,7 @@ class TrainConfig:
     prompt: str = "mixed"  # point | box | mixed (each mask: a point or a box, at random)
     max_masks: int = 16  # per image per step
     iou_loss: bool = True  # also train SAM's IoU head: MSE to the mask's actual IoU
+    sandwich: bool = True  # False: only the largest subnet (plain training, e.g. pre-training)
     seed: int = 0
     checkpoint_every: int = 50
     history: list = field(default_factory=list, repr=False)

@@ -134,3 +134,17 @@ def test_wrong_checkpoint_names_the_keys(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="unexpected key"):
         load_checkpoint(build("sam_tiny"), tmp_path / "other.pt")
+
+
+def test_layer_importance_gives_documented_probabilities():
+    from supersam_min.data import synthetic_blobs
+    from supersam_min.importance import P_MAX, P_MIN, layer_importance
+
+    sup = SuperSAM(_tiny(), "sam_tiny")
+    deltas, space = layer_importance(sup, synthetic_blobs(2, seed=4), max_masks=4)
+    assert len(deltas) == len(space.removable) == len(space.removal_prob)
+    assert all(P_MIN - 1e-9 <= p <= P_MAX + 1e-9 for p in space.removal_prob)
+    worst = max(range(len(deltas)), key=deltas.__getitem__)
+    if deltas[worst] > 0:
+        assert space.removal_prob[worst] == pytest.approx(P_MIN)
+    assert sup.active == sup.space.max_subnet()

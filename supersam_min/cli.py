@@ -1,0 +1,208 @@
+"""`supersam`: pre-train the tiny source SAM, train the supernet, extract and evaluate subnets.
+
+    supersam pretrain --out runs/tiny/pretrained            synthetic blobs -> a "pretrained SAM"
+    supersam train --init runs/tiny/pretrained --out runs/tiny/supernet [--data nuclei|DIR]
+    supersam extract --supernet runs/tiny/supernet --subnet min|max|CFG.json --out runs/tiny/small
+    supersam evaluate --model runs/tiny/small --data nuclei:test --prompt point [--out r.json]
+
+A saved model is a pair PATH.pt (state_dict, loaded with weights_only=True) + PATH.json (its
+architecture), for full models and extracted subnets alike; a supernet is a folder with
+checkpoint.pt (resumable) and supernet.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from supersam_min import data as datasets
+from supersam_min.build import build
+from supersam_min.evaluate import evaluate
+from supersam_min.importance import reorder_mlps, wanda_scores
+from supersam_min.supernet import SubnetConfig, SuperSAM, load_subnet, parameter_count
+from supersam_min.train import TrainConfig, train
+
+
+def load_data(spec: str, split: str) -> list[datasets.Sample]:
+    """`nuclei` (the stardist image; split train|val|test), `nuclei:SPLIT`, or a dataset folder."""
+    name, _, explicit = spec.partition(":")
+    if name == "nuclei":
+        return datasets.nuclei_split(explicit or split)
+    return datasets.folder_dataset(spec)
+
+
+def load_model(path: str | Path, subnet: str | None = None) -> tuple[SuperSAM, str]:
+    """A saved model (PATH.pt + PATH.json) or a supernet folder (with --subnet), as a SuperSAM whose
+    active subnet is what gets evaluated (a saved model: all of it)."""
+    path = Path(path)
+    if path.is_dir():
+        meta = json.loads((path / "supernet.json").read_text())
+        sam = build(meta["model"])
+        state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        sam.load_state_dict(state["model"])
+        sup = SuperSAM(sam, meta["model"])
+        sup.set_active_subnet(_subnet(sup, subnet or "max"))
+        return sup, meta["model"]
+    if subnet:
+        raise SystemExit("supersam: --subnet applies to a supernet folder, not to a saved model")
+    arch = json.loads(path.with_suffix(".json").read_text())
+    sam = load_subnet(path)
+    return SuperSAM(sam, arch["model"]), arch["model"]
+
+
+def _subnet(sup: SuperSAM, spec: str) -> SubnetConfig:
+    if spec == "max":
+        return sup.space.max_subnet()
+    if spec == "min":
+        return sup.space.min_subnet()
+    return SubnetConfig.from_json(Path(spec).read_text())
+
+
+def cmd_pretrain(args) -> dict:
+    torch.manual_seed(args.seed)
+    sam = build("sam_tiny")
+    sup = SuperSAM(sam, "sam_tiny")
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        sandwich=False,
+        prompt="mixed",
+        checkpoint_every=max(1, args.steps // 4),
+    )
+    train(
+        sup,
+        datasets.synthetic_blobs(args.images, seed=args.seed),
+        cfg,
+        Path(args.out).parent / (Path(args.out).name + "_run"),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    sup.save_subnet(args.out, sup.space.max_subnet())
+    return {"model": str(args.out), "parameters": parameter_count(sup.sam)}
+
+
+def cmd_train(args) -> dict:
+    sup, model = load_model(args.init)
+    sam = sup.sam
+    samples = load_data(args.data, "train")
+    out = Path(args.out)
+    if not args.resume:  # parameter prioritization once, before the first step
+        calib = torch.stack([s.image for s in samples[: args.calibration]])
+        reorder_mlps(sam, wanda_scores(sam, [sam.preprocess(calib)]))
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        n_random=args.n_random,
+        distill=args.distill,
+        prompt=args.prompt,
+        checkpoint_every=args.checkpoint_every,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "supernet.json").write_text(json.dumps({"model": model}) + "\n")
+    history = train(sup, samples, cfg, out, resume=args.resume, progress=not args.no_progress)
+    return {"supernet": str(out), "steps": len(history), "last_losses": history[-1]}
+
+
+def cmd_extract(args) -> dict:
+    sup, model = load_model(args.supernet, args.subnet)
+    sub = sup.save_subnet(args.out)
+    return {
+        "model": str(args.out),
+        "subnet": json.loads(sup.active.to_json()),
+        "parameters": parameter_count(sub),
+    }
+
+
+def cmd_evaluate(args) -> dict:
+    sup, model = load_model(args.model, args.subnet)
+    samples = load_data(args.data, "test")
+    # a supernet counts its active subnet; a saved model is counted as it is
+    sub = sup.get_active_subnet() if Path(args.model).is_dir() else sup.sam
+    scores = evaluate(sup, samples, args.prompt, seed=args.seed)
+    result = {
+        "model": str(args.model),
+        "arch": model,
+        "data": args.data,
+        "prompt": args.prompt,
+        **scores,
+        "parameters": parameter_count(sub),
+        "encoder_parameters": parameter_count(sub.image_encoder),
+        "subnet": json.loads(sup.active.to_json()),
+    }
+    if args.out:
+        from bench.results import atomic_write
+
+        atomic_write(Path(args.out), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="supersam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
+    )
+    p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--images", type=int, default=64, help="synthetic training images")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("train", parents=[common], help="train the supernet with the sandwich rule")
+    p.add_argument("--init", required=True, help="the pretrained model (PATH of PATH.pt/.json)")
+    p.add_argument("--out", required=True, help="supernet folder (checkpoint.pt, supernet.json)")
+    p.add_argument("--data", default="nuclei", help="nuclei (default) or a dataset folder")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--n-random", type=int, default=1, help="random subnets per step")
+    p.add_argument("--distill", action="store_true", help="in-place distillation from the largest")
+    p.add_argument("--prompt", choices=["point", "box", "mixed"], default="mixed")
+    p.add_argument("--calibration", type=int, default=4, help="images for Wanda scores")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("extract", parents=[common], help="save a subnet as a standalone SAM")
+    p.add_argument("--supernet", required=True, help="supernet folder")
+    p.add_argument("--subnet", default="max", help="max, min, or a subnet JSON file")
+    p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("evaluate", parents=[common], help="mIoU of a saved model on a dataset")
+    p.add_argument("--model", required=True, help="a saved model path, or a supernet folder")
+    p.add_argument("--subnet", default=None, help="with a supernet folder: max, min or JSON file")
+    p.add_argument("--data", default="nuclei:test", help="nuclei:SPLIT (default test) or a folder")
+    p.add_argument("--prompt", choices=["point", "box"], default="point")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(2, f"supersam {args.command}: {exc}\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The `supersam` command end to end at toy length: pretrain, train, resume, extract, evaluate."""
+
+import json
+
+import pytest
+
+from supersam_min import cli
+
+
+def test_pretrain_train_extract_evaluate(tmp_path, capsys):
+    d = tmp_path
+    assert (
+        cli.main(
+            [
+                "pretrain",
+                "--out",
+                str(d / "pre"),
+                "--steps",
+                "2",
+                "--images",
+                "2",
+                "--batch-size",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (d / "pre.pt").is_file() and (d / "pre.json").is_file()
+    train = [
+        "train",
+        "--init",
+        str(d / "pre"),
+        "--out",
+        str(d / "sup"),
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+    ]
+    assert cli.main(train) == 0
+    assert cli.main([*train[:-1], "--resume", "--no-progress"]) == 0  # nothing left: no-op
+    (d / "cfg.json").write_text(
+        json.dumps({"blocks": [0, 2, 3, 5], "mlp_widths": [384, 96, 128, 192]})
+    )
+    assert (
+        cli.main(
+            [
+                "extract",
+                "--supernet",
+                str(d / "sup"),
+                "--subnet",
+                str(d / "cfg.json"),
+                "--out",
+                str(d / "small"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(d / "small"),
+                "--prompt",
+                "box",
+                "--out",
+                str(d / "r.json"),
+                "--data",
+                "nuclei:val",
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((d / "r.json").read_text())
+    assert printed == saved
+    assert saved["objects"] > 20 and 0 <= saved["miou"] <= 1
+    assert saved["subnet"]["mlp_widths"] == [384, 96, 128, 192]
+
+
+def test_bad_subnet_and_missing_checkpoint_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(
+            ["train", "--init", str(tmp_path / "none"), "--out", str(tmp_path / "s"), "--resume"]
+        )
+    (tmp_path / "sup").mkdir()
+    (tmp_path / "sup" / "supernet.json").write_text('{"model": "sam_tiny"}')
+    with pytest.raises(SystemExit):
+        cli.main(["extract", "--supernet", str(tmp_path / "sup"), "--out", str(tmp_path / "x")])
+    assert "supersam" in capsys.readouterr().err
