@@ -1,7 +1,6 @@
 """SuperSAM minimal reference (arXiv 2501.08504): a weight-sharing supernet over segment_anything.
 
-Implemented so far: model factories (build.py), the supernet with elastic depth and MLP width and
-standalone subnet extraction (supernet.py), Wanda-style parameter prioritization (importance.py).
-Not yet: layer importance by few-shot evaluation, sandwich-rule training, data, the `supersam`
-command, subnet search.
+build.py: model factories; supernet.py: elastic depth / MLP width, subnet extraction; importance.py:
+Wanda prioritization and few-shot layer importance; train.py: the sandwich rule; data.py; evaluate.py;
+cli.py: the `supersam` command. Not yet: DDP, the subnet search (issue 5).
 """
