@@ -1,7 +1,9 @@
 """Sandwich-rule training of the SuperSAM supernet (AttentiveNAS / BigNAS style; SuperSAM sec. 3).
 
 Per step: one zero_grad; the largest subnet, n random subnets and the smallest, each with its own
-forward and backward (gradients accumulate); one optimizer step. Optional in-place distillation:
+forward and backward (gradients accumulate); one optimizer step. Under torchrun (DDP: gloo on CPU,
+NCCL on GPU) every process draws its own data but the same subnets, and the accumulated gradients
+are averaged across processes before the step, so all replicas stay identical. Optional in-place distillation:
 the other subnets also match the largest one's (detached) masks. The prompt encoder is frozen; the
 image encoder and mask decoder train. Every random choice of a step (data, augmentation, prompts,
 subnets) comes from random.Random(f"{seed}-{epoch}-{step}"), so any step can be replayed and a
@@ -101,6 +103,31 @@ def step_rng(seed: int, epoch: int, step: int) -> random.Random:
     return random.Random(f"{seed}-{epoch}-{step}")
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size), joining the process group torchrun describes if there is one."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce and average the accumulated gradients across the DDP processes."""
+    if world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
 def make_batch(samples: list[Sample], cfg: TrainConfig, rng: random.Random) -> list[tuple]:
     """(image, masks, prompts) per image of one step: augmented tiles, <= max_masks objects each."""
     batch = []
@@ -152,14 +179,18 @@ def sandwich_step(
     n_random: int,
     distill: bool,
     iou_loss: bool = True,
+    sandwich: bool = True,
+    world: int = 1,
 ) -> list[float]:
-    """One sandwich-rule step; returns the loss of each subnet (largest first, smallest last)."""
+    """One sandwich-rule step; returns the loss of each subnet (largest first, smallest last).
+
+    `rng` picks the random subnets (the same on every process). sandwich=False trains the largest
+    subnet alone (plain training). world > 1: gradients are averaged across processes first.
+    """
     space = sup.space
-    subnets: list[SubnetConfig] = [
-        space.max_subnet(),
-        *(space.sample(rng) for _ in range(n_random)),
-        space.min_subnet(),
-    ]
+    subnets: list[SubnetConfig] = [space.max_subnet()]
+    if sandwich:
+        subnets += [*(space.sample(rng) for _ in range(n_random)), space.min_subnet()]
     optimizer.zero_grad(set_to_none=True)
     teacher, losses = None, []
     for j, cfg in enumerate(subnets):
@@ -169,6 +200,7 @@ def sandwich_step(
         if j == 0:
             teacher = outputs
         losses.append(float(loss.detach()))
+    average_gradients([p for g in optimizer.param_groups for p in g["params"]], world)
     optimizer.step()
     sup.sample_max_subnet()
     return losses
@@ -245,21 +277,36 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["step"], list(state["config"]["history"])
-    steps_per_epoch = max(1, math.ceil(len(samples) / cfg.batch_size))
+    rank, world = distributed()
+    steps_per_epoch = max(1, math.ceil(len(samples) / (cfg.batch_size * world)))
     sup.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = tqdm(
-        range(start, end), initial=start, total=cfg.steps, desc="sandwich", disable=not progress
+        range(start, end),
+        initial=start,
+        total=cfg.steps,
+        desc="sandwich",
+        disable=not progress or rank != 0,
     )
     for step in bar:
-        rng = step_rng(cfg.seed, step // steps_per_epoch, step)
-        batch = make_batch(samples, cfg, rng)
-        losses = sandwich_step(sup, batch, optimizer, rng, cfg.n_random, cfg.distill, cfg.iou_loss)
+        epoch = step // steps_per_epoch
+        batch = make_batch(samples, cfg, random.Random(f"{cfg.seed}-{epoch}-{step}-data-{rank}"))
+        losses = sandwich_step(
+            sup,
+            batch,
+            optimizer,
+            step_rng(cfg.seed, epoch, step),
+            cfg.n_random,
+            cfg.distill,
+            cfg.iou_loss,
+            cfg.sandwich,
+            world,
+        )
         scheduler.step()
         history.append(losses)
         bar.set_postfix(largest=f"{losses[0]:.3f}", smallest=f"{losses[-1]:.3f}")
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == end:
+        if (done % cfg.checkpoint_every == 0 or done == end) and rank == 0:
             cfg.history = history
             save_checkpoint(ckpt, sup, optimizer, scheduler, done, cfg)
     sup.eval()

@@ -100,3 +100,27 @@ def test_folder_dataset_errors(tmp_path):
     Image.fromarray(labels).save(tmp_path / "masks" / "a.png")
     (sample,) = folder_dataset(tmp_path)
     assert sample.masks.shape == (2, 32, 32)
+
+
+def test_torchrun_two_cpu_processes_keep_replicas_identical(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", str(worker), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "checkpoint.pt").is_file()
