@@ -55,6 +55,22 @@ class ConvShape:
         k, _, r, s = weight.shape
         return cls(n, c, h, w, k, r, s, tuple(stride), tuple(padding))
 
+    def kernel_args(self) -> tuple[int, ...]:
+        """(N, C, H, W, K, R, S, sy, sx, py, px, P, Q): the order the compiled kernels take."""
+        return (
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.k,
+            self.r,
+            self.s,
+            *self.stride,
+            *self.padding,
+            self.p,
+            self.q,
+        )
+
     def with_batch(self, n: int) -> ConvShape:
         return dataclasses.replace(self, n=n)
 

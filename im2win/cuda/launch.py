@@ -116,17 +116,7 @@ def direct_launch(shape: ConvShape, strides: tuple[int, int, int, int], has_bias
     args = (
         int(has_bias),
         *strides,
-        shape.n,
-        shape.c,
-        shape.h,
-        shape.w,
-        shape.k,
-        shape.r,
-        shape.s,
-        *shape.stride,
-        *shape.padding,
-        shape.p,
-        shape.q,
+        *shape.kernel_args(),
     )
     return Launch(
         "direct_conv",
