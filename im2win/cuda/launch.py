@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from im2win.cuda.config import TileConfig
+from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
 ELEMENTWISE_BLOCK = 256  # threads per block of the transform kernels
@@ -37,9 +38,9 @@ INT32_MAX = 2**31 - 1
 def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
     """`config` with 64-bit offsets when some buffer of `shape` has 2**31 elements or more."""
     largest = max(
-        shape.n * shape.p * shape.window_width * shape.r * shape.c,  # window tensor
+        window_nhwc_elems(shape),  # window tensor
         shape.n * shape.p * shape.q * shape.k,  # output
-        shape.k * shape.c * shape.r * shape.s,  # filter
+        filter_elems(shape),  # filter
     )
     return config if config.wide_index or largest <= INT32_MAX else config.replace(wide_index=True)
 
@@ -50,7 +51,7 @@ def _blocks(n: int, per: int) -> int:
 
 def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
     """im2win_window: one thread per element of Iw[N][P][Wu][R][C]."""
-    total = shape.n * shape.p * shape.window_width * shape.r * shape.c
+    total = window_nhwc_elems(shape)
     args = (
         *strides,
         shape.c,
@@ -74,7 +75,7 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
 
 def filter_launch(shape: ConvShape) -> Launch:
     """im2win_filter: one thread per element of Fw[T][K]."""
-    total = shape.k * shape.c * shape.r * shape.s
+    total = filter_elems(shape)
     args = (shape.k, shape.c, shape.r, shape.s, total)
     return Launch(
         "im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args, "iiiil"

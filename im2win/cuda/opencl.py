@@ -23,6 +23,7 @@ from im2win.cuda.launch import (
     window_launch,
 )
 from im2win.cuda.source import kernel_source
+from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
 
@@ -123,8 +124,8 @@ def conv2d(
     stride, padding = validate(x, weight, bias, stride, padding)
     shape = ConvShape.of(x, weight, stride, padding)
     config = for_shape(config, shape)
-    iw = _alloc(shape.n * shape.p * shape.window_width * shape.r * shape.c)
-    fw = _alloc(shape.k * shape.c * shape.r * shape.s)
+    iw = _alloc(window_nhwc_elems(shape))
+    fw = _alloc(filter_elems(shape))
     out = _alloc(shape.n * shape.p * shape.q * shape.k)
     _run(config, window_launch(shape, x.stride()), [_upload_strided(x), iw])
     _run(config, filter_launch(shape), [_upload(weight), fw])

@@ -21,6 +21,7 @@ from im2win.cuda.launch import (
     for_shape,
     window_launch,
 )
+from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
 
@@ -104,8 +105,8 @@ def conv2d(
     kernels = _kernels(config, device_arch(index), index)
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
-    iw = torch.empty(shape.n * shape.p * shape.window_width * shape.r * shape.c, device=x.device)
-    fw = torch.empty(shape.k * shape.c * shape.r * shape.s, device=x.device)
+    iw = torch.empty(window_nhwc_elems(shape), device=x.device)
+    fw = torch.empty(filter_elems(shape), device=x.device)
     out = torch.empty(shape.output_shape(), device=x.device, memory_format=torch.channels_last)
     b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
     _launch(kernels, window_launch(shape, x.stride()), stream, [x.data_ptr(), iw.data_ptr()])
