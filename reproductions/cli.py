@@ -1,8 +1,12 @@
 """`repro`: regenerate the papers' tables and figures.
 
 repro list                                   experiments and their scales
-repro run im2win-cpu [--scale quick|paper]   measure, write results/raw/..., render
-repro render im2win-cpu [--raw FILE]         redraw tables and figures from a raw file (default:
+repro run im2win-cpu [--scale quick|paper]   CPU GFLOP/s, memory, paper comparison (minutes)
+repro run im2win-nvrtc                       the GPU kernels' compiler resource report (no GPU)
+repro run im2win-gpu --device cuda [--scale quick|paper]
+                                             GPU TFLOPS, memory, ablation (needs a GPU)
+repro run supersam-speed                     SuperSAM subnet encoder times, sandwich step cost
+repro render EXPERIMENT [--raw FILE]         redraw tables and figures from a raw file (default:
                                              the newest), without measuring
 """
 
@@ -13,9 +17,9 @@ import sys
 from pathlib import Path
 
 from bench import results
-from reproductions import im2win_cpu, im2win_gpu, im2win_nvrtc
+from reproductions import im2win_cpu, im2win_gpu, im2win_nvrtc, supersam_speed
 
-EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc, im2win_gpu)}
+EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc, im2win_gpu, supersam_speed)}
 
 
 def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:

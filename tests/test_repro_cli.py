@@ -108,3 +108,22 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     text = (tmp_path / "im2win-gpu" / "README.md").read_text()
     assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
     assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2
+
+
+def test_supersam_speed_smoke(tmp_path):
+    assert (
+        cli.main(
+            [
+                "run",
+                "supersam-speed",
+                "--scale",
+                "smoke",
+                "--no-progress",
+                "--results-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "supersam-speed" / "README.md").read_text()
+    assert "| sam_tiny | min |" in text and "Sandwich step cost" in text
