@@ -72,6 +72,7 @@ def cmd_pretrain(args) -> dict:
         lr=args.lr,
         seed=args.seed,
         sandwich=False,
+        train_prompt_encoder=True,  # from scratch: nothing to keep frozen
         prompt="mixed",
         checkpoint_every=max(1, args.steps // 4),
     )
@@ -159,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
     )
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--images", type=int, default=64, help="synthetic training images")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly")
     p.set_defaults(func=cmd_pretrain)

@@ -167,11 +167,13 @@ def point_prompt(mask: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return torch.tensor([float(xs[i]), float(ys[i])])
 
 
-def box_prompt(mask: torch.Tensor, rng: random.Random, jitter: int = 20) -> torch.Tensor:
-    """The mask's bounding box [x0, y0, x1, y1] with 0..jitter px of random noise per side
-    (the authors' prompt), clipped to the image."""
+def box_prompt(mask: torch.Tensor, rng: random.Random, jitter: int | None = None) -> torch.Tensor:
+    """The mask's bounding box [x0, y0, x1, y1] with 0..jitter px of random noise per side, clipped
+    to the image. Default jitter: the authors' 20 px at SAM's 1024 px, scaled to this image size."""
     ys, xs = torch.nonzero(mask, as_tuple=True)
     h, w = mask.shape
+    if jitter is None:
+        jitter = round(20 * max(h, w) / 1024)
     box = [
         xs.min() - rng.randint(0, jitter),
         ys.min() - rng.randint(0, jitter),

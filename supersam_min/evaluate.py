@@ -2,7 +2,8 @@
 the authors' metric) or box prompts (single mask), and encoder latency.
 
 Per object: sigmoid(logit) > 0.5 at full resolution, IoU with its ground-truth mask; mIoU = mean
-over all objects. Prompts are drawn from a fixed seed, so scores are reproducible.
+over all objects. Boxes are the exact bounding boxes; points are drawn from a fixed seed, so scores
+are reproducible.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def evaluate(sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0) -
     for s in samples:
         if len(s.masks) == 0:
             continue
-        logits, _ = predict(
-            sup, s.image, prompts_for(s.masks, prompt, rng), multimask=prompt == "point"
-        )
+        prompts = prompts_for(s.masks, prompt, rng, box_jitter=0)  # exact boxes
+        logits, _ = predict(sup, s.image, prompts, multimask=prompt == "point")
         size = s.masks.shape[-1]
         full = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False) > 0
         per_mask = torch.stack([iou(full[:, c], s.masks) for c in range(full.shape[1])], 1)

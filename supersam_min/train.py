@@ -41,6 +41,7 @@ class TrainConfig:
     max_masks: int = 16  # per image per step
     iou_loss: bool = True  # also train SAM's IoU head: MSE to the mask's actual IoU
     sandwich: bool = True  # False: only the largest subnet (plain training, e.g. pre-training)
+    train_prompt_encoder: bool = False  # True only when pre-training from scratch
     seed: int = 0
     checkpoint_every: int = 50
     history: list = field(default_factory=list, repr=False)
@@ -65,13 +66,16 @@ def low_res_targets(masks: torch.Tensor, size: int) -> torch.Tensor:
     ).float()
 
 
-def prompts_for(masks: torch.Tensor, kind: str, rng: random.Random) -> dict:
-    """Prompt tensors for every mask: {"points": ([M,1,2], [M,1])} or {"boxes": [M,4]}."""
+def prompts_for(
+    masks: torch.Tensor, kind: str, rng: random.Random, box_jitter: int | None = None
+) -> dict:
+    """Prompt tensors for every mask: {"points": ([M,1,2], [M,1])} or {"boxes": [M,4]}
+    (box_jitter: see box_prompt; 0 gives the exact bounding box)."""
     if kind == "point":
         coords = torch.stack([point_prompt(m, rng) for m in masks])[:, None]
         return {"points": (coords, torch.ones(len(masks), 1, dtype=torch.int))}
     if kind == "box":
-        return {"boxes": torch.stack([box_prompt(m, rng) for m in masks])}
+        return {"boxes": torch.stack([box_prompt(m, rng, box_jitter) for m in masks])}
     raise ValueError(f"unknown prompt kind {kind!r}; choose point or box")
 
 
@@ -206,11 +210,16 @@ def sandwich_step(
     return losses
 
 
-def trainable_parameters(sup: SuperSAM) -> list[torch.nn.Parameter]:
-    """Image encoder and mask decoder; the prompt encoder stays frozen."""
+def trainable_parameters(sup: SuperSAM, prompt_encoder: bool = False) -> list[torch.nn.Parameter]:
+    """Image encoder and mask decoder; the prompt encoder stays frozen unless `prompt_encoder`
+    (pre-training a model from scratch)."""
     for p in sup.sam.prompt_encoder.parameters():
-        p.requires_grad_(False)
-    return [p for n, p in sup.sam.named_parameters() if not n.startswith("prompt_encoder.")]
+        p.requires_grad_(prompt_encoder)
+    return [
+        p
+        for n, p in sup.sam.named_parameters()
+        if prompt_encoder or not n.startswith("prompt_encoder.")
+    ]
 
 
 def _schedule(cfg: TrainConfig):
@@ -265,7 +274,9 @@ def train(
     out_dir = Path(out_dir)
     ckpt = out_dir / "checkpoint.pt"
     optimizer = torch.optim.AdamW(
-        trainable_parameters(sup), lr=cfg.lr, weight_decay=cfg.weight_decay
+        trainable_parameters(sup, cfg.train_prompt_encoder),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     start, history = 0, list(cfg.history)
