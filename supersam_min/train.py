@@ -48,14 +48,15 @@ class TrainConfig:
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice on sigmoid probabilities, mean over masks: logits, target [M, H, W]."""
-    p = logits.sigmoid().flatten(1)
-    t = target.flatten(1)
-    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+    """Soft Dice on sigmoid probabilities, per mask: logits, target [..., H, W] -> [...]."""
+    p = logits.sigmoid().flatten(-2)
+    t = target.flatten(-2)
+    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
 
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    focal = sigmoid_focal_loss(logits, target, reduction="mean")
+    """Focal + Dice per mask: logits, target [..., H, W] -> [...]."""
+    focal = sigmoid_focal_loss(logits, target, reduction="none").flatten(-2).mean(-1)
     return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(logits, target)
 
 
@@ -151,26 +152,31 @@ def subnet_loss(
     sup: SuperSAM, batch: list[tuple], teacher: list | None = None, iou_loss: bool = True
 ) -> tuple:
     """Mean mask loss of the active subnet over the batch (+ the IoU-head term, + distillation to
-    `teacher`)."""
+    `teacher`). Point prompts are ambiguous: as in SAM, they get three candidate masks and only the
+    candidate with the lowest loss is trained; boxes get one mask."""
     images = torch.stack([sup.sam.preprocess(img[None])[0] for img, _, _ in batch])
     embeddings = sup.encode(images)
     total, outputs = 0.0, []
     for i, (_, masks, prompts) in enumerate(batch):
+        multimask = "points" in prompts
         logits, iou_pred = predict(
-            sup, None, prompts, multimask=False, embedding=embeddings[i : i + 1]
-        )
-        logits = logits[:, 0]
-        target = low_res_targets(masks, logits.shape[-1])
-        loss = mask_loss(logits, target)
+            sup, None, prompts, multimask=multimask, embedding=embeddings[i : i + 1]
+        )  # [M, C, L, L], [M, C]
+        target = low_res_targets(masks, logits.shape[-1])[:, None].expand_as(logits)
+        per_candidate = mask_loss(logits, target)  # [M, C]
+        best = per_candidate.argmin(1)
+        rows = torch.arange(len(best))
+        loss = per_candidate[rows, best].mean()
+        chosen = logits[rows, best]  # [M, L, L]
         if iou_loss:
             with torch.no_grad():
-                hit = logits > 0
-                inter = (hit & (target > 0)).flatten(1).sum(1)
-                union = (hit | (target > 0)).flatten(1).sum(1).clamp(min=1)
-            loss = loss + F.mse_loss(iou_pred[:, 0], inter / union)
+                hit, truth = logits > 0, target > 0
+                inter = (hit & truth).flatten(2).sum(2)
+                union = (hit | truth).flatten(2).sum(2).clamp(min=1)
+            loss = loss + F.mse_loss(iou_pred, inter / union)
         if teacher is not None:
-            loss = loss + F.binary_cross_entropy_with_logits(logits, teacher[i].sigmoid())
-        outputs.append(logits.detach())
+            loss = loss + F.binary_cross_entropy_with_logits(chosen, teacher[i].sigmoid())
+        outputs.append(chosen.detach())
         total = total + loss / len(batch)
     return total, outputs
 
