@@ -260,18 +260,16 @@ def build_subnet(arch: dict) -> Sam:
 def extract(sam: Sam, model_name: str, cfg: SubnetConfig) -> Sam:
     """Copy the subnet `cfg` of `sam` into a new, smaller stock-class Sam."""
     sub = build_subnet(architecture(model_name, sam, cfg))
-    state = {}
-    for key, value in sam.state_dict().items():
-        if not key.startswith("image_encoder.blocks."):
-            state[key] = value
+    full = sam.state_dict()
+    state = {k: v for k, v in full.items() if not k.startswith("image_encoder.blocks.")}
     for new, (b, w) in enumerate(zip(cfg.blocks, cfg.mlp_widths, strict=True)):
-        prefix_old, prefix_new = f"image_encoder.blocks.{b}.", f"image_encoder.blocks.{new}."
-        for key, value in sam.state_dict().items():
-            if not key.startswith(prefix_old):
+        prefix = f"image_encoder.blocks.{b}."
+        for key, value in full.items():
+            if not key.startswith(prefix):
                 continue
-            name = prefix_new + key[len(prefix_old) :]
-            if name.endswith("mlp.lin1.weight") or name.endswith("mlp.lin1.bias"):
-                value = value[:w]
+            name = f"image_encoder.blocks.{new}." + key[len(prefix) :]
+            if name.endswith(("mlp.lin1.weight", "mlp.lin1.bias")):
+                value = value[:w]  # the first w (most important) hidden units
             elif name.endswith("mlp.lin2.weight"):
                 value = value[:, :w]
             state[name] = value.clone()
