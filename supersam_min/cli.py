@@ -156,43 +156,69 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser(
         "pretrain",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         parents=[common],
         help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
     )
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps")
     p.add_argument("--images", type=int, default=64, help="synthetic training images")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=2, help="images per step (per process)")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("train", parents=[common], help="train the supernet with the sandwich rule")
+    p = sub.add_parser(
+        "train",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[common],
+        help="train the supernet with the sandwich rule",
+    )
     p.add_argument("--init", required=True, help="the pretrained model (PATH of PATH.pt/.json)")
     p.add_argument("--out", required=True, help="supernet folder (checkpoint.pt, supernet.json)")
     p.add_argument("--data", default="nuclei", help="nuclei (default) or a dataset folder")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=200, help="sandwich steps")
+    p.add_argument("--batch-size", type=int, default=2, help="images per step (per process)")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
     p.add_argument("--n-random", type=int, default=1, help="random subnets per step")
     p.add_argument("--distill", action="store_true", help="in-place distillation from the largest")
-    p.add_argument("--prompt", choices=["point", "box", "mixed"], default="mixed")
+    p.add_argument(
+        "--prompt",
+        choices=["point", "box", "mixed"],
+        default="mixed",
+        help="training prompts: one point, one jittered box, or either per image",
+    )
     p.add_argument("--calibration", type=int, default=4, help="images for Wanda scores")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("extract", parents=[common], help="save a subnet as a standalone SAM")
+    p = sub.add_parser(
+        "extract",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[common],
+        help="save a subnet as a standalone SAM",
+    )
     p.add_argument("--supernet", required=True, help="supernet folder")
     p.add_argument("--subnet", default="max", help="max, min, or a subnet JSON file")
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("evaluate", parents=[common], help="mIoU of a saved model on a dataset")
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[common],
+        help="mIoU of a saved model on a dataset",
+    )
     p.add_argument("--model", required=True, help="a saved model path, or a supernet folder")
     p.add_argument("--subnet", default=None, help="with a supernet folder: max, min or JSON file")
     p.add_argument("--data", default="nuclei:test", help="nuclei:SPLIT (default test) or a folder")
-    p.add_argument("--prompt", choices=["point", "box"], default="point")
+    p.add_argument(
+        "--prompt",
+        choices=["point", "box"],
+        default="point",
+        help="one point (best of 3 masks) or the exact box per object",
+    )
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
