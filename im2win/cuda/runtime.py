@@ -11,7 +11,8 @@ import functools
 
 import torch
 
-from im2win.cuda.compile import compile_cubin
+from im2win.cuda.autotune import load_tuned
+from im2win.cuda.compile import KERNELS, compile_cubin
 from im2win.cuda.config import DEFAULT, TileConfig
 from im2win.cuda.launch import (
     Launch,
@@ -55,9 +56,7 @@ def _kernels(config: TileConfig, arch: str, index: int) -> dict:
 
     _device(index)
     module = ObjectCode.from_cubin(compile_cubin(config, arch).cubin)
-    return {
-        name: module.get_kernel(name) for name in ("im2win_window", "im2win_filter", "im2win_conv")
-    }
+    return {name: module.get_kernel(name) for name in KERNELS}
 
 
 def check_launchable(config: TileConfig, index: int) -> None:
@@ -96,13 +95,17 @@ def conv2d(
 ) -> torch.Tensor:
     """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution.
 
+    config: the tile configuration; default: the autotuned one for this shape and architecture if a
+    search stored one (im2win/cuda/autotune.py), else DEFAULT.
+
     Returns [N, K, P, Q] with channels_last memory.
     """
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
-    config = for_shape(config or DEFAULT, shape)
+    arch = device_arch(index)
+    config = for_shape(config or load_tuned(arch, shape) or DEFAULT, shape)
     check_launchable(config, index)
-    kernels = _kernels(config, device_arch(index), index)
+    kernels = _kernels(config, arch, index)
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
     iw = torch.empty(window_nhwc_elems(shape), device=x.device)

@@ -1,0 +1,194 @@
+"""OpenTuner search over the GPU kernel's compile-time tile parameters, per layer and architecture.
+
+Searched: block tile (bm, bn), K-tile (bk), micro-tile (tm, tn, hence threads = bm/tm * bn/tn) and
+the registers cap (min_blocks). Configurations that cannot compile or launch are reported to
+OpenTuner as errors without being measured. The best configuration per (architecture, layer shape)
+is kept in a JSON file (default: <cache>/tuned/<arch>.json; written atomically) and used by
+im2win.cuda.runtime.conv2d when present. The tuning database (SQLite) is kept beside it, so a search
+can be resumed or extended.
+
+The objective is pluggable: on a GPU it is the kernel's CUDA-event time (`cuda_objective`); the
+tests drive the same search with the OpenCL emulation's time, which checks the plumbing only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from im2win.cpu.build import cache_dir
+from im2win.cuda.config import DEFAULT, TileConfig
+from im2win.shapes import ConvShape
+
+SPACE = {
+    "bm": [32, 64, 128],
+    "bn": [32, 64, 128],
+    "bk": [8, 16],
+    "tm": [2, 4, 8],
+    "tn": [2, 4, 8],
+    "min_blocks": [1, 2, 4],
+}
+
+
+def tuned_path(arch: str, folder: Path | None = None) -> Path:
+    return (folder or cache_dir() / "tuned") / f"{arch}.json"
+
+
+def shape_key(shape: ConvShape) -> str:
+    return (
+        f"n{shape.n}_c{shape.c}_h{shape.h}_w{shape.w}_k{shape.k}_r{shape.r}_s{shape.s}"
+        f"_st{shape.stride[0]}x{shape.stride[1]}_p{shape.padding[0]}x{shape.padding[1]}"
+    )
+
+
+def load_tuned(arch: str, shape: ConvShape, folder: Path | None = None) -> TileConfig | None:
+    """The stored best configuration for `shape` on `arch`, if a search has produced one."""
+    path = tuned_path(arch, folder)
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text()).get(shape_key(shape))
+    return TileConfig(**entry["config"]) if entry else None
+
+
+def _store(
+    arch: str,
+    shape: ConvShape,
+    config: TileConfig,
+    time_ms: float,
+    evaluations: int,
+    folder: Path | None,
+) -> Path:
+    from bench.results import atomic_write
+
+    path = tuned_path(arch, folder)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[shape_key(shape)] = {
+        "config": {k: getattr(config, k) for k in SPACE} | {"wide_index": config.wide_index},
+        "time_ms": time_ms,
+        "evaluations": evaluations,
+    }
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def cuda_objective(shape: ConvShape) -> Callable[[TileConfig], float]:
+    """Median CUDA-event time (ms) of im2win with a configuration on the current GPU."""
+    import torch
+
+    from bench.timing import measure_cuda
+    from im2win.cuda.runtime import conv2d
+
+    x = torch.randn(shape.input_shape(), device="cuda")
+    w = torch.randn(shape.weight_shape(), device="cuda")
+
+    def objective(config: TileConfig) -> float:
+        return measure_cuda(
+            lambda: conv2d(x, w, None, shape.stride, shape.padding, config), warmup=2, repeat=5
+        ).time_ms
+
+    return objective
+
+
+def tune(
+    shape: ConvShape,
+    arch: str,
+    objective: Callable[[TileConfig], float],
+    evaluations: int = 40,
+    seed: int = 0,
+    folder: Path | None = None,
+    launchable: Callable[[TileConfig], list[str]] | None = None,
+) -> tuple[TileConfig, float]:
+    """Search the tile space for `shape` with OpenTuner; store and return the best (config, ms).
+
+    `launchable(config)` lists why a configuration cannot run (default: TileConfig.problems);
+    such configurations are never measured.
+    """
+    import random
+
+    import numpy as np
+    from opentuner import Result
+    from opentuner.api import TuningRunManager
+    from opentuner.measurement.interface import DefaultMeasurementInterface
+    from opentuner.search.manipulator import ConfigurationManipulator, EnumParameter
+
+    random.seed(seed)
+    np.random.seed(seed)
+    launchable = launchable or (lambda c: c.problems())
+    manipulator = ConfigurationManipulator()
+    for name, values in SPACE.items():
+        manipulator.add_parameter(EnumParameter(name, values))
+    db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    from opentuner import default_argparser
+
+    args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
+        ["--database", f"sqlite:///{db}", "--no-dups", "--test-limit", str(evaluations)]
+    )
+    interface = DefaultMeasurementInterface(
+        args=args,
+        manipulator=manipulator,
+        project_name="im2win",
+        program_name=shape_key(shape),
+        program_version=arch,
+    )
+    api = TuningRunManager(interface, args)
+    best, best_ms, measured = None, math.inf, 0
+    try:
+        for _ in range(evaluations * 4):
+            if measured >= evaluations:
+                break
+            desired = api.get_next_desired_result()
+            if desired is None:
+                continue
+            config = TileConfig(**desired.configuration.data, wide_index=DEFAULT.wide_index)
+            if launchable(config):
+                api.report_result(desired, Result(state="ERROR", time=math.inf))
+                continue
+            ms = objective(config)
+            measured += 1
+            api.report_result(desired, Result(time=ms))
+            if ms < best_ms:
+                best, best_ms = config, ms
+    finally:
+        try:
+            api.finish()
+        except AttributeError:  # finish() needs a best result OpenTuner may not have tracked yet
+            api.session.close()
+    if best is None:
+        raise RuntimeError(f"no launchable configuration found in {evaluations} evaluations")
+    _store(arch, shape, best, best_ms, measured, folder)
+    return best, best_ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m im2win.cuda.autotune: tune the papers' layers on this machine's GPU."""
+    import torch
+
+    from im2win.cuda.runtime import device_arch
+    from im2win.shapes import PAPER_LAYERS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m im2win.cuda.autotune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--batch", type=int, default=128, help="batch of the tuned shapes")
+    parser.add_argument("--evaluations", type=int, default=40, help="measured configurations")
+    parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS))
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("autotune: needs an NVIDIA GPU visible to PyTorch; nothing was tuned")
+    arch = device_arch(torch.cuda.current_device())
+    for layer in args.layers:
+        shape = PAPER_LAYERS[layer].with_batch(args.batch)
+        best, ms = tune(shape, arch, cuda_objective(shape), args.evaluations)
+        print(f"{layer}: {ms:.3f} ms with {best}")
+    print(f"stored in {tuned_path(arch)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

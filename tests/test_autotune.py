@@ -1,0 +1,36 @@
+"""The OpenTuner tile search, driven here by the OpenCL emulation's time (plumbing only: the
+real objective is CUDA-event time on a GPU)."""
+
+import time
+
+import pytest
+import torch
+
+from im2win.cuda import opencl
+from im2win.cuda.autotune import load_tuned, shape_key, tune, tuned_path
+from im2win.shapes import ConvShape
+
+pytest.importorskip("opentuner")
+try:
+    opencl.device_name()
+except opencl.OpenCLUnavailable as exc:
+    pytest.skip(f"no OpenCL CPU device: {exc}", allow_module_level=True)
+
+
+def test_search_stores_a_launchable_best_and_skips_impossible_configs(tmp_path):
+    shape = ConvShape(1, 4, 9, 9, 8, 3, 3)
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    seen = []
+
+    def objective(config):
+        assert not config.problems(), config  # never asked to measure an impossible config
+        seen.append(config)
+        start = time.perf_counter()
+        opencl.conv2d(x, w, None, 1, 0, config)
+        return (time.perf_counter() - start) * 1e3
+
+    best, ms = tune(shape, "emulated", objective, evaluations=3, folder=tmp_path)
+    assert len(seen) == 3 and best in seen and ms > 0
+    assert load_tuned("emulated", shape, tmp_path) == best
+    assert shape_key(shape) in tuned_path("emulated", tmp_path).read_text()
+    assert load_tuned("emulated", ConvShape(2, 4, 9, 9, 8, 3, 3), tmp_path) is None
