@@ -132,6 +132,25 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
   }
 }
 
+// One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per
+// TC-deep step of the reduction, pack the filter panel (L1) and run the MR x KB micro-kernel over
+// the pixels. out points at the first pixel's output row (row stride K).
+void gemm_block(const float* const* arow, long rows, const float* f, long T, int R, int S, int C,
+                int K, int k0, int kvalid, const float* bias, float* out, float* panel) {
+  long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
+  for (long t0 = 0; t0 < T; t0 += TC) {
+    const int tc = static_cast<int>(std::min<long>(TC, T - t0));
+    pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+    const float* a[MR];
+    for (long m = 0; m < rows; m += MR) {
+      const int mr = static_cast<int>(std::min<long>(MR, rows - m));
+      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
+      ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
+                           bias ? bias + k0 : nullptr);
+    }
+  }
+}
+
 // Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
 // [row0, row0 + rows) of the flattened N*P output rows. Same values as im2win_transform_nhwc.
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
@@ -221,18 +240,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
           const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
           arow[m - m0] = iw + ((n * P + p) * Wu + q * sx) * RC;
         }
-        long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
-        for (long t0 = 0; t0 < T; t0 += TC) {
-          const int tc = static_cast<int>(std::min<long>(TC, T - t0));
-          pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
-          const float* a[MR];
-          for (long m = m0; m < m1; m += MR) {
-            const int mr = static_cast<int>(std::min<long>(MR, m1 - m));
-            for (int i = 0; i < mr; ++i) a[i] = arow[m - m0 + i] + t0;
-            ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
-                                 bias ? bias + k0 : nullptr);
-          }
-        }
+        gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K, panel);
       }
   }
 }
@@ -293,18 +301,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         const long kb0 = g * kb_per_group, kb1 = std::min(kblocks, kb0 + kb_per_group);
         for (long kb = kb0; kb < kb1; ++kb) {
           const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-          long s = 0, r = 0, c = 0;
-          for (long t0 = 0; t0 < T; t0 += TC) {
-            const int tc = static_cast<int>(std::min<long>(TC, T - t0));
-            pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
-            const float* a[MR];
-            for (long m = m0; m < m1; m += MR) {
-              const int mr = static_cast<int>(std::min<long>(MR, m1 - m));
-              for (int i = 0; i < mr; ++i) a[i] = arow[m - m0 + i] + t0;
-              ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
-                                   bias ? bias + k0 : nullptr);
-            }
-          }
+          gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K,
+                     panel);
         }
       }
     slowest = transform;
