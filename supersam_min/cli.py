@@ -7,7 +7,8 @@
 
 A saved model is a pair PATH.pt (state_dict, loaded with weights_only=True) + PATH.json (its
 architecture), for full models and extracted subnets alike; a supernet is a folder with
-checkpoint.pt (resumable) and supernet.json.
+checkpoint.pt (resumable), best.pt (best validation weights, used by extract and evaluate) and
+supernet.json.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def load_model(path: str | Path, subnet: str | None = None) -> tuple[SuperSAM, s
     if path.is_dir():
         meta = json.loads((path / "supernet.json").read_text())
         sam = build(meta["model"])
-        state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-        sam.load_state_dict(state["model"])
+        best = path / "best.pt"  # the best weights by validation, when training kept them
+        if best.is_file():
+            sam.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+        else:
+            state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+            sam.load_state_dict(state["model"])
         sup = SuperSAM(sam, meta["model"])
         sup.set_active_subnet(_subnet(sup, subnet or "max"))
         return sup, meta["model"]
@@ -108,8 +113,24 @@ def cmd_train(args) -> dict:
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "supernet.json").write_text(json.dumps({"model": model}) + "\n")
-    history = train(sup, samples, cfg, out, resume=args.resume, progress=not args.no_progress)
-    return {"supernet": str(out), "steps": len(history), "last_losses": history[-1]}
+    validate = None
+    val_spec = args.val or ("nuclei:val" if args.data.split(":")[0] == "nuclei" else None)
+    if val_spec:
+        val = load_data(val_spec, "val")
+
+        def validate(model):
+            return evaluate(model, val, "box", seed=args.seed)["miou"]
+
+    history = train(
+        sup, samples, cfg, out, resume=args.resume, progress=not args.no_progress, validate=validate
+    )
+    return {
+        "supernet": str(out),
+        "steps": len(history),
+        "last_losses": history[-1],
+        "best_val_miou": cfg.best_score if val_spec else None,
+        "best_step": cfg.best_step if val_spec else None,
+    }
 
 
 def cmd_extract(args) -> dict:
@@ -189,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         help="training prompts: one point, one jittered box, or either per image",
     )
     p.add_argument("--calibration", type=int, default=4, help="images for Wanda scores")
+    p.add_argument(
+        "--val",
+        default=None,
+        help="validation data scoring the largest subnet (box mIoU) before training and "
+        "at each checkpoint; the best weights go to OUT/best.pt and are what "
+        "extract/evaluate use (default: nuclei:val with the nuclei data)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
     p.set_defaults(func=cmd_train)

@@ -42,6 +42,8 @@ class TrainConfig:
     iou_loss: bool = True  # also train SAM's IoU head: MSE to the mask's actual IoU
     sandwich: bool = True  # False: only the largest subnet (plain training, e.g. pre-training)
     train_prompt_encoder: bool = False  # True only when pre-training from scratch
+    best_score: float = float("-inf")  # validation score of best.pt (kept across resumes)
+    best_step: int = -1
     seed: int = 0
     checkpoint_every: int = 50
     history: list = field(default_factory=list, repr=False)
@@ -266,11 +268,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    validate=None,
 ) -> list[list[float]]:
     """Train with the sandwich rule for cfg.steps steps; checkpoints in out_dir/checkpoint.pt.
 
     With resume=True, continues from that checkpoint exactly (same model, optimizer, schedule and
-    random stream). stop_after: leave after that many steps of this run (a time-boxed or
+    random stream). validate(sup) -> score (higher is better), if given, scores the largest subnet
+    before training and at every checkpoint; the best weights are kept in out_dir/best.pt.
+    stop_after: leave after that many steps of this run (a time-boxed or
     interrupted run), after checkpointing. Returns the per-step losses (largest, random...,
     smallest).
     """
@@ -294,7 +299,24 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["step"], list(state["config"]["history"])
+        cfg.best_score, cfg.best_step = state["config"]["best_score"], state["config"]["best_step"]
     rank, world = distributed()
+
+    def keep_if_best(step: int) -> None:
+        if validate is None or rank != 0:
+            return
+        sup.sample_max_subnet()
+        score = validate(sup)
+        sup.train()
+        if score > cfg.best_score:
+            cfg.best_score, cfg.best_step = score, step
+            tmp = out_dir / "best.tmp"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(sup.sam.state_dict(), tmp)
+            tmp.replace(out_dir / "best.pt")
+
+    if not resume:
+        keep_if_best(0)
     steps_per_epoch = max(1, math.ceil(len(samples) / (cfg.batch_size * world)))
     sup.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
@@ -324,6 +346,7 @@ def train(
         bar.set_postfix(largest=f"{losses[0]:.3f}", smallest=f"{losses[-1]:.3f}")
         done = step + 1
         if (done % cfg.checkpoint_every == 0 or done == end) and rank == 0:
+            keep_if_best(done)
             cfg.history = history
             save_checkpoint(ckpt, sup, optimizer, scheduler, done, cfg)
     sup.eval()

@@ -42,6 +42,7 @@ def test_pretrain_train_extract_evaluate(tmp_path, capsys):
         "--no-progress",
     ]
     assert cli.main(train) == 0
+    assert (d / "sup" / "best.pt").is_file()  # validated on nuclei:val before and during training
     assert cli.main([*train[:-1], "--resume", "--no-progress"]) == 0  # nothing left: no-op
     (d / "cfg.json").write_text(
         json.dumps({"blocks": [0, 2, 3, 5], "mlp_widths": [384, 96, 128, 192]})
