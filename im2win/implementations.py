@@ -59,19 +59,21 @@ def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
     return threads * (band.value + lib().im2win_panel_floats())
 
 
+def _whole_window_floats(shape: ConvShape, threads: int) -> int:
+    """Workspace of the materialised path: the whole window tensor + one filter panel per thread."""
+    return window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
+
+
 def streams_windows(shape: ConvShape, threads: int) -> bool:
     """Whether im2win streams window bands (True) or builds the whole window tensor once (False):
     whichever needs less memory. Small layers, whose threads would each hold most of the window
     anyway, share one materialised window tensor."""
-    whole = window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
-    return fused_workspace_floats(shape, threads) < whole
+    return fused_workspace_floats(shape, threads) < _whole_window_floats(shape, threads)
 
 
 def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of workspace im2win allocates for `shape` on `threads` threads (either path)."""
-    if streams_windows(shape, threads):
-        return fused_workspace_floats(shape, threads)
-    return window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
+    """Floats of workspace im2win allocates for `shape` on `threads` threads (the smaller path)."""
+    return min(fused_workspace_floats(shape, threads), _whole_window_floats(shape, threads))
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, float]:
@@ -79,14 +81,15 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     thread's, from the kernel's own timers, when streaming; the whole transform's otherwise."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    if not streams_windows(shape, threads):
+    fused_floats = fused_workspace_floats(shape, threads)
+    if fused_floats >= _whole_window_floats(shape, threads):  # see streams_windows
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
         return _convolve_nhwc(iw, shape, weight, bias), transform_ms
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
-    work = torch.empty(fused_workspace_floats(shape, threads))
+    work = torch.empty(fused_floats)
     seconds = ctypes.c_double()
     lib().im2win_conv_fused(
         x.data_ptr(),

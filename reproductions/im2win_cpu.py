@@ -27,6 +27,7 @@ from im2win.metrics import analytic_extra_bytes, gflops
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
 from im2win.transform import window_nchw, window_nhwc
+from reproductions.tables import fmt, geomean, grid, table
 
 EXPERIMENT = "im2win-cpu"
 SCALES = {
@@ -212,31 +213,10 @@ def run(
 # Rendering: tables (Markdown) and figures (PNG) from a run file, never by measuring again.
 
 
-def _geomean(values) -> float:
-    values = [v for v in values if v]
-    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else float("nan")
-
-
-def _grid(doc: dict, key: str) -> tuple[list[str], list[str], dict]:
-    layers = list(dict.fromkeys(r["layer"] for r in doc["records"]))
-    impls = list(dict.fromkeys(r["impl"] for r in doc["records"]))
-    return layers, impls, {(r["layer"], r["impl"]): r.get(key) for r in doc["records"]}
-
-
-def _fmt(v, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def gflops_table(doc: dict) -> str:
-    layers, impls, g = _grid(doc, "gflops")
-    rows = [[l] + [_fmt(g[(l, i)], ".1f") for i in impls] for l in layers]
-    rows.append(["**geomean**"] + [_fmt(_geomean(g[(l, i)] for l in layers), ".1f") for i in impls])
+    layers, impls, g = grid(doc, "gflops")
+    rows = [[l] + [fmt(g[(l, i)], ".1f") for i in impls] for l in layers]
+    rows.append(["**geomean**"] + [fmt(geomean(g[(l, i)] for l in layers), ".1f") for i in impls])
     peak = doc["peak"]["gflops"]
     return (
         f"GFLOP/s (2 x MACs / best time of the interleaved rounds), "
@@ -244,21 +224,21 @@ def gflops_table(doc: dict) -> str:
         f"FP32 peak of this machine: {peak:.1f} GFLOP/s, the best of "
         f"{len(doc['peak'].get('probes_gflops', [1]))} FMA probes during the run (range "
         f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts).\n\n"
-        + _table(["layer", *impls], rows)
+        + table(["layer", *impls], rows)
     )
 
 
 def memory_table(doc: dict) -> str:
-    layers, impls, measured = _grid(doc, "extra_mem_bytes")
-    _, _, formula = _grid(doc, "extra_mem_formula_bytes")
-    mb = lambda v: _fmt(None if v is None else v / 2**20, ".2f")  # noqa: E731
+    layers, impls, measured = grid(doc, "extra_mem_bytes")
+    _, _, formula = grid(doc, "extra_mem_formula_bytes")
+    mb = lambda v: fmt(None if v is None else v / 2**20, ".2f")  # noqa: E731
     rows = [
         [l] + [f"{mb(measured[(l, i)])} ({mb(formula[(l, i)])})" for i in impls] for l in layers
     ]
     ratio = [
         [
             l,
-            _fmt(
+            fmt(
                 None
                 if not measured.get((l, "im2col_gemm")) or measured.get((l, "im2win")) is None
                 else measured[(l, "im2win")] / measured[(l, "im2col_gemm")],
@@ -272,30 +252,30 @@ def memory_table(doc: dict) -> str:
         "Extra memory per call in MiB: measured (formula). Measured = peak resident-set increase "
         "during the call minus the output; formula = im2win.metrics.analytic_extra_bytes "
         "(n/a: oneDNN's internal workspace has no public formula).\n\n"
-        + _table(["layer", *impls], rows)
+        + table(["layer", *impls], rows)
         + "\nim2win extra memory relative to im2col_gemm (goal: <= 0.5 on every layer):\n\n"
-        + _table(["layer", "im2win / im2col_gemm"], ratio)
+        + table(["layer", "im2win / im2col_gemm"], ratio)
     )
 
 
 def transform_table(doc: dict) -> str:
-    layers, impls, tr = _grid(doc, "transform_ms")
-    _, _, total = _grid(doc, "min_ms")
+    layers, impls, tr = grid(doc, "transform_ms")
+    _, _, total = grid(doc, "min_ms")
     cols = [i for i in impls if any(tr[(l, i)] is not None for l in layers)]
     rows = [
-        [l] + [f"{_fmt(tr[(l, i)], '.2f')} / {_fmt(total[(l, i)], '.2f')}" for i in cols]
+        [l] + [f"{fmt(tr[(l, i)], '.2f')} / {fmt(total[(l, i)], '.2f')}" for i in cols]
         for l in layers
     ]
     return (
         "Window transform time / whole convolution time (ms, best of the rounds); the transform is included "
         "in the whole convolution's time. im2win_nhwc and im2win_nchw: the materialised transform "
         "timed on its own. im2win: the time its slowest thread spent building window bands inside "
-        "the convolution (the kernel's own timers).\n\n" + _table(["layer", *cols], rows)
+        "the convolution (the kernel's own timers).\n\n" + table(["layer", *cols], rows)
     )
 
 
 def _ratio_mean(doc, key, num, den, invert=False):
-    layers, _, v = _grid(doc, key)
+    layers, _, v = grid(doc, key)
     vals = [
         (v[(l, den)] / v[(l, num)]) if not invert else 1 - v[(l, num)] / v[(l, den)]
         for l in layers
@@ -315,23 +295,23 @@ def paper_comparison(doc: dict) -> str:
             "speedup_vs_direct": _ratio_mean(doc, "min_ms", impl, "direct"),
         }
         for claim, paper in PAPER_CLAIMS.items():
-            fmt = ".1%" if "memory" in claim else ".2f"
-            rows.append([impl, claim, format(paper, fmt), _fmt(ours[claim], fmt)])
+            spec = ".1%" if "memory" in claim else ".2f"
+            rows.append([impl, claim, format(paper, spec), fmt(ours[claim], spec)])
     return (
         "The HPEC 2022 paper reports CPU results only as averages over its layers (abstract); it "
         "gives no per-layer CPU numbers and does not name its CPU, so only these averages can be "
         "compared. Ours: arithmetic mean over the layers of this run (speedup = time ratio; "
         "memory saving = 1 - extra memory ratio).\n\n"
-        + _table(["ours", "claim", "paper", "ours (this run)"], rows)
+        + table(["ours", "claim", "paper", "ours (this run)"], rows)
     )
 
 
 def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
     """The issue's goals, each (goal, measured, met)."""
-    layers, impls, g = _grid(doc, "gflops")
-    _, _, frac = _grid(doc, "fraction_of_peak")
-    _, _, mem = _grid(doc, "extra_mem_bytes")
-    gm = {i: _geomean(g[(l, i)] for l in layers) for i in impls}
+    layers, impls, g = grid(doc, "gflops")
+    _, _, frac = grid(doc, "fraction_of_peak")
+    _, _, mem = grid(doc, "extra_mem_bytes")
+    gm = {i: geomean(g[(l, i)] for l in layers) for i in impls}
     out = []
     if {"im2win", "torch"} <= gm.keys():
         out.append(
@@ -392,7 +372,7 @@ def goals_table(doc: dict) -> str:
         [goal, measured, {True: "met", False: "NOT met", None: "n/a"}[met]]
         for goal, measured, met in goals(doc)
     ]
-    return _table(["goal", "measured", "status"], rows)
+    return table(["goal", "measured", "status"], rows)
 
 
 def _figures(doc: dict, out_dir: Path) -> list[Path]:
@@ -401,7 +381,7 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers, impls, _ = _grid(doc, "gflops")
+    layers, impls, _ = grid(doc, "gflops")
     width = 0.8 / len(impls)
     paths = []
     specs = [
@@ -429,7 +409,7 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
         ),
     ]
     for filename, key, ylabel, scale, title in specs:
-        _, _, v = _grid(doc, key)
+        _, _, v = grid(doc, key)
         fig, ax = plt.subplots(figsize=(12, 4.5))
         for j, impl in enumerate(impls):
             ys = [(v[(l, impl)] or 0) * scale for l in layers]

@@ -8,9 +8,9 @@ from raw files on any machine.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from im2win.cuda.config import VARIANTS
 from im2win.metrics import FLOAT32_BYTES, filter_elems, im2col_elems, window_nhwc_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape
+from reproductions.tables import fmt, geomean, grid, table
 
 EXPERIMENT = "im2win-gpu"
 SCALES = {
@@ -58,17 +59,7 @@ def gpu_shapes(batch: int) -> dict[str, ConvShape]:
     for name, shape in PAPER_LAYERS.items():
         shape = shape.with_batch(batch)
         if name == "conv4":
-            shape = ConvShape(
-                batch,
-                GPU_CONV4_CHANNELS,
-                shape.h,
-                shape.w,
-                shape.k,
-                shape.r,
-                shape.s,
-                shape.stride,
-                shape.padding,
-            )
+            shape = dataclasses.replace(shape, c=GPU_CONV4_CHANNELS)
         out[name] = shape
     return out
 
@@ -199,59 +190,37 @@ def run(
     )
 
 
-def _table(header, rows) -> str:
-    return (
-        "\n".join(
-            ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(r) + " |" for r in rows]
-        )
-        + "\n"
-    )
-
-
-def _grid(doc, key):
-    layers = list(dict.fromkeys(r["layer"] for r in doc["records"]))
-    impls = list(dict.fromkeys(r["impl"] for r in doc["records"]))
-    return layers, impls, {(r["layer"], r["impl"]): r.get(key) for r in doc["records"]}
-
-
-def _geomean(vals):
-    vals = [v for v in vals if v]
-    return math.exp(statistics.fmean(math.log(v) for v in vals)) if vals else float("nan")
-
-
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers, impls, tf = _grid(doc, "tflops")
-    _, _, mem = _grid(doc, "peak_mem_bytes")
-    _, _, formula = _grid(doc, "analytic_mem_bytes")
+    layers, impls, tf = grid(doc, "tflops")
+    _, _, mem = grid(doc, "peak_mem_bytes")
+    _, _, formula = grid(doc, "analytic_mem_bytes")
     main = [i for i in impls if not i.startswith("im2win_")]
     ablation = [i for i in impls if i == "im2win" or i.startswith("im2win_")]
     gpu = (doc["environment"].get("gpu") or {}).get("name", "unknown GPU")
-    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
     mib = lambda v: fmt(None if v is None else v / 2**20, ".1f")  # noqa: E731
     parts = [
         f"# im2win on {gpu} ({doc['config']['scale']} scale, batch {doc['config']['batch']})\n",
         f"From `{source.name}` ({doc['created_utc']}, `{doc['command']}`). {doc['timing_method']}.\n",
         "## TFLOPS (2 x MACs / best time)\n",
-        _table(
+        table(
             ["layer", *main],
             [[l] + [fmt(tf[(l, i)], ".2f") for i in main] for l in layers]
-            + [["**geomean**"] + [fmt(_geomean(tf[(l, i)] for l in layers), ".2f") for i in main]],
+            + [["**geomean**"] + [fmt(geomean(tf[(l, i)] for l in layers), ".2f") for i in main]],
         ),
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
-        _table(
+        table(
             ["layer", *main],
             [[l] + [f"{mib(mem[(l, i)])} ({mib(formula[(l, i)])})" for i in main] for l in layers],
         ),
         "## Ablation (TFLOPS)\n",
-        _table(
+        table(
             ["layer", *ablation], [[l] + [fmt(tf[(l, i)], ".2f") for i in ablation] for l in layers]
         ),
         "## Paper versus ours\n",
         "The authors' logs count MACs / time; converted here to 2 x MACs / time (x2). Their GPU is "
         "not named, and their batch is 128: compare only a paper-scale run.\n",
-        _table(
+        table(
             [
                 "layer",
                 "paper cuBLAS",

@@ -24,7 +24,13 @@ from supersam_min import data as datasets
 from supersam_min.build import build
 from supersam_min.evaluate import evaluate
 from supersam_min.importance import reorder_mlps, wanda_scores
-from supersam_min.supernet import SubnetConfig, SuperSAM, load_subnet, parameter_count
+from supersam_min.supernet import (
+    SubnetConfig,
+    SuperSAM,
+    load_subnet,
+    parameter_count,
+    predicted_parameters,
+)
 from supersam_min.train import TrainConfig, train
 
 
@@ -146,8 +152,11 @@ def cmd_extract(args) -> dict:
 def cmd_evaluate(args) -> dict:
     sup, model = load_model(args.model, args.subnet)
     samples = load_data(args.data, "test")
-    # a supernet counts its active subnet; a saved model is counted as it is
-    sub = sup.get_active_subnet() if Path(args.model).is_dir() else sup.sam
+    # a supernet counts its active subnet (predicted, no copy); a saved model is counted as it is
+    total = parameter_count(sup.sam)
+    outside_encoder = total - parameter_count(sup.sam.image_encoder)
+    if Path(args.model).is_dir():
+        total = predicted_parameters(sup.sam, sup.active)
     scores = evaluate(sup, samples, args.prompt, seed=args.seed)
     result = {
         "model": str(args.model),
@@ -155,8 +164,8 @@ def cmd_evaluate(args) -> dict:
         "data": args.data,
         "prompt": args.prompt,
         **scores,
-        "parameters": parameter_count(sub),
-        "encoder_parameters": parameter_count(sub.image_encoder),
+        "parameters": total,
+        "encoder_parameters": total - outside_encoder,
         "subnet": json.loads(sup.active.to_json()),
     }
     if args.out:

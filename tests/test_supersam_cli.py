@@ -83,6 +83,26 @@ def test_pretrain_train_extract_evaluate(tmp_path, capsys):
     assert printed == saved
     assert saved["objects"] > 20 and 0 <= saved["miou"] <= 1
     assert saved["subnet"]["mlp_widths"] == [384, 96, 128, 192]
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(d / "sup"),
+                "--subnet",
+                str(d / "cfg.json"),
+                "--prompt",
+                "box",
+                "--data",
+                "nuclei:val",
+            ]
+        )
+        == 0
+    )
+    from_supernet = json.loads(capsys.readouterr().out)
+    assert from_supernet["parameters"] == saved["parameters"]
+    assert from_supernet["encoder_parameters"] == saved["encoder_parameters"]
+    assert from_supernet["miou"] == pytest.approx(saved["miou"], abs=1e-6)
 
 
 def test_bad_subnet_and_missing_checkpoint_are_clear_errors(tmp_path, capsys):
