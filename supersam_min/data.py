@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 MIN_MASK_PIXELS = 20  # smaller instances are dropped (the authors drop < 100 px at 1024 scale)
+NUCLEI_CROP, NUCLEI_ZOOM, NUCLEI_STRIDE = 128, 2, 32  # px of the 512-px image; see nuclei_split
 NUCLEI_REGIONS = {  # (y0, y1, x0, x1) of the 512 x 512 image; an instance belongs to one region
     "train": (0, 256, 0, 512),
     "val": (256, 512, 0, 256),
@@ -74,21 +76,75 @@ def nuclei_image() -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def nuclei_split(split: str, tile: int = 256) -> list[Sample]:
-    """The tiles of one region of the nuclei image, with the instances wholly inside each tile as
-    targets: no object appears in two splits (those crossing a tile border are not targets)."""
+def _owned_crops(labels: np.ndarray, ids: list[int], region, crop: int) -> list[tuple]:
+    """Crops (y, x, ids) covering every object once: each not yet covered object gets a crop
+    centred on it (clamped to the region), which owns every uncovered object wholly inside it."""
+    y0, y1, x0, x1 = region
+    covered: set[int] = set()
+    out = []
+    for i in ids:
+        if i in covered:
+            continue
+        ys, xs = np.nonzero(labels == i)
+        ty = min(max(int(ys.mean()) - crop // 2, y0), y1 - crop)
+        tx = min(max(int(xs.mean()) - crop // 2, x0), x1 - crop)
+        inside = _wholly_inside(labels, ty, tx, crop, [j for j in ids if j not in covered])
+        covered |= inside
+        out.append((ty, tx, inside))
+    return out
+
+
+def _wholly_inside(labels: np.ndarray, ty: int, tx: int, crop: int, ids) -> set[int]:
+    window = labels[ty : ty + crop, tx : tx + crop]
+    return {j for j in ids if (window == j).sum() == (labels == j).sum()}
+
+
+def nuclei_split(split: str, size: int = NUCLEI_CROP * NUCLEI_ZOOM) -> list[Sample]:
+    """One split of the nuclei image as samples of `size` px: NUCLEI_CROP px crops of the split's
+    region, upsampled NUCLEI_ZOOM times.
+
+    Every object lies wholly inside one region, so none is shared by two splits (objects crossing a
+    region border belong to none). train: crops on a NUCLEI_STRIDE grid, each with the objects
+    wholly inside it as targets (an object appears in several crops: augmentation by position).
+    val / test: each object is a target exactly once, in a crop centred on it, so mIoU is a mean
+    over distinct objects.
+
+    Why the zoom: at 1x a nucleus (~20 px) is about one 16-px patch of the 256-px tiny SAM, far
+    from SAM's regime (the authors resize their 256-px patches to SAM's 1024 px, 4x); at 1x the
+    tiny model barely learned even its training crops (box mIoU 0.50 -> 0.62 in 300 steps).
+    """
     if split not in NUCLEI_REGIONS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(NUCLEI_REGIONS)}")
     image, labels = nuclei_image()
-    y0, y1, x0, x1 = NUCLEI_REGIONS[split]
+    region = y0, y1, x0, x1 = NUCLEI_REGIONS[split]
+    inside_region = np.zeros(labels.shape, bool)
+    inside_region[y0:y1, x0:x1] = True
+    ids = [
+        int(i)
+        for i in np.unique(labels[inside_region])
+        if i != 0
+        and not ((labels == i) & ~inside_region).any()
+        and (labels == i).sum() >= MIN_MASK_PIXELS
+    ]
+    crop = NUCLEI_CROP
+    if split == "train":
+        crops = [
+            (ty, tx, _wholly_inside(labels, ty, tx, crop, ids))
+            for ty in range(y0, y1 - crop + 1, NUCLEI_STRIDE)
+            for tx in range(x0, x1 - crop + 1, NUCLEI_STRIDE)
+        ]
+    else:
+        crops = _owned_crops(labels, ids, region, crop)
     samples = []
-    for ty in range(y0, y1 - tile + 1, tile):
-        for tx in range(x0, x1 - tile + 1, tile):
-            lab = labels[ty : ty + tile, tx : tx + tile]
-            cut = set(np.unique(lab)) - {0}
-            whole = {i for i in cut if (labels == i).sum() == (lab == i).sum()}
-            lab = np.where(np.isin(lab, list(whole)), lab, 0)
-            samples.append(Sample(_to_rgb(image[ty : ty + tile, tx : tx + tile]), _instances(lab)))
+    for ty, tx, targets in crops:
+        if not targets:
+            continue
+        window = labels[ty : ty + crop, tx : tx + crop]
+        masks = torch.from_numpy(np.stack([window == j for j in sorted(targets)]))
+        img = _to_rgb(image[ty : ty + crop, tx : tx + crop])
+        img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)
+        masks = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest") > 0.5
+        samples.append(Sample(img[0], masks[:, 0]))
     return samples
 
 

@@ -27,6 +27,21 @@ def test_nuclei_splits_are_disjoint_real_data():
     counts = {s: sum(len(x.masks) for x in v) for s, v in splits.items()}
     assert counts["train"] > 40 and counts["val"] > 20 and counts["test"] > 10
     assert all(x.image.shape == (3, 256, 256) for v in splits.values() for x in v)
+    # val and test: every labelled object wholly inside the region is a target exactly once
+    import numpy as np
+
+    from supersam_min.data import MIN_MASK_PIXELS, NUCLEI_REGIONS, nuclei_image
+
+    _, labels = nuclei_image()
+    for split in ("val", "test"):
+        y0, y1, x0, x1 = NUCLEI_REGIONS[split]
+        region = labels[y0:y1, x0:x1]
+        whole = [
+            i
+            for i in np.unique(region)
+            if i and (region == i).sum() == (labels == i).sum() >= MIN_MASK_PIXELS
+        ]
+        assert counts[split] == len(whole)
 
 
 def test_resumed_run_continues_exactly(tmp_path):
