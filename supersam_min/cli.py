@@ -3,6 +3,7 @@
     supersam pretrain --out runs/tiny/pretrained            synthetic blobs -> a "pretrained SAM"
     supersam train --init runs/tiny/pretrained --out runs/tiny/supernet [--data nuclei|DIR]
     supersam extract --supernet runs/tiny/supernet --subnet min|max|CFG.json --out runs/tiny/small
+    supersam search --supernet runs/tiny/supernet --budget 0.7 --out runs/tiny/search70
     supersam evaluate --model runs/tiny/small --data nuclei:test --prompt point [--out r.json]
 
 A saved model is a pair PATH.pt (state_dict, loaded with weights_only=True) + PATH.json (its
@@ -149,6 +150,44 @@ def cmd_extract(args) -> dict:
     }
 
 
+def cmd_search(args) -> dict:
+    from supersam_min.search import Budget, Evaluator, search
+
+    if args.data.split(":") == ["nuclei", "test"]:
+        raise ValueError("search on validation data (nuclei:val); the test split is for the table")
+    budget = Budget(args.budget_kind, args.budget)
+    sup, _ = load_model(args.supernet, "max")
+    evaluator = Evaluator(sup, load_data(args.data, "val"), args.prompt, seed=args.seed)
+    out = Path(args.out)
+    result = search(
+        evaluator,
+        budget,
+        args.method,
+        args.evaluations,
+        args.seed,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if result.best is None:
+        raise ValueError(f"no subnet within the budget was found in {len(result.trials)} proposals")
+    from bench.results import atomic_write
+
+    atomic_write(out / "best_subnet.json", result.best.to_json() + "\n")
+    sub = sup.save_subnet(out / "best", result.best)
+    return {
+        "best_subnet": json.loads(result.best.to_json()),
+        "validation_score": result.best_score,
+        "parameters": parameter_count(sub),
+        "fraction_of_full": parameter_count(sub) / evaluator.full_params,
+        "evaluations": result.evaluations,
+        "proposals": len(result.trials),
+        "files": [
+            str(out / f) for f in ("trials.json", "best_subnet.json", "best.pt", "best.json")
+        ],
+    }
+
+
 def cmd_evaluate(args) -> dict:
     sup, model = load_model(args.model, args.subnet)
     samples = load_data(args.data, "test")
@@ -240,6 +279,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subnet", default="max", help="max, min, or a subnet JSON file")
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser(
+        "search",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[common],
+        help="find the best subnet within a size or latency budget (OpenTuner or random search)",
+        description="Search the supernet's subnets (keep/drop per removable block, MLP width per "
+        "block) for the best validation mIoU within a budget. Writes OUT/trials.json (every "
+        "proposal, rewritten after each evaluation; --resume continues it), OUT/opentuner.db, "
+        "OUT/best_subnet.json and the extracted subnet OUT/best.pt + OUT/best.json.",
+    )
+    p.add_argument("--supernet", required=True, help="supernet folder (from supersam train)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.7,
+        help="largest allowed fraction of the full model (0.7 = at least 30%% smaller)",
+    )
+    p.add_argument(
+        "--budget-kind",
+        choices=["params", "latency"],
+        default="params",
+        help="what the budget limits: parameters, or the image encoder's measured latency",
+    )
+    p.add_argument("--method", choices=["opentuner", "random"], default="opentuner")
+    p.add_argument("--evaluations", type=int, default=50, help="mIoU evaluations (feasible, new)")
+    p.add_argument("--data", default="nuclei:val", help="validation data: nuclei:val or a folder")
+    p.add_argument(
+        "--prompt",
+        choices=["both", "box", "point"],
+        default="both",
+        help="objective: the mean of point and box mIoU, or one of them",
+    )
+    p.add_argument("--resume", action="store_true", help="continue OUT/trials.json")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "evaluate",

@@ -106,57 +106,26 @@ def tune(
     `launchable(config)` lists why a configuration cannot run (default: TileConfig.problems);
     such configurations are never measured.
     """
-    import random
+    from bench.tuner import OpenTunerLoop
 
-    import numpy as np
-    from opentuner import Result
-    from opentuner.api import TuningRunManager
-    from opentuner.measurement.interface import DefaultMeasurementInterface
-    from opentuner.search.manipulator import ConfigurationManipulator, EnumParameter
-
-    random.seed(seed)
-    np.random.seed(seed)
     launchable = launchable or (lambda c: c.problems())
-    manipulator = ConfigurationManipulator()
-    for name, values in SPACE.items():
-        manipulator.add_parameter(EnumParameter(name, values))
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    from opentuner import default_argparser
-
-    args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
-        ["--database", f"sqlite:///{db}", "--no-dups", "--test-limit", str(evaluations)]
-    )
-    interface = DefaultMeasurementInterface(
-        args=args,
-        manipulator=manipulator,
-        project_name="im2win",
-        program_name=shape_key(shape),
-        program_version=arch,
-    )
-    api = TuningRunManager(interface, args)
-    best, best_ms, measured = None, math.inf, 0
-    try:
-        for _ in range(evaluations * 4):
-            if measured >= evaluations:
-                break
-            desired = api.get_next_desired_result()
-            if desired is None:
-                continue
-            config = TileConfig(**desired.configuration.data, wide_index=DEFAULT.wide_index)
-            if launchable(config):
-                api.report_result(desired, Result(state="ERROR", time=math.inf))
-                continue
-            ms = objective(config)
-            measured += 1
-            api.report_result(desired, Result(time=ms))
-            if ms < best_ms:
-                best, best_ms = config, ms
-    finally:
-        try:
-            api.finish()
-        except AttributeError:  # finish() needs a best result OpenTuner may not have tracked yet
-            api.session.close()
+    best, best_ms, measured, proposed = None, math.inf, 0, 0
+    with OpenTunerLoop(SPACE, db, "im2win", shape_key(shape), arch, seed=seed) as tuner:
+        while measured < evaluations and proposed < evaluations * 4:
+            batch = tuner.ask()
+            proposed += not batch  # a generation without proposals counts, so this ends
+            for handle, values in batch:
+                proposed += 1
+                config = TileConfig(**values, wide_index=DEFAULT.wide_index)
+                if launchable(config):  # cannot run: reported as failed, never measured
+                    tuner.tell(handle, math.inf)
+                    continue
+                ms = objective(config)
+                measured += 1
+                tuner.tell(handle, ms)
+                if ms < best_ms:
+                    best, best_ms = config, ms
     if best is None:
         raise RuntimeError(f"no launchable configuration found in {evaluations} evaluations")
     _store(arch, shape, best, best_ms, measured, folder)

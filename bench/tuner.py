@@ -1,0 +1,103 @@
+"""Ask/tell access to OpenTuner over enumerated parameters, shared by the GPU kernel autotuner and
+the SuperSAM subnet search.
+
+OpenTuner (Ansel et al., PACT 2014) runs an ensemble of search techniques under a multi-armed
+bandit. Driving it through its TuningRunManager lets the caller decide how a configuration is
+measured, reject some without measuring, and seed it with configurations already known (a resumed
+search). Its results database is SQLite at a path the caller keeps. OpenTuner's own logging setup
+(which would write ./opentuner.log and print every step) is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class OpenTunerLoop:
+    """One OpenTuner run over `space` ({name: [values]}), lower objective values being better.
+
+        with OpenTunerLoop(space, db, "project", "program") as tuner:
+            for handle, config in tuner.ask():
+                tuner.tell(handle, objective(config))
+
+    ask() returns the next generation (up to `parallelism` configurations, possibly none while
+    OpenTuner regenerates); `seeds` are proposed first, in order.
+    """
+
+    def __init__(
+        self,
+        space: dict[str, list],
+        database: Path,
+        project: str,
+        program: str,
+        version: str = "1",
+        seed: int = 0,
+        parallelism: int = 1,
+        seeds: Iterable[dict] = (),
+    ):
+        import numpy as np
+        from opentuner import default_argparser, tuningrunmain
+        from opentuner.api import TuningRunManager
+        from opentuner.measurement.interface import DefaultMeasurementInterface
+        from opentuner.search.manipulator import ConfigurationManipulator, EnumParameter
+
+        tuningrunmain.init_logging = lambda: None  # no ./opentuner.log, no INFO line per step
+        logging.getLogger("opentuner").setLevel(logging.ERROR)  # technique chatter, not errors
+        warnings.filterwarnings("ignore", module="opentuner")  # its SQLAlchemy 1.x idioms
+        warnings.filterwarnings("ignore", message=".*declarative_base.*")
+        random.seed(seed)  # OpenTuner's techniques draw from the global generators
+        np.random.seed(seed)
+        manipulator = ConfigurationManipulator()
+        for name, values in space.items():
+            manipulator.add_parameter(EnumParameter(name, list(values)))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
+            ["--database", f"sqlite:///{database}", "--no-dups"]
+            + ["--parallelism", str(parallelism)]
+        )
+        seeds = [dict(s) for s in reversed(list(seeds))]  # OpenTuner pops seeds from the end
+
+        class Interface(DefaultMeasurementInterface):
+            def seed_configurations(self):
+                return seeds
+
+        interface = Interface(
+            args=args,
+            manipulator=manipulator,
+            project_name=project,
+            program_name=program,
+            program_version=version,
+        )
+        self._api = TuningRunManager(interface, args)
+        self._told = 0
+
+    def ask(self) -> list[tuple[object, dict]]:
+        return [(dr, dict(dr.configuration.data)) for dr in self._api.get_desired_results()]
+
+    def tell(self, handle, value: float) -> None:
+        """Report `value` (lower is better; inf or nan: the configuration failed)."""
+        from opentuner import Result
+
+        if math.isfinite(value):
+            self._api.report_result(handle, Result(time=value))
+        else:
+            self._api.report_result(handle, Result(state="ERROR", time=math.inf))
+        self._told += 1
+
+    def close(self) -> None:
+        try:
+            self._api.finish()
+        except AttributeError:  # finish() needs a best result, which a run may not have yet
+            self._api.session.close()
+
+    def __enter__(self) -> OpenTunerLoop:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
