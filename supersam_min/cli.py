@@ -43,10 +43,34 @@ def load_data(spec: str, split: str) -> list[datasets.Sample]:
     return datasets.folder_dataset(spec)
 
 
-def load_model(path: str | Path, subnet: str | None = None) -> tuple[SuperSAM, str]:
+def resolve_device(name: str) -> torch.device:
+    """`auto`: a CUDA GPU if PyTorch sees one, else the CPU. Under torchrun, `cuda` means this
+    process's GPU (cuda:LOCAL_RANK)."""
+    import os
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: PyTorch sees no CUDA GPU here; use --device cpu")
+        torch.cuda.set_device(device)
+    return device
+
+
+def load_model(
+    path: str | Path, subnet: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[SuperSAM, str]:
     """A saved model (PATH.pt + PATH.json) or a supernet folder (with --subnet), as a SuperSAM whose
-    active subnet is what gets evaluated (a saved model: all of it)."""
-    path = Path(path)
+    active subnet is what gets evaluated (a saved model: all of it), on `device`."""
+    sup, name = _load_model(Path(path), subnet)
+    sup.to(device)
+    return sup, name
+
+
+def _load_model(path: Path, subnet: str | None) -> tuple[SuperSAM, str]:
     if path.is_dir():
         meta = json.loads((path / "supernet.json").read_text())
         sam = build(meta["model"])
@@ -77,7 +101,7 @@ def _subnet(sup: SuperSAM, spec: str) -> SubnetConfig:
 def cmd_pretrain(args) -> dict:
     torch.manual_seed(args.seed)
     sam = build("sam_tiny")
-    sup = SuperSAM(sam, "sam_tiny")
+    sup = SuperSAM(sam, "sam_tiny").to(resolve_device(args.device))
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -101,13 +125,13 @@ def cmd_pretrain(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    sup, model = load_model(args.init)
+    sup, model = load_model(args.init, device=resolve_device(args.device))
     sam = sup.sam
     samples = load_data(args.data, "train")
     out = Path(args.out)
     if not args.resume:  # parameter prioritization once, before the first step
         calib = torch.stack([s.image for s in samples[: args.calibration]])
-        reorder_mlps(sam, wanda_scores(sam, [sam.preprocess(calib)]))
+        reorder_mlps(sam, wanda_scores(sam, [sam.preprocess(calib.to(sam.device))]))
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -141,7 +165,7 @@ def cmd_train(args) -> dict:
 
 
 def cmd_extract(args) -> dict:
-    sup, model = load_model(args.supernet, args.subnet)
+    sup, model = load_model(args.supernet, args.subnet, resolve_device(args.device))
     sub = sup.save_subnet(args.out)
     return {
         "model": str(args.out),
@@ -156,7 +180,7 @@ def cmd_search(args) -> dict:
     if args.data.split(":") == ["nuclei", "test"]:
         raise ValueError("search on validation data (nuclei:val); the test split is for the table")
     budget = Budget(args.budget_kind, args.budget)
-    sup, _ = load_model(args.supernet, "max")
+    sup, _ = load_model(args.supernet, "max", resolve_device(args.device))
     evaluator = Evaluator(sup, load_data(args.data, "val"), args.prompt, seed=args.seed)
     out = Path(args.out)
     result = search(
@@ -189,7 +213,7 @@ def cmd_search(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    sup, model = load_model(args.model, args.subnet)
+    sup, model = load_model(args.model, args.subnet, resolve_device(args.device))
     samples = load_data(args.data, "test")
     # a supernet counts its active subnet (predicted, no copy); a saved model is counted as it is
     total = parameter_count(sup.sam)
@@ -214,7 +238,7 @@ def cmd_evaluate(args) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supersam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -222,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N, or auto (the GPU when PyTorch sees one, else the CPU)",
+    )
 
     p = sub.add_parser(
         "pretrain",
@@ -334,6 +363,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
+    return parser
+
+
+def run_command(argv: list[str]) -> dict:
+    """Run one `supersam` command line and return its result (what main prints as JSON); errors
+    propagate as exceptions. The reproductions drive the pipeline through this."""
+    args = make_parser().parse_args(argv)
+    return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     try:
         result = args.func(args)

@@ -40,7 +40,8 @@ def evaluate(sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0) -
         logits, _ = predict(sup, s.image, prompts, multimask=prompt == "point")
         size = s.masks.shape[-1]
         full = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False) > 0
-        per_mask = torch.stack([iou(full[:, c], s.masks) for c in range(full.shape[1])], 1)
+        full, masks = full.cpu(), s.masks.cpu()
+        per_mask = torch.stack([iou(full[:, c], masks) for c in range(full.shape[1])], 1)
         ious.append(per_mask.max(1).values)  # best of the three masks (one for boxes)
     all_ious = torch.cat(ious) if ious else torch.zeros(0)
     return {

@@ -92,10 +92,15 @@ def predict(
     """Low-res mask logits [M, C, L, L] and IoU predictions [M, C] for one image [3, S, S] (0..255)
     under the active subnet. Pass `embedding` to reuse an image embedding."""
     sam = sup.sam
+    device = sam.device
     if embedding is None:
-        embedding = sup.encode(sam.preprocess(image[None]))
+        embedding = sup.encode(sam.preprocess(image[None].to(device)))
+    points = prompts.get("points")
+    if points is not None:
+        points = (points[0].to(device), points[1].to(device))
+    boxes = prompts.get("boxes")
     sparse, dense = sam.prompt_encoder(
-        points=prompts.get("points"), boxes=prompts.get("boxes"), masks=None
+        points=points, boxes=None if boxes is None else boxes.to(device), masks=None
     )
     return sam.mask_decoder(
         image_embeddings=embedding,
@@ -156,7 +161,8 @@ def subnet_loss(
     """Mean mask loss of the active subnet over the batch (+ the IoU-head term, + distillation to
     `teacher`). Point prompts are ambiguous: as in SAM, they get three candidate masks and only the
     candidate with the lowest loss is trained; boxes get one mask."""
-    images = torch.stack([sup.sam.preprocess(img[None])[0] for img, _, _ in batch])
+    device = sup.sam.device
+    images = torch.stack([sup.sam.preprocess(img[None].to(device))[0] for img, _, _ in batch])
     embeddings = sup.encode(images)
     total, outputs = 0.0, []
     for i, (_, masks, prompts) in enumerate(batch):
@@ -164,7 +170,7 @@ def subnet_loss(
         logits, iou_pred = predict(
             sup, None, prompts, multimask=multimask, embedding=embeddings[i : i + 1]
         )  # [M, C, L, L], [M, C]
-        target = low_res_targets(masks, logits.shape[-1])[:, None].expand_as(logits)
+        target = low_res_targets(masks.to(device), logits.shape[-1])[:, None].expand_as(logits)
         per_candidate = mask_loss(logits, target)  # [M, C]
         best = per_candidate.argmin(1)
         rows = torch.arange(len(best))
