@@ -6,6 +6,10 @@ repro run im2win-nvrtc                       the GPU kernels' compiler resource 
 repro run im2win-gpu --device cuda [--scale quick|paper]
                                              GPU TFLOPS, memory, ablation (needs a GPU)
 repro run supersam-speed                     SuperSAM subnet encoder times, sandwich step cost
+repro run supersam-subnets [--scale quick]   SuperSAM's table end to end: pretrain, supernet,
+                                             OpenTuner search, test mIoU (quick: ~10 min on CPU)
+repro run supersam-subnets --scale full --checkpoint sam_vit_b_01ec64.pth --data DIR
+                                             the same with ViT-B on your data (DIR/train, val, test)
 repro render EXPERIMENT [--raw FILE]         redraw tables and figures from a raw file (default:
                                              the newest), without measuring
 """
@@ -17,9 +21,18 @@ import sys
 from pathlib import Path
 
 from bench import results
-from reproductions import im2win_cpu, im2win_gpu, im2win_nvrtc, supersam_speed
+from reproductions import (
+    im2win_cpu,
+    im2win_gpu,
+    im2win_nvrtc,
+    supersam_speed,
+    supersam_subnets,
+)
 
-EXPERIMENTS = {m.EXPERIMENT: m for m in (im2win_cpu, im2win_nvrtc, im2win_gpu, supersam_speed)}
+EXPERIMENTS = {
+    m.EXPERIMENT: m
+    for m in (im2win_cpu, im2win_nvrtc, im2win_gpu, supersam_speed, supersam_subnets)
+}
 
 
 def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
@@ -74,9 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     run.add_argument(
         "--device",
-        default="cuda",
-        help="im2win-gpu: the CUDA device to measure (default: cuda, the current one)",
+        default=None,
+        help="im2win-gpu: the CUDA device to measure (default: cuda, the current one); "
+        "supersam-subnets: cpu, cuda[:N] or auto (default: the GPU if PyTorch sees one)",
     )
+    run.add_argument(
+        "--checkpoint", default=None, help="supersam-subnets --scale full: SAM ViT-B weights"
+    )
+    run.add_argument(
+        "--data",
+        default=None,
+        help="supersam-subnets: a folder with train/ val/ test/ dataset folders (default at "
+        "quick scale: the nuclei image's splits)",
+    )
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="supersam-subnets: where models and search histories go (default: "
+        "./runs/supersam-subnets/SCALE); a rerun reuses finished stages and resumes the rest",
+    )
+    run.add_argument("--fresh", action="store_true", help="supersam-subnets: start over")
     run.add_argument(
         "--results-dir",
         type=Path,
@@ -124,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                 warmup=args.warmup,
                 seed=args.seed,
                 device=args.device,
+                checkpoint=args.checkpoint,
+                data=args.data,
+                work_dir=args.work_dir,
+                fresh=args.fresh,
                 results_dir=args.results_dir,
                 progress=not args.no_progress,
             )

@@ -105,7 +105,7 @@ def run(
     results_dir: Path | None = None,
     progress: bool = True,
     seed: int = 0,
-    device: str = "cuda",
+    device: str | None = None,
     **_,
 ) -> Path:
     """Measure every (layer, implementation) on CUDA device `device`; write one run file."""
@@ -115,6 +115,7 @@ def run(
             "is False here); nothing was measured or written. Render raw files measured "
             "elsewhere with `repro render im2win-gpu --raw FILE`."
         )
+    device = device or "cuda"
     torch.cuda.set_device(torch.device(device))
     cfg = SCALES[scale]
     torch.backends.cuda.matmul.allow_tf32 = False

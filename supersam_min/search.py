@@ -98,6 +98,20 @@ def encoder_gflops(sam, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def encoder_latency_ms(sam, repeat: int = 5) -> float:
+    """Best-of-`repeat` time (ms) of `sam`'s image encoder on one image at its input size, after
+    a warm-up: CUDA events (L2 flushed) when the model is on a GPU, perf_counter on the CPU."""
+    from bench import timing
+
+    size = sam.image_encoder.img_size
+    device = next(sam.parameters()).device
+    x = torch.randn(1, 3, size, size, device=device)
+    with torch.no_grad():
+        if device.type == "cuda":
+            return timing.measure_cuda(lambda: sam.image_encoder(x), 2, repeat).min_ms
+        return timing.measure(lambda: sam.image_encoder(x), 1, repeat).min_ms
+
+
 class Evaluator:
     """Size, latency and validation mIoU of subnets of a trained supernet, each cached.
 
@@ -128,18 +142,8 @@ class Evaluator:
 
     def latency_ms(self, cfg: SubnetConfig) -> float:
         if cfg not in self._latency:
-            from bench import timing
-
             sam = extract(self.sup.sam, self.sup.model_name, cfg).eval()
-            size = sam.image_encoder.img_size
-            device = next(sam.parameters()).device
-            x = torch.randn(1, 3, size, size, device=device)
-            with torch.no_grad():
-                if device.type == "cuda":
-                    t = timing.measure_cuda(lambda: sam.image_encoder(x), 2, self.latency_repeat)
-                else:
-                    t = timing.measure(lambda: sam.image_encoder(x), 1, self.latency_repeat)
-            self._latency[cfg] = t.min_ms
+            self._latency[cfg] = encoder_latency_ms(sam, self.latency_repeat)
         return self._latency[cfg]
 
     def cost(self, cfg: SubnetConfig, budget: Budget) -> float:
@@ -214,8 +218,8 @@ def search(
 ) -> SearchResult:
     """Search the supernet's space for the best validation mIoU within `budget`.
 
-    Stops after `evaluations` mIoU evaluations or `max_proposals` proposals (default 50x
-    evaluations: a budget almost nothing fits). out_dir keeps trials.json (and OpenTuner's
+    Stops after `evaluations` mIoU evaluations or `max_proposals` proposals (default 20x
+    evaluations: a budget few subnets fit). out_dir keeps trials.json (and OpenTuner's
     database, opentuner.db), which resume=True continues from.
     """
     if method not in METHODS:
@@ -238,7 +242,7 @@ def search(
             evaluator.remember(t)
     done = sum(t["evaluation"] is not None for t in trials)
     seen = {SubnetConfig.from_dict(t["subnet"]) for t in trials}
-    max_proposals = max_proposals or 50 * evaluations
+    max_proposals = max_proposals or 20 * evaluations
     started = time.perf_counter()
     bar = tqdm(
         total=evaluations, initial=done, desc=f"search {method}", disable=not progress, unit="eval"
