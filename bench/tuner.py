@@ -22,6 +22,10 @@ from pathlib import Path
 class OpenTunerLoop:
     """One OpenTuner run over `space` ({name: [values]}), lower objective values being better.
 
+    Each list is taken as ordered (small to large): OpenTuner sees an integer index into it, so its
+    numeric techniques (differential evolution, Nelder-Mead, Gaussian mutation) can use the order;
+    ask() hands back the values themselves.
+
         with OpenTunerLoop(space, db, "project", "program") as tuner:
             for handle, config in tuner.ask():
                 tuner.tell(handle, objective(config))
@@ -45,7 +49,7 @@ class OpenTunerLoop:
         from opentuner import default_argparser, tuningrunmain
         from opentuner.api import TuningRunManager
         from opentuner.measurement.interface import DefaultMeasurementInterface
-        from opentuner.search.manipulator import ConfigurationManipulator, EnumParameter
+        from opentuner.search.manipulator import ConfigurationManipulator, IntegerParameter
 
         tuningrunmain.init_logging = lambda: None  # no ./opentuner.log, no INFO line per step
         logging.getLogger("opentuner").setLevel(logging.ERROR)  # technique chatter, not errors
@@ -54,14 +58,17 @@ class OpenTunerLoop:
         random.seed(seed)  # OpenTuner's techniques draw from the global generators
         np.random.seed(seed)
         manipulator = ConfigurationManipulator()
-        for name, values in space.items():
-            manipulator.add_parameter(EnumParameter(name, list(values)))
+        self._space = {name: list(values) for name, values in space.items()}
+        for name, values in self._space.items():
+            manipulator.add_parameter(IntegerParameter(name, 0, len(values) - 1))
         database.parent.mkdir(parents=True, exist_ok=True)
         args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
             ["--database", f"sqlite:///{database}", "--no-dups"]
             + ["--parallelism", str(parallelism)]
         )
-        seeds = [dict(s) for s in reversed(list(seeds))]  # OpenTuner pops seeds from the end
+        seeds = [  # as indices; OpenTuner pops seeds from the end
+            {k: self._space[k].index(v) for k, v in s.items()} for s in reversed(list(seeds))
+        ]
 
         class Interface(DefaultMeasurementInterface):
             def seed_configurations(self):
@@ -78,7 +85,10 @@ class OpenTunerLoop:
         self._told = 0
 
     def ask(self) -> list[tuple[object, dict]]:
-        return [(dr, dict(dr.configuration.data)) for dr in self._api.get_desired_results()]
+        return [
+            (dr, {k: self._space[k][i] for k, i in dr.configuration.data.items()})
+            for dr in self._api.get_desired_results()
+        ]
 
     def tell(self, handle, value: float) -> None:
         """Report `value` (lower is better; inf or nan: the configuration failed)."""

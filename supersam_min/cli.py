@@ -181,7 +181,14 @@ def cmd_search(args) -> dict:
         raise ValueError("search on validation data (nuclei:val); the test split is for the table")
     budget = Budget(args.budget_kind, args.budget)
     sup, _ = load_model(args.supernet, "max", resolve_device(args.device))
-    evaluator = Evaluator(sup, load_data(args.data, "val"), args.prompt, seed=args.seed)
+    evaluator = Evaluator(
+        sup,
+        load_data(args.data, "val"),
+        args.prompt,
+        seed=args.seed,
+        workers=args.workers,
+        devices=[resolve_device(d) for d in args.devices] if args.devices else None,
+    )
     out = Path(args.out)
     result = search(
         evaluator,
@@ -341,6 +348,18 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["both", "box", "point"],
         default="both",
         help="objective: the mean of point and box mIoU, or one of them",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="subnets scored at once (threads, each with its own copy of the subnet)",
+    )
+    p.add_argument(
+        "--devices",
+        nargs="+",
+        default=None,
+        help="devices the workers use in turn, e.g. cuda:0 cuda:1 (default: --device)",
     )
     p.add_argument("--resume", action="store_true", help="continue OUT/trials.json")
     p.set_defaults(func=cmd_search)

@@ -117,6 +117,9 @@ class Evaluator:
 
     Latency: the image encoder of the extracted (really smaller) subnet on one image; the best of
     `latency_repeat` calls after a warm-up (CUDA events on a GPU, perf_counter on the CPU).
+    mIoU: of the extracted subnet too, so `workers` > 1 can score several subnets at once (threads,
+    each with its own copy; worker i on devices[i % len(devices)], e.g. one GPU each) with the very
+    same results as one worker.
     """
 
     def __init__(
@@ -126,13 +129,18 @@ class Evaluator:
         prompt: str = "both",
         seed: int = 0,
         latency_repeat: int = 5,
+        workers: int = 1,
+        devices: list[str | torch.device] | None = None,
     ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt {prompt!r}; choose one of {', '.join(PROMPTS)}")
         if not any(len(s.masks) for s in samples):
             raise ValueError("the validation data has no object to segment")
         self.sup, self.samples, self.prompt, self.seed = sup, samples, prompt, seed
-        self.latency_repeat = latency_repeat
+        self.latency_repeat, self.workers = latency_repeat, workers
+        self.devices = [torch.device(d) for d in devices or [sup.sam.device]]
         self.full_params = parameter_count(sup.sam)
         self._latency: dict[SubnetConfig, float] = {}
         self._miou: dict[SubnetConfig, dict] = {}
@@ -154,16 +162,32 @@ class Evaluator:
 
     def miou(self, cfg: SubnetConfig) -> dict:
         """{"miou_box", "miou_point", "score"} on the validation samples (score: the objective)."""
-        if cfg not in self._miou:
-            self.sup.set_active_subnet(cfg)
-            out = {}
-            for kind in ("box", "point"):
-                if self.prompt in (kind, "both"):
-                    out[f"miou_{kind}"] = evaluate(self.sup, self.samples, kind, self.seed)["miou"]
-            out["score"] = sum(out.values()) / len(out)
-            self._miou[cfg] = out
-            self.sup.sample_max_subnet()
+        self.miou_many([cfg])
         return self._miou[cfg]
+
+    def miou_many(self, cfgs: list[SubnetConfig]) -> None:
+        """Score the subnets not yet scored, `workers` at a time."""
+        todo = [c for c in dict.fromkeys(cfgs) if c not in self._miou]
+        if self.workers == 1 or len(todo) <= 1:
+            for cfg in todo:
+                self._miou[cfg] = self._score(cfg, self.devices[0])
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        devices = [self.devices[i % len(self.devices)] for i in range(len(todo))]
+        with ThreadPoolExecutor(self.workers) as pool:
+            for cfg, out in zip(todo, pool.map(self._score, todo, devices), strict=True):
+                self._miou[cfg] = out
+
+    def _score(self, cfg: SubnetConfig, device: torch.device) -> dict:
+        name = self.sup.model_name
+        sub = SuperSAM(extract(self.sup.sam, name, cfg).to(device), name)
+        out = {}
+        for kind in ("box", "point"):
+            if self.prompt in (kind, "both"):
+                out[f"miou_{kind}"] = evaluate(sub, self.samples, kind, self.seed)["miou"]
+        out["score"] = sum(out.values()) / len(out)
+        return out
 
     def remember(self, trial: dict) -> None:
         """Preload the caches from a trial of an earlier (resumed) search."""
@@ -248,10 +272,22 @@ def search(
         total=evaluations, initial=done, desc=f"search {method}", disable=not progress, unit="eval"
     )
 
-    def judge(cfg: SubnetConfig) -> tuple[float, dict]:
-        """(objective to minimise, trial record) of a proposal; evaluates it if new and feasible."""
+    def judge_all(cfgs: list[SubnetConfig]) -> list[float | None]:
+        """The objective (to minimise) of each proposal, in order: new feasible subnets are scored
+        together (up to the evaluations left; None for the proposals after that)."""
+        costs = [evaluator.cost(c, budget) for c in cfgs]
+        new = [c for c, k in zip(cfgs, costs, strict=True) if k <= budget.fraction]
+        new = [c for c in dict.fromkeys(new) if c not in seen][: evaluations - done]
+        evaluator.miou_many(new)
+        out = []
+        for cfg, cost in zip(cfgs, costs, strict=True):
+            fresh = cost <= budget.fraction and cfg not in seen
+            out.append(None if fresh and cfg not in new else judge(cfg, cost))
+        return out
+
+    def judge(cfg: SubnetConfig, cost: float) -> float:
+        """Record one proposal (scored already if feasible); its objective."""
         nonlocal done
-        cost = evaluator.cost(cfg, budget)
         trial = {
             "proposal": len(trials),
             "subnet": json.loads(cfg.to_json()),
@@ -276,7 +312,7 @@ def search(
         seen.add(cfg)
         trial["elapsed_s"] = time.perf_counter() - started
         trials.append(trial)
-        return value, trial
+        return value
 
     def save() -> None:
         if out_dir is not None:
@@ -288,11 +324,13 @@ def search(
             rng = random.Random(f"search-random-{seed}")
             params = search_parameters(space)
             while done < evaluations and proposals < max_proposals:
-                cfg = to_subnet(space, {k: rng.choice(v) for k, v in params.items()})
-                proposals += 1
-                if cfg in seen:
-                    continue  # a repeat: costs nothing, counts nothing
-                judge(cfg)
+                batch: list[SubnetConfig] = []
+                while len(batch) < evaluator.workers and proposals < max_proposals:
+                    cfg = to_subnet(space, {k: rng.choice(v) for k, v in params.items()})
+                    proposals += 1
+                    if cfg not in seen and cfg not in batch:  # repeats cost and count nothing
+                        batch.append(cfg)
+                judge_all(batch)
                 save()
         else:
             from bench.tuner import OpenTunerLoop
@@ -313,14 +351,16 @@ def search(
                 "supersam",
                 f"{evaluator.sup.model_name}-{budget.kind}-{budget.fraction}",
                 seed=seed,
+                parallelism=evaluator.workers,
                 seeds=evaluated,
             ) as tuner:
                 while done < evaluations and proposals < max_proposals:
                     batch = tuner.ask()
                     proposals += 1 if not batch else len(batch)
-                    for handle, values in batch:
-                        value, _ = judge(to_subnet(space, values))
-                        tuner.tell(handle, value)
+                    values = judge_all([to_subnet(space, v) for _, v in batch])
+                    for (handle, _), value in zip(batch, values, strict=True):
+                        if value is not None:  # None: left once the evaluations ran out
+                            tuner.tell(handle, value)
                     save()
     finally:
         bar.close()

@@ -330,7 +330,7 @@ def train(
         range(start, end),
         initial=start,
         total=cfg.steps,
-        desc="sandwich",
+        desc="sandwich" if cfg.sandwich else "train",
         disable=not progress or rank != 0,
     )
     for step in bar:

@@ -105,3 +105,17 @@ def test_bad_budgets_and_methods_are_clear(evaluator):
         search(evaluator, Budget("params", 0.9), "grid", 2)
     with pytest.raises(FileNotFoundError, match="no trials.json"):
         search(evaluator, Budget("params", 0.9), "random", 2, out_dir="/nonexistent", resume=True)
+
+
+def test_parallel_workers_score_the_same_subnets_the_same(evaluator):
+    budget = Budget("params", 0.85)
+    one = search(evaluator, budget, "random", 4, seed=3, progress=False)
+    fresh = Evaluator(evaluator.sup, evaluator.samples, "both", workers=2)
+    two = search(fresh, budget, "random", 4, seed=3, progress=False)
+    scored = [
+        [(json.dumps(t["subnet"]), t["score"]) for t in r.trials if t["evaluation"]]
+        for r in (one, two)
+    ]
+    assert scored[0] == scored[1] and len(scored[0]) == 4
+    with pytest.raises(ValueError, match="workers"):
+        Evaluator(evaluator.sup, evaluator.samples, workers=0)
