@@ -12,6 +12,7 @@ repro run supersam-subnets --scale full --checkpoint sam_vit_b_01ec64.pth --data
                                              the same with ViT-B on your data (DIR/train, val, test)
 repro render EXPERIMENT [--raw FILE]         redraw tables and figures from a raw file (default:
                                              the newest), without measuring
+repro render all                             redraw every experiment that has raw results
 """
 
 from __future__ import annotations
@@ -117,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     render = sub.add_parser("render", help="redraw tables and figures from a raw run file")
-    render.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    render.add_argument(
+        "experiment",
+        choices=[*sorted(EXPERIMENTS), "all"],
+        help="an experiment, or all: every experiment that has raw results (e.g. GPU runs "
+        "copied from a GPU machine), skipping the others",
+    )
     render.add_argument(
         "--raw",
         type=Path,
@@ -136,8 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, module in EXPERIMENTS.items():
             print(f"{name}: scales {', '.join(module.SCALES)}")
         return 0
-    module = EXPERIMENTS[args.experiment]
     args.results_dir = args.results_dir or results.default_results_dir()
+    if args.command == "render" and args.experiment == "all":
+        for name, module in EXPERIMENTS.items():
+            if not results.run_files(name, args.results_dir):
+                print(f"{name}: no raw results in {args.results_dir / 'raw' / name}, skipped")
+                continue
+            for path in _render(module, None, args.results_dir):
+                print(f"wrote {path}")
+        return 0
+    module = EXPERIMENTS[args.experiment]
     if args.command == "run":
         args.scale = args.scale or next(iter(module.SCALES))
         if args.scale not in module.SCALES:

@@ -373,6 +373,8 @@ def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[di
             )
             continue
         rec = {"kind": "table", "row": label, "budget": entry["budget"] if entry else None}
+        if entry:  # the pick's configuration in the supernet (an extracted model numbers anew)
+            rec["supernet_subnet"] = entry["result"]["best_subnet"]
         for prompt in ("point", "box"):
             r = _supersam(
                 [
@@ -431,19 +433,27 @@ def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str
     front = pareto_front([(p, s, k) for k, (p, s) in evaluated.items()])
     configs = [SubnetConfig.from_json(k) for _, _, k in front]
     configs += [sup.space.max_subnet(), sup.space.min_subnet()]
-    out = []
-    for cfg in dict.fromkeys(configs):
-        sam = sup.get_active_subnet(cfg).eval()
-        out.append(
-            {
-                "kind": "latency",
-                "subnet": json.loads(cfg.to_json()),
-                "parameters": predicted_parameters(sup.sam, cfg),
-                "latency_ms": encoder_latency_ms(sam, repeat),
-                "device": str(sam.device),
-            }
-        )
-    return out
+    configs = list(dict.fromkeys(configs))
+    sams = [sup.get_active_subnet(cfg).eval() for cfg in configs]
+    if sup.sam.device.type == "cuda":
+        ms = [encoder_latency_ms(sam, repeat) for sam in sams]
+    else:  # interleaved rounds, so machine noise hits every subnet alike
+        calls = {}
+        for i, sam in enumerate(sams):
+            x = torch.randn(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size)
+            calls[i] = functools.partial(torch.no_grad()(sam.image_encoder), x)
+        timings = timing.measure_interleaved(calls, warmup=1, repeat=repeat)
+        ms = [timings[i].min_ms for i in range(len(sams))]
+    return [
+        {
+            "kind": "latency",
+            "subnet": json.loads(cfg.to_json()),
+            "parameters": predicted_parameters(sup.sam, cfg),
+            "latency_ms": t,
+            "device": str(sup.sam.device),
+        }
+        for cfg, t in zip(configs, ms, strict=True)
+    ]
 
 
 def pareto_front(points: list[tuple]) -> list[tuple]:
@@ -637,7 +647,7 @@ def _plot_pareto(plt, doc, path, full_params):
         if r["kind"] == "table" and r.get("budget") is not None and "skipped" not in r
     ]
     for r in picks:
-        key = json.dumps(r["subnet"])
+        key = json.dumps(r.get("supernet_subnet"))
         if key in pts:
             ax.scatter(*pts[key], marker="*", s=160, color="C3", zorder=3)
             ax.annotate(

@@ -161,6 +161,7 @@ def test_supersam_subnets_smoke_end_to_end_then_reuses_stages(tmp_path):
         if r["kind"] == "stage"
     ]
     assert stages and all(r["reused"] for r in stages)
+    assert cli.main(["render", "all", "--results-dir", str(tmp_path)]) == 0  # others skipped
 
 
 def test_supersam_subnets_full_scale_needs_checkpoint_and_data(tmp_path):
