@@ -683,9 +683,7 @@ def _plot_convergence(plt, curves, budget, path):
             )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best validation score so far")
-    ax.set_title(
-        f"Search convergence, budget <= {budget:.0%} of the parameters (one line per seed)"
-    )
+    ax.set_title(f"Search convergence, parameters <= {budget:.0%}; one line per seed")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
