@@ -51,7 +51,8 @@ def _git(*args: str) -> str | None:
 def git_state() -> dict:
     """Commit of the code that ran and whether the work tree had uncommitted changes."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # results/ is what runs write: rendered files changed by an earlier run do not make code dirty
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
