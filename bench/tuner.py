@@ -24,7 +24,8 @@ class OpenTunerLoop:
 
     Each list is taken as ordered (small to large): OpenTuner sees an integer index into it, so its
     numeric techniques (differential evolution, Nelder-Mead, Gaussian mutation) can use the order;
-    ask() hands back the values themselves.
+    ask() hands back the values themselves. `technique`: one of OpenTuner's registered search
+    techniques by name (default: its AUC-bandit ensemble AUCBanditMetaTechniqueA).
 
         with OpenTunerLoop(space, db, "project", "program") as tuner:
             for handle, config in tuner.ask():
@@ -44,6 +45,7 @@ class OpenTunerLoop:
         seed: int = 0,
         parallelism: int = 1,
         seeds: Iterable[dict] = (),
+        technique: str | None = None,
     ):
         import numpy as np
         from opentuner import default_argparser, tuningrunmain
@@ -65,6 +67,7 @@ class OpenTunerLoop:
         args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
             ["--database", f"sqlite:///{database}", "--no-dups"]
             + ["--parallelism", str(parallelism)]
+            + (["--technique", technique] if technique else [])
         )
         seeds = [  # as indices; OpenTuner pops seeds from the end
             {k: self._space[k].index(v) for k, v in s.items()} for s in reversed(list(seeds))

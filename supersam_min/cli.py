@@ -199,6 +199,7 @@ def cmd_search(args) -> dict:
         out,
         resume=args.resume,
         progress=not args.no_progress,
+        technique=args.technique,
     )
     if result.best is None:
         raise ValueError(f"no subnet within the budget was found in {len(result.trials)} proposals")
@@ -341,6 +342,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="what the budget limits: parameters, or the image encoder's measured latency",
     )
     p.add_argument("--method", choices=["opentuner", "random"], default="opentuner")
+    p.add_argument(
+        "--technique",
+        default=None,
+        help="OpenTuner's search technique by name (default: UniformGreedyMutation10; "
+        "OpenTuner's own default ensemble: AUCBanditMetaTechniqueA)",
+    )
     p.add_argument("--evaluations", type=int, default=50, help="mIoU evaluations (feasible, new)")
     p.add_argument("--data", default="nuclei:val", help="validation data: nuclei:val or a folder")
     p.add_argument(
