@@ -104,6 +104,23 @@ def test_pretrain_train_extract_evaluate(tmp_path, capsys):
     assert from_supernet["encoder_parameters"] == saved["encoder_parameters"]
     assert from_supernet["miou"] == pytest.approx(saved["miou"], abs=1e-6)
 
+    # search: files written; different search seeds score a subnet alike (the smallest comes first)
+    runs = []
+    for seed in ("0", "1"):
+        out = d / f"search{seed}"
+        argv = ["search", "--supernet", str(d / "sup"), "--out", str(out), "--budget", "0.8"]
+        argv += ["--evaluations", "2", "--seed", seed, "--method", "random", "--no-progress"]
+        assert cli.main(argv) == 0
+        for name in ("trials.json", "best_subnet.json", "best.pt", "best.json"):
+            assert (out / name).is_file()
+        runs.append(json.loads((out / "trials.json").read_text())["trials"])
+    assert runs[0][0]["subnet"] == runs[1][0]["subnet"]
+    assert runs[0][0]["score"] == runs[1][0]["score"]
+    refused = ["search", "--supernet", str(d / "sup"), "--out", str(d / "t"), "--data"]
+    with pytest.raises(SystemExit):
+        cli.main([*refused, "nuclei:test"])
+    assert "test split is for the table" in capsys.readouterr().err
+
 
 def test_bad_subnet_and_missing_checkpoint_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
