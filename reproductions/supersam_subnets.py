@@ -621,7 +621,7 @@ def claim_sentence(table: list[dict], pre: dict, largest: dict, full_params: int
     )
     if good:
         return (
-            f"**The claim holds at this scale**: {len(good)} subnet(s) at least 30% smaller "
+            f"**The claim holds at this scale**: {len(good)} of the table's rows at least 30% smaller "
             f"match or beat the pretrained model with both prompts; the best is {detail}. "
             "Goal (>= pretrained and >= 97% of the largest subnet): met."
         )
