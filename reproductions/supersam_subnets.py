@@ -632,6 +632,14 @@ def claim_sentence(table: list[dict], pre: dict, largest: dict, full_params: int
     )
 
 
+def _finish(plt, fig, ax, path: Path) -> Path:
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _plot_pareto(plt, doc, path, full_params):
     pts = {}
     for r in doc["records"]:
@@ -671,11 +679,7 @@ def _plot_pareto(plt, doc, path, full_params):
     ax.set_xlabel("parameters (fraction of the full model)")
     ax.set_ylabel("validation score (mean of point and box mIoU)")
     ax.set_title("Subnets evaluated by all searches")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def _plot_convergence(plt, curves, budget, path):
@@ -693,11 +697,7 @@ def _plot_convergence(plt, curves, budget, path):
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best validation score so far")
     ax.set_title(f"Search convergence, parameters <= {budget:.0%}; one line per seed")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def _plot_latency(plt, doc, table, path, full_params):
@@ -723,8 +723,4 @@ def _plot_latency(plt, doc, table, path, full_params):
     ax.set_xlabel("parameters (fraction of the full model)")
     ax.set_ylabel("image encoder latency (ms, best round)")
     ax.set_title("Latency versus size of extracted subnets")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)

@@ -91,10 +91,8 @@ def _load_model(path: Path, subnet: str | None) -> tuple[SuperSAM, str]:
 
 
 def _subnet(sup: SuperSAM, spec: str) -> SubnetConfig:
-    if spec == "max":
-        return sup.space.max_subnet()
-    if spec == "min":
-        return sup.space.min_subnet()
+    if spec in ("max", "min"):
+        return sup.space.named(spec)
     return SubnetConfig.from_json(Path(spec).read_text())
 
 

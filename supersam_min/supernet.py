@@ -109,6 +109,16 @@ class SearchSpace:
             blocks, tuple(self.hidden if b in self.fixed_width else self.widths[0] for b in blocks)
         )
 
+    def named(self, name: str, seed: int = 0) -> SubnetConfig:
+        """`max`, `min`, or `random` (the subnet sample() draws from random.Random(seed))."""
+        if name == "max":
+            return self.max_subnet()
+        if name == "min":
+            return self.min_subnet()
+        if name == "random":
+            return self.sample(random.Random(seed))
+        raise ValueError(f"unknown subnet {name!r}; choose max, min or random")
+
     def sample(self, rng: random.Random) -> SubnetConfig:
         """A random subnet: each removable block dropped with its probability, widths uniform."""
         drop = {

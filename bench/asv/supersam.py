@@ -5,7 +5,6 @@ Weights are random (time does not depend on their values); subnets: the largest,
 """
 
 import functools
-import random
 
 import torch
 
@@ -19,13 +18,7 @@ def _subnet(model: str, which: str):
 
     torch.manual_seed(0)
     sup = SuperSAM(build(model), model)
-    space = sup.space
-    cfg = {
-        "max": space.max_subnet(),
-        "min": space.min_subnet(),
-        "random": space.sample(random.Random(0)),
-    }[which]
-    return sup.get_active_subnet(cfg).eval()
+    return sup.get_active_subnet(sup.space.named(which)).eval()
 
 
 class SubnetEncoder:

@@ -1,8 +1,6 @@
 """pytest-benchmark suite for SuperSAM: encoder time of extracted subnets by size (random weights),
 and mIoU evaluation throughput. Run: `tox -e bench`. Not part of the test suite."""
 
-import random
-
 import pytest
 import torch
 
@@ -17,12 +15,7 @@ from supersam_min.supernet import SuperSAM, parameter_count
 def test_subnet_encoder(benchmark, model, subnet):
     torch.manual_seed(0)
     sup = SuperSAM(build(model), model)
-    space = sup.space
-    cfg = {
-        "max": space.max_subnet(),
-        "min": space.min_subnet(),
-        "random": space.sample(random.Random(0)),
-    }[subnet]
+    cfg = sup.space.named(subnet)
     sam = sup.get_active_subnet(cfg).eval()
     size = sam.image_encoder.img_size
     x = torch.randn(1, 3, size, size)
