@@ -345,9 +345,22 @@ def _import_checkpoint(work: Path, model: str, checkpoint: Path) -> Path:
     from supersam_min.supernet import SuperSAM
 
     out = work / "pretrained"
-    if not out.with_suffix(".pt").exists():
+    stat = checkpoint.stat()
+    source = {
+        "checkpoint": str(checkpoint.resolve()),
+        "bytes": stat.st_size,
+        "mtime": stat.st_mtime,
+        "model": model,
+    }
+    marker = work / "pretrained.source.json"
+    if not (
+        out.with_suffix(".pt").exists()
+        and marker.is_file()
+        and json.loads(marker.read_text()) == source
+    ):
         sup = SuperSAM(build(model, checkpoint), model)
         sup.save_subnet(out, sup.space.max_subnet())
+        results.atomic_write(marker, json.dumps(source))
     return out
 
 

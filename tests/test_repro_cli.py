@@ -167,3 +167,36 @@ def test_supersam_subnets_smoke_end_to_end_then_reuses_stages(tmp_path):
 def test_supersam_subnets_full_scale_needs_checkpoint_and_data(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["run", "supersam-subnets", "--scale", "full", "--results-dir", str(tmp_path)])
+
+
+def test_supersam_subnets_full_path_with_a_checkpoint_and_folder_data(tmp_path, monkeypatch):
+    """The full-scale path (user checkpoint, train/val/test dataset folders), on the tiny model at
+    smoke length: the checkpoint is imported, the folders are read, and the table is made."""
+    import numpy as np
+    from PIL import Image
+
+    from reproductions import supersam_subnets
+    from supersam_min.build import build
+    from supersam_min.data import synthetic_blobs
+
+    small = dict(supersam_subnets.SCALES["smoke"], model="sam_tiny", pretrain=None)
+    monkeypatch.setitem(supersam_subnets.SCALES, "full", small)
+    torch.manual_seed(0)
+    torch.save(build("sam_tiny").state_dict(), tmp_path / "ckpt.pth")
+    for i, split in enumerate(("train", "val", "test")):
+        for d in ("images", "masks"):
+            (tmp_path / "data" / split / d).mkdir(parents=True)
+        for j, sample in enumerate(synthetic_blobs(2, seed=10 * i)):
+            img = sample.image[0].numpy().astype(np.uint8)
+            labels = np.zeros(img.shape, np.uint16)
+            for k, m in enumerate(sample.masks, start=1):
+                labels[m.numpy()] = k
+            Image.fromarray(img).save(tmp_path / "data" / split / "images" / f"{j}.png")
+            Image.fromarray(labels).save(tmp_path / "data" / split / "masks" / f"{j}.png")
+    args = ["run", "supersam-subnets", "--scale", "full", "--no-progress"]
+    args += ["--checkpoint", str(tmp_path / "ckpt.pth"), "--data", str(tmp_path / "data")]
+    args += ["--results-dir", str(tmp_path / "r"), "--work-dir", str(tmp_path / "work")]
+    assert cli.main(args) == 0
+    readme = (tmp_path / "r" / "supersam-subnets" / "README.md").read_text()
+    assert f"Test data `{tmp_path / 'data' / 'test'}`" in readme
+    assert (tmp_path / "work" / "pretrained.source.json").is_file()
