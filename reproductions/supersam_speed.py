@@ -58,11 +58,17 @@ def run(
             }
             image = torch.randn(1, 3, size, size)
             full_params = parameter_count(sup.sam.image_encoder)
+            encoders = {
+                name: sup.get_active_subnet(sub_cfg).image_encoder.eval()
+                for name, sub_cfg in subnets.items()
+            }
+            timings = timing.measure_interleaved(  # rounds over all subnets: noise hits all alike
+                {name: functools.partial(enc, image) for name, enc in encoders.items()},
+                warmup=1,
+                repeat=cfg["repeat"],
+            )
             for name, sub_cfg in subnets.items():
-                encoder = sup.get_active_subnet(sub_cfg).image_encoder.eval()
-                t = timing.measure(
-                    functools.partial(encoder, image), warmup=1, repeat=cfg["repeat"]
-                )
+                encoder, t = encoders[name], timings[name]
                 records.append(
                     {
                         "kind": "encoder",
@@ -82,8 +88,9 @@ def run(
         opt = torch.optim.AdamW(trainable_parameters(sup), lr=1e-5)
         tcfg = TrainConfig(batch_size=2, max_masks=8)
         batch = make_batch(nuclei_split("train"), tcfg, random.Random(seed))
-        for label, sandwich in (("largest_only", False), ("sandwich", True)):
-            step = functools.partial(
+        kinds = {"largest_only": False, "sandwich": True}
+        steps = {
+            label: functools.partial(
                 sandwich_step,
                 sup,
                 batch,
@@ -94,14 +101,17 @@ def run(
                 True,
                 sandwich,
             )
-            t = timing.measure(step, warmup=1, repeat=cfg["repeat"])
+            for label, sandwich in kinds.items()
+        }
+        timings = timing.measure_interleaved(steps, warmup=1, repeat=cfg["repeat"])
+        for label, sandwich in kinds.items():
             records.append(
                 {
                     "kind": "train_step",
                     "model": "sam_tiny",
                     "subnet": label,
                     "subnets_per_step": 2 + cfg["n_random"] if sandwich else 1,
-                    **t.as_dict(),
+                    **timings[label].as_dict(),
                 }
             )
     return results.write_run(
