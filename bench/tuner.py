@@ -4,8 +4,8 @@ the SuperSAM subnet search.
 OpenTuner (Ansel et al., PACT 2014) runs an ensemble of search techniques under a multi-armed
 bandit. Driving it through its TuningRunManager lets the caller decide how a configuration is
 measured, reject some without measuring, and seed it with configurations already known (a resumed
-search). Its results database is SQLite at a path the caller keeps. OpenTuner's own logging setup
-(which would write ./opentuner.log and print every step) is skipped.
+search). Its results database is SQLite at a path the caller keeps (or in memory). OpenTuner's
+own logging setup (which would write ./opentuner.log and print every step) is skipped.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class OpenTunerLoop:
     def __init__(
         self,
         space: dict[str, list],
-        database: Path,
+        database: Path | None,
         project: str,
         program: str,
         version: str = "1",
@@ -63,9 +63,12 @@ class OpenTunerLoop:
         self._space = {name: list(values) for name, values in space.items()}
         for name, values in self._space.items():
             manipulator.add_parameter(IntegerParameter(name, 0, len(values) - 1))
-        database.parent.mkdir(parents=True, exist_ok=True)
+        url = "sqlite://"  # None: in memory, gone with the run
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{database}"
         args = argparse.ArgumentParser(parents=[default_argparser()], add_help=False).parse_args(
-            ["--database", f"sqlite:///{database}", "--no-dups"]
+            ["--database", url, "--no-dups"]
             + ["--parallelism", str(parallelism)]
             + (["--technique", technique] if technique else [])
         )

@@ -463,7 +463,7 @@ def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str
     return [
         {
             "kind": "latency",
-            "subnet": json.loads(cfg.to_json()),
+            "subnet": cfg.to_dict(),
             "parameters": predicted_parameters(sup.sam, cfg),
             "latency_ms": t,
             "device": str(sup.sam.device),

@@ -167,7 +167,7 @@ def cmd_extract(args) -> dict:
     sub = sup.save_subnet(args.out)
     return {
         "model": str(args.out),
-        "subnet": json.loads(sup.active.to_json()),
+        "subnet": sup.active.to_dict(),
         "parameters": parameter_count(sub),
     }
 
@@ -206,7 +206,7 @@ def cmd_search(args) -> dict:
     atomic_write(out / "best_subnet.json", result.best.to_json() + "\n")
     sub = sup.save_subnet(out / "best", result.best)
     return {
-        "best_subnet": json.loads(result.best.to_json()),
+        "best_subnet": result.best.to_dict(),
         "validation_score": result.best_score,
         "parameters": parameter_count(sub),
         "fraction_of_full": parameter_count(sub) / evaluator.full_params,
@@ -235,7 +235,7 @@ def cmd_evaluate(args) -> dict:
         **scores,
         "parameters": total,
         "encoder_parameters": total - outside_encoder,
-        "subnet": json.loads(sup.active.to_json()),
+        "subnet": sup.active.to_dict(),
     }
     if args.out:
         from bench.results import atomic_write

@@ -309,7 +309,7 @@ def search(
         nonlocal done
         trial = {
             "proposal": len(trials),
-            "subnet": json.loads(cfg.to_json()),
+            "subnet": cfg.to_dict(),
             "parameters": evaluator.params(cfg),
             "cost": cost,
             "feasible": cost <= budget.fraction,
@@ -364,14 +364,9 @@ def search(
                 for cfg in start
                 + [SubnetConfig.from_dict(t["subnet"]) for t in trials if t["evaluation"]]
             ]
-            database = (out_dir or Path(".")) / "opentuner.db"
-            if out_dir is None:
-                import tempfile
-
-                database = Path(tempfile.mkdtemp()) / "opentuner.db"
             with OpenTunerLoop(
                 search_parameters(space),
-                database,
+                out_dir / "opentuner.db" if out_dir is not None else None,
                 "supersam",
                 f"{evaluator.sup.model_name}-{budget.kind}-{budget.fraction}",
                 seed=seed,

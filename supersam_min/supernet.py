@@ -39,8 +39,11 @@ class SubnetConfig:
         if list(self.blocks) != sorted(set(self.blocks)):
             raise ValueError(f"blocks must be distinct and ascending, got {self.blocks}")
 
+    def to_dict(self) -> dict:
+        return {"blocks": list(self.blocks), "mlp_widths": list(self.mlp_widths)}
+
     def to_json(self) -> str:
-        return json.dumps({"blocks": list(self.blocks), "mlp_widths": list(self.mlp_widths)})
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict) -> SubnetConfig:
@@ -249,7 +252,7 @@ def architecture(model_name: str, sam: Sam, cfg: SubnetConfig) -> dict:
     blocks = sam.image_encoder.blocks
     return {
         "model": model_name,
-        "subnet": json.loads(cfg.to_json()),
+        "subnet": cfg.to_dict(),
         "global_attn_positions": [
             i for i, b in enumerate(cfg.blocks) if blocks[b].window_size == 0
         ],
