@@ -49,7 +49,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """Commit of the code that ran and whether the work tree had uncommitted changes."""
+    """Commit of the code that ran and whether the work tree had uncommitted changes.
+
+    Only when the project's own folder is the top of a git work tree: an exported copy inside some
+    other repository (or an installed copy) records "unknown", never the enclosing repository's commit.
+    """
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != REPO:
+        return {"commit": "unknown", "dirty": None}
     commit = _git("rev-parse", "HEAD")
     # results/ is what runs write: rendered files changed by an earlier run do not make code dirty
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")

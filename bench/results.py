@@ -47,6 +47,7 @@ def atomic_write(path: Path, data: str | bytes, overwrite: bool = True) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()
@@ -60,6 +61,12 @@ def atomic_write(path: Path, data: str | bytes, overwrite: bool = True) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _csv(records: list[dict]) -> str:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 import im2win
 from bench import environment, results, timing
+from bench.device import resolve_device
 from im2win.cuda import runtime
 from im2win.cuda.config import VARIANTS
 from im2win.metrics import FLOAT32_BYTES, filter_elems, im2col_elems, window_nhwc_elems
@@ -115,8 +116,7 @@ def run(
             "is False here); nothing was measured or written. Render raw files measured "
             "elsewhere with `repro render im2win-gpu --raw FILE`."
         )
-    device = device or "cuda"
-    torch.cuda.set_device(torch.device(device))
+    device = resolve_device(device or "cuda")
     cfg = SCALES[scale]
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -166,7 +166,7 @@ def run(
     device: str | None = None,
     **_,
 ) -> Path:
-    from supersam_min.cli import resolve_device
+    from bench.device import resolve_device
 
     cfg = SCALES[scale]
     device = str(resolve_device(device or "auto"))
@@ -436,7 +436,8 @@ def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[di
 def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str) -> list[dict]:
     """Encoder latency of every subnet on the Pareto front of the evaluated ones (parameters versus
     validation score), plus the largest and smallest: the latency-versus-parameters figure."""
-    from supersam_min.cli import load_model, resolve_device
+    from bench.device import resolve_device
+    from supersam_min.cli import load_model
     from supersam_min.search import encoder_latency_ms
     from supersam_min.supernet import SubnetConfig, predicted_parameters
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.device import resolve_device
 from supersam_min import data as datasets
 from supersam_min.build import build
 from supersam_min.evaluate import evaluate
@@ -41,23 +42,6 @@ def load_data(spec: str, split: str) -> list[datasets.Sample]:
     if name == "nuclei":
         return datasets.nuclei_split(explicit or split)
     return datasets.folder_dataset(spec)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto`: a CUDA GPU if PyTorch sees one, else the CPU. Under torchrun, `cuda` means this
-    process's GPU (cuda:LOCAL_RANK)."""
-    import os
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{os.environ['LOCAL_RANK']}"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: PyTorch sees no CUDA GPU here; use --device cpu")
-        torch.cuda.set_device(device)
-    return device
 
 
 def load_model(

@@ -31,7 +31,7 @@ def test_paper_layers_reduced(layer, impl):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(1, 4),
+    n=st.integers(0, 4),  # 0: an empty batch, as F.conv2d allows
     c=st.integers(1, 70),
     k=st.integers(1, 70),
     r=st.integers(1, 11),
@@ -52,6 +52,21 @@ def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra_h, extra_w, bias, im
     w = torch.randn(k, c, r, s)
     b = torch.randn(k) if bias else None
     _check(impl, x, w, b, (sy, sx), (py, px))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_empty_batch_gives_an_empty_output(impl):
+    x, w = torch.randn(0, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    out = im2win.conv2d(x, w, impl=impl)  # was an integer division by zero in the kernel
+    assert out.shape == torch.nn.functional.conv2d(x, w).shape == (0, 4, 6, 6)
+
+
+@pytest.mark.parametrize("transform", ["nhwc", "nchw"])
+def test_window_transforms_of_an_empty_batch(transform):
+    from im2win.shapes import ConvShape
+
+    shape = ConvShape(n=0, c=3, h=8, w=8, k=4, r=3, s=3)
+    assert im2win.WINDOW_TRANSFORMS[transform](torch.randn(0, 3, 8, 8), shape).numel() == 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -35,6 +35,16 @@ def test_bad_input(kwargs, message):
         im2win.conv2d(**args)
 
 
+@pytest.mark.parametrize("grad_of", ["input", "weight", "bias"])
+def test_inputs_requiring_grad_are_refused_not_detached(grad_of):
+    args = {"input": X.clone(), "weight": W.clone(), "bias": torch.randn(4)}
+    args[grad_of].requires_grad_(True)
+    with pytest.raises(ValueError, match="forward only.*torch.no_grad"):
+        im2win.conv2d(**args)
+    with torch.no_grad():
+        assert im2win.conv2d(**args).shape == (1, 4, 6, 6)
+
+
 def test_padding_makes_a_large_filter_valid():
     out = im2win.conv2d(X, torch.randn(4, 3, 10, 10), padding=1)
     assert out.shape == (1, 4, 1, 1)

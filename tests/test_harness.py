@@ -95,3 +95,31 @@ def test_measure_interleaved_calls_in_rounds():
     )
     assert order == ["a", "b"] + ["a", "b"] * 3
     assert set(out) == {"a", "b"} and out["a"].repeats == 3
+
+
+def test_git_commit_only_from_the_projects_own_work_tree(tmp_path, monkeypatch):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+         "--allow-empty", "-m", "enclosing"],
+        check=True,
+    )
+    inner = tmp_path / "exported-copy"
+    inner.mkdir()
+    monkeypatch.setattr(environment, "REPO", inner.resolve())
+    assert environment.git_state() == {"commit": "unknown", "dirty": None}
+    monkeypatch.setattr(environment, "REPO", tmp_path.resolve())
+    assert len(environment.git_state()["commit"]) == 40
+
+
+def test_atomic_write_keeps_normal_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        results.atomic_write(tmp_path / "f.json", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644

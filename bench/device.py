@@ -1,0 +1,40 @@
+"""Which device a run uses: a user's `--device` string resolved to a concrete torch.device."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` or `auto` as a torch.device with an index when it is a GPU.
+
+    `auto` is the GPU when PyTorch sees one, else the CPU. `cuda` without an index means this
+    process's GPU: cuda:LOCAL_RANK under torchrun, else the current device. A CUDA device becomes
+    the current one (`torch.cuda.set_device` needs the index; a bare "cuda" is refused by it).
+
+    Raises:
+        ValueError: an unknown device name, or a GPU that PyTorch does not see (one line each).
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: unknown device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise ValueError(f"--device {name!r}: only cpu and cuda devices are supported")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: PyTorch sees no CUDA GPU here; use --device cpu")
+    index = device.index
+    if index is None:
+        local = os.environ.get("LOCAL_RANK")
+        index = int(local) if local is not None else torch.cuda.current_device()
+    count = torch.cuda.device_count()
+    if not 0 <= index < count:
+        raise ValueError(f"--device {name}: GPU {index} does not exist; PyTorch sees {count}")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)

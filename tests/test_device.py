@@ -1,0 +1,76 @@
+"""Device resolution for every `--device` option, on a pretended GPU (no GPU needed)."""
+
+import pytest
+import torch
+
+from bench.device import resolve_device
+
+
+def test_fake_gpu_set_device_refuses_an_index_free_device(fake_gpu):
+    with pytest.raises(ValueError, match="specified index"):
+        torch.cuda.set_device(torch.device("cuda"))  # the line that crashed on a real H100
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "auto"])
+def test_cuda_resolves_to_an_indexed_current_device(fake_gpu, name):
+    assert resolve_device(name) == torch.device("cuda", 0)
+    assert fake_gpu["set"] == [0]
+
+
+def test_cuda_under_torchrun_is_the_local_rank(fake_gpu, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("cuda:3", "GPU 3 does not exist"), ("bogus", "unknown device"), ("mps", "only cpu and cuda")],
+)
+def test_bad_devices_are_one_line_errors(fake_gpu, name, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_device(name)
+
+
+def test_no_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+
+
+class _Reached(Exception):
+    pass
+
+
+def test_repro_im2win_gpu_gets_past_device_selection(fake_gpu, monkeypatch):
+    from reproductions import im2win_gpu
+
+    def stop(*_, **__):
+        raise _Reached
+
+    monkeypatch.setattr(im2win_gpu, "gpu_shapes", stop)
+    with pytest.raises(_Reached):
+        im2win_gpu.run(scale="quick", device="cuda", progress=False)
+    assert fake_gpu["set"] == [0]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "extract"])
+def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_path, command):
+    from supersam_min import cli
+
+    seen = []
+
+    def stop(path, subnet=None, device="cpu"):
+        seen.append(device)
+        raise _Reached
+
+    monkeypatch.setattr(cli, "load_model", stop)
+    argv = {
+        "evaluate": ["evaluate", "--model", str(tmp_path / "m")],
+        "extract": ["extract", "--supernet", str(tmp_path), "--out", str(tmp_path / "o")],
+    }[command]
+    with pytest.raises(_Reached):
+        cli.run_command([*argv, "--device", "cuda"])
+    assert seen == [torch.device("cuda", 0)]
