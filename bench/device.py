@@ -22,7 +22,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"--device {name!r}: unknown device; use cpu, cuda, cuda:N or auto") from None
+        raise ValueError(
+            f"--device {name!r}: unknown device; use cpu, cuda, cuda:N or auto"
+        ) from None
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":

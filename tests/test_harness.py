@@ -102,8 +102,20 @@ def test_git_commit_only_from_the_projects_own_work_tree(tmp_path, monkeypatch):
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(
-        ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-         "--allow-empty", "-m", "enclosing"],
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "enclosing",
+        ],
         check=True,
     )
     inner = tmp_path / "exported-copy"
