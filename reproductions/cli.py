@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import results
+from harness import results
 from reproductions import (
     im2win_cpu,
     im2win_gpu,

@@ -19,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 import im2win
-from bench import environment, memory, results, timing
-from bench.peak import measure_peak
+from harness import environment, memory, results, timing
+from harness.peak import measure_peak
 from im2win.cpu import lib
 from im2win.implementations import im2win_with_phases, im2win_workspace_floats
 from im2win.metrics import analytic_extra_bytes, gflops

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 import im2win
-from bench import environment, results, timing
-from bench.device import resolve_device
+from harness import environment, results, timing
+from harness.device import resolve_device
 from im2win.cuda import runtime
 from im2win.cuda.config import VARIANTS
 from im2win.metrics import FLOAT32_BYTES, filter_elems, im2col_elems, window_nhwc_elems

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import environment, results
+from harness import environment, results
 from im2win.cuda import compile as nvrtc
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS
 from im2win.cuda.occupancy import theoretical_occupancy

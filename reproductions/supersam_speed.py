@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench import environment, results, timing
+from harness import environment, results, timing
 from supersam_min.build import build
 from supersam_min.data import nuclei_split
 from supersam_min.supernet import SuperSAM, parameter_count

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bench import environment, results, timing
+from harness import environment, results, timing
 from reproductions.tables import fmt
 
 EXPERIMENT = "supersam-subnets"
@@ -88,7 +88,7 @@ class Stages:
     def run(self, name: str, argv: list, done: Path, resumable: Path | None = None) -> dict:
         """Run `supersam argv` unless the ledger says it finished with this very command line and
         `done` exists; resume (--resume) when `resumable` exists from the same command line."""
-        from bench.results import atomic_write
+        from harness.results import atomic_write
 
         argv = [str(a) for a in argv]
         git = environment.git_state()  # another commit: the stage runs again
@@ -166,7 +166,7 @@ def run(
     device: str | None = None,
     **_,
 ) -> Path:
-    from bench.device import resolve_device
+    from harness.device import resolve_device
 
     cfg = SCALES[scale]
     device = str(resolve_device(device or "auto"))
@@ -436,7 +436,7 @@ def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[di
 def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str) -> list[dict]:
     """Encoder latency of every subnet on the Pareto front of the evaluated ones (parameters versus
     validation score), plus the largest and smallest: the latency-versus-parameters figure."""
-    from bench.device import resolve_device
+    from harness.device import resolve_device
     from supersam_min.cli import load_model
     from supersam_min.search import encoder_latency_ms
     from supersam_min.supernet import SubnetConfig, predicted_parameters

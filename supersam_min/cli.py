@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.device import resolve_device
+from harness.device import resolve_device
 from supersam_min import data as datasets
 from supersam_min.build import build
 from supersam_min.evaluate import evaluate
@@ -185,7 +185,7 @@ def cmd_search(args) -> dict:
     )
     if result.best is None:
         raise ValueError(f"no subnet within the budget was found in {len(result.trials)} proposals")
-    from bench.results import atomic_write
+    from harness.results import atomic_write
 
     atomic_write(out / "best_subnet.json", result.best.to_json() + "\n")
     sub = sup.save_subnet(out / "best", result.best)
@@ -222,7 +222,7 @@ def cmd_evaluate(args) -> dict:
         "subnet": sup.active.to_dict(),
     }
     if args.out:
-        from bench.results import atomic_write
+        from harness.results import atomic_write
 
         atomic_write(Path(args.out), json.dumps(result, indent=1) + "\n")
     return result

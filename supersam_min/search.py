@@ -109,7 +109,7 @@ def encoder_gflops(sam, image_size: int) -> float:
 def encoder_latency_ms(sam, repeat: int = 5) -> float:
     """Best-of-`repeat` time (ms) of `sam`'s image encoder on one image at its input size, after
     a warm-up: CUDA events (L2 flushed) when the model is on a GPU, perf_counter on the CPU."""
-    from bench import timing
+    from harness import timing
 
     size = sam.image_encoder.img_size
     device = next(sam.parameters()).device
@@ -356,7 +356,7 @@ def search(
                 judge_all(batch)
                 save()
         else:
-            from bench.tuner import OpenTunerLoop
+            from harness.tuner import OpenTunerLoop
 
             start = [] if space.min_subnet() in seen else [space.min_subnet()]
             evaluated = [
@@ -399,7 +399,7 @@ def search(
 
 
 def _save_history(out_dir: Path, header: dict, trials: list[dict]) -> None:
-    from bench.results import atomic_write
+    from harness.results import atomic_write
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "trials.json", json.dumps({**header, "trials": trials}, indent=1))

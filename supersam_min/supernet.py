@@ -294,7 +294,7 @@ def extract(sam: Sam, model_name: str, cfg: SubnetConfig) -> Sam:
 def save_subnet(subnet: Sam, arch: dict, path: str | Path) -> None:
     """Save an extracted subnet as {path}.pt (state_dict) + {path}.json (its architecture(...)),
     both written atomically."""
-    from bench.results import atomic_write
+    from harness.results import atomic_write
 
     path = Path(path)
     tmp = path.with_suffix(".pt.tmp")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from im2win.cuda import opencl
-from im2win.cuda.autotune import load_tuned, shape_key, tune, tuned_path
+from im2win.cuda.autotune import tune
+from im2win.cuda.tuned import load_tuned, shape_key, tuned_path
 from im2win.shapes import ConvShape
 
 pytest.importorskip("opentuner")

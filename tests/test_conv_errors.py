@@ -51,8 +51,8 @@ def test_padding_makes_a_large_filter_valid():
 
 
 def test_missing_compiler_is_a_clear_error(monkeypatch):
-    from im2win.cpu import build
+    from harness import native
 
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
-    with pytest.raises(build.CompilerError, match="no C\\+\\+ compiler found"):
-        build.find_compiler()
+    with pytest.raises(native.CompilerError, match="no C\\+\\+ compiler found"):
+        native.find_compiler()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.device import resolve_device
+from harness.device import resolve_device
 
 
 def test_fake_gpu_set_device_refuses_an_index_free_device(fake_gpu):

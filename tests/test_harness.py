@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from bench import environment, memory, results, timing
-from bench.peak import measure_peak
+from harness import environment, memory, results, timing
+from harness.peak import measure_peak
 
 
 def test_measure_reports_median_and_spread():

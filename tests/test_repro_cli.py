@@ -78,7 +78,7 @@ def test_nvrtc_report_experiment(tmp_path):
 
 def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     """A GPU run file (here built by the test with made-up numbers) renders without a GPU."""
-    from bench import results
+    from harness import results
 
     impls = ["im2win", "im2col_cublas", "cudnn", "im2win_no_prefetch"]
     records = [

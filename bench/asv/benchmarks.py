@@ -9,7 +9,7 @@ import functools
 import torch
 
 import im2win
-from bench.timing import measure, measure_cuda
+from harness.timing import measure, measure_cuda
 from im2win.metrics import gflops
 from im2win.shapes import PAPER_LAYERS
 

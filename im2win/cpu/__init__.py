@@ -6,7 +6,7 @@ import ctypes
 import functools
 from pathlib import Path
 
-from im2win.cpu.build import CompilerError, load
+from harness.native import CompilerError, load
 
 SOURCE = Path(__file__).with_name("im2win_cpu.cpp")
 

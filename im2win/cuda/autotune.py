@@ -14,13 +14,13 @@ tests drive the same search with the OpenCL emulation's time, which checks the p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 
-from im2win.cpu.build import cache_dir
+from harness.native import cache_dir
 from im2win.cuda.config import DEFAULT, TileConfig
+from im2win.cuda.tuned import shape_key, store, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
@@ -33,52 +33,11 @@ SPACE = {
 }
 
 
-def tuned_path(arch: str, folder: Path | None = None) -> Path:
-    return (folder or cache_dir() / "tuned") / f"{arch}.json"
-
-
-def shape_key(shape: ConvShape) -> str:
-    return (
-        f"n{shape.n}_c{shape.c}_h{shape.h}_w{shape.w}_k{shape.k}_r{shape.r}_s{shape.s}"
-        f"_st{shape.stride[0]}x{shape.stride[1]}_p{shape.padding[0]}x{shape.padding[1]}"
-    )
-
-
-def load_tuned(arch: str, shape: ConvShape, folder: Path | None = None) -> TileConfig | None:
-    """The stored best configuration for `shape` on `arch`, if a search has produced one."""
-    path = tuned_path(arch, folder)
-    if not path.is_file():
-        return None
-    entry = json.loads(path.read_text()).get(shape_key(shape))
-    return TileConfig(**entry["config"]) if entry else None
-
-
-def _store(
-    arch: str,
-    shape: ConvShape,
-    config: TileConfig,
-    time_ms: float,
-    evaluations: int,
-    folder: Path | None,
-) -> Path:
-    from bench.results import atomic_write
-
-    path = tuned_path(arch, folder)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[shape_key(shape)] = {
-        "config": {k: getattr(config, k) for k in SPACE} | {"wide_index": config.wide_index},
-        "time_ms": time_ms,
-        "evaluations": evaluations,
-    }
-    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return path
-
-
 def cuda_objective(shape: ConvShape) -> Callable[[TileConfig], float]:
     """Median CUDA-event time (ms) of im2win with a configuration on the current GPU."""
     import torch
 
-    from bench.timing import measure_cuda
+    from harness.timing import measure_cuda
     from im2win.cuda.runtime import conv2d
 
     x = torch.randn(shape.input_shape(), device="cuda")
@@ -106,7 +65,7 @@ def tune(
     `launchable(config)` lists why a configuration cannot run (default: TileConfig.problems);
     such configurations are never measured.
     """
-    from bench.tuner import OpenTunerLoop
+    from harness.tuner import OpenTunerLoop
 
     launchable = launchable or (lambda c: c.problems())
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
@@ -128,7 +87,7 @@ def tune(
                     best, best_ms = config, ms
     if best is None:
         raise RuntimeError(f"no launchable configuration found in {evaluations} evaluations")
-    _store(arch, shape, best, best_ms, measured, folder)
+    store(arch, shape, best, best_ms, measured, folder)
     return best, best_ms
 
 

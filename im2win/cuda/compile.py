@@ -15,7 +15,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass
 
-from im2win.cpu.build import cache_dir
+from harness.native import cache_dir
 from im2win.cuda.config import TileConfig
 from im2win.cuda.source import kernel_source
 

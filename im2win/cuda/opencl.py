@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import torch
 
-from im2win.conv import validate
+from im2win.validation import validate
 from im2win.cuda.config import TileConfig
 from im2win.cuda.launch import (
     Launch,

@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from im2win.cuda.autotune import load_tuned
+from im2win.cuda.tuned import load_tuned
 from im2win.cuda.compile import KERNELS, compile_cubin
 from im2win.cuda.config import DEFAULT, TileConfig
 from im2win.cuda.launch import (
@@ -96,7 +96,7 @@ def conv2d(
     """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution.
 
     config: the tile configuration; default: the autotuned one for this shape and architecture if a
-    search stored one (im2win/cuda/autotune.py), else DEFAULT.
+    search stored one (im2win/cuda/tuned.py), else DEFAULT.
 
     Returns [N, K, P, Q] with channels_last memory.
     """

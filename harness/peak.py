@@ -1,4 +1,4 @@
-"""The CPU's measured FP32 peak: an FMA microbenchmark (bench/peak.cpp) compiled like the kernels.
+"""The CPU's measured FP32 peak: an FMA microbenchmark (harness/peak.cpp) compiled like the kernels.
 
 Every GFLOP/s figure of a run can then also be given as a fraction of this machine's own limit.
 """
@@ -10,7 +10,7 @@ import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from im2win.cpu.build import load
+from harness.native import load
 
 SOURCE = Path(__file__).with_name("peak.cpp")
 METHOD = (
