@@ -85,4 +85,3 @@ def test_no_import_circle():
     for module in sorted(GRAPH):
         if module not in state:
             visit(module)
-

@@ -12,7 +12,6 @@ import functools
 import numpy as np
 import torch
 
-from im2win.validation import validate
 from im2win.cuda.config import TileConfig
 from im2win.cuda.launch import (
     Launch,
@@ -25,6 +24,7 @@ from im2win.cuda.launch import (
 from im2win.cuda.source import kernel_source
 from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
+from im2win.validation import validate
 
 
 class OpenCLUnavailable(RuntimeError):

@@ -11,7 +11,6 @@ import functools
 
 import torch
 
-from im2win.cuda.tuned import load_tuned
 from im2win.cuda.compile import KERNELS, compile_cubin
 from im2win.cuda.config import DEFAULT, TileConfig
 from im2win.cuda.launch import (
@@ -22,6 +21,7 @@ from im2win.cuda.launch import (
     for_shape,
     window_launch,
 )
+from im2win.cuda.tuned import load_tuned
 from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
