@@ -1,7 +1,7 @@
 """SAM model factories: the official ViT-B/L/H and small CPU configurations, one code path for all.
 
-Like segment_anything/build_sam.py: one small factory per variant passes only the numbers that differ
-to one private builder; `MODELS` maps names to factories. Checkpoints are loaded by path with
+Like segment_anything/build_sam.py: one private builder takes only the numbers in which the variants
+differ, and `ARCHITECTURES` maps each model name to its numbers. Checkpoints are loaded by path with
 torch.load(..., weights_only=True) and strict key checking (a mismatch names the missing and
 unexpected keys). Nothing is ever downloaded.
 """
@@ -20,9 +20,9 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+from supersam_min.checkpoint import CheckpointError, load_into
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model it is loaded into."""
+__all__ = ["ARCHITECTURES", "CheckpointError", "build"]
 
 
 def _build_sam(
@@ -106,45 +106,9 @@ ARCHITECTURES: dict[str, dict] = {
 """Keyword arguments of _build_sam per model name (ViT-B/L/H: the official SAM numbers)."""
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a state_dict file into `model` safely (weights_only) and strictly, with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model: {len(missing)} missing key(s) "
-            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, {len(unexpected)} unexpected "
-            f"key(s) {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}; is it the right "
-            "architecture (vit_b / vit_l / vit_h / sam_tiny)?"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # shapes differ
-        raise CheckpointError(f"checkpoint {path} does not match the model: {exc}") from exc
-    return model
-
-
 def build(name: str, checkpoint: str | Path | None = None, **overrides) -> Sam:
     """A Sam by name ("vit_b", "vit_l", "vit_h", "sam_tiny"), optionally loading a checkpoint."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     sam = _build_sam(**(ARCHITECTURES[name] | overrides))
-    return load_checkpoint(sam, checkpoint) if checkpoint is not None else sam
-
-
-build_sam_vit_b = partial(build, "vit_b")
-build_sam_vit_l = partial(build, "vit_l")
-build_sam_vit_h = partial(build, "vit_h")
-build_sam_tiny = partial(build, "sam_tiny")
-MODELS = {
-    "vit_b": build_sam_vit_b,
-    "vit_l": build_sam_vit_l,
-    "vit_h": build_sam_vit_h,
-    "sam_tiny": build_sam_tiny,
-}
+    return load_into(sam, checkpoint) if checkpoint is not None else sam

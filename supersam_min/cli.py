@@ -15,217 +15,18 @@ supernet.json.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
-from pathlib import Path
 
-import torch
-
-from harness.device import resolve_device
-from supersam_min import data as datasets
-from supersam_min.build import build
-from supersam_min.evaluate import evaluate
-from supersam_min.importance import reorder_mlps, wanda_scores
-from supersam_min.supernet import (
-    SubnetConfig,
-    SuperSAM,
-    load_subnet,
-    parameter_count,
-    predicted_parameters,
-)
-from supersam_min.train import TrainConfig, train
+from supersam_min import commands
 
 
-def load_data(spec: str, split: str) -> list[datasets.Sample]:
-    """`nuclei` (the stardist image; split train|val|test), `nuclei:SPLIT`, or a dataset folder."""
-    name, _, explicit = spec.partition(":")
-    if name == "nuclei":
-        return datasets.nuclei_split(explicit or split)
-    return datasets.folder_dataset(spec)
-
-
-def load_model(
-    path: str | Path, subnet: str | None = None, device: str | torch.device = "cpu"
-) -> tuple[SuperSAM, str]:
-    """A saved model (PATH.pt + PATH.json) or a supernet folder (with --subnet), as a SuperSAM whose
-    active subnet is what gets evaluated (a saved model: all of it), on `device`."""
-    sup, name = _load_model(Path(path), subnet)
-    sup.to(device)
-    return sup, name
-
-
-def _load_model(path: Path, subnet: str | None) -> tuple[SuperSAM, str]:
-    if path.is_dir():
-        meta = json.loads((path / "supernet.json").read_text())
-        sam = build(meta["model"])
-        best = path / "best.pt"  # the best weights by validation, when training kept them
-        if best.is_file():
-            sam.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
-        else:
-            state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-            sam.load_state_dict(state["model"])
-        sup = SuperSAM(sam, meta["model"])
-        sup.set_active_subnet(_subnet(sup, subnet or "max"))
-        return sup, meta["model"]
-    if subnet:
-        raise SystemExit("supersam: --subnet applies to a supernet folder, not to a saved model")
-    arch = json.loads(path.with_suffix(".json").read_text())
-    sam = load_subnet(path)
-    return SuperSAM(sam, arch["model"]), arch["model"]
-
-
-def _subnet(sup: SuperSAM, spec: str) -> SubnetConfig:
-    if spec in ("max", "min"):
-        return sup.space.named(spec)
-    return SubnetConfig.from_json(Path(spec).read_text())
-
-
-def cmd_pretrain(args) -> dict:
-    torch.manual_seed(args.seed)
-    sam = build("sam_tiny")
-    sup = SuperSAM(sam, "sam_tiny").to(resolve_device(args.device))
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        sandwich=False,
-        train_prompt_encoder=True,  # from scratch: nothing to keep frozen
-        prompt="mixed",
-        checkpoint_every=max(1, args.steps // 4),
-    )
-    train(
-        sup,
-        datasets.synthetic_blobs(args.images, seed=args.seed),
-        cfg,
-        Path(args.out).parent / (Path(args.out).name + "_run"),
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
-    sup.save_subnet(args.out, sup.space.max_subnet())
-    return {"model": str(args.out), "parameters": parameter_count(sup.sam)}
-
-
-def cmd_train(args) -> dict:
-    sup, model = load_model(args.init, device=resolve_device(args.device))
-    sam = sup.sam
-    samples = load_data(args.data, "train")
-    out = Path(args.out)
-    if not args.resume:  # parameter prioritization once, before the first step
-        calib = torch.stack([s.image for s in samples[: args.calibration]])
-        reorder_mlps(sam, wanda_scores(sam, [sam.preprocess(calib.to(sam.device))]))
-    cfg = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        n_random=args.n_random,
-        distill=args.distill,
-        prompt=args.prompt,
-        checkpoint_every=args.checkpoint_every,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "supernet.json").write_text(json.dumps({"model": model}) + "\n")
-    validate = None
-    val_spec = args.val or ("nuclei:val" if args.data.split(":")[0] == "nuclei" else None)
-    if val_spec:
-        val = load_data(val_spec, "val")
-
-        def validate(model):
-            return evaluate(model, val, "box", seed=args.seed)["miou"]
-
-    history = train(
-        sup, samples, cfg, out, resume=args.resume, progress=not args.no_progress, validate=validate
-    )
-    return {
-        "supernet": str(out),
-        "steps": len(history),
-        "last_losses": history[-1],
-        "best_val_miou": cfg.best_score if val_spec else None,
-        "best_step": cfg.best_step if val_spec else None,
-    }
-
-
-def cmd_extract(args) -> dict:
-    sup, model = load_model(args.supernet, args.subnet, resolve_device(args.device))
-    sub = sup.save_subnet(args.out)
-    return {
-        "model": str(args.out),
-        "subnet": sup.active.to_dict(),
-        "parameters": parameter_count(sub),
-    }
-
-
-def cmd_search(args) -> dict:
-    from supersam_min.search import Budget, Evaluator, search
-
-    if args.data.split(":") == ["nuclei", "test"]:
-        raise ValueError("search on validation data (nuclei:val); the test split is for the table")
-    budget = Budget(args.budget_kind, args.budget)
-    sup, _ = load_model(args.supernet, "max", resolve_device(args.device))
-    evaluator = Evaluator(
-        sup,
-        load_data(args.data, "val"),
-        args.prompt,
-        seed=args.eval_seed,  # not --seed: every search must score a subnet alike
-        workers=args.workers,
-        devices=[resolve_device(d) for d in args.devices] if args.devices else None,
-    )
-    out = Path(args.out)
-    result = search(
-        evaluator,
-        budget,
-        args.method,
-        args.evaluations,
-        args.seed,
-        out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        technique=args.technique,
-    )
-    if result.best is None:
-        raise ValueError(f"no subnet within the budget was found in {len(result.trials)} proposals")
-    from harness.results import atomic_write
-
-    atomic_write(out / "best_subnet.json", result.best.to_json() + "\n")
-    sub = sup.save_subnet(out / "best", result.best)
-    return {
-        "best_subnet": result.best.to_dict(),
-        "validation_score": result.best_score,
-        "parameters": parameter_count(sub),
-        "fraction_of_full": parameter_count(sub) / evaluator.full_params,
-        "evaluations": result.evaluations,
-        "proposals": len(result.trials),
-        "files": [
-            str(out / f) for f in ("trials.json", "best_subnet.json", "best.pt", "best.json")
-        ],
-    }
-
-
-def cmd_evaluate(args) -> dict:
-    sup, model = load_model(args.model, args.subnet, resolve_device(args.device))
-    samples = load_data(args.data, "test")
-    # a supernet counts its active subnet (predicted, no copy); a saved model is counted as it is
-    total = parameter_count(sup.sam)
-    outside_encoder = total - parameter_count(sup.sam.image_encoder)
-    if Path(args.model).is_dir():
-        total = predicted_parameters(sup.sam, sup.active)
-    scores = evaluate(sup, samples, args.prompt, seed=args.seed)
-    result = {
-        "model": str(args.model),
-        "arch": model,
-        "data": args.data,
-        "prompt": args.prompt,
-        **scores,
-        "parameters": total,
-        "encoder_parameters": total - outside_encoder,
-        "subnet": sup.active.to_dict(),
-    }
-    if args.out:
-        from harness.results import atomic_write
-
-        atomic_write(Path(args.out), json.dumps(result, indent=1) + "\n")
-    return result
+def call(args: argparse.Namespace) -> dict:
+    """Call the sub-command's function with the parsed options it takes (options are named as
+    its keyword arguments)."""
+    taken = inspect.signature(args.func).parameters
+    return args.func(**{k: v for k, v in vars(args).items() if k in taken})
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -235,7 +36,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
     common.add_argument(
         "--device",
         default="auto",
@@ -254,7 +57,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2, help="images per step (per process)")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly")
-    p.set_defaults(func=cmd_pretrain)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=commands.pretrain)
 
     p = sub.add_parser(
         "train",
@@ -286,7 +90,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=commands.train_supernet)
 
     p = sub.add_parser(
         "extract",
@@ -297,7 +102,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet", required=True, help="supernet folder")
     p.add_argument("--subnet", default="max", help="max, min, or a subnet JSON file")
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
-    p.set_defaults(func=cmd_extract)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=commands.extract)
 
     p = sub.add_parser(
         "search",
@@ -359,7 +165,8 @@ def make_parser() -> argparse.ArgumentParser:
         "search), so that searches with different seeds optimise the same objective",
     )
     p.add_argument("--resume", action="store_true", help="continue OUT/trials.json")
-    p.set_defaults(func=cmd_search)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=commands.search)
 
     p = sub.add_parser(
         "evaluate",
@@ -377,24 +184,25 @@ def make_parser() -> argparse.ArgumentParser:
         help="one point (best of 3 masks) or the exact box per object",
     )
     p.add_argument("--out", default=None, help="also write the result as JSON here")
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=commands.evaluate)
 
     return parser
 
 
 def run_command(argv: list[str]) -> dict:
     """Run one `supersam` command line and return its result (what main prints as JSON); errors
-    propagate as exceptions. The reproductions drive the pipeline through this."""
+    propagate as exceptions."""
     args = make_parser().parse_args(argv)
-    return args.func(args)
+    return call(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+        result = call(args)
+    except (ValueError, OSError) as exc:  # bad input, files: one line, no traceback
         parser.exit(2, f"supersam {args.command}: {exc}\n")
     print(json.dumps(result, indent=1))
     return 0

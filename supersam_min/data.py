@@ -149,13 +149,22 @@ def nuclei_split(split: str, size: int = NUCLEI_CROP * NUCLEI_ZOOM) -> list[Samp
 
 
 def _read(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    """The pixels of a PNG or TIFF file; DataError naming the file when it cannot be decoded."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
 
-        return tifffile.imread(path)
-    from PIL import Image
+            return tifffile.imread(path)
+        from PIL import Image
 
-    return np.asarray(Image.open(path))
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            return np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{path} cannot be read as an image ({reason}); replace or remove it"
+        ) from None
 
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -254,3 +263,32 @@ def augment(sample: Sample, rng: random.Random) -> Sample:
     if rng.random() < 0.5:
         img, masks = img.flip(2), masks.flip(2)
     return Sample(img.contiguous(), masks.contiguous())
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_spec(spec: str, split: str) -> list[Sample]:
+    """Samples named by a data option: `nuclei` (the stardist image's `split`), `nuclei:SPLIT`, or a
+    dataset folder (see folder_dataset)."""
+    name, _, explicit = spec.partition(":")
+    if name == "nuclei":
+        chosen = explicit or split
+        if chosen not in SPLITS:
+            raise DataError(f"unknown nuclei split {chosen!r}; choose one of {', '.join(SPLITS)}")
+        return nuclei_split(chosen)
+    return folder_dataset(spec)
+
+
+def split_specs(data: str | None) -> dict[str, str]:
+    """The train/val/test data options of a pipeline: the nuclei splits (data None), or a folder
+    holding train/, val/ and test/ dataset folders."""
+    if data is None:
+        return {s: f"nuclei:{s}" for s in SPLITS}
+    root = Path(data)
+    missing = [s for s in SPLITS if not (root / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"--data {root}: no {', '.join(missing)} folder(s); expected train/ val/ test/"
+        )
+    return {s: str(root / s) for s in SPLITS}

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from supersam_min.analysis import best_so_far
 from supersam_min.data import Sample
 from supersam_min.evaluate import evaluate
 from supersam_min.supernet import (
@@ -220,12 +221,7 @@ class SearchResult:
 
     def convergence(self) -> list[float]:
         """The best score after each evaluation (index i: after i + 1 evaluations)."""
-        best, out = -math.inf, []
-        for t in self.trials:
-            if t["evaluation"] is not None:
-                best = max(best, t["score"])
-                out.append(best)
-        return out
+        return best_so_far([t["score"] for t in self.trials if t["evaluation"] is not None])
 
 
 def _header(

@@ -10,10 +10,10 @@ sample_active_subnet(rng), get_active_subnet (a standalone stock-class Sam: a re
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +180,17 @@ class ElasticMLP(MLPBlock):
         hidden = self.act(F.linear(x, self.lin1.weight[:w], self.lin1.bias[:w]))
         return F.linear(hidden, self.lin2.weight[:, :w], self.lin2.bias)
 
+    def narrowed(self, width: int | None = None) -> MLPBlock:
+        """A stock MLPBlock with the first `width` (default: the active) hidden units, copied."""
+        w = width or self.active
+        block = MLPBlock(self.lin1.in_features, w, act=type(self.act))
+        with torch.no_grad():
+            block.lin1.weight.copy_(self.lin1.weight[:w])
+            block.lin1.bias.copy_(self.lin1.bias[:w])
+            block.lin2.weight.copy_(self.lin2.weight[:, :w])
+            block.lin2.bias.copy_(self.lin2.bias)
+        return block.to(self.lin1.weight.device, self.lin1.weight.dtype)
+
 
 class SuperSAM(torch.nn.Module):
     """A Sam whose encoder runs any subnet of `space` with shared weights."""
@@ -228,13 +239,6 @@ class SuperSAM(torch.nn.Module):
         self.space.validate(cfg)
         return extract(self.sam, self.model_name, cfg)
 
-    def save_subnet(self, path: str | Path, cfg: SubnetConfig | None = None) -> Sam:
-        """Extract subnet `cfg` (default: the active one), save it (save_subnet) and return it."""
-        cfg = cfg or self.active
-        subnet = self.get_active_subnet(cfg)
-        save_subnet(subnet, architecture(self.model_name, self.sam, cfg), path)
-        return subnet
-
     # -- forward ----------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The image encoder of the active subnet: images [B, 3, S, S] (normalised) -> embeddings."""
@@ -272,44 +276,20 @@ def build_subnet(arch: dict) -> Sam:
 
 
 def extract(sam: Sam, model_name: str, cfg: SubnetConfig) -> Sam:
-    """Copy the subnet `cfg` of `sam` into a new, smaller stock-class Sam."""
-    sub = build_subnet(architecture(model_name, sam, cfg))
-    full = sam.state_dict()
-    state = {k: v for k, v in full.items() if not k.startswith("image_encoder.blocks.")}
-    for new, (b, w) in enumerate(zip(cfg.blocks, cfg.mlp_widths, strict=True)):
-        prefix = f"image_encoder.blocks.{b}."
-        for key, value in full.items():
-            if not key.startswith(prefix):
-                continue
-            name = f"image_encoder.blocks.{new}." + key[len(prefix) :]
-            if name.endswith(("mlp.lin1.weight", "mlp.lin1.bias")):
-                value = value[:w]  # the first w (most important) hidden units
-            elif name.endswith("mlp.lin2.weight"):
-                value = value[:, :w]
-            state[name] = value.clone()
-    sub.load_state_dict(state, strict=True)
-    return sub.to(next(sam.parameters()).device)
-
-
-def save_subnet(subnet: Sam, arch: dict, path: str | Path) -> None:
-    """Save an extracted subnet as {path}.pt (state_dict) + {path}.json (its architecture(...)),
-    both written atomically."""
-    from harness.results import atomic_write
-
-    path = Path(path)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(subnet.state_dict(), tmp)
-    tmp.replace(path.with_suffix(".pt"))
-    atomic_write(path.with_suffix(".json"), json.dumps(arch, indent=1) + "\n")
-
-
-def load_subnet(path: str | Path) -> Sam:
-    """Load a subnet saved by save_subnet: architecture JSON + weights (weights_only)."""
-    from supersam_min.build import load_checkpoint
-
-    path = Path(path)
-    arch = json.loads(path.with_suffix(".json").read_text())
-    return load_checkpoint(build_subnet(arch), path.with_suffix(".pt"))
+    """Copy the subnet `cfg` of `sam` into a new, smaller stock-class Sam (a walk over the layers:
+    the kept blocks, each elastic MLP narrowed to its stock self)."""
+    sub = copy.deepcopy(sam)
+    blocks = sub.image_encoder.blocks
+    kept = []
+    for b, w in zip(cfg.blocks, cfg.mlp_widths, strict=True):
+        block = blocks[b]
+        if isinstance(block.mlp, ElasticMLP):
+            block.mlp = block.mlp.narrowed(w)
+        kept.append(block)
+    sub.image_encoder.blocks = torch.nn.ModuleList(kept)
+    for p in sub.parameters():
+        p.requires_grad_(True)  # a standalone model: every parameter its own again
+    return sub.eval()
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 from tqdm import tqdm
 
+from supersam_min import storage
 from supersam_min.data import Sample, augment, box_prompt, point_prompt
 from supersam_min.supernet import SubnetConfig, SuperSAM
 
@@ -42,11 +43,29 @@ class TrainConfig:
     iou_loss: bool = True  # also train SAM's IoU head: MSE to the mask's actual IoU
     sandwich: bool = True  # False: only the largest subnet (plain training, e.g. pre-training)
     train_prompt_encoder: bool = False  # True only when pre-training from scratch
-    best_score: float = float("-inf")  # validation score of best.pt (kept across resumes)
-    best_step: int = -1
     seed: int = 0
     checkpoint_every: int = 50
-    history: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "warmup_steps", "max_masks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_random < 0:
+            raise ValueError(f"n_random must be >= 0, got {self.n_random}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.prompt not in ("point", "box", "mixed"):
+            raise ValueError(f"prompt must be point, box or mixed, got {self.prompt!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the per-step losses (largest, random..., smallest) and, with
+    validation, the best score and the step whose weights are in best.pt (-1: none scored)."""
+
+    history: list[list[float]] = field(default_factory=list, repr=False)
+    best_score: float = float("-inf")
+    best_step: int = -1
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -246,26 +265,6 @@ def _schedule(cfg: TrainConfig):
     return factor
 
 
-def save_checkpoint(
-    path: Path, sup: SuperSAM, optimizer, scheduler, step: int, cfg: TrainConfig
-) -> None:
-    """Everything a resumed run needs, written to a temporary file and renamed (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": sup.sam.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "config": asdict(cfg),
-            "model_name": sup.model_name,
-        },
-        tmp,
-    )
-    tmp.replace(path)
-
-
 def train(
     sup: SuperSAM,
     samples: list[Sample],
@@ -275,37 +274,32 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     validate=None,
-) -> list[list[float]]:
+) -> TrainResult:
     """Train with the sandwich rule for cfg.steps steps; checkpoints in out_dir/checkpoint.pt.
 
     With resume=True, continues from that checkpoint exactly (same model, optimizer, schedule and
     random stream). validate(sup) -> score (higher is better), if given, scores the largest subnet
     before training and at every checkpoint; the best weights are kept in out_dir/best.pt.
     stop_after: leave after that many steps of this run (a time-boxed or
-    interrupted run), after checkpointing. Returns the per-step losses (largest, random...,
-    smallest).
+    interrupted run), after checkpointing.
     """
     if not samples or all(len(s.masks) == 0 for s in samples):
         raise ValueError("no training sample has an object to segment")
     samples = [s for s in samples if len(s.masks)]
     out_dir = Path(out_dir)
-    ckpt = out_dir / "checkpoint.pt"
     optimizer = torch.optim.AdamW(
         trainable_parameters(sup, cfg.train_prompt_encoder),
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
-    start, history = 0, list(cfg.history)
+    start, result = 0, TrainResult()
     if resume:
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = storage.load_training_state(out_dir)
         sup.sam.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, history = state["step"], list(state["config"]["history"])
-        cfg.best_score, cfg.best_step = state["config"]["best_score"], state["config"]["best_step"]
+        start, result = state["step"], TrainResult(**state["result"])
     rank, world = distributed()
 
     def keep_if_best(step: int) -> None:
@@ -314,12 +308,9 @@ def train(
         sup.sample_max_subnet()
         score = validate(sup)
         sup.train()
-        if score > cfg.best_score:
-            cfg.best_score, cfg.best_step = score, step
-            tmp = out_dir / "best.tmp"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(sup.sam.state_dict(), tmp)
-            tmp.replace(out_dir / "best.pt")
+        if score > result.best_score:
+            result.best_score, result.best_step = score, step
+            storage.save_best(out_dir, sup.sam)
 
     if not resume:
         keep_if_best(0)
@@ -348,12 +339,22 @@ def train(
             world,
         )
         scheduler.step()
-        history.append(losses)
+        result.history.append(losses)
         bar.set_postfix(largest=f"{losses[0]:.3f}", smallest=f"{losses[-1]:.3f}")
         done = step + 1
         if (done % cfg.checkpoint_every == 0 or done == end) and rank == 0:
             keep_if_best(done)
-            cfg.history = history
-            save_checkpoint(ckpt, sup, optimizer, scheduler, done, cfg)
+            storage.save_training_state(
+                out_dir,
+                {
+                    "model": sup.sam.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": done,
+                    "config": asdict(cfg),
+                    "result": asdict(result),
+                    "model_name": sup.model_name,
+                },
+            )
     sup.eval()
-    return history
+    return result

@@ -58,7 +58,7 @@ def test_repro_im2win_gpu_gets_past_device_selection(fake_gpu, monkeypatch):
 
 @pytest.mark.parametrize("command", ["evaluate", "extract"])
 def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_path, command):
-    from supersam_min import cli
+    from supersam_min import cli, storage
 
     seen = []
 
@@ -66,7 +66,7 @@ def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_
         seen.append(device)
         raise _Reached
 
-    monkeypatch.setattr(cli, "load_model", stop)
+    monkeypatch.setattr(storage, "load_model", stop)
     argv = {
         "evaluate": ["evaluate", "--model", str(tmp_path / "m")],
         "extract": ["extract", "--supernet", str(tmp_path), "--out", str(tmp_path / "o")],

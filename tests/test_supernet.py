@@ -6,12 +6,13 @@ import random
 import pytest
 import torch
 
-from supersam_min.build import CheckpointError, build, load_checkpoint
+from supersam_min.build import CheckpointError, build
+from supersam_min.checkpoint import load_into
 from supersam_min.importance import reorder_mlps, wanda_scores
+from supersam_min.storage import load_subnet, save_subnet
 from supersam_min.supernet import (
     SubnetConfig,
     SuperSAM,
-    load_subnet,
     parameter_count,
     predicted_parameters,
     vit_b_search_space,
@@ -104,10 +105,11 @@ def test_vit_b_smallest_subnet_size_matches_the_paper():
 def test_save_and_load_a_subnet_without_the_supernet(tmp_path):
     sup = SuperSAM(_tiny(), "sam_tiny")
     cfg = sup.sample_active_subnet(random.Random(3))
-    sub = sup.save_subnet(tmp_path / "sub")
+    sub = save_subnet(sup, tmp_path / "sub")
     arch = json.loads((tmp_path / "sub.json").read_text())
     assert arch["subnet"] == json.loads(cfg.to_json())
-    loaded = load_subnet(tmp_path / "sub")
+    loaded, name = load_subnet(tmp_path / "sub")
+    assert name == "sam_tiny"
     x = _images(1)
     assert torch.equal(loaded.image_encoder(x), sub.image_encoder(x))
 
@@ -130,10 +132,10 @@ def test_wrong_checkpoint_names_the_keys(tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save(build("sam_tiny").state_dict(), path)
     with pytest.raises(CheckpointError, match="missing key"):
-        load_checkpoint(build("sam_tiny", depth=4, global_attn_indexes=(1, 3)), path)
+        load_into(build("sam_tiny", depth=4, global_attn_indexes=(1, 3)), path)
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="unexpected key"):
-        load_checkpoint(build("sam_tiny"), tmp_path / "other.pt")
+        load_into(build("sam_tiny"), tmp_path / "other.pt")
 
 
 def test_layer_importance_gives_documented_probabilities():

@@ -52,8 +52,8 @@ def test_resumed_run_continues_exactly(tmp_path):
     interrupted = _supernet()
     train(interrupted, data, TrainConfig(**cfg), tmp_path / "b", progress=False, stop_after=2)
     resumed = _supernet()  # a fresh process would start from new weights too
-    history = train(resumed, data, TrainConfig(**cfg), tmp_path / "b", resume=True, progress=False)
-    assert len(history) == 4
+    result = train(resumed, data, TrainConfig(**cfg), tmp_path / "b", resume=True, progress=False)
+    assert len(result.history) == 4
     for (name, a), b in zip(
         straight.sam.state_dict().items(), resumed.sam.state_dict().values(), strict=True
     ):
