@@ -88,7 +88,6 @@ class OpenTunerLoop:
             program_version=version,
         )
         self._api = TuningRunManager(interface, args)
-        self._told = 0
 
     def ask(self) -> list[tuple[object, dict]]:
         return [
@@ -104,7 +103,6 @@ class OpenTunerLoop:
             self._api.report_result(handle, Result(time=value))
         else:
             self._api.report_result(handle, Result(state="ERROR", time=math.inf))
-        self._told += 1
 
     def close(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Every CPU convolution implementation the suite measures, by its string id.
+"""Every convolution implementation the suite measures, by its string id, on CPU and CUDA tensors.
 
 Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
 
@@ -13,7 +13,10 @@ Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
     torch        F.conv2d on NCHW tensors (oneDNN).                                    [baseline]
     torch_cl     F.conv2d after reordering input and filter to channels_last (oneDNN's fastest path).
 
-Each function takes validated arguments: float32 CPU tensors x [N, C, H, W] (any strides), weight
+On CUDA tensors, under the same ids: im2win and direct (the NVRTC-compiled kernels of im2win/cuda),
+im2col_gemm (unfold + cuBLAS) and torch (cuDNN).
+
+Each function takes validated arguments: float32 tensors x [N, C, H, W] (any strides), weight
 [K, C, R, S], bias [K] or None, stride and padding as pairs; threads come from torch.get_num_threads().
 """
 
@@ -28,7 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from im2win.cpu import lib
-from im2win.metrics import window_nhwc_elems
+from im2win.metrics import (
+    filter_elems,
+    im2col_elems,
+    input_elems,
+    window_nchw_elems,
+    window_nhwc_elems,
+)
 from im2win.shapes import ConvShape
 from im2win.transform import window_nchw, window_nhwc
 
@@ -218,13 +227,36 @@ def _direct_cuda(x, weight, bias, stride, padding):
     return direct_conv2d(x, weight, bias, stride, padding)
 
 
+def _cuda_window_elems(shape: ConvShape) -> int:
+    """The GPU im2win's workspace: the whole NHWC window tensor and the reordered filter."""
+    return window_nhwc_elems(shape) + filter_elems(shape)
+
+
 @dataclass(frozen=True)
 class Implementation:
+    """Everything about one implementation: how it runs on CPU and CUDA tensors, the window
+    transform timed on its own, and the workspace it allocates beyond its output (float32
+    elements, from its formula; None: no formula, e.g. oneDNN's and cuDNN's internal workspaces).
+    """
+
     id: str
-    run: Callable[..., torch.Tensor]  # on CPU tensors
-    description: str
-    native: bool  # compiled by this project (im2win/cpu) rather than provided by PyTorch
+    run: Callable[..., torch.Tensor] | None  # on CPU tensors
     cuda_run: Callable[..., torch.Tensor] | None = None  # on CUDA tensors, where supported
+    extra_elems: Callable[[ConvShape, int], int] | None = None  # (shape, threads), on the CPU
+    cuda_extra_elems: Callable[[ConvShape], int] | None = None
+    # the window transform alone: materialised (x, shape) -> Iw, or streamed: the kernel's timer
+    window_transform: Callable[[torch.Tensor, ConvShape], torch.Tensor] | None = None
+    streamed_transform_ms: Callable[..., float] | None = None  # (x, w, b, stride, padding) -> ms
+
+    def extra_bytes(self, shape: ConvShape, threads: int, cuda: bool = False) -> int | None:
+        """Workspace beyond the output, in bytes, from the formula (None: no formula)."""
+        if cuda:
+            return None if self.cuda_extra_elems is None else self.cuda_extra_elems(shape) * 4
+        return None if self.extra_elems is None else self.extra_elems(shape, threads) * 4
+
+
+def _panels(threads: int) -> int:
+    return threads * lib().im2win_panel_floats()
 
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
@@ -233,26 +265,43 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         Implementation(
             "im2win",
             _im2win,
-            "im2win, streamed NHWC windows + SIMD micro-kernel",
-            True,
             _im2win_cuda,
+            extra_elems=im2win_workspace_floats,
+            cuda_extra_elems=_cuda_window_elems,
+            streamed_transform_ms=lambda *args: im2win_with_phases(*args)[1],
         ),
         Implementation(
-            "im2win_nhwc", _im2win_nhwc, "im2win, materialised NHWC window tensor", True
+            "im2win_nhwc",
+            _im2win_nhwc,
+            extra_elems=lambda shape, threads: window_nhwc_elems(shape) + _panels(threads),
+            window_transform=window_nhwc,
         ),
-        Implementation("im2win_nchw", _im2win_nchw, "im2win, the paper's NCHW dot products", True),
-        Implementation(
-            "direct", _direct, "direct convolution, same compiler and flags", True, _direct_cuda
+        Implementation(  # the paper's window tensor plus its reordered filter Fw
+            "im2win_nchw",
+            _im2win_nchw,
+            extra_elems=lambda shape, _: window_nchw_elems(shape) + filter_elems(shape),
+            window_transform=window_nchw,
         ),
         Implementation(
+            "direct",
+            _direct,
+            _direct_cuda,
+            extra_elems=lambda shape, _: 0,
+            cuda_extra_elems=lambda shape: 0,
+        ),
+        Implementation(  # the im2col matrix; unfold + GEMM (MKL on the CPU, cuBLAS on CUDA)
             "im2col_gemm",
             _im2col_gemm,
-            "unfold + GEMM (torch.mm: MKL; cuBLAS on CUDA)",
-            False,
             _im2col_gemm,
+            extra_elems=lambda shape, _: im2col_elems(shape),
+            cuda_extra_elems=im2col_elems,
         ),
-        Implementation("torch", _torch, "F.conv2d NCHW (oneDNN; cuDNN on CUDA)", False, _torch),
-        Implementation("torch_cl", _torch_cl, "F.conv2d channels_last (oneDNN)", False),
+        Implementation("torch", _torch, _torch),  # F.conv2d: oneDNN on the CPU, cuDNN on CUDA
+        Implementation(  # the input and filter reordered to channels_last
+            "torch_cl",
+            _torch_cl,
+            extra_elems=lambda shape, _: input_elems(shape) + filter_elems(shape),
+        ),
     ]
 }
 BASELINE = "torch"

@@ -1,4 +1,4 @@
-"""FLOP counts, throughput and the analytic extra memory of each implementation.
+"""FLOP counts, throughput, and the sizes of the tensors the implementations allocate.
 
 FLOPs follow the 2 x MACs convention (a multiply and an add). The im2win papers' GPU logs count MACs;
 reproductions that compare with them convert explicitly.
@@ -37,29 +37,3 @@ def filter_elems(shape: ConvShape) -> int:
 
 def input_elems(shape: ConvShape) -> int:
     return shape.n * shape.c * shape.h * shape.w
-
-
-def analytic_extra_bytes(
-    impl: str, shape: ConvShape, threads: int, panel_floats: int, im2win_work_floats: int
-) -> int | None:
-    """Workspace an implementation allocates beyond its output, from its formula (bytes).
-
-    im2win: its streamed window bands and filter panels, or the whole window tensor, whichever
-    it uses (`im2win_work_floats`, from im2win.implementations.im2win_workspace_floats).
-    im2win_nhwc: the NHWC window tensor plus one packed filter panel per thread (`panel_floats`
-    each, im2win.cpu.lib().im2win_panel_floats()).
-    im2win_nchw: the paper's window tensor plus the paper's reordered filter Fw.
-    im2col_gemm: the im2col matrix. direct: nothing. torch_cl: the input and filter reordered to
-    channels_last. torch: oneDNN's internal workspace is not documented, so no formula (None).
-    """
-    elems = {
-        "im2win": lambda: im2win_work_floats,
-        "im2win_nhwc": lambda: window_nhwc_elems(shape) + threads * panel_floats,
-        "im2win_nchw": lambda: window_nchw_elems(shape) + filter_elems(shape),
-        "im2col_gemm": lambda: im2col_elems(shape),
-        "direct": lambda: 0,
-        "torch_cl": lambda: input_elems(shape) + filter_elems(shape),
-    }
-    if impl not in elems:
-        return None
-    return elems[impl]() * FLOAT32_BYTES

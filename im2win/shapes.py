@@ -1,7 +1,7 @@
 """Convolution shapes and the im2win papers' twelve benchmark layers.
 
-The layer table is the authors' `benchmarks/benchmarks.h` (batch 128, FP32, no padding), as recorded in
-shared/papers/IM2WIN.md. conv4 has C = 64 in the CPU list and C = 32 in the GPU list.
+The layer table is the authors' `benchmarks/benchmarks.h` (github.com/seth-lu/Im2win; batch 128, FP32,
+no padding). conv4 has C = 64 in the CPU list (branch main) and C = 32 in the GPU list (branch CUDA).
 """
 
 from __future__ import annotations
@@ -106,8 +106,6 @@ PAPER_LAYERS: dict[str, ConvShape] = {
     "conv12": _layer(512, 7, 512, 3, 1),
 }
 """The papers' layers at batch 128 (CPU list: conv4 has C = 64)."""
-
-PAPER_BATCH = 128
 
 
 def reduced(shape: ConvShape, n: int = 1, max_out: int = 6) -> ConvShape:

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 from harness import results
+from im2win.implementations import IMPLEMENTATIONS
+from im2win.shapes import PAPER_LAYERS
 from reproductions import (
     im2win_cpu,
     im2win_gpu,
@@ -57,7 +59,55 @@ def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
     return module.render(doc, raw, results_dir / module.EXPERIMENT)
 
 
-def main(argv: list[str] | None = None) -> int:
+# every option an experiment may declare (its module's OPTIONS), by the keyword `run` takes
+RUN_OPTIONS: dict[str, tuple[str, dict]] = {
+    "threads": (
+        "--threads",
+        dict(type=int, help="threads for every implementation (default: all available cores)"),
+    ),
+    "layers": (
+        "--layers",
+        dict(nargs="+", choices=list(PAPER_LAYERS), help="subset of layers (default: all)"),
+    ),
+    "impls": (
+        "--impls",
+        dict(nargs="+", choices=list(IMPLEMENTATIONS), help="subset of implementations"),
+    ),
+    "repeat": ("--repeat", dict(type=int, help="timed calls per measurement")),
+    "warmup": ("--warmup", dict(type=int, help="discarded calls before timing")),
+    "seed": ("--seed", dict(type=int, default=0, help="seed of the random inputs and choices")),
+    "device": (
+        "--device",
+        dict(
+            help="cpu, cuda, cuda:N or auto (default: im2win-gpu the current GPU, "
+            "supersam-subnets the GPU if PyTorch sees one, else the CPU)"
+        ),
+    ),
+    "checkpoint": ("--checkpoint", dict(help="--scale full: the SAM ViT-B weights (a .pth file)")),
+    "data": (
+        "--data",
+        dict(
+            help="a folder with train/ val/ test/ dataset folders (default at quick scale: the "
+            "nuclei image's splits)"
+        ),
+    ),
+    "work_dir": (
+        "--work-dir",
+        dict(
+            type=Path,
+            help="where models and search histories go (default: ./runs/supersam-subnets/SCALE); "
+            "a rerun reuses finished stages and resumes the rest",
+        ),
+    ),
+    "fresh": ("--fresh", dict(action="store_true", help="start over: discard the work folder")),
+}
+
+
+def _results_dir(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--results-dir", type=Path, default=None, help=help_text)
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -65,57 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list experiments and scales")
 
     run = sub.add_parser("run", help="measure an experiment, write its raw results, render them")
-    run.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    run.add_argument(
-        "--scale",
-        default=None,
-        help="im2win-cpu: quick (default: minutes on 2 cores), paper (batch 128: the papers' "
-        "setting, hours on small machines), smoke (seconds, for tests); im2win-nvrtc: all "
-        "(default)",
-    )
-    run.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads for every implementation (default: all available cores)",
-    )
-    run.add_argument("--repeat", type=int, default=None, help="timed calls per measurement")
-    run.add_argument("--warmup", type=int, default=None, help="discarded calls before timing")
-    run.add_argument("--layers", nargs="+", default=None, help="subset of layers (default: all)")
-    run.add_argument(
-        "--impls", nargs="+", default=None, help="subset of implementations (default: all)"
-    )
-    run.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    run.add_argument(
-        "--device",
-        default=None,
-        help="im2win-gpu: the CUDA device to measure (default: cuda, the current one); "
-        "supersam-subnets: cpu, cuda[:N] or auto (default: the GPU if PyTorch sees one)",
-    )
-    run.add_argument(
-        "--checkpoint", default=None, help="supersam-subnets --scale full: SAM ViT-B weights"
-    )
-    run.add_argument(
-        "--data",
-        default=None,
-        help="supersam-subnets: a folder with train/ val/ test/ dataset folders (default at "
-        "quick scale: the nuclei image's splits)",
-    )
-    run.add_argument(
-        "--work-dir",
-        type=Path,
-        default=None,
-        help="supersam-subnets: where models and search histories go (default: "
-        "./runs/supersam-subnets/SCALE); a rerun reuses finished stages and resumes the rest",
-    )
-    run.add_argument("--fresh", action="store_true", help="supersam-subnets: start over")
-    run.add_argument(
-        "--results-dir",
-        type=Path,
-        default=None,
-        help="where raw/ and rendered outputs go (default: ./results)",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    experiments = run.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for name, module in sorted(EXPERIMENTS.items()):
+        p = experiments.add_parser(
+            name,
+            help=module.__doc__.splitlines()[0],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "--scale",
+            choices=list(module.SCALES),
+            default=next(iter(module.SCALES)),
+            help="default: %(default)s",
+        )
+        for option in module.OPTIONS:
+            flag, kwargs = RUN_OPTIONS[option]
+            p.add_argument(flag, dest=option, **kwargs)
+        _results_dir(p, "where raw/ and rendered outputs go (default: ./results)")
+        p.add_argument(
+            "--no-progress", dest="progress", action="store_false", help="no progress bar"
+        )
 
     render = sub.add_parser("render", help="redraw tables and figures from a raw run file")
     render.add_argument(
@@ -130,13 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="raw run file (default: the newest for the experiment)",
     )
-    render.add_argument(
-        "--results-dir",
-        type=Path,
-        default=None,
-        help="where raw/ is read and outputs go (default: ./results)",
-    )
+    _results_dir(render, "where raw/ is read and outputs go (default: ./results)")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, module in EXPERIMENTS.items():
@@ -153,29 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module = EXPERIMENTS[args.experiment]
     if args.command == "run":
-        args.scale = args.scale or next(iter(module.SCALES))
-        if args.scale not in module.SCALES:
-            parser.error(
-                f"unknown scale {args.scale!r} for {args.experiment}; choose one of "
-                f"{', '.join(module.SCALES)}"
-            )
+        options = {k: getattr(args, k) for k in (*module.OPTIONS, "scale", "progress")}
         try:
-            raw = module.run(
-                scale=args.scale,
-                threads=args.threads,
-                layers=args.layers,
-                impls=args.impls,
-                repeat=args.repeat,
-                warmup=args.warmup,
-                seed=args.seed,
-                device=args.device,
-                checkpoint=args.checkpoint,
-                data=args.data,
-                work_dir=args.work_dir,
-                fresh=args.fresh,
-                results_dir=args.results_dir,
-                progress=not args.no_progress,
-            )
+            raw = module.run(results_dir=args.results_dir, **options)
         except im2win_gpu.NoGpu as exc:
             raise SystemExit(f"repro: {exc}") from exc
         except ValueError as exc:

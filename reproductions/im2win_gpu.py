@@ -1,6 +1,7 @@
 """im2win on an NVIDIA GPU: the TFLOPS, memory and ablation tables of the Euro-Par 2023 paper.
 
-Peers: im2col_gemm (unfold + cuBLAS), cudnn (PyTorch's cuDNN choice with benchmark mode on), and the
+Peers, under the ids they have on the CPU: direct, im2col_gemm (unfold + cuBLAS), torch (F.conv2d:
+PyTorch's cuDNN choice with benchmark mode on), and the
 paper's ablation: each optimization of the im2win kernel switched off (im2win/cuda/config.py). FP32
 throughout (TF32 off). `run` needs a GPU and refuses to write anything without one; `render` draws
 from raw files on any machine.
@@ -22,7 +23,6 @@ from harness import environment, results, timing
 from harness.device import resolve_device
 from im2win.cuda import runtime
 from im2win.cuda.config import VARIANTS
-from im2win.metrics import FLOAT32_BYTES, filter_elems, im2col_elems, window_nhwc_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape
 from reproductions.tables import fmt, geomean, grid, table
@@ -32,7 +32,7 @@ SCALES = {
     "quick": {"batch": 8, "warmup": 3, "repeat": 10},
     "paper": {"batch": 128, "warmup": 5, "repeat": 20},
 }
-GPU_CONV4_CHANNELS = 32  # the GPU layer list has C = 32 for conv4 (shared/papers/IM2WIN.md)
+GPU_CONV4_CHANNELS = 32  # conv4 has C = 32 in the authors' GPU layer list (seth-lu/Im2win, CUDA)
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
 PAPER_TFLOPS_MACS = {
     "conv1": (3.023, 4.459, 8.018),
@@ -66,16 +66,11 @@ def gpu_shapes(batch: int) -> dict[str, ConvShape]:
 
 
 def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
-    """Output plus workspace from the formula: im2win variants allocate the window tensor and the
-    reordered filter, im2col the column matrix; cuDNN's workspace has no formula (None)."""
-    out = shape.n * shape.k * shape.p * shape.q
-    if impl.startswith("im2win"):
-        return (out + window_nhwc_elems(shape) + filter_elems(shape)) * FLOAT32_BYTES
-    if impl == "im2col_cublas":
-        return (out + im2col_elems(shape)) * FLOAT32_BYTES
-    if impl == "direct":
-        return out * FLOAT32_BYTES
-    return None
+    """Output plus workspace from the implementation's formula (None: cuDNN's has none); the
+    ablation's im2win variants allocate what im2win does."""
+    entry = im2win.IMPLEMENTATIONS["im2win" if impl.startswith("im2win") else impl]
+    extra = entry.extra_bytes(shape, threads=1, cuda=True)
+    return None if extra is None else shape.n * shape.k * shape.p * shape.q * 4 + extra
 
 
 def _impls(x, w, b, shape) -> dict:
@@ -83,21 +78,18 @@ def _impls(x, w, b, shape) -> dict:
         return functools.partial(runtime.conv2d, x, w, b, shape.stride, shape.padding, config)
 
     calls = {
-        "im2win": functools.partial(im2win.conv2d, x, w, b, shape.stride, shape.padding),
-        "direct": functools.partial(
-            im2win.conv2d, x, w, b, shape.stride, shape.padding, impl="direct"
-        ),
-        "im2col_cublas": functools.partial(
-            im2win.conv2d, x, w, b, shape.stride, shape.padding, impl="im2col_gemm"
-        ),
-        "cudnn": functools.partial(
-            torch.nn.functional.conv2d, x, w, b, shape.stride, shape.padding
-        ),
+        impl: functools.partial(im2win.conv2d, x, w, b, shape.stride, shape.padding, impl=impl)
+        for impl, entry in im2win.IMPLEMENTATIONS.items()
+        if entry.cuda_run is not None
     }
     calls.update(
         {f"im2win_{name}": variant(cfg) for name, cfg in VARIANTS.items() if name != "im2win"}
     )
     return calls
+
+
+# the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
+OPTIONS = ("layers", "seed", "device")
 
 
 def run(
@@ -107,7 +99,6 @@ def run(
     progress: bool = True,
     seed: int = 0,
     device: str | None = None,
-    **_,
 ) -> Path:
     """Measure every (layer, implementation) on CUDA device `device`; write one run file."""
     if not torch.cuda.is_available():
@@ -191,8 +182,13 @@ def run(
     )
 
 
+LEGACY_IDS = {"im2col_cublas": "im2col_gemm", "cudnn": "torch"}  # raw files before 2026-12
+
+
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    for r in doc["records"]:
+        r["impl"] = LEGACY_IDS.get(r["impl"], r["impl"])
     layers, impls, tf = grid(doc, "tflops")
     _, _, mem = grid(doc, "peak_mem_bytes")
     _, _, formula = grid(doc, "analytic_mem_bytes")
@@ -225,9 +221,9 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             [
                 "layer",
                 "paper cuBLAS",
-                "ours im2col_cublas",
+                "ours im2col_gemm",
                 "paper cuDNN",
-                "ours cudnn",
+                "ours torch (cuDNN)",
                 "paper im2win",
                 "ours im2win",
             ],
@@ -237,7 +233,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
                     x
                     for pair in zip(
                         (fmt(2 * p, ".2f") for p in PAPER_TFLOPS_MACS[l]),
-                        (fmt(tf.get((l, i)), ".2f") for i in ("im2col_cublas", "cudnn", "im2win")),
+                        (fmt(tf.get((l, i)), ".2f") for i in ("im2col_gemm", "torch", "im2win")),
                         strict=True,
                     )
                     for x in pair

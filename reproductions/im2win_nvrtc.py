@@ -21,7 +21,11 @@ SCALES = {"all": {}}
 CONFIGS = {**VARIANTS, **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)}}
 
 
-def run(scale: str = "all", results_dir: Path | None = None, progress: bool = True, **_) -> Path:
+# the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
+OPTIONS = ()
+
+
+def run(scale: str = "all", results_dir: Path | None = None, progress: bool = True) -> Path:
     """Compile every configuration for every architecture and write one run file."""
     started = time.perf_counter()
     records = []

@@ -35,13 +35,16 @@ SCALES = {
 }
 
 
+# the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
+OPTIONS = ("threads", "seed")
+
+
 def run(
     scale: str = "quick",
     threads: int | None = None,
     results_dir: Path | None = None,
     progress: bool = True,
     seed: int = 0,
-    **_,
 ) -> Path:
     cfg = SCALES[scale]
     started = time.perf_counter()

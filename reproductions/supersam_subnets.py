@@ -69,6 +69,10 @@ SCALES = {
 METHODS = {"opentuner": ("opentuner", None), "random": ("random", None)}
 
 
+# the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
+OPTIONS = ("threads", "seed", "device", "checkpoint", "data", "work_dir", "fresh")
+
+
 def run(
     scale: str = "quick",
     threads: int | None = None,
@@ -80,7 +84,6 @@ def run(
     work_dir: Path | None = None,
     fresh: bool = False,
     device: str | None = None,
-    **_,
 ) -> Path:
     cfg = SCALES[scale]
     device = str(resolve_device(device or "auto"))

@@ -1,6 +1,6 @@
 """SuperSAM's weight-sharing supernetwork over a segment_anything Sam (arXiv 2501.08504, section 3).
 
-Two elasticities of the image encoder, as in the authors' code (shared/papers/SUPERSAM.md):
+Two elasticities of the image encoder, as in the authors' code (github.com/wmabebe/OFM_SAM):
   * depth: some blocks may be removed (each self-contained: its own window size and rel-pos tables);
   * MLP width: each block's hidden width is a prefix of its (importance-ordered) hidden units.
 Elastic layers keep the full weight and slice it in forward, like once-for-all's DynamicLinear; depth

@@ -85,3 +85,8 @@ def test_no_import_circle():
     for module in sorted(GRAPH):
         if module not in state:
             visit(module)
+
+
+def test_no_module_over_450_lines():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"modules over 450 lines: {long}"

@@ -108,6 +108,7 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     text = (tmp_path / "im2win-gpu" / "README.md").read_text()
     assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
     assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2
+    assert "im2col_cublas" not in text and "| im2col_gemm |" in text  # one id per implementation
 
 
 def test_supersam_speed_smoke(tmp_path):
@@ -200,3 +201,20 @@ def test_supersam_subnets_full_path_with_a_checkpoint_and_folder_data(tmp_path, 
     readme = (tmp_path / "r" / "supersam-subnets" / "README.md").read_text()
     assert f"Test data `{tmp_path / 'data' / 'test'}`" in readme
     assert (tmp_path / "work" / "pretrained.source.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "im2win-nvrtc", "--threads", "2"],  # an option of other experiments
+        ["run", "supersam-speed", "--impls", "im2win"],
+        ["run", "im2win-cpu", "--layers", "conv99"],
+        ["run", "im2win-cpu", "--scale", "full"],
+    ],
+)
+def test_an_option_the_experiment_does_not_take_is_an_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "invalid choice" in err

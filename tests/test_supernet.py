@@ -150,3 +150,16 @@ def test_layer_importance_gives_documented_probabilities():
     if deltas[worst] > 0:
         assert space.removal_prob[worst] == pytest.approx(P_MIN)
     assert sup.active == sup.space.max_subnet()
+
+
+@torch.no_grad()
+def test_an_elastic_mlp_narrows_to_its_stock_self():
+    from segment_anything.modeling.common import MLPBlock
+
+    sup = SuperSAM(_tiny(), "sam_tiny")
+    elastic = sup.sam.image_encoder.blocks[1].mlp
+    elastic.active = 96
+    stock = elastic.narrowed()
+    assert type(stock) is MLPBlock and stock.lin1.out_features == 96
+    x = torch.randn(2, 5, elastic.lin1.in_features)
+    assert torch.equal(stock(x), elastic(x))

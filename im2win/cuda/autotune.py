@@ -2,10 +2,11 @@
 
 Searched: block tile (bm, bn), K-tile (bk), micro-tile (tm, tn, hence threads = bm/tm * bn/tn) and
 the registers cap (min_blocks). Configurations that cannot compile or launch are reported to
-OpenTuner as errors without being measured. The best configuration per (architecture, layer shape)
-is kept in a JSON file (default: <cache>/tuned/<arch>.json; written atomically) and used by
-im2win.cuda.runtime.conv2d when present. The tuning database (SQLite) is kept beside it, so a search
-can be resumed or extended.
+OpenTuner as errors without being measured. The known-good tiles of AUTOTUNE_CANDIDATES (the
+paper's 128x128/8x8 among them) are proposed first, so a short search starts from them. The best
+configuration per (architecture, layer shape) is kept by im2win/cuda/tuned.py and used by
+im2win.cuda.runtime.conv2d when present. The tuning database (SQLite) is kept beside it, so a
+search can be resumed or extended.
 
 The objective is pluggable: on a GPU it is the kernel's CUDA-event time (`cuda_objective`); the
 tests drive the same search with the OpenCL emulation's time, which checks the plumbing only.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.native import cache_dir
-from im2win.cuda.config import DEFAULT, TileConfig
+from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, TileConfig
 from im2win.cuda.tuned import shape_key, store, tuned_path
 from im2win.shapes import ConvShape
 
@@ -70,7 +71,10 @@ def tune(
     launchable = launchable or (lambda c: c.problems())
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
     best, best_ms, measured, proposed = None, math.inf, 0, 0
-    with OpenTunerLoop(SPACE, db, "im2win", shape_key(shape), arch, seed=seed) as tuner:
+    seeds = [{k: getattr(c, k) for k in SPACE} for c in AUTOTUNE_CANDIDATES]
+    with OpenTunerLoop(
+        SPACE, db, "im2win", shape_key(shape), arch, seed=seed, seeds=seeds
+    ) as tuner:
         while measured < evaluations and proposed < evaluations * 4:
             batch = tuner.ask()
             proposed += not batch  # a generation without proposals counts, so this ends

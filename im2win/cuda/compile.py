@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -155,7 +154,3 @@ def compile_cubin(config: TileConfig, arch: str) -> Compiled:
                 f.write(data)
             os.replace(tmp, path)
     return Compiled(arch, tuple(options), cubin, log, parse_ptxas_log(log))
-
-
-def report(compiled: Compiled) -> str:
-    return json.dumps({k: r.as_dict() for k, r in compiled.resources.items()}, indent=1)

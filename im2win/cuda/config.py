@@ -134,5 +134,5 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
         (128, 32, 8, 4, 4, 4),
     ]
 ]
-"""Tile configurations the autotuner starts from (all compile for every target; their spills and
-occupancy are in results/im2win-nvrtc)."""
+"""Tile configurations the autotuner proposes first, before its own (all compile for every target;
+their spills and occupancy are in results/im2win-nvrtc)."""

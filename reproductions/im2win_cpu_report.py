@@ -1,0 +1,281 @@
+"""The tables and figures of `repro run im2win-cpu`, drawn from its raw file: GFLOP/s per layer and
+implementation, fraction of the measured FMA peak, extra memory against the formula, window
+transform time, the paper-versus-ours averages and the goals."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from harness import results
+from reproductions.tables import fmt, geomean, grid, table
+
+LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 70% of the FMA peak on these
+PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
+    "memory_saving_vs_im2col": 0.416,
+    "speedup_vs_im2col": 3.6,
+    "speedup_vs_direct": 5.3,
+}
+
+
+def gflops_table(doc: dict) -> str:
+    layers, impls, g = grid(doc, "gflops")
+    rows = [[l] + [fmt(g[(l, i)], ".1f") for i in impls] for l in layers]
+    rows.append(["**geomean**"] + [fmt(geomean(g[(l, i)] for l in layers), ".1f") for i in impls])
+    peak = doc["peak"]["gflops"]
+    return (
+        f"GFLOP/s (2 x MACs / best time of the interleaved rounds), "
+        f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; "
+        f"FP32 peak of this machine: {peak:.1f} GFLOP/s, the best of "
+        f"{len(doc['peak'].get('probes_gflops', [1]))} FMA probes during the run (range "
+        f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts).\n\n"
+        + table(["layer", *impls], rows)
+    )
+
+
+def memory_table(doc: dict) -> str:
+    layers, impls, measured = grid(doc, "extra_mem_bytes")
+    _, _, formula = grid(doc, "extra_mem_formula_bytes")
+    mb = lambda v: fmt(None if v is None else v / 2**20, ".2f")  # noqa: E731
+    rows = [
+        [l] + [f"{mb(measured[(l, i)])} ({mb(formula[(l, i)])})" for i in impls] for l in layers
+    ]
+    ratio = [
+        [
+            l,
+            fmt(
+                None
+                if not measured.get((l, "im2col_gemm")) or measured.get((l, "im2win")) is None
+                else measured[(l, "im2win")] / measured[(l, "im2col_gemm")],
+                ".3f",
+            ),
+        ]
+        for l in layers
+        if (l, "im2win") in measured
+    ]
+    return (
+        "Extra memory per call in MiB: measured (formula). Measured = peak resident-set increase "
+        "during the call minus the output; formula = im2win.IMPLEMENTATIONS[impl].extra_bytes "
+        "(n/a: oneDNN's internal workspace has no public formula).\n\n"
+        + table(["layer", *impls], rows)
+        + "\nim2win extra memory relative to im2col_gemm (goal: <= 0.5 on every layer):\n\n"
+        + table(["layer", "im2win / im2col_gemm"], ratio)
+    )
+
+
+def transform_table(doc: dict) -> str:
+    layers, impls, tr = grid(doc, "transform_ms")
+    _, _, total = grid(doc, "min_ms")
+    cols = [i for i in impls if any(tr[(l, i)] is not None for l in layers)]
+    rows = [
+        [l] + [f"{fmt(tr[(l, i)], '.2f')} / {fmt(total[(l, i)], '.2f')}" for i in cols]
+        for l in layers
+    ]
+    return (
+        "Window transform time / whole convolution time (ms, best of the rounds); the transform is included "
+        "in the whole convolution's time. im2win_nhwc and im2win_nchw: the materialised transform "
+        "timed on its own. im2win: the time its slowest thread spent building window bands inside "
+        "the convolution (the kernel's own timers).\n\n" + table(["layer", *cols], rows)
+    )
+
+
+def _ratio_mean(doc, key, num, den, invert=False):
+    layers, _, v = grid(doc, key)
+    vals = [
+        (v[(l, den)] / v[(l, num)]) if not invert else 1 - v[(l, num)] / v[(l, den)]
+        for l in layers
+        if v.get((l, num)) and v.get((l, den))
+    ]
+    return statistics.fmean(vals) if vals else None
+
+
+def paper_comparison(doc: dict) -> str:
+    rows = []
+    for impl in ("im2win_nchw", "im2win"):
+        ours = {
+            "memory_saving_vs_im2col": _ratio_mean(
+                doc, "extra_mem_bytes", impl, "im2col_gemm", True
+            ),
+            "speedup_vs_im2col": _ratio_mean(doc, "min_ms", impl, "im2col_gemm"),
+            "speedup_vs_direct": _ratio_mean(doc, "min_ms", impl, "direct"),
+        }
+        for claim, paper in PAPER_CLAIMS.items():
+            spec = ".1%" if "memory" in claim else ".2f"
+            rows.append([impl, claim, format(paper, spec), fmt(ours[claim], spec)])
+    return (
+        "The HPEC 2022 paper reports CPU results only as averages over its layers (abstract); it "
+        "gives no per-layer CPU numbers and does not name its CPU, so only these averages can be "
+        "compared. Ours: arithmetic mean over the layers of this run (speedup = time ratio; "
+        "memory saving = 1 - extra memory ratio).\n\n"
+        + table(["ours", "claim", "paper", "ours (this run)"], rows)
+    )
+
+
+def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
+    """The issue's goals, each (goal, measured, met)."""
+    layers, impls, g = grid(doc, "gflops")
+    _, _, frac = grid(doc, "fraction_of_peak")
+    _, _, mem = grid(doc, "extra_mem_bytes")
+    gm = {i: geomean(g[(l, i)] for l in layers) for i in impls}
+    out = []
+    if {"im2win", "torch"} <= gm.keys():
+        out.append(
+            (
+                "im2win geomean >= torch",
+                f"{gm['im2win']:.1f} vs {gm['torch']:.1f} GFLOP/s",
+                gm["im2win"] >= gm["torch"],
+            )
+        )
+    if {"im2win", "im2col_gemm"} <= gm.keys():
+        out.append(
+            (
+                "im2win geomean >= 3x im2col_gemm",
+                f"{gm['im2win'] / gm['im2col_gemm']:.2f}x",
+                gm["im2win"] >= 3 * gm["im2col_gemm"],
+            )
+        )
+    if {"im2win", "torch_cl"} <= gm.keys():
+        out.append(
+            (
+                "stretch: im2win geomean >= torch_cl",
+                f"{gm['im2win']:.1f} vs {gm['torch_cl']:.1f} GFLOP/s",
+                gm["im2win"] >= gm["torch_cl"],
+            )
+        )
+    big = [l for l in LARGE_3X3 if (l, "im2win") in frac]
+    if big:
+        worst = min(frac[(l, "im2win")] for l in big)
+        out.append(
+            (
+                "im2win >= 70% of peak on conv8-conv11",
+                ", ".join(f"{l} {frac[(l, 'im2win')]:.0%}" for l in big),
+                worst >= 0.7,
+            )
+        )
+    ratios = [
+        mem[(l, "im2win")] / mem[(l, "im2col_gemm")]
+        for l in layers
+        if mem.get((l, "im2win")) is not None and mem.get((l, "im2col_gemm"))
+    ]
+    if ratios:
+        out.append(
+            (
+                "im2win extra memory <= 0.5x im2col_gemm on every layer",
+                f"max ratio {max(ratios):.3f}",
+                max(ratios) <= 0.5,
+            )
+        )
+    if doc["config"].get("scale") == "quick" and "wall_s" in doc:
+        out.append(
+            ("quick reproduction < 5 min", f"{doc['wall_s'] / 60:.1f} min", doc["wall_s"] < 300)
+        )
+    return out
+
+
+def goals_table(doc: dict) -> str:
+    rows = [
+        [goal, measured, {True: "met", False: "NOT met", None: "n/a"}[met]]
+        for goal, measured, met in goals(doc)
+    ]
+    return table(["goal", "measured", "status"], rows)
+
+
+def _figures(doc: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers, impls, _ = grid(doc, "gflops")
+    width = 0.8 / len(impls)
+    paths = []
+    specs = [
+        (
+            "gflops.png",
+            "gflops",
+            "GFLOP/s",
+            1.0,
+            f"FP32 convolution throughput, batch {doc['config']['batch']}, "
+            f"{doc['config']['threads']} threads",
+        ),
+        (
+            "fraction_of_peak.png",
+            "fraction_of_peak",
+            "fraction of measured FP32 peak",
+            1.0,
+            f"Fraction of this machine's FMA peak ({doc['peak']['gflops']:.0f} GFLOP/s)",
+        ),
+        (
+            "memory.png",
+            "extra_mem_bytes",
+            "extra memory (MiB, log scale)",
+            1 / 2**20,
+            "Workspace beyond the output (measured peak resident-set increase)",
+        ),
+    ]
+    for filename, key, ylabel, scale, title in specs:
+        _, _, v = grid(doc, key)
+        fig, ax = plt.subplots(figsize=(12, 4.5))
+        for j, impl in enumerate(impls):
+            ys = [(v[(l, impl)] or 0) * scale for l in layers]
+            ax.bar(
+                [i + (j - (len(impls) - 1) / 2) * width for i in range(len(layers))],
+                ys,
+                width,
+                label=impl,
+            )
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if key == "extra_mem_bytes":
+            ax.set_yscale("symlog", linthresh=0.01)
+        if key == "fraction_of_peak":
+            ax.axhline(1.0, color="k", lw=0.8)
+        ax.legend(ncol=len(impls), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+        fig.tight_layout()
+        path = out_dir / filename
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _relative(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
+    """Write the tables (one Markdown report) and figures of run `doc` into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = doc["environment"]
+    git = env.get("git") or {}
+    report = "\n".join(
+        [
+            f"# im2win on CPU ({doc['config']['scale']} scale)\n",
+            f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
+            f"on {env['cpu_model']} ({doc['config']['threads']} threads), torch "
+            f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
+            f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s.\n",
+            "## Goals\n",
+            goals_table(doc),
+            "## Throughput\n",
+            gflops_table(doc),
+            "## Window transform\n",
+            transform_table(doc),
+            "## Memory\n",
+            memory_table(doc),
+            "## Paper versus ours\n",
+            paper_comparison(doc),
+            "## Figures\n",
+            "![GFLOP/s](gflops.png)\n\n![fraction of peak](fraction_of_peak.png)\n\n"
+            "![memory](memory.png)\n",
+            f"Correctness: every implementation checked before timing: {doc['correctness_method']}. "
+            f"All passed: {all(r['correct'] for r in doc['records'])}.\n",
+        ]
+    )
+    report_path = out_dir / "README.md"
+    results.atomic_write(report_path, report)
+    return [report_path, *_figures(doc, out_dir)]
