@@ -56,6 +56,11 @@ def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
         raise SystemExit(
             f"repro: {raw} holds experiment {doc['experiment']!r}, not {module.EXPERIMENT!r}"
         )
+    if not doc["records"]:
+        raise SystemExit(
+            f"repro: {raw} holds no records (an empty run); nothing rendered, the existing "
+            "tables and figures are unchanged"
+        )
     return module.render(doc, raw, results_dir / module.EXPERIMENT)
 
 

@@ -24,6 +24,7 @@ from supersam_min import data as datasets
 from supersam_min import storage
 from supersam_min.build import build
 from supersam_min.evaluate import evaluate as evaluate_samples
+from supersam_min.geometry import frame
 from supersam_min.importance import reorder_mlps, wanda_scores
 from supersam_min.supernet import SuperSAM, parameter_count, predicted_parameters
 from supersam_min.train import TrainConfig, train
@@ -172,7 +173,7 @@ def train_supernet(
     with claimed([out], resume=resume, overwrite=overwrite, resumable=out / storage.CHECKPOINT):
         if not resume:  # parameter prioritization once, before the first step
             sam = sup.sam
-            calib = [sam.preprocess(s.image[None].to(sam.device)) for s in samples[:calibration]]
+            calib = [frame(sam, s.image).input for s in samples[:calibration]]
             reorder_mlps(sam, wanda_scores(sam, calib))
         out.mkdir(parents=True, exist_ok=True)
         storage.start_supernet(out, sup.model_name)

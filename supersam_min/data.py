@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 MIN_MASK_PIXELS = 20  # smaller instances are dropped (the authors drop < 100 px at 1024 scale)
-NUCLEI_CROP, NUCLEI_ZOOM, NUCLEI_STRIDE = 128, 2, 32  # px of the 512-px image; see nuclei_split
+NUCLEI_CROP, NUCLEI_STRIDE = 128, 32  # px of the 512-px image; see nuclei_split
 NUCLEI_REGIONS = {  # (y0, y1, x0, x1) of the 512 x 512 image; an instance belongs to one region
     "train": (0, 256, 0, 512),
     "val": (256, 512, 0, 256),
@@ -37,12 +36,18 @@ class Sample:
 def _to_rgb(image: np.ndarray) -> torch.Tensor:
     """Grey or RGB image of any range -> [3, H, W] float32 scaled to 0..255 (1st-99.8th pct.)."""
     img = image.astype(np.float32)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
+    if img.ndim == 3 and img.shape[-1] in (3, 4):  # H W C (RGB, RGBA: alpha dropped)
         img = img[..., :3].transpose(2, 0, 1)
-    elif img.ndim == 2:
+    elif img.ndim == 3 and img.shape[0] in (3, 4):  # C H W (some TIFF writers)
+        img = img[:3]
+    elif img.ndim == 3 and img.shape[-1] == 1:
+        img = np.repeat(img[..., 0][None], 3, axis=0)
+    elif img.ndim == 2:  # grey, 8 or 16 bit
         img = np.repeat(img[None], 3, axis=0)
     else:
-        raise DataError(f"image of shape {image.shape}: expected H x W or H x W x 3")
+        raise DataError(
+            f"image of shape {image.shape}: expected H x W (grey) or H x W x 3/4 (RGB, RGBA)"
+        )
     lo, hi = np.percentile(img, 1), np.percentile(img, 99.8)
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255.0
     return torch.from_numpy(img)
@@ -99,9 +104,10 @@ def _wholly_inside(labels: np.ndarray, ty: int, tx: int, crop: int, ids) -> set[
     return {j for j in ids if (window == j).sum() == (labels == j).sum()}
 
 
-def nuclei_split(split: str, size: int = NUCLEI_CROP * NUCLEI_ZOOM) -> list[Sample]:
-    """One split of the nuclei image as samples of `size` px: NUCLEI_CROP px crops of the split's
-    region, upsampled NUCLEI_ZOOM times.
+def nuclei_split(split: str) -> list[Sample]:
+    """One split of the nuclei image as NUCLEI_CROP px crops of the split's region, at 1x; SAM's
+    geometry (supersam_min/geometry.py) upsamples each to the model's input (2x for the 256-px tiny
+    SAM).
 
     Every object lies wholly inside one region, so none is shared by two splits (objects crossing a
     region border belong to none). train: crops on a NUCLEI_STRIDE grid, each with the objects
@@ -109,9 +115,10 @@ def nuclei_split(split: str, size: int = NUCLEI_CROP * NUCLEI_ZOOM) -> list[Samp
     val / test: each object is a target exactly once, in a crop centred on it, so mIoU is a mean
     over distinct objects.
 
-    Why the zoom: at 1x a nucleus (~20 px) is about one 16-px patch of the 256-px tiny SAM, far
-    from SAM's regime (the authors resize their 256-px patches to SAM's 1024 px, 4x); at 1x the
-    tiny model barely learned even its training crops (box mIoU 0.50 -> 0.62 in 300 steps).
+    Why crops rather than the whole image: at the image's 1x scale a nucleus (~20 px) is about one
+    16-px patch of the 256-px tiny SAM, far from SAM's regime (the authors resize their 256-px
+    patches to SAM's 1024 px, 4x); fed at 1x, the tiny model barely learned even its training crops
+    (box mIoU 0.50 -> 0.62 in 300 steps). A 128-px crop resized to 256 px puts it at 2x.
     """
     if split not in NUCLEI_REGIONS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(NUCLEI_REGIONS)}")
@@ -141,14 +148,16 @@ def nuclei_split(split: str, size: int = NUCLEI_CROP * NUCLEI_ZOOM) -> list[Samp
             continue
         window = labels[ty : ty + crop, tx : tx + crop]
         masks = torch.from_numpy(np.stack([window == j for j in sorted(targets)]))
-        img = _to_rgb(image[ty : ty + crop, tx : tx + crop])
-        img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False)
-        masks = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest") > 0.5
-        samples.append(Sample(img[0], masks[:, 0]))
+        samples.append(Sample(_to_rgb(image[ty : ty + crop, tx : tx + crop]), masks))
     return samples
 
 
-def _read(path: Path) -> np.ndarray:
+# PIL modes whose pixel values are not intensities: converted to RGB (images only; a mask's palette
+# indices are its labels)
+_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _read(path: Path, mask: bool = False) -> np.ndarray:
     """The pixels of a PNG or TIFF file; DataError naming the file when it cannot be decoded."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -159,12 +168,14 @@ def _read(path: Path) -> np.ndarray:
 
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not later
+            if not mask and image.mode in _TO_RGB_MODES:
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            elif not mask and image.mode == "LA":
+                image = image.convert("L")
             return np.asarray(image)
     except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"{path} cannot be read as an image ({reason}); replace or remove it"
-        ) from None
+        raise DataError(f"{path} cannot be read as an image ({reason}); replace or remove it") from None
 
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -191,15 +202,22 @@ def folder_dataset(root: str | Path) -> list[Sample]:
         raise DataError(f"no PNG or TIFF images in {img_dir}")
     samples = []
     for stem in images:
-        img, lab = _read(images[stem]), _read(masks[stem])
-        if img.shape[:2] != lab.shape[:2]:
-            raise DataError(f"{stem}: image is {img.shape[:2]} but its mask is {lab.shape[:2]}")
+        img, lab = _read(images[stem]), _read(masks[stem], mask=True)
         if lab.ndim != 2:
             raise DataError(f"{masks[stem]}: an instance-label mask must be one channel")
+        try:
+            rgb = _to_rgb(img)
+        except DataError as exc:
+            raise DataError(f"{images[stem]}: {exc}") from None
+        if tuple(rgb.shape[1:]) != lab.shape:
+            raise DataError(
+                f"{images[stem]} is {rgb.shape[1]}x{rgb.shape[2]} but its mask {masks[stem]} is "
+                f"{lab.shape[0]}x{lab.shape[1]}: a mask labels the image's own pixels"
+            )
         inst = _instances(lab)
         if len(inst) == 0:
             raise DataError(f"{masks[stem]} has no object of at least {MIN_MASK_PIXELS} pixels")
-        samples.append(Sample(_to_rgb(img), inst))
+        samples.append(Sample(rgb, inst))
     return samples
 
 

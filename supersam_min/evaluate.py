@@ -1,9 +1,9 @@
 """Evaluation: mIoU with point prompts (best of SAM's three masks, by IoU with the ground truth, as
-the authors' metric) or box prompts (single mask), and encoder latency.
+the authors' metric) or box prompts (single mask).
 
-Per object: sigmoid(logit) > 0.5 at full resolution, IoU with its ground-truth mask; mIoU = mean
-over all objects. Boxes are the exact bounding boxes; points are drawn from a fixed seed, so scores
-are reproducible.
+Per object: sigmoid(logit) > 0.5 at the image's original resolution (SAM's geometry:
+supersam_min/geometry.py), IoU with its ground-truth mask; mIoU = mean over all objects. Boxes are
+the exact bounding boxes; points are drawn from a fixed seed, so scores are reproducible.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 
 from supersam_min.data import Sample
 from supersam_min.supernet import SuperSAM
@@ -38,9 +37,7 @@ def evaluate(sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0) -
             continue
         prompts = prompts_for(s.masks, prompt, rng, box_jitter=0)  # exact boxes
         logits, _ = predict(sup, s.image, prompts, multimask=prompt == "point")
-        size = s.masks.shape[-1]
-        full = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False) > 0
-        full, masks = full.cpu(), s.masks.cpu()
+        full, masks = (logits > 0).cpu(), s.masks.cpu()  # at the image's original size
         per_mask = torch.stack([iou(full[:, c], masks) for c in range(full.shape[1])], 1)
         ious.append(per_mask.max(1).values)  # best of the three masks (one for boxes)
     all_ious = torch.cat(ious) if ious else torch.zeros(0)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from supersam_min import storage
 from supersam_min.data import Sample, augment, box_prompt, point_prompt
+from supersam_min.geometry import frame, low_res_targets, to_original, transform_prompts
 from supersam_min.supernet import SubnetConfig, SuperSAM
 
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # the SAM paper's mask loss (Kirillov et al., 2023)
@@ -81,13 +82,6 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss(logits, target)
 
 
-def low_res_targets(masks: torch.Tensor, size: int) -> torch.Tensor:
-    """[M, H, W] bool -> [M, size, size] float in {0, 1} (area-resampled, thresholded at 0.5)."""
-    return (
-        F.interpolate(masks[:, None].float(), size=(size, size), mode="area")[:, 0] > 0.5
-    ).float()
-
-
 def prompts_for(
     masks: torch.Tensor, kind: str, rng: random.Random, box_jitter: int | None = None
 ) -> dict:
@@ -101,19 +95,11 @@ def prompts_for(
     raise ValueError(f"unknown prompt kind {kind!r}; choose point or box")
 
 
-def predict(
-    sup: SuperSAM,
-    image: torch.Tensor,
-    prompts: dict,
-    multimask: bool,
-    embedding: torch.Tensor | None = None,
-):
-    """Low-res mask logits [M, C, L, L] and IoU predictions [M, C] for one image [3, S, S] (0..255)
-    under the active subnet. Pass `embedding` to reuse an image embedding."""
+def decode(sup: SuperSAM, embedding: torch.Tensor, prompts: dict, multimask: bool):
+    """Low-res mask logits [M, C, L, L] and IoU predictions [M, C] from one image's embedding and
+    prompts in the model input's coordinates (geometry.transform_prompts)."""
     sam = sup.sam
     device = sam.device
-    if embedding is None:
-        embedding = sup.encode(sam.preprocess(image[None].to(device)))
     points = prompts.get("points")
     if points is not None:
         points = (points[0].to(device), points[1].to(device))
@@ -128,6 +114,18 @@ def predict(
         dense_prompt_embeddings=dense,
         multimask_output=multimask,
     )
+
+
+def predict(sup: SuperSAM, image: torch.Tensor, prompts: dict, multimask: bool):
+    """Mask logits at the image's own size [M, C, H, W] and IoU predictions [M, C] for one image
+    [3, H, W] (0..255, any size) and prompts in its coordinates, under the active subnet."""
+    sam = sup.sam
+    framed = frame(sam, image)
+    embedding = sup.encode(framed.input)
+    logits, iou_pred = decode(
+        sup, embedding, transform_prompts(sam, prompts, framed.original_size), multimask
+    )
+    return to_original(sam, logits, framed), iou_pred
 
 
 def step_rng(seed: int, epoch: int, step: int) -> random.Random:
@@ -180,16 +178,21 @@ def subnet_loss(
     """Mean mask loss of the active subnet over the batch (+ the IoU-head term, + distillation to
     `teacher`). Point prompts are ambiguous: as in SAM, they get three candidate masks and only the
     candidate with the lowest loss is trained; boxes get one mask."""
-    device = sup.sam.device
-    images = torch.stack([sup.sam.preprocess(img[None].to(device))[0] for img, _, _ in batch])
-    embeddings = sup.encode(images)
+    sam = sup.sam
+    # every image resized and padded to the model's square input: one batch, whatever the sizes
+    frames = [frame(sam, img) for img, _, _ in batch]
+    embeddings = sup.encode(torch.cat([f.input for f in frames]))
     total, outputs = 0.0, []
     for i, (_, masks, prompts) in enumerate(batch):
         multimask = "points" in prompts
-        logits, iou_pred = predict(
-            sup, None, prompts, multimask=multimask, embedding=embeddings[i : i + 1]
+        logits, iou_pred = decode(
+            sup,
+            embeddings[i : i + 1],
+            transform_prompts(sam, prompts, frames[i].original_size),
+            multimask,
         )  # [M, C, L, L], [M, C]
-        target = low_res_targets(masks.to(device), logits.shape[-1])[:, None].expand_as(logits)
+        target = low_res_targets(masks.to(sam.device), frames[i], logits.shape[-1])
+        target = target[:, None].expand_as(logits)
         per_candidate = mask_loss(logits, target)  # [M, C]
         best = per_candidate.argmin(1)
         rows = torch.arange(len(best))

@@ -1,0 +1,201 @@
+"""Every user mistake the `supersam` command met ends in one line naming the problem, and no run
+without --resume (or --overwrite) replaces an earlier one."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from supersam_min import cli, commands
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A pretrained tiny model, its supernet and a search, at toy length."""
+    d = tmp_path_factory.mktemp("made")
+    commands.pretrain(d / "pre", steps=1, images=2, device="cpu", progress=False)
+    commands.train_supernet(
+        d / "pre",
+        d / "sup",
+        steps=2,
+        checkpoint_every=1,
+        batch_size=1,
+        device="cpu",
+        progress=False,
+    )
+    commands.search(
+        d / "sup", d / "search", method="random", evaluations=1, device="cpu", progress=False
+    )
+    return d
+
+
+def _fails(argv, capsys, *needles):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _train(made, out, *extra):
+    return ["train", "--init", str(made / "pre"), "--out", str(out), "--no-progress", *extra]
+
+
+def test_an_existing_supernet_is_not_replaced_without_resume(made, capsys):
+    before = (made / "sup" / "checkpoint.pt").read_bytes()
+    _fails(_train(made, made / "sup", "--steps", "3"), capsys, "exists", "--resume", "--overwrite")
+    assert (made / "sup" / "checkpoint.pt").read_bytes() == before
+
+
+def test_an_existing_search_is_not_replaced_without_resume(made, capsys):
+    before = (made / "search" / "trials.json").read_text()
+    argv = ["search", "--supernet", str(made / "sup"), "--out", str(made / "search")]
+    _fails([*argv, "--method", "random", "--evaluations", "2"], capsys, "exists")
+    assert (made / "search" / "trials.json").read_text() == before
+
+
+def test_overwrite_replaces_and_resume_continues(made, tmp_path):
+    out = tmp_path / "s"
+    common = dict(method="random", device="cpu", progress=False)
+    commands.search(made / "sup", out, evaluations=1, **common)
+    more = commands.search(made / "sup", out, evaluations=2, resume=True, **common)
+    assert more["evaluations"] == 2
+    fresh = commands.search(made / "sup", out, evaluations=1, overwrite=True, **common)
+    assert fresh["evaluations"] == 1
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--checkpoint-every", "0"], "checkpoint_every must be >= 1"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--calibration", "0"], "--calibration must be >= 1"),
+        (["--device", "bogus"], "unknown device"),
+        (["--data", "/no/such/folder"], "/no/such/folder"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(made, tmp_path, capsys, extra, needle):
+    out = tmp_path / "sup"
+    _fails(_train(made, out, *extra), capsys, needle)
+    assert not out.exists()
+
+
+def test_a_failed_run_leaves_no_half_made_folder(made, tmp_path, monkeypatch):
+    def boom(*_, **__):
+        raise RuntimeError("interrupted before the first checkpoint")
+
+    monkeypatch.setattr(commands, "train", boom)
+    with pytest.raises(RuntimeError):
+        commands.train_supernet(made / "pre", tmp_path / "sup", device="cpu", progress=False)
+    assert not (tmp_path / "sup").exists()
+
+
+def test_a_truncated_checkpoint_on_resume_is_one_line(made, tmp_path, capsys):
+    import shutil
+
+    sup = tmp_path / "sup"
+    shutil.copytree(made / "sup", sup)
+    data = (sup / "checkpoint.pt").read_bytes()
+    (sup / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    _fails(_train(made, sup, "--steps", "4", "--resume"), capsys, "checkpoint.pt", "cannot be read")
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_without_unsafe_advice(made, tmp_path, capsys):
+    import shutil
+
+    for name in ("pre.pt", "pre.json"):
+        shutil.copy(made / name, tmp_path / name)
+    state = torch.load(tmp_path / "pre.pt", weights_only=True)
+    state["extra"] = _NotATensor()
+    torch.save(state, tmp_path / "pre.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    err = _fails(
+        ["evaluate", "--model", str(tmp_path / "pre"), "--device", "cpu"],
+        capsys,
+        "pre.pt",
+        "holds more than tensors",
+    )
+    assert "weights_only=False" not in err
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda a: a["subnet"]["mlp_widths"].__setitem__(0, -3), "'subnet.mlp_widths'"),
+        (lambda a: a.__setitem__("model", "vit_z"), "field 'model'"),
+        (lambda a: a.pop("subnet"), "field 'subnet' is missing"),
+        (
+            lambda a: a.__setitem__(
+                "subnet", {"blocks": list(range(10000)), "mlp_widths": [8] * 10000}
+            ),
+            "outside sam_tiny's 0..5",
+        ),
+        (lambda a: a.__setitem__("global_attn_positions", [99]), "'global_attn_positions'"),
+    ],
+)
+def test_a_bad_architecture_file_names_the_file_and_field(made, tmp_path, capsys, change, needle):
+    import shutil
+    import time
+
+    shutil.copy(made / "pre.pt", tmp_path / "pre.pt")
+    arch = json.loads((made / "pre.json").read_text())
+    change(arch)
+    (tmp_path / "pre.json").write_text(json.dumps(arch))
+    started = time.perf_counter()
+    _fails(
+        ["evaluate", "--model", str(tmp_path / "pre"), "--device", "cpu"],
+        capsys,
+        "pre.json",
+        needle,
+    )
+    assert time.perf_counter() - started < 5  # refused before anything is built
+
+
+def test_an_architecture_file_that_is_a_list_is_one_line(made, tmp_path, capsys):
+    import shutil
+
+    shutil.copy(made / "pre.pt", tmp_path / "pre.pt")
+    (tmp_path / "pre.json").write_text("[1, 2]")
+    _fails(
+        ["evaluate", "--model", str(tmp_path / "pre"), "--device", "cpu"],
+        capsys,
+        "expected a JSON object",
+    )
+
+
+def test_evaluate_does_not_overwrite_its_output(made, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("earlier")
+    argv = ["evaluate", "--model", str(made / "pre"), "--out", str(out), "--device", "cpu"]
+    _fails(argv, capsys, "exists", "--overwrite")
+    assert out.read_text() == "earlier"
+
+
+def test_repro_render_of_an_empty_run_is_one_line_and_keeps_the_outputs(tmp_path, capsys):
+    from harness import results
+    from reproductions import cli as repro
+
+    raw = results.write_run(
+        "supersam-speed",
+        config={"scale": "smoke"},
+        environment={},
+        timing_method="t",
+        records=[],
+        results_dir=tmp_path,
+        command="test",
+    )
+    readme = tmp_path / "supersam-speed" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("earlier tables")
+    with pytest.raises(SystemExit) as exc:
+        repro.main(["render", "supersam-speed", "--raw", str(raw), "--results-dir", str(tmp_path)])
+    assert "no records" in str(exc.value)
+    assert readme.read_text() == "earlier tables"
