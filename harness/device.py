@@ -40,3 +40,20 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"--device {name}: GPU {index} does not exist; PyTorch sees {count}")
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """ValueError unless `precision` is known and usable on `device` (bf16 autocast: CUDA only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError("--precision bf16 runs on a CUDA GPU (autocast); use fp32 on the CPU")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The context a forward pass runs in: bf16 autocast on CUDA for "bf16", plain fp32 else."""
+    check_precision(precision, device)
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -88,6 +88,14 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
             "supersam-subnets the GPU if PyTorch sees one, else the CPU)"
         ),
     ),
+    "precision": (
+        "--precision",
+        dict(
+            choices=["fp32", "bf16"],
+            default="fp32",
+            help="bf16: forward passes under bf16 autocast (CUDA only)",
+        ),
+    ),
     "checkpoint": ("--checkpoint", dict(help="--scale full: the SAM ViT-B weights (a .pth file)")),
     "data": (
         "--data",

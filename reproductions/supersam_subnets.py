@@ -1,13 +1,16 @@
 """SuperSAM's table, end to end: a pretrained SAM, the supernet trained from it, subnets found by
-OpenTuner under size budgets, against the pretrained model and the supernet's largest subnet.
+OpenTuner under size budgets, against the pretrained model, plain fine-tuning and the supernet's
+largest subnet.
 
-Pipeline (every stage is one `supersam` command line, recorded in the raw file):
+Pipeline (every stage is a call of a `supersam` command function, recorded in the raw file as the
+equivalent `supersam` command line):
   1. the pretrained model: `supersam pretrain` (quick: the tiny SAM on synthetic blobs) or the
      user's checkpoint (full: ViT-B);
   2. `supersam train`: the supernet, sandwich rule, from the pretrained weights (validation split
-     picks the kept weights);
-  3. `supersam search` per budget (OpenTuner) on the validation split, and for the convergence
-     comparison OpenTuner and random search at the first budget with 3 seeds each;
+     picks the kept weights); and the baseline `supersam train --plain`: the same fine-tuning of
+     the full model alone, whose subnets of the table's sizes are scored too;
+  3. `supersam search` per budget (OpenTuner) on the validation split, and for the search
+     comparison OpenTuner and random search at the first budget with several seeds each;
   4. `supersam evaluate` on the test split for the table: mIoU with point and box prompts;
      parameters; encoder GFLOPs (torch.utils.flop_counter); encoder latency (interleaved timing).
 
@@ -27,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from harness import environment, results, timing
-from harness.device import resolve_device
+from harness.device import check_precision, resolve_device
 from reproductions.stages import Stages
 from reproductions.supersam_subnets_report import render
 from supersam_min import commands
@@ -43,7 +46,7 @@ SCALES = {
         "train": {"steps": 300, "lr": 1e-4, "checkpoint_every": 50},
         "budgets": [0.7, 0.5, 0.3],
         "evaluations": 40,
-        "seeds": [0, 1, 2],
+        "seeds": list(range(10)),  # per method: enough for a rank test between the two
         "latency_repeat": 7,
     },
     "full": {  # ViT-B from the user's checkpoint, on the user's data (a GPU is advisable)
@@ -52,7 +55,7 @@ SCALES = {
         "train": {"steps": 5000, "lr": 1e-5, "checkpoint_every": 250},
         "budgets": [0.7, 0.5, 0.3],
         "evaluations": 100,
-        "seeds": [0, 1, 2],
+        "seeds": list(range(5)),
         "latency_repeat": 10,
     },
     "smoke": {  # seconds: exercises every stage, for the tests
@@ -70,7 +73,7 @@ METHODS = {"opentuner": ("opentuner", None), "random": ("random", None)}
 
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
-OPTIONS = ("threads", "seed", "device", "checkpoint", "data", "work_dir", "fresh")
+OPTIONS = ("threads", "seed", "device", "precision", "checkpoint", "data", "work_dir", "fresh")
 
 
 def run(
@@ -84,9 +87,11 @@ def run(
     work_dir: Path | None = None,
     fresh: bool = False,
     device: str | None = None,
+    precision: str = "fp32",
 ) -> Path:
     cfg = SCALES[scale]
     device = str(resolve_device(device or "auto"))
+    check_precision(precision, torch.device(device))
     if scale == "full" and (checkpoint is None or data is None):
         raise ValueError(
             "--scale full needs --checkpoint PATH (the official SAM ViT-B weights) and --data DIR "
@@ -98,6 +103,7 @@ def run(
     with timing.threads(threads) as n_threads:
         stages = Stages(work, fresh, progress)
         common = {"device": device, "seed": seed}
+        trained = {"device": device, "seed": seed, "precision": precision}
         # 1. the pretrained model
         if cfg["pretrain"]:
             pre = work / "pretrained"
@@ -110,17 +116,19 @@ def run(
             )
         else:
             pre = _import_checkpoint(work, cfg["model"], Path(checkpoint))
-        # 2. the supernet
-        sup = work / "supernet"
-        stages.run(
-            "train",
-            commands.train_supernet,
-            {"init": pre, "out": sup, "data": specs["train"], "val": specs["val"]}
-            | cfg["train"]
-            | common,
-            done=sup / "checkpoint.pt",
-            resumable=sup / "checkpoint.pt",
-        )
+        # 2. the supernet, and the baseline: the same fine-tuning without subnets
+        sup, plain = work / "supernet", work / "finetuned"
+        for name, out, is_plain in (("train", sup, False), ("finetune", plain, True)):
+            stages.run(
+                name,
+                commands.train_supernet,
+                {"init": pre, "out": out, "data": specs["train"], "val": specs["val"]}
+                | cfg["train"]
+                | {"plain": is_plain}
+                | trained,
+                done=out / "checkpoint.pt",
+                resumable=out / "checkpoint.pt",
+            )
         # 3. searches on the validation split
         searches = []
         runs = [(b, "opentuner", cfg["seeds"][0]) for b in cfg["budgets"]]
@@ -151,6 +159,7 @@ def run(
                     "evaluations": cfg["evaluations"],
                     "data": specs["val"],
                     "device": device,
+                    "precision": precision,
                     "seed": s,
                 },
                 done=out / "best.pt",
@@ -161,17 +170,25 @@ def run(
                 entry | {"result": result, "model": str(out / "best"), "trials": trials}
             )
         # 4. the table, on the test split
+        # (label, the model scored: (path, subnet), its search, the same subnet of the baseline)
         rows = [
-            ("pretrained (zero-shot)", (pre, None), None),
-            ("largest subnet", (sup, "max"), None),
+            ("pretrained (zero-shot)", (pre, None), None, None),
+            ("fine-tuned, no supernet", (plain, "max"), None, None),
+            ("largest subnet", (sup, "max"), None, "max"),
         ]
         for entry in searches:
             if entry["method"] == "opentuner" and entry["seed"] == cfg["seeds"][0]:
                 label = f"best <= {entry['budget']:.0%} ({1 - entry['budget']:.0%} smaller)"
-                rows.append((label, (entry["model"], None) if "model" in entry else None, entry))
-        rows.append(("smallest subnet", (sup, "min"), None))
-        table = _table(rows, specs["test"], device, cfg["latency_repeat"], progress)
-        latency = _latency_curve(sup, searches, cfg["latency_repeat"], device)
+                if "model" not in entry:
+                    rows.append((label, None, entry, None))
+                    continue
+                picked = str(Path(entry["result"]["files"][1]))  # best_subnet.json
+                rows.append((label, (entry["model"], None), entry, picked))
+        rows.append(("smallest subnet", (sup, "min"), None, "min"))
+        table = _table(
+            rows, plain, specs["test"], device, precision, cfg["latency_repeat"], progress
+        )
+        latency = _latency_curve(sup, searches, cfg["latency_repeat"], device, precision)
     records = (
         stages.records
         + table
@@ -202,6 +219,7 @@ def run(
             "threads": n_threads,
             "seed": seed,
             "device": device,
+            "precision": precision,
             "data": specs,
             "checkpoint": checkpoint,
             "work_dir": str(work),
@@ -250,11 +268,15 @@ def _smallest_fraction(sup_dir: Path) -> float:
     return predicted_parameters(sup.sam, sup.space.min_subnet()) / parameter_count(sup.sam)
 
 
-def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[dict]:
+def _table(
+    rows, plain: Path, test: str, device: str, precision: str, repeat: int, progress: bool
+) -> list[dict]:
+    """One record per table row: test mIoU (point, box), size, encoder GFLOPs and latency; for a
+    subnet of the supernet, also the same subnet of the plain fine-tuned model (`plain`)."""
     from supersam_min.search import encoder_gflops, encoder_latency_ms
 
     out, encoders, models = [], {}, {}
-    for label, model, entry in tqdm(rows, desc="table", disable=not progress):
+    for label, model, entry, plain_subnet in tqdm(rows, desc="table", disable=not progress):
         if model is None:
             out.append(
                 {
@@ -269,14 +291,18 @@ def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[di
         if entry:  # the pick's configuration in the supernet (an extracted model numbers anew)
             rec["supernet_subnet"] = entry["result"]["best_subnet"]
         path, subnet = model
+        scored = {"data": test, "device": device, "precision": precision}
         for prompt in ("point", "box"):
-            r = commands.evaluate(path, subnet=subnet, data=test, prompt=prompt, device=device)
+            r = commands.evaluate(path, subnet=subnet, prompt=prompt, **scored)
             rec[f"miou_{prompt}"], rec["objects"] = r["miou"], r["objects"]
             rec.update(
                 parameters=r["parameters"],
                 encoder_parameters=r["encoder_parameters"],
                 subnet=r["subnet"],
             )
+            if plain_subnet is not None:  # what plain fine-tuning gives at the same size
+                r = commands.evaluate(plain, subnet=plain_subnet, prompt=prompt, **scored)
+                rec[f"plain_miou_{prompt}"] = r["miou"]
         sup = load_model(path, subnet)
         sam = sup.get_active_subnet() if Path(path).is_dir() else sup.sam
         sam.eval()
@@ -292,11 +318,14 @@ def _table(rows, test: str, device: str, repeat: int, progress: bool) -> list[di
         if rec["row"] in timings:
             rec.update(timings[rec["row"]].as_dict())
             if torch.cuda.is_available():  # and on the GPU where there is one
-                rec["gpu_min_ms"] = encoder_latency_ms(models[rec["row"]].cuda(), repeat)
+                sam = models[rec["row"]].cuda()
+                rec["gpu_min_ms"] = encoder_latency_ms(sam, repeat, precision)
     return out
 
 
-def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str) -> list[dict]:
+def _latency_curve(
+    sup_dir: Path, searches: list[dict], repeat: int, device: str, precision: str
+) -> list[dict]:
     """Encoder latency of every subnet on the Pareto front of the evaluated ones (parameters versus
     validation score), plus the largest and smallest: the latency-versus-parameters figure."""
     from supersam_min.search import encoder_latency_ms
@@ -314,7 +343,7 @@ def _latency_curve(sup_dir: Path, searches: list[dict], repeat: int, device: str
     configs = list(dict.fromkeys(configs))
     sams = [sup.get_active_subnet(cfg).eval() for cfg in configs]
     if sup.sam.device.type == "cuda":
-        ms = [encoder_latency_ms(sam, repeat) for sam in sams]
+        ms = [encoder_latency_ms(sam, repeat, precision) for sam in sams]
     else:  # interleaved rounds, so machine noise hits every subnet alike
         calls = {}
         for i, sam in enumerate(sams):

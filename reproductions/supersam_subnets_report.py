@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from harness import results
 from reproductions.tables import fmt
-from supersam_min.analysis import convergence, pareto_front, reach_summary
+from supersam_min.analysis import (
+    compare_searches,
+    convergence,
+    curve_quantiles,
+    pareto_front,
+    reach_summary,
+)
 
 
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
@@ -33,19 +40,27 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         f"({cfg['evaluations']} evaluations each, objective: mean of point and box mIoU). "
         "mIoU: per object, best of SAM's 3 masks for a point, the single mask for the exact box. "
         "Latency: the image encoder on one image, best of the interleaved rounds.\n",
+        "The baseline column scores the same subnet cut from the plain fine-tuned model (the full "
+        "model fine-tuned on the same data for the same steps without the supernet, MLPs in the "
+        "same Wanda order): what supernet training gains over pruning a fine-tuned model.\n",
         "| model | params (M) | % of full | encoder GFLOPs | latency (ms) | mIoU point | "
-        "mIoU box | vs pretrained (point / box) |",
-        "|---|---|---|---|---|---|---|---|",
+        "mIoU box | vs pretrained (point / box) | same subnet, plain fine-tuning (point / box) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         if "skipped" in r:
-            lines.append(f"| {r['row']} | - | - | - | - | - | - | no subnet: {r['skipped']} |")
+            lines.append(f"| {r['row']} | - | - | - | - | - | - | - | no subnet: {r['skipped']} |")
             continue
         d_pt, d_box = r["miou_point"] - pre["miou_point"], r["miou_box"] - pre["miou_box"]
+        plain = (
+            f"{r['plain_miou_point']:.3f} / {r['plain_miou_box']:.3f}"
+            if "plain_miou_point" in r
+            else "-"
+        )
         lines.append(
             f"| {r['row']} | {r['parameters'] / 1e6:.3f} | {r['parameters'] / full_params:.1%} | "
             f"{fmt(r['encoder_gflops'], '.3f')} | {fmt(r.get('min_ms'), '.1f')} | {r['miou_point']:.3f} | "
-            f"{r['miou_box']:.3f} | {d_pt:+.3f} / {d_box:+.3f} |"
+            f"{r['miou_box']:.3f} | {d_pt:+.3f} / {d_box:+.3f} | {plain} |"
         )
     lines += ["", claim_sentence(table, pre, largest, full_params), ""]
     # the search comparison
@@ -78,6 +93,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             "process's string hashing, so a rerun can differ. Every search scores subnets with "
             "the same validation prompts (--eval-seed 0), so scores compare across seeds.\n"
         )
+        lines += search_comparison(curves, cfg["evaluations"])
     lines += [
         "## Figures\n",
         "- `pareto.png`: every evaluated subnet (parameters vs validation score), the Pareto "
@@ -99,9 +115,38 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     results.atomic_write(path, "\n".join(lines) + "\n")
     paths = [path]
     paths.append(_plot_pareto(plt, doc, out_dir / "pareto.png", full_params))
-    paths.append(_plot_convergence(plt, curves, budget, out_dir / "convergence.png"))
+    paths.append(
+        _plot_convergence(plt, curves, budget, cfg["evaluations"], out_dir / "convergence.png")
+    )
     paths.append(_plot_latency(plt, doc, table, out_dir / "latency.png", full_params))
     return paths
+
+
+def search_comparison(curves: dict, evaluations: int) -> list[str]:
+    """The median best-so-far score (and its spread over seeds) at a few evaluation counts, and the
+    verdict of a rank test on the area under each run's curve."""
+    if not {"opentuner", "random"} <= set(curves):
+        return []
+    marks = sorted({max(1, evaluations // 8), evaluations // 4, evaluations // 2, evaluations})
+    lines = [
+        "Best validation score so far, median over seeds [25th-75th percentile]:\n",
+        "| method | runs | " + " | ".join(f"after {n}" for n in marks) + " |",
+        "|---" * (len(marks) + 2) + "|",
+    ]
+    for method in ("opentuner", "random"):
+        q = curve_quantiles(curves[method], evaluations)
+        cells = [f"{q[n - 1][1]:.4f} [{q[n - 1][0]:.4f}-{q[n - 1][2]:.4f}]" for n in marks]
+        lines.append(f"| {method} | {len(curves[method])} | " + " | ".join(cells) + " |")
+    cmp = compare_searches(curves, "opentuner", "random", evaluations)
+    p = "-" if cmp["p_value"] is None else f"{cmp['p_value']:.3g}"
+    lines.append(
+        "\nEach run summarised by the mean of its best-so-far curve over "
+        f"{evaluations} evaluations (high when it finds good subnets early): median OpenTuner "
+        f"{statistics.median(cmp['area']['opentuner']):.4f}, random "
+        f"{statistics.median(cmp['area']['random']):.4f}; two-sided Mann-Whitney U test "
+        f"p = {p}. **Verdict: {cmp['verdict']}.**\n"
+    )
+    return lines
 
 
 def claim_sentence(table: list[dict], pre: dict, largest: dict, full_params: int) -> str:
@@ -189,21 +234,17 @@ def _plot_pareto(plt, doc, path, full_params):
     return _finish(plt, fig, ax, path)
 
 
-def _plot_convergence(plt, curves, budget, path):
+def _plot_convergence(plt, curves, budget, evaluations, path):
+    """Median best-so-far curve per method with its 25th-75th percentile band over seeds."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = range(1, evaluations + 1)
     for i, (method, per) in enumerate(sorted(curves.items())):
-        for j, (_, c) in enumerate(sorted(per.items())):
-            ax.plot(
-                range(1, len(c) + 1),
-                c,
-                color=f"C{i}",
-                alpha=0.8,
-                lw=1.2,
-                label=method if j == 0 else None,
-            )
+        q = curve_quantiles(per, evaluations)
+        ax.plot(xs, [v[1] for v in q], color=f"C{i}", lw=1.6, label=f"{method} ({len(per)} runs)")
+        ax.fill_between(xs, [v[0] for v in q], [v[2] for v in q], color=f"C{i}", alpha=0.2)
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best validation score so far")
-    ax.set_title(f"Search convergence, parameters <= {budget:.0%}; one line per seed")
+    ax.set_title(f"Search convergence, parameters <= {budget:.0%}: median, 25th-75th pct.")
     return _finish(plt, fig, ax, path)
 
 

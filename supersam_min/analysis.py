@@ -53,3 +53,44 @@ def reach_summary(curves: dict) -> dict:
         finite = [n if n is not None else math.inf for n in needs.values()]
         out["methods"][method] = {"per_seed": needs, "median": statistics.median(finite)}
     return out
+
+
+def _padded(curve: list[float], length: int) -> list[float]:
+    """A best-so-far curve carried to `length` evaluations (a search that stopped keeps its best)."""
+    return curve + [curve[-1]] * (length - len(curve)) if curve else []
+
+
+def curve_quantiles(per_seed: dict[int, list[float]], length: int) -> list[tuple[float, ...]]:
+    """(25th, 50th, 75th percentile) over seeds of the best score after each of `length`
+    evaluations: the median curve and its spread."""
+    import numpy as np
+
+    rows = np.array([_padded(c, length) for c in per_seed.values() if c])
+    return [tuple(float(v) for v in np.percentile(rows[:, i], (25, 50, 75))) for i in range(length)]
+
+
+def compare_searches(
+    curves: dict[str, dict[int, list[float]]], first: str, second: str, length: int
+) -> dict:
+    """Which search method finds better subnets sooner, over seeds.
+
+    Each run is summarised by the mean of its best-so-far curve over `length` evaluations (the area
+    under it: high when it finds good subnets early), and the two methods' runs are compared with a
+    two-sided Mann-Whitney U test. Verdict: `first` or `second` when p < 0.05 (the one with the
+    higher median area), else "no significant difference".
+    """
+    from scipy.stats import mannwhitneyu
+
+    area = {
+        m: [statistics.fmean(_padded(c, length)) for c in curves.get(m, {}).values() if c]
+        for m in (first, second)
+    }
+    if min(len(a) for a in area.values()) < 2:
+        return {"area": area, "p_value": None, "verdict": "too few runs to compare"}
+    p = float(mannwhitneyu(area[first], area[second], alternative="two-sided").pvalue)
+    better = first if statistics.median(area[first]) > statistics.median(area[second]) else second
+    return {
+        "area": area,
+        "p_value": p,
+        "verdict": better if p < 0.05 else "no significant difference",
+    }

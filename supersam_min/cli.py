@@ -45,6 +45,14 @@ def make_parser() -> argparse.ArgumentParser:
         help="cpu, cuda, cuda:N, or auto (the GPU when PyTorch sees one, else the CPU)",
     )
 
+    precision = argparse.ArgumentParser(add_help=False)
+    precision.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: forward passes under bf16 autocast (CUDA only)",
+    )
+
     p = sub.add_parser(
         "pretrain",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -63,7 +71,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common],
+        parents=[common, precision],
         help="train the supernet with the sandwich rule",
     )
     p.add_argument("--init", required=True, help="the pretrained model (PATH of PATH.pt/.json)")
@@ -74,6 +82,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate")
     p.add_argument("--n-random", type=int, default=1, help="random subnets per step")
     p.add_argument("--distill", action="store_true", help="in-place distillation from the largest")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="fine-tune the full model alone, no subnets: the baseline the supernet is compared with",
+    )
     p.add_argument(
         "--prompt",
         choices=["point", "box", "mixed"],
@@ -108,7 +121,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "search",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common],
+        parents=[common, precision],
         help="find the best subnet within a size or latency budget (OpenTuner or random search)",
         description="Search the supernet's subnets (keep/drop per removable block, MLP width per "
         "block) for the best validation mIoU within a budget. Writes OUT/trials.json (every "
@@ -171,7 +184,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common],
+        parents=[common, precision],
         help="mIoU of a saved model on a dataset",
     )
     p.add_argument("--model", required=True, help="a saved model path, or a supernet folder")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from harness.device import resolve_device
+from harness.device import check_precision, resolve_device
 from harness.results import atomic_write
 from supersam_min import data as datasets
 from supersam_min import storage
@@ -140,9 +140,11 @@ def train_supernet(
     lr: float = 1e-4,
     n_random: int = 1,
     distill: bool = False,
+    plain: bool = False,
     prompt: str = "mixed",
     calibration: int = 4,
     checkpoint_every: int = 50,
+    precision: str = "fp32",
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
@@ -152,7 +154,9 @@ def train_supernet(
     """Train the supernet of a pretrained model with the sandwich rule (Wanda reordering first).
 
     `val`: data scoring the largest subnet (box mIoU) before training and at each checkpoint; the
-    best weights go to OUT/best.pt (default: nuclei:val with the nuclei data)."""
+    best weights go to OUT/best.pt (default: nuclei:val with the nuclei data). `plain`: train the
+    full model alone, no subnets (the same steps and data: the plain fine-tuning baseline; its
+    folder is a supernet folder too, so its subnets can be extracted and scored alike)."""
     _positive(calibration=calibration)
     cfg = TrainConfig(
         steps=steps,
@@ -161,10 +165,13 @@ def train_supernet(
         seed=seed,
         n_random=n_random,
         distill=distill,
+        sandwich=not plain,
         prompt=prompt,
         checkpoint_every=checkpoint_every,
+        precision=precision,
     )
     dev = resolve_device(device)
+    check_precision(precision, dev)
     out = Path(out)
     val = val or ("nuclei:val" if data.split(":")[0] == "nuclei" else None)
     samples = datasets.load_spec(data, "train")
@@ -179,7 +186,7 @@ def train_supernet(
         storage.start_supernet(out, sup.model_name)
 
         def validate(model):
-            return evaluate_samples(model, val_samples, "box", seed=seed)["miou"]
+            return evaluate_samples(model, val_samples, "box", seed, precision)["miou"]
 
         result = train(
             sup,
@@ -230,6 +237,7 @@ def search(
     workers: int = 1,
     devices: list[str] | None = None,
     eval_seed: int = 0,
+    precision: str = "fp32",
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
@@ -251,6 +259,8 @@ def search(
     limit = Budget(budget_kind, budget)
     dev = resolve_device(device)
     worker_devices = [resolve_device(d) for d in devices] if devices else None
+    for d in worker_devices or [dev]:
+        check_precision(precision, d)
     out = Path(out)
     samples = datasets.load_spec(data, "val")
     sup = storage.load_model(supernet, "max", dev)
@@ -261,6 +271,7 @@ def search(
         seed=eval_seed,  # not `seed`: every search must score a subnet alike
         workers=workers,
         devices=worker_devices,
+        precision=precision,
     )
     with claimed([out], resume=resume, overwrite=overwrite, resumable=out / "trials.json"):
         result = run_search(
@@ -300,6 +311,7 @@ def evaluate(
     data: str = "nuclei:test",
     prompt: str = "point",
     out: str | Path | None = None,
+    precision: str = "fp32",
     seed: int = 0,
     device: str = "auto",
     overwrite: bool = False,
@@ -310,6 +322,7 @@ def evaluate(
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExists(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     dev = resolve_device(device)
+    check_precision(precision, dev)
     samples = datasets.load_spec(data, "test")
     sup = storage.load_model(model, subnet, dev)
     # a supernet counts its active subnet (predicted, no copy); a saved model is counted as it is
@@ -317,12 +330,13 @@ def evaluate(
     outside_encoder = total - parameter_count(sup.sam.image_encoder)
     if Path(model).is_dir():
         total = predicted_parameters(sup.sam, sup.active)
-    scores = evaluate_samples(sup, samples, prompt, seed=seed)
+    scores = evaluate_samples(sup, samples, prompt, seed, precision)
     result = {
         "model": str(model),
         "arch": sup.model_name,
         "data": data,
         "prompt": prompt,
+        "precision": precision,
         **scores,
         "parameters": total,
         "encoder_parameters": total - outside_encoder,

@@ -175,7 +175,9 @@ def _read(path: Path, mask: bool = False) -> np.ndarray:
             return np.asarray(image)
     except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path} cannot be read as an image ({reason}); replace or remove it") from None
+        raise DataError(
+            f"{path} cannot be read as an image ({reason}); replace or remove it"
+        ) from None
 
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")

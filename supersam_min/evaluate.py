@@ -12,6 +12,7 @@ import random
 
 import torch
 
+from harness.device import autocast
 from supersam_min.data import Sample
 from supersam_min.supernet import SuperSAM
 from supersam_min.train import predict, prompts_for
@@ -25,8 +26,11 @@ def iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0) -> dict:
-    """{"miou", "objects"} of the active subnet on `samples` with `prompt` = point | box."""
+def evaluate(
+    sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0, precision: str = "fp32"
+) -> dict:
+    """{"miou", "objects"} of the active subnet on `samples` with `prompt` = point | box
+    (precision bf16: the forward pass under bf16 autocast, on CUDA)."""
     if prompt not in ("point", "box"):
         raise ValueError(f"unknown prompt {prompt!r}; choose point or box")
     rng = random.Random(f"eval-{seed}")
@@ -36,7 +40,9 @@ def evaluate(sup: SuperSAM, samples: list[Sample], prompt: str, seed: int = 0) -
         if len(s.masks) == 0:
             continue
         prompts = prompts_for(s.masks, prompt, rng, box_jitter=0)  # exact boxes
-        logits, _ = predict(sup, s.image, prompts, multimask=prompt == "point")
+        with autocast(sup.sam.device, precision):
+            logits, _ = predict(sup, s.image, prompts, multimask=prompt == "point")
+        logits = logits.float()
         full, masks = (logits > 0).cpu(), s.masks.cpu()  # at the image's original size
         per_mask = torch.stack([iou(full[:, c], masks) for c in range(full.shape[1])], 1)
         ious.append(per_mask.max(1).values)  # best of the three masks (one for boxes)

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from harness.device import autocast
 from supersam_min.analysis import best_so_far
 from supersam_min.data import Sample
 from supersam_min.evaluate import evaluate
@@ -107,15 +108,16 @@ def encoder_gflops(sam, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def encoder_latency_ms(sam, repeat: int = 5) -> float:
+def encoder_latency_ms(sam, repeat: int = 5, precision: str = "fp32") -> float:
     """Best-of-`repeat` time (ms) of `sam`'s image encoder on one image at its input size, after
-    a warm-up: CUDA events (L2 flushed) when the model is on a GPU, perf_counter on the CPU."""
+    a warm-up: CUDA events (L2 flushed) when the model is on a GPU, perf_counter on the CPU
+    (precision bf16: under bf16 autocast, on CUDA)."""
     from harness import timing
 
     size = sam.image_encoder.img_size
     device = next(sam.parameters()).device
     x = torch.randn(1, 3, size, size, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, precision):
         if device.type == "cuda":
             return timing.measure_cuda(lambda: sam.image_encoder(x), 2, repeat).min_ms
         return timing.measure(lambda: sam.image_encoder(x), 1, repeat).min_ms
@@ -140,6 +142,7 @@ class Evaluator:
         latency_repeat: int = 5,
         workers: int = 1,
         devices: list[str | torch.device] | None = None,
+        precision: str = "fp32",
     ):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -148,7 +151,7 @@ class Evaluator:
         if not any(len(s.masks) for s in samples):
             raise ValueError("the validation data has no object to segment")
         self.sup, self.samples, self.prompt, self.seed = sup, samples, prompt, seed
-        self.latency_repeat, self.workers = latency_repeat, workers
+        self.latency_repeat, self.workers, self.precision = latency_repeat, workers, precision
         self.devices = [torch.device(d) for d in devices or [sup.sam.device]]
         self.full_params = parameter_count(sup.sam)
         self._latency: dict[SubnetConfig, float] = {}
@@ -160,7 +163,7 @@ class Evaluator:
     def latency_ms(self, cfg: SubnetConfig) -> float:
         if cfg not in self._latency:
             sam = extract(self.sup.sam, self.sup.model_name, cfg).eval()
-            self._latency[cfg] = encoder_latency_ms(sam, self.latency_repeat)
+            self._latency[cfg] = encoder_latency_ms(sam, self.latency_repeat, self.precision)
         return self._latency[cfg]
 
     def cost(self, cfg: SubnetConfig, budget: Budget) -> float:
@@ -194,7 +197,8 @@ class Evaluator:
         out = {}
         for kind in ("box", "point"):
             if self.prompt in (kind, "both"):
-                out[f"miou_{kind}"] = evaluate(sub, self.samples, kind, self.seed)["miou"]
+                scores = evaluate(sub, self.samples, kind, self.seed, self.precision)
+                out[f"miou_{kind}"] = scores["miou"]
         out["score"] = sum(out.values()) / len(out)
         return out
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 from tqdm import tqdm
 
+from harness.device import PRECISIONS, autocast
 from supersam_min import storage
 from supersam_min.data import Sample, augment, box_prompt, point_prompt
 from supersam_min.geometry import frame, low_res_targets, to_original, transform_prompts
@@ -46,6 +47,7 @@ class TrainConfig:
     train_prompt_encoder: bool = False  # True only when pre-training from scratch
     seed: int = 0
     checkpoint_every: int = 50
+    precision: str = "fp32"  # bf16: forward passes under bf16 autocast (CUDA)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "warmup_steps", "max_masks"):
@@ -55,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"n_random must be >= 0, got {self.n_random}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.prompt not in ("point", "box", "mixed"):
             raise ValueError(f"prompt must be point, box or mixed, got {self.prompt!r}")
 
@@ -191,6 +197,7 @@ def subnet_loss(
             transform_prompts(sam, prompts, frames[i].original_size),
             multimask,
         )  # [M, C, L, L], [M, C]
+        logits, iou_pred = logits.float(), iou_pred.float()  # losses in fp32 under autocast too
         target = low_res_targets(masks.to(sam.device), frames[i], logits.shape[-1])
         target = target[:, None].expand_as(logits)
         per_candidate = mask_loss(logits, target)  # [M, C]
@@ -221,6 +228,7 @@ def sandwich_step(
     iou_loss: bool = True,
     sandwich: bool = True,
     world: int = 1,
+    precision: str = "fp32",
 ) -> list[float]:
     """One sandwich-rule step; returns the loss of each subnet (largest first, smallest last).
 
@@ -235,7 +243,10 @@ def sandwich_step(
     teacher, losses = None, []
     for j, cfg in enumerate(subnets):
         sup.set_active_subnet(cfg)
-        loss, outputs = subnet_loss(sup, batch, teacher if (distill and j > 0) else None, iou_loss)
+        with autocast(sup.sam.device, precision):
+            loss, outputs = subnet_loss(
+                sup, batch, teacher if (distill and j > 0) else None, iou_loss
+            )
         loss.backward()
         if j == 0:
             teacher = outputs
@@ -340,6 +351,7 @@ def train(
             cfg.iou_loss,
             cfg.sandwich,
             world,
+            cfg.precision,
         )
         scheduler.step()
         result.history.append(losses)

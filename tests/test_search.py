@@ -119,3 +119,16 @@ def test_parallel_workers_score_the_same_subnets_the_same(evaluator):
     assert scored[0] == scored[1] and len(scored[0]) == 4
     with pytest.raises(ValueError, match="workers"):
         Evaluator(evaluator.sup, evaluator.samples, workers=0)
+
+
+def test_search_comparison_needs_a_clear_difference():
+    from supersam_min.analysis import compare_searches, curve_quantiles
+
+    fast = {s: [0.5 + 0.01 * s] * 10 for s in range(8)}  # good subnets from the first evaluation
+    slow = {s: [0.1] * 9 + [0.5] for s in range(8)}
+    verdict = compare_searches({"a": fast, "b": slow}, "a", "b", 10)
+    assert verdict["verdict"] == "a" and verdict["p_value"] < 0.05
+    same = compare_searches({"a": fast, "b": fast}, "a", "b", 10)
+    assert same["verdict"] == "no significant difference"
+    q = curve_quantiles({0: [0.1, 0.2], 1: [0.3]}, 3)  # short curves keep their best
+    assert q[2][1] == 0.25 and len(q) == 3

@@ -199,3 +199,8 @@ def test_repro_render_of_an_empty_run_is_one_line_and_keeps_the_outputs(tmp_path
         repro.main(["render", "supersam-speed", "--raw", str(raw), "--results-dir", str(tmp_path)])
     assert "no records" in str(exc.value)
     assert readme.read_text() == "earlier tables"
+
+
+def test_bf16_without_a_gpu_is_one_line(made, capsys):
+    argv = ["evaluate", "--model", str(made / "pre"), "--device", "cpu", "--precision", "bf16"]
+    _fails(argv, capsys, "bf16 runs on a CUDA GPU")
