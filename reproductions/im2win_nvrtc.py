@@ -12,9 +12,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from harness import environment, results
+from im2win.cuda import access, sass
 from im2win.cuda import compile as nvrtc
-from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS
+from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
 from im2win.cuda.occupancy import theoretical_occupancy
+from im2win.shapes import PAPER_LAYERS
+from reproductions.tables import fmt
 
 EXPERIMENT = "im2win-nvrtc"
 SCALES = {"all": {}}
@@ -23,6 +26,19 @@ CONFIGS = {**VARIANTS, **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CAND
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
 OPTIONS = ()
+
+
+MIX_ARCHS = ("sm_80", "sm_90")  # the main loop's instruction mix, from cuobjdump -sass
+MODEL_LAYER = "conv10"  # the access model's shape (batch 128), the layer Nsight profiled
+LEGACY = "1cf3772_default"  # the kernel Nsight Compute profiled, as the access model rebuilds it
+LEGACY_TILE = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
+
+
+def _mix(compiled) -> dict:
+    try:
+        return sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        return {"skipped": str(exc)}
 
 
 def run(scale: str = "all", results_dir: Path | None = None, progress: bool = True) -> Path:
@@ -50,6 +66,29 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
                     "cubin_bytes": len(compiled.cubin),
                 }
             )
+        if arch in MIX_ARCHS:
+            records.append({"kind": "loop_mix", "config": name, "arch": arch, **_mix(compiled)})
+    shape = PAPER_LAYERS[MODEL_LAYER].with_batch(128)
+    for name, config, legacy in [(n, c, False) for n, c in CONFIGS.items()] + [
+        (LEGACY, LEGACY_TILE, True)
+    ]:
+        sites = access.model(config, shape, legacy=legacy)
+        records.append(
+            {"kind": "access", "config": name, "layer": MODEL_LAYER, **access.summary(sites)}
+        )
+        records += [
+            {
+                "kind": "access_site",
+                "config": name,
+                "site": s.name,
+                "requests": s.requests,
+                "wavefronts": s.wavefronts,
+                "ideal": s.ideal,
+                "sectors": s.sectors,
+                "bytes_used": s.bytes_used,
+            }
+            for s in sites
+        ]
     config = {
         "scale": scale,
         "configs": {n: c.defines() for n, c in CONFIGS.items()},
@@ -74,7 +113,7 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
 
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in doc["records"] if r["kernel"] == "im2win_conv"]
+    rows = [r for r in doc["records"] if r.get("kernel") == "im2win_conv"]
     lines = [
         "# GPU im2win kernels: compiler resource report\n",
         f"From `{source.name}` ({doc['created_utc']}, `{doc['command']}`), NVRTC "
@@ -93,15 +132,94 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             f"{r['spill_loads']} | {r['blocks_per_sm']} | {r['occupancy']:.0%} "
             f"({r['occupancy_limited_by']}) |"
         )
-    default = [r for r in rows if r["config"] == "im2win" and r["arch"] == "sm_90"]
-    if default:
-        d = default[0]
-        spills = d["spill_stores"] + d["spill_loads"]
-        lines.append(
-            f"\nGoal (issue: on sm_90 the default configuration has no spills and >= 50% theoretical "
-            f"occupancy): spills {spills} B, occupancy {d['occupancy']:.0%} -> "
-            f"{'met' if spills == 0 and d['occupancy'] >= 0.5 else 'NOT met'}.\n"
-        )
+    lines += _mix_table(doc) + _access_table(doc)
+    lines += _goals(doc, rows)
     path = out_dir / "README.md"
     results.atomic_write(path, "\n".join(lines) + "\n")
     return [path]
+
+
+def _widths(counts: dict) -> str:
+    return " + ".join(f"{n}x{w}b" for w, n in sorted(counts.items(), key=lambda x: int(x[0])))
+
+
+def _mix_table(doc: dict) -> list[str]:
+    mixes = [r for r in doc["records"] if r.get("kind") == "loop_mix"]
+    if not mixes:
+        return []
+    out = [
+        "\n## Main loop instruction mix\n",
+        "im2win_conv's innermost loop with the most FFMAs, disassembled from the NVRTC CUBIN "
+        "(cuobjdump -sass; im2win/cuda/sass.py). Widths in bits per thread: an LDS.128 loads four "
+        "floats. Local = LDL/STL inside the loop (spills).\n",
+        "| config | arch | instructions | FFMA | shared loads | FFMA per shared load | LDS | "
+        "STS | LDG | local | barriers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in mixes:
+        if "skipped" in r:
+            out.append(f"| {r['config']} | {r['arch']} | skipped: {r['skipped']} |||||||||")
+            continue
+        w = r["widths"]
+        out.append(
+            f"| {r['config']} | {r['arch']} | {r['instructions']} | {r['ffma']} | "
+            f"{r['shared_loads']} | {fmt(r['ffma_per_shared_load'], '.1f')} | "
+            f"{_widths(w.get('LDS', {}))} | {_widths(w.get('STS', {}))} | "
+            f"{_widths(w.get('LDG', {}))} | {r['local_accesses']} | {r['barriers']} |"
+        )
+    return out
+
+
+def _access_table(doc: dict) -> list[str]:
+    rows = [r for r in doc["records"] if r.get("kind") == "access"]
+    if not rows:
+        return []
+    layer = rows[0]["layer"]
+    out = [
+        f"\n## Memory access model ({layer}, batch 128)\n",
+        "From the kernel's index math for block (0, 0) and its first step (im2win/cuda/access.py), "
+        "not measured: shared-memory wavefronts per warp request (an LDS.128 needs 4 at best, a "
+        "32-bit access 1) and the share of them caused by bank conflicts; useful bytes per "
+        f"32-byte global sector. `{LEGACY}` is the kernel as it was when Nsight Compute profiled it "
+        "on an H100, rebuilt in the model.\n",
+        "| config | shared load wavefronts / request | conflict share | shared store wavefronts / "
+        "request | conflict share | global load B / sector | global store B / sector |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['config']} | {r['shared_load_wavefronts_per_request']:.2f} | "
+            f"{r['shared_load_excess']:.0%} | {r['shared_store_wavefronts_per_request']:.2f} | "
+            f"{r['shared_store_excess']:.0%} | {r['global_load_bytes_per_sector']:.1f} | "
+            f"{r['global_store_bytes_per_sector']:.1f} |"
+        )
+    return out
+
+
+def _goals(doc: dict, rows: list[dict]) -> list[str]:
+    """The issue's compile-time goals for the default configuration (config "im2win")."""
+    spills = [r["spill_stores"] + r["spill_loads"] for r in rows if r["config"] == "im2win"]
+    mix = [r for r in doc["records"] if r.get("kind") == "loop_mix" and r["config"] == "im2win"]
+    model = [r for r in doc["records"] if r.get("kind") == "access" and r["config"] == "im2win"]
+    out = ["\n## Goals (default configuration)\n"]
+    if spills:
+        out.append(
+            f"- No spills on any architecture: {max(spills)} B at most -> "
+            f"{'met' if max(spills) == 0 else 'NOT met'}."
+        )
+    if model:
+        m = model[0]
+        free = m["shared_load_excess"] == 0 and m["shared_store_excess"] == 0
+        out.append(
+            "- Conflict-free shared memory access (by the model): load conflict share "
+            f"{m['shared_load_excess']:.0%}, store {m['shared_store_excess']:.0%} -> "
+            f"{'met' if free else 'NOT met'}."
+        )
+    for r in mix:
+        if "skipped" not in r:
+            out.append(
+                f"- FFMA per shared-load instruction in the main loop ({r['arch']}): "
+                f"{r['ffma_per_shared_load']:.1f}; local memory accesses there: "
+                f"{r['local_accesses']}."
+            )
+    return out + [""]

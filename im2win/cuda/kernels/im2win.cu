@@ -13,9 +13,11 @@
  *           contiguous run of T floats, and neighbouring pixels' windows overlap.
  *
  * im2win_conv thread mapping: a block computes a BM (pixels) x BN (output channels) tile with
- * THREADS = (BM/TM)*(BN/TN) threads; thread (ty, tx) owns the TM x TN micro-tile at rows ty*TM..,
- * columns tx*TN... The reduction runs in BK-deep steps through shared memory (As[BK][BM] stored
- * transposed, Bs[BK][BN]).
+ * THREADS = (BM/TM)*(BN/TN) threads in warps of 32; each warp owns a WM x WN warp tile (LY x LX
+ * lanes, LX = 4 where the tile allows), and each lane a TM x TN micro-tile made of 4 x 4 sub-tiles
+ * spread over the warp tile (see tile_row), as in CUTLASS's SIMT GEMMs: every shared-memory read
+ * is a conflict-free float4 and every output store a float4. The reduction runs in BK-deep steps
+ * through shared memory (As[BK][BM + 4] transposed and padded, Bs[BK][BN]).
  *
  * Compile-time switches (the ablation of the paper, each a -D option):
  *   SMEM           shared-memory tiling (0: every thread reads global memory directly)
@@ -65,6 +67,15 @@ typedef int idx;
 #endif
 
 #define THREADS ((BM / TM) * (BN / TN))
+#define LX ((BN / TN) < 4 ? (BN / TN) : 4) /* lanes of a warp along the channels */
+#define LY (32 / LX)                         /* lanes along the pixels */
+#define WM (LY * TM)                         /* the warp tile: WM pixels x WN channels */
+#define WN (LX * TN)
+#define TMS (TM < 4 ? TM : 4) /* a sub-tile: TMS x TNS outputs, one float4 per row/column */
+#define TNS (TN < 4 ? TN : 4)
+#define MSUB (TM / TMS)
+#define NSUB (TN / TNS)
+#define AS_ROW (BM + 4) /* As rows padded by 4 floats: conflict-free transposed stores, 16-B rows */
 #define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
 #define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
 #define NBUF (DOUBLE_BUFFER ? 2 : 1)
@@ -134,6 +145,18 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, idx a_base
     for (int j = 0; j < B_LOADS; ++j) rb[j] = (tb < T && kb + j < K) ? fw[(idx)tb * K + kb + j] : 0.0f;
 }
 
+/* This thread's output rows and columns inside the block tile: the warp's WM x WN tile at (wm0,
+ * wn0), lane (ly, lx) of its LY x LX lanes; the TM x TN micro-tile is split into MSUB x NSUB
+ * sub-tiles of TMS x TNS (4 x 4 when TM, TN >= 4), WM / MSUB rows and WN / NSUB columns apart, so
+ * a sub-tile's rows (columns) are one float4 in shared memory and a quarter warp reads 2 (4) distinct
+ * float4s there: no bank conflict. */
+DEVICE int tile_row(int wm0, int ly, int i) {
+  return wm0 + (i / TMS) * (WM / MSUB) + ly * TMS + i % TMS;
+}
+DEVICE int tile_col(int wn0, int lx, int j) {
+  return wn0 + (j / TNS) * (WN / NSUB) + lx * TNS + j % TNS;
+}
+
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN)), block = THREADS. Kernels take their buffers
  * first, then scalars (im2win/cuda/launch.py builds the scalars). */
 KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
@@ -145,15 +168,17 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   const idx m0 = (idx)BLOCK_ID_X * BM;
   const int k0 = BLOCK_ID_Y * BN;
   const int tid = THREAD_ID;
-  const int ty = tid / (BN / TN), tx = tid % (BN / TN);
+  const int warp = tid / 32, lane = tid % 32;
+  const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+  const int ly = lane / LX, lx = lane % LX;
   float acc[TM][TN];
   for (int i = 0; i < TM; ++i)
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
 #if SMEM
   SHARED idx row_base[BM];
-  SHARED float As[NBUF][BK][BM];
-  SHARED float Bs[NBUF][BK][BN];
+  SHARED ALIGN16 float As[NBUF][BK][AS_ROW]; /* A transposed: As[t][row], rows padded */
+  SHARED ALIGN16 float Bs[NBUF][BK][BN];
   for (int i = tid; i < BM; i += THREADS) row_base[i] = window_base(m0 + i, M, P, Q, Wu, sx, RC);
   SYNC();
 
@@ -164,10 +189,21 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
   const idx a_base = row_base[a_row];
   const int steps = (T + BK - 1) / BK;
+#if VEC_B
+#define STORE_B(buf)                                                                 \
+  for (int j = 0; j < B_LOADS; j += 4)                                               \
+    STORE4(&Bs[buf][b_t][b_k + j], MAKE4(rb[j], rb[j + 1], rb[j + 2], rb[j + 3]));
+#elif B_LOADS % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
+#define STORE_B(buf) \
+  for (int j = 0; j < B_LOADS; j += 2) STORE2(&Bs[buf][b_t][b_k + j], rb[j], rb[j + 1]);
+#else
+#define STORE_B(buf) \
+  for (int j = 0; j < B_LOADS; ++j) Bs[buf][b_t][b_k + j] = rb[j];
+#endif
 #define STORE_STEP(buf)                                                  \
   {                                                                      \
     for (int j = 0; j < A_LOADS; ++j) As[buf][a_t + j][a_row] = ra[j];   \
-    for (int j = 0; j < B_LOADS; ++j) Bs[buf][b_t][b_k + j] = rb[j];     \
+    STORE_B(buf)                                                         \
   }
 
   load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, 0, vec_a, vec_b, ra, rb);
@@ -178,10 +214,25 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     const int more = step + 1 < steps;
     if (PREFETCH && more) /* loads in flight while computing below */
       load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, (step + 1) * BK, vec_a, vec_b, ra, rb);
+#pragma unroll
     for (int kk = 0; kk < BK; ++kk) {                 /* phase "compute": the micro-kernel */
       float a[TM], b[TN];
-      for (int i = 0; i < TM; ++i) a[i] = As[cur][kk][ty * TM + i];
-      for (int j = 0; j < TN; ++j) b[j] = Bs[cur][kk][tx * TN + j];
+      for (int u = 0; u < MSUB; ++u) {
+#if TMS == 4
+        const float4 v = LOAD4(&As[cur][kk][tile_row(wm0, ly, u * 4)]);
+        a[u * 4] = v.x, a[u * 4 + 1] = v.y, a[u * 4 + 2] = v.z, a[u * 4 + 3] = v.w;
+#else
+        for (int i = 0; i < TMS; ++i) a[u * TMS + i] = As[cur][kk][tile_row(wm0, ly, u * TMS + i)];
+#endif
+      }
+      for (int u = 0; u < NSUB; ++u) {
+#if TNS == 4
+        const float4 v = LOAD4(&Bs[cur][kk][tile_col(wn0, lx, u * 4)]);
+        b[u * 4] = v.x, b[u * 4 + 1] = v.y, b[u * 4 + 2] = v.z, b[u * 4 + 3] = v.w;
+#else
+        for (int j = 0; j < TNS; ++j) b[u * TNS + j] = Bs[cur][kk][tile_col(wn0, lx, u * TNS + j)];
+#endif
+      }
       for (int i = 0; i < TM; ++i)
         for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
     }
@@ -196,12 +247,12 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
 #else
   /* No shared memory: each thread streams its rows' windows and the filter from global memory. */
   idx base[TM];
-  for (int i = 0; i < TM; ++i) base[i] = window_base(m0 + ty * TM + i, M, P, Q, Wu, sx, RC);
+  for (int i = 0; i < TM; ++i) base[i] = window_base(m0 + tile_row(wm0, ly, i), M, P, Q, Wu, sx, RC);
   for (int t = 0; t < T; ++t) {
     float a[TM], b[TN];
     for (int i = 0; i < TM; ++i) a[i] = base[i] >= 0 ? iw[base[i] + t] : 0.0f;
     for (int j = 0; j < TN; ++j) {
-      const int k = k0 + tx * TN + j;
+      const int k = k0 + tile_col(wn0, lx, j);
       b[j] = k < K ? fw[(idx)t * K + k] : 0.0f;
     }
     for (int i = 0; i < TM; ++i)
@@ -209,13 +260,23 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   }
 #endif
 
-  /* Phase "store": bounds-checked, bias added once. */
+  /* Phase "store": bounds-checked, bias added once; a sub-tile row is one float4 store when K is a
+   * multiple of 4 (the output rows, K floats each, are then 16-byte aligned). */
   for (int i = 0; i < TM; ++i) {
-    const idx m = m0 + ty * TM + i;
-    if (m >= M) break;
-    for (int j = 0; j < TN; ++j) {
-      const int k = k0 + tx * TN + j;
-      if (k < K) out[m * K + k] = acc[i][j] + (has_bias ? bias[k] : 0.0f);
+    const idx m = m0 + tile_row(wm0, ly, i);
+    if (m >= M) continue;
+    for (int u = 0; u < NSUB; ++u) {
+      const int k = k0 + tile_col(wn0, lx, u * TNS);
+      float v[TNS];
+      for (int j = 0; j < TNS; ++j) v[j] = acc[i][u * TNS + j] + (has_bias && k + j < K ? bias[k + j] : 0.0f);
+#if TNS == 4
+      if (K % 4 == 0 && k + 4 <= K) {
+        STORE4(out + m * K + k, MAKE4(v[0], v[1], v[2], v[3]));
+        continue;
+      }
+#endif
+      for (int j = 0; j < TNS; ++j)
+        if (k + j < K) out[m * K + k + j] = v[j];
     }
   }
 }

@@ -12,6 +12,10 @@
 #define BLOCK_ID_Y ((int)get_group_id(1))
 #define GLOBAL_ID ((i64)get_global_id(0))
 #define LOAD4(p) vload4(0, (p))
+#define STORE4(p, v) vstore4((v), 0, (p))
+#define STORE2(p, a, b) vstore2((float2)((a), (b)), 0, (p))
+#define MAKE4(a, b, c, d) ((float4)((a), (b), (c), (d)))
+#define ALIGN16
 #define DEVICE inline
 #define LAUNCH_BOUNDS(threads, min_blocks) __attribute__((reqd_work_group_size(threads, 1, 1)))
 typedef long i64;
@@ -26,6 +30,10 @@ typedef long i64;
 #define BLOCK_ID_Y ((int)blockIdx.y)
 #define GLOBAL_ID ((i64)blockIdx.x * blockDim.x + threadIdx.x)
 #define LOAD4(p) (*(const float4*)(p))
+#define STORE4(p, v) (*(float4*)(p) = (v))
+#define STORE2(p, a, b) (*(float2*)(p) = make_float2((a), (b)))
+#define MAKE4(a, b, c, d) make_float4((a), (b), (c), (d))
+#define ALIGN16 __align__(16)
 #define DEVICE __device__ __forceinline__
 #define LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
 typedef long long i64;

@@ -1,0 +1,265 @@
+"""A model of im2win_conv's memory accesses, from the kernel's own index math, for one block: the
+shared-memory wavefronts of every load and store (bank conflicts) and the 32-byte global sectors
+every request touches. It needs no GPU, so CI holds the kernel to conflict-free shared access.
+
+Shared memory has 32 banks of 4 bytes. A warp's request is served in phases (all 32 lanes for
+32-bit accesses, 16 for 64-bit, 8 for 128-bit); a phase takes as many wavefronts as the most
+distinct 4-byte words any one bank must deliver (lanes reading the same word share it). The ideal
+is one wavefront per 32 distinct words of a phase. Global requests are served in 32-byte sectors.
+
+`legacy=True` models the kernel as it was at 1cf3772 (thread (ty, tx) owning rows ty*TM.. and
+columns tx*TN.., As rows unpadded, scalar output stores), the one Nsight Compute profiled on an H100
+(shared loads 6-way, 44% of their wavefronts excessive; stores 4-way, 75%; output stores using 4
+of 32 bytes per sector), so the model can be checked against those figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from im2win.cuda.config import TileConfig
+from im2win.shapes import ConvShape
+
+WARP, BANKS, SECTOR = 32, 32, 32
+
+
+@dataclass(frozen=True)
+class Site:
+    """One access instruction of the kernel as every warp of a block issues it."""
+
+    name: str
+    space: str  # "shared" or "global"
+    kind: str  # "load" or "store"
+    width: int  # bytes per lane
+    requests: int  # warp-level requests per block and BK step (or per block, for the output)
+    wavefronts: int  # shared: summed over those requests
+    ideal: int
+    sectors: int = 0  # global: summed over the requests
+    bytes_used: int = 0
+
+    @property
+    def ways(self) -> float:
+        """Wavefronts per ideal wavefront: 1.0 is conflict-free."""
+        return self.wavefronts / self.ideal if self.ideal else 1.0
+
+    @property
+    def sector_use(self) -> float | None:
+        """Useful bytes per 32-byte sector fetched or written (32 at best)."""
+        return self.bytes_used / self.sectors if self.sectors else None
+
+
+def shared_wavefronts(byte_addresses: list[int | None], width: int) -> tuple[int, int]:
+    """(wavefronts, ideal) of one warp request: lane i accesses `width` bytes at byte_addresses[i]
+    (None: an inactive lane)."""
+    per_phase = WARP * 4 // width if width > 4 else WARP
+    total = ideal = 0
+    for start in range(0, WARP, per_phase):
+        words = {
+            a // 4 + w
+            for a in byte_addresses[start : start + per_phase]
+            if a is not None
+            for w in range(width // 4)
+        }
+        if not words:
+            continue
+        per_bank: dict[int, int] = {}
+        for word in words:
+            per_bank[word % BANKS] = per_bank.get(word % BANKS, 0) + 1
+        total += max(per_bank.values())
+        ideal += math.ceil(len(words) / BANKS)
+    return total, ideal
+
+
+def global_sectors(byte_addresses: list[int | None], width: int) -> tuple[int, int]:
+    """(sectors, useful bytes) of one warp request."""
+    spans = [(a, a + width) for a in byte_addresses if a is not None]
+    sectors = {s for lo, hi in spans for s in range(lo // SECTOR, (hi - 1) // SECTOR + 1)}
+    used = len({b for lo, hi in spans for b in range(lo, hi, 4)}) * 4
+    return len(sectors), used
+
+
+class _Kernel:
+    """The kernel's index math for one configuration (the functions of im2win.cu, in Python)."""
+
+    def __init__(self, config: TileConfig, legacy: bool):
+        self.c, self.legacy = config, legacy
+        self.threads = config.threads
+        self.as_row = config.bm if legacy else config.bm + 4
+        self.a_loads, self.b_loads = config.a_loads, config.b_loads
+        self.tms, self.tns = min(config.tm, 4), min(config.tn, 4)
+        self.ly, self.lx = config.lanes
+
+    def rows(self, tid: int) -> list[int]:
+        c = self.c
+        if self.legacy:
+            ty = tid // (c.bn // c.tn)
+            return [ty * c.tm + i for i in range(c.tm)]
+        warp, lane = divmod(tid, WARP)
+        wm0 = (warp // (c.bn // self.c.warp_tile[1])) * c.warp_tile[0]
+        ly, msub = lane // self.lx, c.tm // self.tms
+        return [
+            wm0 + (i // self.tms) * (c.warp_tile[0] // msub) + ly * self.tms + i % self.tms
+            for i in range(c.tm)
+        ]
+
+    def cols(self, tid: int) -> list[int]:
+        c = self.c
+        if self.legacy:
+            tx = tid % (c.bn // c.tn)
+            return [tx * c.tn + j for j in range(c.tn)]
+        warp, lane = divmod(tid, WARP)
+        wn0 = (warp % (c.bn // c.warp_tile[1])) * c.warp_tile[1]
+        lx, nsub = lane % self.lx, c.tn // self.tns
+        return [
+            wn0 + (j // self.tns) * (c.warp_tile[1] // nsub) + lx * self.tns + j % self.tns
+            for j in range(c.tn)
+        ]
+
+    def a_slot(self, tid: int) -> tuple[int, int]:  # (row, first t) of this thread's A loads
+        e = tid * self.a_loads
+        return e // self.c.bk, e % self.c.bk
+
+    def b_slot(self, tid: int) -> tuple[int, int]:  # (t, first channel) of its B loads
+        e = tid * self.b_loads
+        return e // self.c.bn, e % self.c.bn
+
+
+def model(
+    config: TileConfig, shape: ConvShape, legacy: bool = False, vec_loads: bool | None = None
+) -> list[Site]:
+    """Every access site of im2win_conv for `config`, over the warps of block (0, 0) and its
+    first BK step, on `shape` (for the global addresses: window starts, K)."""
+    k = _Kernel(config, legacy)
+    c, threads = config, k.threads
+    warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
+    rc, wu = shape.r * shape.c, shape.window_width
+    vec_a = (
+        c.vec_load and k.a_loads % 4 == 0 and shape.c % 4 == 0 if vec_loads is None else vec_loads
+    )
+    vec_b = (
+        c.vec_load and k.b_loads % 4 == 0 and shape.k % 4 == 0 if vec_loads is None else vec_loads
+    )
+    out_vec = not legacy and k.tns == 4 and shape.k % 4 == 0
+
+    def base(m: int) -> int:  # window_base(): start of pixel m's window in Iw
+        n, rest = divmod(m, shape.p * shape.q)
+        p, q = divmod(rest, shape.q)
+        return ((n * shape.p + p) * wu + q * shape.stride[1]) * rc
+
+    sites = []
+
+    def add(name, space, kind, width, lanes_per_request):
+        wf = ideal = sectors = used = 0
+        for addresses in lanes_per_request:
+            if space == "shared":
+                w, i = shared_wavefronts(addresses, width)
+                wf, ideal = wf + w, ideal + i
+            else:
+                s, u = global_sectors(addresses, width)
+                sectors, used = sectors + s, used + u
+        sites.append(
+            Site(name, space, kind, width, len(lanes_per_request), wf, ideal, sectors, used)
+        )
+
+    # shared stores of one step: A transposed (scalar), B (float4 when vectorised)
+    add(
+        "A tile store (STS)",
+        "shared",
+        "store",
+        4,
+        [
+            [((k.a_slot(t)[1] + j) * k.as_row + k.a_slot(t)[0]) * 4 for t in warp]
+            for warp in warps
+            for j in range(k.a_loads)
+        ],
+    )
+    b_width = 4  # as STORE_B: float4 when compiled with VEC_B, else float2 runs, else scalar
+    if not legacy:
+        b_width = 16 if c.vec_load and k.b_loads % 4 == 0 else 8 if k.b_loads % 2 == 0 else 4
+    add(
+        f"B tile store (STS{'' if b_width == 4 else f'.{8 * b_width}'})",
+        "shared",
+        "store",
+        b_width,
+        [
+            [(k.b_slot(t)[0] * c.bn + k.b_slot(t)[1] + j) * 4 for t in warp]
+            for warp in warps
+            for j in range(0, k.b_loads, b_width // 4)
+        ],
+    )
+    # shared loads of a step: a (TM rows) and b (TN columns), a float4 per 4 consecutive; the
+    # row offset kk * row length is the same for every lane, so it changes no bank conflict
+    for name, idx, n in (("A", k.rows, c.tm), ("B", k.cols, c.tn)):
+        width = 16 if (k.tms if name == "A" else k.tns) == 4 else 4
+        per = width // 4
+        add(
+            f"{name} fragment load (LDS{'.128' if width == 16 else ''})",
+            "shared",
+            "load",
+            width,
+            [
+                [idx(t)[v] * 4 for t in warp]
+                for kk in range(c.bk)
+                for warp in warps
+                for v in range(0, n, per)
+            ],
+        )
+    # global loads of one step
+    a_width = 16 if vec_a else 4
+    add(
+        f"A window load (LDG{'.128' if a_width == 16 else ''})",
+        "global",
+        "load",
+        a_width,
+        [
+            [(base(k.a_slot(t)[0]) + k.a_slot(t)[1] + j) * 4 for t in warp]
+            for warp in warps
+            for j in range(0, k.a_loads, a_width // 4)
+        ],
+    )
+    add(
+        f"B filter load (LDG{'.128' if vec_b else ''})",
+        "global",
+        "load",
+        16 if vec_b else 4,
+        [
+            [(k.b_slot(t)[0] * shape.k + k.b_slot(t)[1] + j) * 4 for t in warp]
+            for warp in warps
+            for j in range(0, k.b_loads, 4 if vec_b else 1)
+        ],
+    )
+    # output stores of the block
+    o_width = 16 if out_vec else 4
+    add(
+        f"output store (STG{'.128' if o_width == 16 else ''})",
+        "global",
+        "store",
+        o_width,
+        [
+            [(k.rows(t)[i] * shape.k + k.cols(t)[j]) * 4 for t in warp]
+            for warp in warps
+            for i in range(c.tm)
+            for j in range(0, c.tn, o_width // 4)
+        ],
+    )
+    return sites
+
+
+def summary(sites: list[Site]) -> dict:
+    """Shared loads and stores: wavefronts per request and the share of excess wavefronts (as
+    Nsight Compute reports them); global: useful bytes per sector, loads and stores."""
+    out = {}
+    for space, kind in (("shared", "load"), ("shared", "store")):
+        group = [s for s in sites if s.space == space and s.kind == kind]
+        wf, ideal, req = (
+            sum(getattr(s, a) for s in group) for a in ("wavefronts", "ideal", "requests")
+        )
+        out[f"{space}_{kind}_wavefronts_per_request"] = wf / req
+        out[f"{space}_{kind}_excess"] = (wf - ideal) / wf
+    for kind in ("load", "store"):
+        group = [s for s in sites if s.space == "global" and s.kind == kind]
+        out[f"global_{kind}_bytes_per_sector"] = sum(s.bytes_used for s in group) / sum(
+            s.sectors for s in group
+        )
+    return out

@@ -1,0 +1,74 @@
+"""What can be known of the GPU kernel without a GPU: its memory access pattern (modelled from its
+index math) and the machine code NVRTC makes of its main loop."""
+
+import pytest
+
+from im2win.cuda import access, sass
+from im2win.cuda.compile import compile_cubin
+from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
+from im2win.shapes import PAPER_LAYERS, ConvShape
+
+LEGACY_DEFAULT = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
+
+
+def test_the_model_reproduces_what_nsight_measured_on_the_old_kernel():
+    """Nsight Compute, conv10 at batch 128 on an H100, main at 1cf3772 (the issue's figures):
+    shared loads 6-way with 44% of their wavefronts excessive, shared stores 4-way with 75%,
+    global loads 24 and output stores 4 useful bytes per 32-byte sector."""
+    shape = PAPER_LAYERS["conv10"].with_batch(128)
+    got = access.summary(access.model(LEGACY_DEFAULT, shape, legacy=True))
+    assert got["shared_load_wavefronts_per_request"] == pytest.approx(6.67, abs=0.1)
+    assert got["shared_load_excess"] == pytest.approx(0.44, abs=0.05)
+    assert got["shared_store_wavefronts_per_request"] == 4
+    assert got["shared_store_excess"] == 0.75
+    assert got["global_load_bytes_per_sector"] == 24
+    assert got["global_store_bytes_per_sector"] == 4
+
+
+SHAPES = {
+    "conv1": PAPER_LAYERS["conv1"].with_batch(8),  # C = 3: scalar window loads
+    "conv10": PAPER_LAYERS["conv10"].with_batch(128),
+    "conv12": PAPER_LAYERS["conv12"].with_batch(128),
+    "odd": ConvShape(n=2, c=5, h=9, w=11, k=70, r=3, s=2, stride=(2, 1), padding=(1, 0)),
+}
+
+
+@pytest.mark.parametrize("layer", list(SHAPES))
+@pytest.mark.parametrize(
+    "name, config",
+    [("default", DEFAULT), ("occupancy_tile", VARIANTS["occupancy_tile"])]
+    + [(f"candidate{i}", c) for i, c in enumerate(AUTOTUNE_CANDIDATES)],
+)
+def test_shared_memory_access_is_conflict_free(layer, name, config):
+    sites = access.model(config, SHAPES[layer])
+    conflicted = {s.name: round(s.ways, 2) for s in sites if s.space == "shared" and s.ways > 1}
+    assert not conflicted, f"{name} on {layer}: bank conflicts {conflicted}"
+
+
+def test_output_stores_use_whole_sectors_when_k_allows():
+    sites = access.model(DEFAULT, SHAPES["conv10"])
+    store = next(s for s in sites if s.name.startswith("output"))
+    assert store.width == 16 and store.sector_use == 32
+
+
+def test_the_wavefront_rule():
+    # 32 lanes reading 32 consecutive floats: one wavefront; the same word: one (broadcast)
+    assert access.shared_wavefronts([4 * i for i in range(32)], 4) == (1, 1)
+    assert access.shared_wavefronts([0] * 32, 4) == (1, 1)
+    # a stride of 32 floats puts every lane in bank 0: 32 wavefronts
+    assert access.shared_wavefronts([128 * i for i in range(32)], 4) == (32, 1)
+    # float4 reads of 32 consecutive float4s: 4 phases of 8 lanes, one wavefront each
+    assert access.shared_wavefronts([16 * i for i in range(32)], 16) == (4, 4)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_default_main_loop_feeds_16_ffma_per_shared_load_and_never_spills(arch):
+    compiled = compile_cubin(DEFAULT, arch)
+    try:
+        mix = sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    assert mix["ffma"] >= 64 and mix["ffma_per_shared_load"] >= 16
+    assert set(mix["widths"]["LDS"]) == {128}  # every shared load is a float4
+    assert mix["local_accesses"] == 0
+    assert compiled.resources["im2win_conv"].spill_stores == 0
