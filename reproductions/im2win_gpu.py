@@ -21,11 +21,11 @@ from tqdm import tqdm
 import im2win
 from harness import environment, results, timing
 from harness.device import resolve_device
-from im2win.cuda import runtime
+from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape
-from reproductions.tables import fmt, geomean, grid, table
+from reproductions.im2win_gpu_report import render
 
 EXPERIMENT = "im2win-gpu"
 SCALES = {
@@ -33,22 +33,6 @@ SCALES = {
     "paper": {"batch": 128, "warmup": 5, "repeat": 20},
 }
 GPU_CONV4_CHANNELS = 32  # conv4 has C = 32 in the authors' GPU layer list (seth-lu/Im2win, CUDA)
-# The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
-PAPER_TFLOPS_MACS = {
-    "conv1": (3.023, 4.459, 8.018),
-    "conv2": (3.045, 5.581, 7.692),
-    "conv3": (3.118, 4.629, 3.764),
-    "conv4": (6.854, 9.979, 13.025),
-    "conv5": (3.788, 19.269, 14.503),
-    "conv6": (3.827, 10.124, 9.979),
-    "conv7": (0.745, 1.653, 1.299),
-    "conv8": (6.247, 9.467, 12.025),
-    "conv9": (2.048, 6.417, 7.297),
-    "conv10": (3.334, 11.599, 11.976),
-    "conv11": (1.685, 15.571, 12.386),
-    "conv12": (0.907, 7.089, 7.641),
-}
-"""(im2col+cuBLAS, cuDNN, im2win) per layer, as logged by the authors (MACs / s, in T)."""
 
 
 class NoGpu(RuntimeError):
@@ -127,32 +111,13 @@ def run(
         exact = conv2d_reference(x[:1], w, b, shape.stride, shape.padding)
         bound = error_bound(x[:1], w, b, shape.stride, shape.padding)
         xc, wc, bc = x.cuda(), w.cuda(), b.cuda()
+        check = functools.partial(
+            _measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg
+        )
         for impl, call in _impls(xc, wc, bc, shape).items():
-            out = call()
-            torch.cuda.synchronize()
-            violation = float(((out[:1].double().cpu() - exact).abs() / bound).max())
-            del out
-            torch.cuda.empty_cache()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            call()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
-            t = timing.measure_cuda(call, cfg["warmup"], cfg["repeat"])
-            records.append(
-                {
-                    "layer": name,
-                    "impl": impl,
-                    **shape.as_dict(),
-                    "flops": shape.flops,
-                    **t.as_dict(),
-                    "tflops": shape.flops / (t.min_ms * 1e-3) / 1e12,
-                    "peak_mem_bytes": peak,
-                    "analytic_mem_bytes": analytic_bytes(impl, shape),
-                    "max_error_ratio": violation,
-                    "correct": violation <= 1.0,
-                }
-            )
+            records.append(check(impl, call, analytic_bytes(impl, shape)))
+        records += _cudnn_engines(xc, wc, shape, check)
+        records.append(_sgemm(name, shape, cfg))
         del xc, wc, bc
     config = {
         "scale": scale,
@@ -182,69 +147,64 @@ def run(
     )
 
 
-LEGACY_IDS = {"im2col_cublas": "im2col_gemm", "cudnn": "torch"}  # raw files before 2026-12
+def _measure(impl, call, analytic, *, name, shape, exact, bound, cfg) -> dict:
+    """Correctness on the first image (float64 oracle), peak memory, CUDA-event time of `call`."""
+    out = call()
+    torch.cuda.synchronize()
+    violation = float(((out[:1].double().cpu() - exact).abs() / bound).max())
+    del out
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    t = timing.measure_cuda(call, cfg["warmup"], cfg["repeat"])
+    return {
+        "layer": name,
+        "impl": impl,
+        **shape.as_dict(),
+        "flops": shape.flops,
+        **t.as_dict(),
+        "tflops": shape.flops / (t.min_ms * 1e-3) / 1e12,
+        "peak_mem_bytes": peak,
+        "analytic_mem_bytes": analytic,
+        "max_error_ratio": violation,
+        "correct": violation <= 1.0,
+    }
 
 
-def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for r in doc["records"]:
-        r["impl"] = LEGACY_IDS.get(r["impl"], r["impl"])
-    layers, impls, tf = grid(doc, "tflops")
-    _, _, mem = grid(doc, "peak_mem_bytes")
-    _, _, formula = grid(doc, "analytic_mem_bytes")
-    main = [i for i in impls if not i.startswith("im2win_")]
-    ablation = [i for i in impls if i == "im2win" or i.startswith("im2win_")]
-    gpu = (doc["environment"].get("gpu") or {}).get("name", "unknown GPU")
-    mib = lambda v: fmt(None if v is None else v / 2**20, ".1f")  # noqa: E731
-    parts = [
-        f"# im2win on {gpu} ({doc['config']['scale']} scale, batch {doc['config']['batch']})\n",
-        f"From `{source.name}` ({doc['created_utc']}, `{doc['command']}`). {doc['timing_method']}.\n",
-        "## TFLOPS (2 x MACs / best time)\n",
-        table(
-            ["layer", *main],
-            [[l] + [fmt(tf[(l, i)], ".2f") for i in main] for l in layers]
-            + [["**geomean**"] + [fmt(geomean(tf[(l, i)] for l in layers), ".2f") for i in main]],
-        ),
-        "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
-        table(
-            ["layer", *main],
-            [[l] + [f"{mib(mem[(l, i)])} ({mib(formula[(l, i)])})" for i in main] for l in layers],
-        ),
-        "## Ablation (TFLOPS)\n",
-        table(
-            ["layer", *ablation], [[l] + [fmt(tf[(l, i)], ".2f") for i in ablation] for l in layers]
-        ),
-        "## Paper versus ours\n",
-        "The authors' logs count MACs / time; converted here to 2 x MACs / time (x2). Their GPU is "
-        "not named, and their batch is 128: compare only a paper-scale run.\n",
-        table(
-            [
-                "layer",
-                "paper cuBLAS",
-                "ours im2col_gemm",
-                "paper cuDNN",
-                "ours torch (cuDNN)",
-                "paper im2win",
-                "ours im2win",
-            ],
-            [
-                [l]
-                + [
-                    x
-                    for pair in zip(
-                        (fmt(2 * p, ".2f") for p in PAPER_TFLOPS_MACS[l]),
-                        (fmt(tf.get((l, i)), ".2f") for i in ("im2col_gemm", "torch", "im2win")),
-                        strict=True,
-                    )
-                    for x in pair
-                ]
-                for l in layers
-                if l in PAPER_TFLOPS_MACS
-            ],
-        ),
-        f"\nAll outputs checked against float64 conv2d on the first image: "
-        f"{all(r['correct'] for r in doc['records'])}.\n",
-    ]
-    path = out_dir / "README.md"
-    results.atomic_write(path, "\n".join(parts))
-    return [path]
+def _cudnn_engines(x, w, shape: ConvShape, check) -> list[dict]:
+    """Each cuDNN engine on its own (ids cudnn_<plan name>), with its workspace; one that does not
+    apply to the layer is recorded with the reason."""
+    try:
+        found = cudnn_engines.engines(x, w, shape.stride, shape.padding)
+    except cudnn_engines.CudnnFrontendUnavailable as exc:
+        return [{"layer": check.keywords["name"], "impl": "cudnn_engines", "skipped": str(exc)}]
+    out = []
+    for e in found:
+        impl = f"cudnn_{e.name}"
+        if e.run is None:
+            out.append({"layer": check.keywords["name"], "impl": impl, "skipped": e.reason})
+            continue
+        out.append(check(impl, e.run, None) | {"workspace_bytes": e.workspace_bytes})
+    return out
+
+
+def _sgemm(name: str, shape: ConvShape, cfg: dict) -> dict:
+    """The roofline: one cuBLAS SGEMM of the layer's implicit-GEMM shape, M = N*P*Q pixels x
+    N = K channels x depth C*R*S, 2 x M*N*depth FLOPs, the same as the convolution's."""
+    m, depth = shape.n * shape.p * shape.q, shape.c * shape.r * shape.s
+    a = torch.randn(m, depth, device="cuda")
+    b = torch.randn(depth, shape.k, device="cuda")
+    t = timing.measure_cuda(lambda: a @ b, cfg["warmup"], cfg["repeat"])
+    return {
+        "layer": name,
+        "impl": "sgemm",
+        "kind": "roofline",
+        **t.as_dict(),
+        "tflops": 2 * m * shape.k * depth / (t.min_ms * 1e-3) / 1e12,
+    }
+
+
+__all__ = ["EXPERIMENT", "OPTIONS", "SCALES", "NoGpu", "render", "run"]

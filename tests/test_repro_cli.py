@@ -108,7 +108,7 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     text = (tmp_path / "im2win-gpu" / "README.md").read_text()
     assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
     assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2
-    assert "im2col_cublas" not in text and "| im2col_gemm |" in text  # one id per implementation
+    assert "im2col_cublas" not in text and "| im2col_gemm_loop |" in text  # one id per impl
 
 
 def test_supersam_speed_smoke(tmp_path):

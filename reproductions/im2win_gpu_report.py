@@ -1,0 +1,228 @@
+"""The tables of `repro run im2win-gpu`, drawn from its raw file on any machine: TFLOPS of im2win
+and its peers beside the same-shape cuBLAS SGEMM (the roofline), every cuDNN engine with its
+workspace, peak memory, the ablation, the paper against ours, and the issue's goals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import results
+from reproductions.tables import fmt, geomean, grid, table
+
+# The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
+PAPER_TFLOPS_MACS = {
+    "conv1": (3.023, 4.459, 8.018),
+    "conv2": (3.045, 5.581, 7.692),
+    "conv3": (3.118, 4.629, 3.764),
+    "conv4": (6.854, 9.979, 13.025),
+    "conv5": (3.788, 19.269, 14.503),
+    "conv6": (3.827, 10.124, 9.979),
+    "conv7": (0.745, 1.653, 1.299),
+    "conv8": (6.247, 9.467, 12.025),
+    "conv9": (2.048, 6.417, 7.297),
+    "conv10": (3.334, 11.599, 11.976),
+    "conv11": (1.685, 15.571, 12.386),
+    "conv12": (0.907, 7.089, 7.641),
+}
+"""(im2col+cuBLAS, cuDNN, im2win) per layer, as logged by the authors (MACs / s, in T)."""
+
+LEGACY_IDS = {"im2col_cublas": "im2col_gemm_loop", "cudnn": "torch"}  # raw files before 2026-12
+IM2COL = ("im2col_gemm", "im2col_gemm_loop")
+# cuDNN ran an implicit-GEMM-type algorithm on these at batch 128 on an H100, FFT on the others
+GEMM_TYPE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv7", "conv8", "conv9", "conv12")
+
+
+def _best(tf: dict, correct: dict, layer: str, impls: list[str]) -> tuple[str | None, float | None]:
+    """The fastest of `impls` on `layer` whose output passed the FP32 check."""
+    ok = [(tf[(layer, i)], i) for i in impls if tf.get((layer, i)) and correct.get((layer, i))]
+    return (max(ok)[1], max(ok)[0]) if ok else (None, None)
+
+
+def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for r in doc["records"]:
+        r["impl"] = LEGACY_IDS.get(r["impl"], r["impl"])
+    layers, impls, tf = grid(doc, "tflops")
+    _, _, mem = grid(doc, "peak_mem_bytes")
+    _, _, formula = grid(doc, "analytic_mem_bytes")
+    _, _, correct = grid(doc, "correct")
+    _, _, workspace = grid(doc, "workspace_bytes")
+    _, _, skipped = grid(doc, "skipped")
+    engines = [i for i in impls if i.startswith("cudnn_") and i != "cudnn_engines"]
+    cudnn_all = ["torch", *engines]
+    main = [i for i in impls if not i.startswith(("im2win_", "cudnn_")) and i != "sgemm"]
+    ablation = [i for i in impls if i == "im2win" or i.startswith("im2win_")]
+    gpu = (doc["environment"].get("gpu") or {}).get("name", "unknown GPU")
+    mib = lambda v: fmt(None if v is None else v / 2**20, ".1f")  # noqa: E731
+    best_cudnn = {l: _best(tf, correct, l, cudnn_all) for l in layers}
+    best_im2col = {l: _best(tf, correct, l, [i for i in IM2COL if i in impls]) for l in layers}
+    rows = []
+    for l in layers:
+        im, sg = tf.get((l, "im2win")), tf.get((l, "sgemm"))
+        name, cu = best_cudnn[l]
+        rows.append(
+            [l]
+            + [fmt(tf.get((l, i)), ".2f") for i in main]
+            + [f"{fmt(cu, '.2f')} ({name or '-'})", fmt(sg, ".2f")]
+            + [
+                fmt(im / sg if im and sg else None, ".2f"),
+                fmt(im / cu if im and cu else None, ".2f"),
+            ]
+        )
+    gm = {i: geomean(tf.get((l, i)) for l in layers) for i in [*main, "sgemm"]}
+    gm_cudnn = geomean(best_cudnn[l][1] for l in layers)
+    rows.append(
+        ["**geomean**"]
+        + [fmt(gm[i], ".2f") for i in main]
+        + [fmt(gm_cudnn, ".2f"), fmt(gm["sgemm"], ".2f")]
+        + [
+            fmt(
+                geomean(
+                    tf.get((l, "im2win")) / tf[(l, "sgemm")] for l in layers if tf.get((l, "sgemm"))
+                ),
+                ".2f",
+            ),
+            fmt(
+                geomean(
+                    tf.get((l, "im2win")) / best_cudnn[l][1] for l in layers if best_cudnn[l][1]
+                ),
+                ".2f",
+            ),
+        ]
+    )
+    parts = [
+        f"# im2win on {gpu} ({doc['config']['scale']} scale, batch {doc['config']['batch']})\n",
+        f"From `{source.name}` ({doc['created_utc']}, `{doc['command']}`). {doc['timing_method']}.\n",
+        "## TFLOPS (2 x MACs / best time)\n",
+        "best cuDNN: the fastest of PyTorch's choice (`torch`, benchmark mode) and every cuDNN "
+        "engine run on its own whose output passed the FP32 check; sgemm: one cuBLAS SGEMM of the "
+        "layer's implicit-GEMM shape (M = N*P*Q, N = K, depth C*R*S), the roofline.\n",
+        table(
+            [
+                "layer",
+                *main,
+                "best cuDNN (engine)",
+                "sgemm",
+                "im2win / sgemm",
+                "im2win / best cuDNN",
+            ],
+            rows,
+        ),
+    ]
+    if engines or any(r["impl"] == "cudnn_engines" for r in doc["records"]):
+        parts += [
+            "## cuDNN engines one by one (TFLOPS; workspace MiB)\n",
+            _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib),
+        ]
+    parts += [
+        "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
+        table(
+            ["layer", *main],
+            [
+                [l] + [f"{mib(mem.get((l, i)))} ({mib(formula.get((l, i)))})" for i in main]
+                for l in layers
+            ],
+        ),
+        "## Ablation (TFLOPS)\n",
+        table(
+            ["layer", *ablation],
+            [[l] + [fmt(tf.get((l, i)), ".2f") for i in ablation] for l in layers],
+        ),
+        "## Paper versus ours\n",
+        "The authors' logs count MACs / time; converted here to 2 x MACs / time (x2). Their GPU is "
+        "not named, and their batch is 128: compare only a paper-scale run.\n",
+        table(
+            [
+                "layer",
+                "paper cuBLAS",
+                "ours im2col_gemm",
+                "paper cuDNN",
+                "ours torch (cuDNN)",
+                "paper im2win",
+                "ours im2win",
+            ],
+            [
+                [l]
+                + [
+                    x
+                    for pair in zip(
+                        (fmt(2 * p, ".2f") for p in PAPER_TFLOPS_MACS[l]),
+                        (fmt(tf.get((l, i)), ".2f") for i in ("im2col_gemm", "torch", "im2win")),
+                        strict=True,
+                    )
+                    for x in pair
+                ]
+                for l in layers
+                if l in PAPER_TFLOPS_MACS
+            ],
+        ),
+        "\nAll outputs of the convolutions checked against float64 conv2d on the first image: "
+        + (
+            "every one within the FP32 bound."
+            if all(
+                r.get("correct", True) for r in doc["records"] if not r["impl"].startswith("cudnn_")
+            )
+            else "SOME FAIL the FP32 bound (see max_error_ratio in the raw file)."
+        )
+        + "\n",
+        *_goals(layers, tf, mem, best_cudnn, best_im2col),
+    ]
+    path = out_dir / "README.md"
+    results.atomic_write(path, "\n".join(parts))
+    return [path]
+
+
+def _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib) -> str:
+    missing = [r for r in doc["records"] if r["impl"] == "cudnn_engines"]
+    if missing:
+        return f"Not measured: {missing[0]['skipped']}\n"
+    rows = []
+    for l in layers:
+        cells = []
+        for e in engines:
+            if skipped.get((l, e)):
+                cells.append(f"n/a: {skipped[(l, e)][:60]}")
+            elif (l, e) not in tf:
+                cells.append("-")
+            else:
+                note = "" if correct.get((l, e)) else " NOT FP32"
+                cells.append(f"{fmt(tf[(l, e)], '.2f')}; {mib(workspace.get((l, e)))}{note}")
+        rows.append([l, *cells])
+    return table(["layer", *engines], rows)
+
+
+def _goals(layers, tf, mem, best_cudnn, best_im2col) -> list[str]:
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    im = {l: tf.get((l, "im2win")) for l in layers}
+    vs_sgemm = geomean(ratio(im[l], tf.get((l, "sgemm"))) for l in layers)
+    vs_cudnn = {l: ratio(im[l], best_cudnn[l][1]) for l in layers}
+    vs_im2col = geomean(ratio(im[l], best_im2col[l][1]) for l in layers)
+    gemm_layers = [l for l in layers if l in GEMM_TYPE_LAYERS and vs_cudnn[l]]
+    mem_ok = all(
+        mem.get((l, "im2win")) is not None
+        and all(mem.get((l, i)) is None or mem[(l, "im2win")] <= mem[(l, i)] for i in IM2COL)
+        for l in layers
+    )
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    overall = geomean(vs_cudnn.values())
+    per_layer = ", ".join(f"{l} {vs_cudnn[l]:.2f}x" for l in gemm_layers)
+    every = bool(gemm_layers) and all(vs_cudnn[l] >= 1 for l in gemm_layers)
+    return [
+        "## Goals\n",
+        f"- im2win geomean >= 0.85x the same-shape SGEMM: {fmt(vs_sgemm, '.2f')}x -> "
+        f"{verdict(vs_sgemm >= 0.85)}.",
+        f"- im2win >= 1.0x the best cuDNN on every GEMM-type layer: {per_layer} -> "
+        f"{verdict(every)}; geomean over all: {fmt(overall, '.2f')}x -> {verdict(overall >= 1)}.",
+        "- Per layer, the fastest cuDNN algorithm: "
+        + ", ".join(f"{l} {best_cudnn[l][0]}" for l in layers if best_cudnn[l][0])
+        + ".",
+        f"- im2win geomean >= 2.0x the strongest im2col + cuBLAS: {fmt(vs_im2col, '.2f')}x -> "
+        f"{verdict(vs_im2col >= 2)}.",
+        f"- Memory <= im2col on every layer: {verdict(mem_ok)}.",
+        "",
+    ]
