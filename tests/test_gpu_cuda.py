@@ -14,7 +14,7 @@ from im2win.shapes import PAPER_LAYERS, reduced
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("impl", ["im2win", "direct", "im2col_gemm", "torch"])
+@pytest.mark.parametrize("impl", ["im2win", "direct", "im2col_gemm", "im2col_gemm_loop", "torch"])
 @pytest.mark.parametrize("layer", list(PAPER_LAYERS))
 def test_paper_layers_on_gpu(layer, impl):
     torch.backends.cudnn.allow_tf32 = False
@@ -49,3 +49,22 @@ def test_unlaunchable_tile_is_a_clear_error():
     x, w = torch.randn(1, 3, 8, 8).cuda(), torch.randn(4, 3, 3, 3).cuda()
     with pytest.raises(ValueError, match="shared memory"):
         conv2d(x, w, None, (1, 1), (0, 0), TileConfig(bm=512, bn=512, bk=32, tm=16, tn=16))
+
+
+def test_every_cudnn_engine_runs_or_says_why():
+    from im2win.cuda import cudnn_engines
+
+    torch.backends.cudnn.allow_tf32 = False
+    x, w = torch.randn(2, 16, 12, 12), torch.randn(32, 16, 3, 3)
+    try:
+        found = cudnn_engines.engines(x.cuda(), w.cuda(), (1, 1), (1, 1))
+    except cudnn_engines.CudnnFrontendUnavailable as exc:
+        pytest.skip(str(exc))
+    assert found
+    ran = [e for e in found if e.run is not None]
+    assert ran and all(e.reason for e in found if e.run is None)
+    for e in ran:  # an engine either computes in FP32 or is TF32 (a larger error, still close)
+        out = e.run().cpu()
+        assert max_violation(out, x, w, None, 1, 1) <= 1.0 or torch.allclose(
+            out, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-1
+        )
