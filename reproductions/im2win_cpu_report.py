@@ -28,8 +28,23 @@ def gflops_table(doc: dict) -> str:
         f"{doc['config']['threads']} threads, batch {doc['config']['batch']}; "
         f"FP32 peak of this machine: {peak:.1f} GFLOP/s, the best of "
         f"{len(doc['peak'].get('probes_gflops', [1]))} FMA probes during the run (range "
-        f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts).\n\n"
+        f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts)."
+        + _microkernel_line(doc)
+        + "\n\n"
         + table(["layer", *impls], rows)
+    )
+
+
+def _microkernel_line(doc: dict) -> str:
+    """The micro-kernel's own throughput in L1 (runs since 2026-12 record it)."""
+    micro = doc.get("microkernel")
+    if not micro:
+        return ""
+    return (
+        f" The im2win micro-kernel alone, on L1-resident data: {micro['gflops']:.1f} GFLOP/s = "
+        f"{micro['fraction_of_peak']:.0%} of that peak, the ceiling of the whole convolution; "
+        "the gap between it and each layer's fraction of peak is what packing, blocking, "
+        "threading and tails cost."
     )
 
 

@@ -135,3 +135,9 @@ def test_atomic_write_keeps_normal_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_microkernel_probe_measures_something():
+    from im2win.cpu import lib
+
+    assert lib().im2win_ukernel_gflops(200, 1) > 0.5

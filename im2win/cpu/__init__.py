@@ -16,6 +16,7 @@ _L = ctypes.c_long
 _SIGNATURES = {
     "im2win_simd_width": (_I, []),
     "im2win_panel_floats": (_L, []),
+    "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),

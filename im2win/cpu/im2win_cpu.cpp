@@ -192,6 +192,30 @@ extern "C" {
 
 int im2win_simd_width() { return VL; }
 
+// The MR x KB micro-kernel alone, on L1-resident data (MR window rows of TC floats, one TC x KB
+// panel, one output tile per thread), `reps` times on every thread: its own GFLOP/s, the ceiling of
+// the whole convolution on this machine (2 * MR * KB * TC FLOPs per call).
+double im2win_ukernel_gflops(long reps, int nthreads) {
+  double seconds = 0;
+#pragma omp parallel num_threads(nthreads) reduction(max : seconds)
+  {
+    alignas(64) float a[MR * TC], b[TC * KB], c[MR * KB];
+    for (int i = 0; i < MR * TC; ++i) a[i] = 1e-3f * (i % 7);
+    for (int i = 0; i < TC * KB; ++i) b[i] = 1e-3f * (i % 5);
+    std::memset(c, 0, sizeof(c));
+    const float* rows[MR];
+    for (int i = 0; i < MR; ++i) rows[i] = a + i * TC;
+    ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);  // warm-up
+#pragma omp barrier
+    const double start = omp_get_wtime();
+    for (long r = 0; r < reps; ++r) ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);
+    seconds = omp_get_wtime() - start;
+    volatile float sink = c[0];
+    (void)sink;
+  }
+  return 2.0 * MR * KB * TC * reps * nthreads / seconds / 1e9;
+}
+
 // Workspace floats per thread for im2win_conv_nhwc: one packed filter panel of TC x KB.
 long im2win_panel_floats() { return static_cast<long>(TC) * KB; }
 

@@ -51,9 +51,7 @@ def engines(
     ty.set_output(True).set_data_type(fp32)
     graph.validate()
     graph.build_operation_graph()
-    graph.create_execution_plans(
-        [cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK]
-    )
+    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK])
     y = torch.empty(ty.get_dim(), device=x.device).as_strided(ty.get_dim(), ty.get_stride())
     out = []
     for i in range(graph.get_execution_plan_count()):
