@@ -69,9 +69,8 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
         if arch in MIX_ARCHS:
             records.append({"kind": "loop_mix", "config": name, "arch": arch, **_mix(compiled)})
     shape = PAPER_LAYERS[MODEL_LAYER].with_batch(128)
-    for name, config, legacy in [(n, c, False) for n, c in CONFIGS.items()] + [
-        (LEGACY, LEGACY_TILE, True)
-    ]:
+    modelled = [(n, c, False) for n, c in CONFIGS.items() if c.smem]  # the model: the smem path
+    for name, config, legacy in modelled + [(LEGACY, LEGACY_TILE, True)]:
         sites = access.model(config, shape, legacy=legacy)
         records.append(
             {"kind": "access", "config": name, "layer": MODEL_LAYER, **access.summary(sites)}

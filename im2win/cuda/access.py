@@ -129,7 +129,10 @@ def model(
     config: TileConfig, shape: ConvShape, legacy: bool = False, vec_loads: bool | None = None
 ) -> list[Site]:
     """Every access site of im2win_conv for `config`, over the warps of block (0, 0) and its
-    first BK step, on `shape` (for the global addresses: window starts, K)."""
+    first BK step, on `shape` (for the global addresses: window starts, K). Models the
+    shared-memory path (config.smem)."""
+    if not config.smem:
+        raise ValueError("the access model covers the shared-memory path (smem=True) only")
     k = _Kernel(config, legacy)
     c, threads = config, k.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
