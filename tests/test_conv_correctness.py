@@ -69,6 +69,16 @@ def test_window_transforms_of_an_empty_batch(transform):
     assert im2win.WINDOW_TRANSFORMS[transform](torch.randn(0, 3, 8, 8), shape).numel() == 0
 
 
+@pytest.mark.parametrize("c", [16, 17, 40])
+@pytest.mark.parametrize("stride, padding", [((1, 1), (0, 0)), ((2, 3), (1, 2))])
+def test_long_rows_with_many_channels(c, stride, padding):
+    """Window bands of long NCHW rows are built by a blocked transpose (rows of >= 64 columns,
+    >= 16 channels), not the per-column gather the other shapes use."""
+    x, w = torch.randn(2, c, 6, 150), torch.randn(9, c, 3, 5)
+    _check("im2win", x, w, torch.randn(9), stride, padding)
+    _check("im2win", x[:, :, :, 1:], w, None, stride, padding)  # a row that is not aligned
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_non_contiguous_and_channels_last_inputs(impl):
     base = torch.randn(2, 10, 9, 16)

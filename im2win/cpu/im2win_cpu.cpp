@@ -174,6 +174,15 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       } else if (C < 16) {  // few channels: read each channel's row contiguously
         for (int c = 0; c < C; ++c)
           for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = src[c * sc + w * sw];
+      } else if (sw == 1 && w_hi - w_lo >= 64) {  // long NCHW rows: transpose in blocks of 16
+        // channels, reading along rows, so the lines written (one per column) stay in L1 across a
+        // block; a gather down the channels of a large image hits one L1 set at every channel
+        // (channel stride a multiple of 4 KiB: conv4's 224 x 224 planes) and thrashes it
+        for (int c0 = 0; c0 < C; c0 += 16)
+          for (int c = c0; c < std::min(C, c0 + 16); ++c) {
+            const float* s_c = src + c * sc;
+            for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = s_c[w];
+          }
       } else {  // many channels: gather the C values of one column (a contiguous write)
         for (long w = 0; w < w_hi - w_lo; ++w) {
           const float* s_w = src + w * sw;
