@@ -14,7 +14,8 @@ from harness.native import load
 
 SOURCE = Path(__file__).with_name("peak.cpp")
 METHOD = (
-    "16 independent chains of FP32 vector FMAs per thread (widest SIMD of -march=native), "
+    "independent chains of FP32 vector FMAs per thread (16 with AVX-512, 12 otherwise: as many "
+    "as the vector registers hold; widest SIMD of -march=native), "
     "all threads at once; best of {trials} trials of {iters} iterations; FLOPs = 2 per lane"
 )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness import results
 from reproductions.tables import fmt, geomean, grid, table
 
-LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 70% of the FMA peak on these
+LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
 PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
     "memory_saving_vs_im2col": 0.416,
     "speedup_vs_im2col": 3.6,
@@ -127,34 +127,30 @@ def paper_comparison(doc: dict) -> str:
 
 
 def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
-    """The issue's goals, each (goal, measured, met)."""
+    """The CPU issue's goals (oneDNN's fastest path, the FMA peak, memory), each (goal, measured,
+    met)."""
     layers, impls, g = grid(doc, "gflops")
     _, _, frac = grid(doc, "fraction_of_peak")
     _, _, mem = grid(doc, "extra_mem_bytes")
     gm = {i: geomean(g[(l, i)] for l in layers) for i in impls}
     out = []
+    for peer, factor in (("torch_cl", 1.0), ("torch", 1.1)):
+        if {"im2win", peer} <= gm.keys():
+            ratio = gm["im2win"] / gm[peer]
+            out.append(
+                (
+                    f"im2win geomean >= {factor:.1f}x {peer}",
+                    f"{gm['im2win']:.1f} vs {gm[peer]:.1f} GFLOP/s ({ratio:.2f}x)",
+                    ratio >= factor,
+                )
+            )
     if {"im2win", "torch"} <= gm.keys():
+        behind = [l for l in layers if g[(l, "im2win")] < g[(l, "torch")]]
         out.append(
             (
-                "im2win geomean >= torch",
-                f"{gm['im2win']:.1f} vs {gm['torch']:.1f} GFLOP/s",
-                gm["im2win"] >= gm["torch"],
-            )
-        )
-    if {"im2win", "im2col_gemm"} <= gm.keys():
-        out.append(
-            (
-                "im2win geomean >= 3x im2col_gemm",
-                f"{gm['im2win'] / gm['im2col_gemm']:.2f}x",
-                gm["im2win"] >= 3 * gm["im2col_gemm"],
-            )
-        )
-    if {"im2win", "torch_cl"} <= gm.keys():
-        out.append(
-            (
-                "stretch: im2win geomean >= torch_cl",
-                f"{gm['im2win']:.1f} vs {gm['torch_cl']:.1f} GFLOP/s",
-                gm["im2win"] >= gm["torch_cl"],
+                "im2win >= torch on every layer",
+                "behind on " + ", ".join(behind) if behind else "every layer",
+                not behind,
             )
         )
     big = [l for l in LARGE_3X3 if (l, "im2win") in frac]
@@ -162,9 +158,9 @@ def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
         worst = min(frac[(l, "im2win")] for l in big)
         out.append(
             (
-                "im2win >= 70% of peak on conv8-conv11",
+                "im2win >= 85% of the measured FMA peak on conv8-conv11",
                 ", ".join(f"{l} {frac[(l, 'im2win')]:.0%}" for l in big),
-                worst >= 0.7,
+                worst >= 0.85,
             )
         )
     ratios = [
