@@ -15,7 +15,6 @@ supernet.json.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 
@@ -23,10 +22,9 @@ from supersam_min import commands
 
 
 def call(args: argparse.Namespace) -> dict:
-    """Call the sub-command's function with the parsed options it takes (options are named as
-    its keyword arguments)."""
-    taken = inspect.signature(args.func).parameters
-    return args.func(**{k: v for k, v in vars(args).items() if k in taken})
+    """Call the sub-command's function with its parsed options: each sub-parser declares exactly
+    the function's keyword arguments, so no option is silently dropped."""
+    return args.func(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -34,16 +32,19 @@ def make_parser() -> argparse.ArgumentParser:
         prog="supersam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    common.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
-    common.add_argument(
+    device = argparse.ArgumentParser(add_help=False)  # option groups, each where it applies
+    device.add_argument(
         "--device",
         default="auto",
         help="cpu, cuda, cuda:N, or auto (the GPU when PyTorch sees one, else the CPU)",
     )
+    seed = argparse.ArgumentParser(add_help=False)
+    seed.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    common = [device, seed, progress]
 
     precision = argparse.ArgumentParser(add_help=False)
     precision.add_argument(
@@ -56,7 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pretrain",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common],
+        parents=[*common],
         help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
     )
     p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
@@ -71,7 +72,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common, precision],
+        parents=[*common, precision],
         help="train the supernet with the sandwich rule",
     )
     p.add_argument("--init", required=True, help="the pretrained model (PATH of PATH.pt/.json)")
@@ -109,7 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "extract",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common],
+        parents=[device],
         help="save a subnet as a standalone SAM",
     )
     p.add_argument("--supernet", required=True, help="supernet folder")
@@ -121,7 +122,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "search",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common, precision],
+        parents=[*common, precision],
         help="find the best subnet within a size or latency budget (OpenTuner or random search)",
         description="Search the supernet's subnets (keep/drop per removable block, MLP width per "
         "block) for the best validation mIoU within a budget. Writes OUT/trials.json (every "
@@ -184,7 +185,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        parents=[common, precision],
+        parents=[device, seed, precision],
         help="mIoU of a saved model on a dataset",
     )
     p.add_argument("--model", required=True, help="a saved model path, or a supernet folder")

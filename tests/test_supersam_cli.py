@@ -132,3 +132,15 @@ def test_bad_subnet_and_missing_checkpoint_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["extract", "--supernet", str(tmp_path / "sup"), "--out", str(tmp_path / "x")])
     assert "supersam" in capsys.readouterr().err
+
+
+def test_every_option_is_a_keyword_of_its_command_function():
+    import argparse
+    import inspect
+
+    parser = cli.make_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        options = {a.dest for a in p._actions if a.dest != "help"}
+        params = set(inspect.signature(p.get_default("func")).parameters)
+        assert options == params, (name, options ^ params)
