@@ -86,9 +86,10 @@ def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
     return min(fused_workspace_floats(shape, threads), _whole_window_floats(shape, threads))
 
 
-def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, float]:
-    """im2win on validated arguments, and the time (ms) spent building windows: the slowest
-    thread's, from the kernel's own timers, when streaming; the whole transform's otherwise."""
+def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
+    """im2win on validated arguments, and where its time went (ms): {"transform_ms": building
+    windows, "pack_ms": packing filter panels}. Streaming: the slowest thread's of each, from the
+    kernel's own timers. Whole window tensor: the transform timed here, packing not measured."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
     fused_floats = fused_workspace_floats(shape, threads)
@@ -96,11 +97,14 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
-        return _convolve_nhwc(iw, shape, weight, bias), transform_ms
+        return _convolve_nhwc(iw, shape, weight, bias), {
+            "transform_ms": transform_ms,
+            "pack_ms": None,
+        }
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(fused_floats)
-    seconds = ctypes.c_double()
+    seconds = (ctypes.c_double * 2)()
     lib().im2win_conv_fused(
         x.data_ptr(),
         *x.stride(),
@@ -109,10 +113,10 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         _ptr(bias),
         out.data_ptr(),
         work.data_ptr(),
-        ctypes.byref(seconds),
+        seconds,
         threads,
     )
-    return out, seconds.value * 1e3
+    return out, {"transform_ms": seconds[0] * 1e3, "pack_ms": seconds[1] * 1e3}
 
 
 def _im2win(x, weight, bias, stride, padding):
@@ -258,9 +262,10 @@ class Implementation:
     cuda_run: Callable[..., torch.Tensor] | None = None  # on CUDA tensors, where supported
     extra_elems: Callable[[ConvShape, int], int] | None = None  # (shape, threads), on the CPU
     cuda_extra_elems: Callable[[ConvShape], int] | None = None
-    # the window transform alone: materialised (x, shape) -> Iw, or streamed: the kernel's timer
+    # the window transform alone, materialised: (x, shape) -> Iw
     window_transform: Callable[[torch.Tensor, ConvShape], torch.Tensor] | None = None
-    streamed_transform_ms: Callable[..., float] | None = None  # (x, w, b, stride, padding) -> ms
+    # the kernel's own timers of its phases: (x, w, b, stride, padding) -> {"transform_ms", ...}
+    phases_ms: Callable[..., dict] | None = None
 
     def extra_bytes(self, shape: ConvShape, threads: int, cuda: bool = False) -> int | None:
         """Workspace beyond the output, in bytes, from the formula (None: no formula)."""
@@ -282,7 +287,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             _im2win_cuda,
             extra_elems=im2win_workspace_floats,
             cuda_extra_elems=_cuda_window_elems,
-            streamed_transform_ms=lambda *args: im2win_with_phases(*args)[1],
+            phases_ms=lambda *args: im2win_with_phases(*args)[1],
         ),
         Implementation(
             "im2win_nhwc",

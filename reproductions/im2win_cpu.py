@@ -119,12 +119,15 @@ def run(
             probes.append(measure_peak(n_threads, trials=2))
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
-                transform_ms = None
-                if entry.streamed_transform_ms:  # the kernel's own timer of its window phase
-                    transform_ms = min(
-                        entry.streamed_transform_ms(x, w, b, shape.stride, shape.padding)
+                transform_ms = pack_ms = None
+                if entry.phases_ms:  # the kernel's own timers of its phases, best of the rounds
+                    runs = [
+                        entry.phases_ms(x, w, b, shape.stride, shape.padding)
                         for _ in range(cfg["repeat"])
-                    )
+                    ]
+                    transform_ms = min(r["transform_ms"] for r in runs)
+                    if runs[0]["pack_ms"] is not None:
+                        pack_ms = min(r["pack_ms"] for r in runs)
                 elif entry.window_transform:
                     transform = functools.partial(entry.window_transform, x, shape)
                     transform_ms = timing.measure(transform, cfg["warmup"], cfg["repeat"]).min_ms
@@ -138,6 +141,7 @@ def run(
                         **t.as_dict(),
                         "gflops": gflops(shape, t.min_ms),
                         "transform_ms": transform_ms,
+                        "pack_ms": pack_ms,
                         "max_error_ratio": violations[impl],
                         "correct": violations[impl] <= 1.0,
                         "extra_mem_formula_bytes": entry.extra_bytes(shape, n_threads),

@@ -94,6 +94,49 @@ def transform_table(doc: dict) -> str:
     )
 
 
+def breakdown_table(doc: dict) -> str:
+    """Where im2win's time goes per layer (runs since 2026-12 time the filter packing too)."""
+    recs = {r["layer"]: r for r in doc["records"] if r["impl"] == "im2win"}
+    micro = (doc.get("microkernel") or {}).get("gflops")
+    if not micro or not any(r.get("pack_ms") is not None for r in recs.values()):
+        return ""
+    rows = []
+    for layer, r in recs.items():
+        total, bands, pack = r["min_ms"], r.get("transform_ms"), r.get("pack_ms")
+        if bands is None or pack is None:
+            rows.append([layer, f"{total:.2f}", "-", "-", "-", "whole window tensor"])
+            continue
+        rest = max(total - bands - pack, 1e-9)
+        gflops = r["flops"] / (rest * 1e-3) / 1e9
+        rows.append(
+            [
+                layer,
+                f"{total:.2f}",
+                f"{bands:.2f} ({bands / total:.0%})",
+                f"{pack:.2f} ({pack / total:.0%})",
+                f"{gflops:.1f} ({gflops / micro:.0%})",
+                "streamed bands",
+            ]
+        )
+    return (
+        "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the slowest "
+        "thread's time building window bands and packing filter panels (the kernel's own timers), "
+        "and the GFLOP/s of what is left (the micro-kernel over the bands, with its loads, tails "
+        f"and the threads' imbalance) against the micro-kernel alone in L1 ({micro:.1f} GFLOP/s).\n\n"
+        + table(
+            [
+                "layer",
+                "whole ms",
+                "bands ms",
+                "filter packing ms",
+                "rest GFLOP/s (of L1 kernel)",
+                "path",
+            ],
+            rows,
+        )
+    )
+
+
 def _ratio_mean(doc, key, num, den, invert=False):
     layers, _, v = grid(doc, key)
     vals = [
@@ -276,6 +319,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             gflops_table(doc),
             "## Window transform\n",
             transform_table(doc),
+            breakdown_table(doc),
             "## Memory\n",
             memory_table(doc),
             "## Paper versus ours\n",

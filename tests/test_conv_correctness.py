@@ -139,3 +139,15 @@ def test_im2win_streamed_and_whole_window_paths(threads):
             _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
     finally:
         torch.set_num_threads(old)
+
+
+def test_im2win_reports_where_its_time_went():
+    from im2win.implementations import im2win_with_phases, streams_windows
+    from im2win.shapes import ConvShape
+
+    shape = ConvShape(n=2, c=32, h=40, w=40, k=40, r=3, s=3)
+    assert streams_windows(shape, torch.get_num_threads())
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
+    assert max_violation(out, x, w) <= 1.0
+    assert phases["transform_ms"] > 0 and phases["pack_ms"] > 0

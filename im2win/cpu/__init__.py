@@ -28,6 +28,7 @@ _SIGNATURES = {
     "im2win_conv_fused": (
         None,
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
+        # phase_seconds: double[2] (bands, filter panels)
     ),
     # f, K C R S, fw, threads
     "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),

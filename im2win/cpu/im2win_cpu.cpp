@@ -134,13 +134,17 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
 
 // One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per
 // TC-deep step of the reduction, pack the filter panel (L1) and run the MR x KB micro-kernel over
-// the pixels. out points at the first pixel's output row (row stride K).
+// the pixels. out points at the first pixel's output row (row stride K). pack_seconds: the time
+// spent packing is added to it.
 void gemm_block(const float* const* arow, long rows, const float* f, long T, int R, int S, int C,
-                int K, int k0, int kvalid, const float* bias, float* out, float* panel) {
+                int K, int k0, int kvalid, const float* bias, float* out, float* panel,
+                double& pack_seconds) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   for (long t0 = 0; t0 < T; t0 += TC) {
     const int tc = static_cast<int>(std::min<long>(TC, T - t0));
+    const double t_pack = omp_get_wtime();
     pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+    pack_seconds += omp_get_wtime() - t_pack;
     const float* a[MR];
     for (long m = 0; m < rows; m += MR) {
       const int mr = static_cast<int>(std::min<long>(MR, rows - m));
@@ -273,7 +277,9 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
           const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
           arow[m - m0] = iw + ((n * P + p) * Wu + q * sx) * RC;
         }
-        gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K, panel);
+        double pack_seconds = 0.0;  // not reported on this path
+        gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K, panel,
+                   pack_seconds);
       }
   }
 }
@@ -296,7 +302,8 @@ void im2win_fused_plan(int N, int C, int R, int S, int sx, int P, int Q, int nth
 // out: [N][P][Q][K]; work: nthreads * (band_floats + im2win_panel_floats()) floats.
 // Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
 // there are fewer row blocks than threads (each then builds its own copy of the bands).
-// phase_seconds (nullable): receives the slowest thread's time spent building bands.
+// phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
+// packing filter panels ([1]).
 void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                        int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
                        const float* f, const float* bias, float* out, float* work,
@@ -312,13 +319,13 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
   const long kb_per_group = cdiv(kblocks, kgroups);
-  double slowest = 0.0;
-#pragma omp parallel num_threads(nthreads) reduction(max : slowest)
+  double slowest = 0.0, slowest_pack = 0.0;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack)
   {
     float* band = work + static_cast<long>(omp_get_thread_num()) * (band_floats + TC * KB);
     float* panel = band + band_floats;
     std::vector<const float*> arow(rows_per_item * Q);
-    double transform = 0.0;
+    double transform = 0.0, packing = 0.0;
 #pragma omp for collapse(2) schedule(static)
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
@@ -335,12 +342,13 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         for (long kb = kb0; kb < kb1; ++kb) {
           const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
           gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K,
-                     panel);
+                     panel, packing);
         }
       }
     slowest = transform;
+    slowest_pack = packing;
   }
-  if (phase_seconds) *phase_seconds = slowest;
+  if (phase_seconds) phase_seconds[0] = slowest, phase_seconds[1] = slowest_pack;
 }
 
 // Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
