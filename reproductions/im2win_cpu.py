@@ -56,7 +56,7 @@ def _inputs(shape: ConvShape, seed: int):
     return x, w, b
 
 
-MICRO_REPS = 50_000  # calls of the micro-kernel per thread in its L1 probe (~0.1 s)
+MICRO_REPS = 400_000  # calls of the micro-kernel per thread in its L1 probe (0.2-0.5 s)
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
 OPTIONS = ("threads", "layers", "impls", "repeat", "warmup", "seed")
@@ -173,7 +173,7 @@ def run(
         probes.append(measure_peak(n_threads))
         peak = max(probes, key=lambda p: p.gflops)
         # the micro-kernel alone in L1: the ceiling the convolution could reach with perfect data
-        micro = max(lib().im2win_ukernel_gflops(MICRO_REPS, n_threads) for _ in range(3))
+        micro = max(lib().im2win_ukernel_gflops(MICRO_REPS, n_threads) for _ in range(5))
         for rec in records:
             rec["fraction_of_peak"] = rec["gflops"] / peak.gflops
         env = environment.capture(n_threads)
@@ -201,7 +201,7 @@ def run(
                 "gflops": micro,
                 "fraction_of_peak": micro / peak.gflops,
                 "method": f"im2win_ukernel_gflops: the MR x KB micro-kernel on L1-resident "
-                f"data, {MICRO_REPS} calls per thread on every thread, best of 3",
+                f"data, {MICRO_REPS} calls per thread on every thread, best of 5",
             },
             "memory_method": memory.METHOD,
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"
