@@ -116,7 +116,7 @@ def run(
         )
         for impl, call in _impls(xc, wc, bc, shape).items():
             records.append(check(impl, call, analytic_bytes(impl, shape)))
-        records += _cudnn_engines(xc, wc, shape, check)
+        records += _cudnn_engines(xc, wc, name, shape, check)
         records.append(_sgemm(name, shape, cfg))
         del xc, wc, bc
     config = {
@@ -174,18 +174,18 @@ def _measure(impl, call, analytic, *, name, shape, exact, bound, cfg) -> dict:
     }
 
 
-def _cudnn_engines(x, w, shape: ConvShape, check) -> list[dict]:
+def _cudnn_engines(x, w, name: str, shape: ConvShape, check) -> list[dict]:
     """Each cuDNN engine on its own (ids cudnn_<plan name>), with its workspace; one that does not
     apply to the layer is recorded with the reason."""
     try:
         found = cudnn_engines.engines(x, w, shape.stride, shape.padding)
     except cudnn_engines.CudnnFrontendUnavailable as exc:
-        return [{"layer": check.keywords["name"], "impl": "cudnn_engines", "skipped": str(exc)}]
+        return [{"layer": name, "impl": "cudnn_engines", "skipped": str(exc)}]
     out = []
     for e in found:
         impl = f"cudnn_{e.name}"
         if e.run is None:
-            out.append({"layer": check.keywords["name"], "impl": impl, "skipped": e.reason})
+            out.append({"layer": name, "impl": impl, "skipped": e.reason})
             continue
         out.append(check(impl, e.run, None) | {"workspace_bytes": e.workspace_bytes})
     return out

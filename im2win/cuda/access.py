@@ -125,9 +125,7 @@ class _Kernel:
         return e // self.c.bn, e % self.c.bn
 
 
-def model(
-    config: TileConfig, shape: ConvShape, legacy: bool = False, vec_loads: bool | None = None
-) -> list[Site]:
+def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Site]:
     """Every access site of im2win_conv for `config`, over the warps of block (0, 0) and its
     first BK step, on `shape` (for the global addresses: window starts, K). Models the
     shared-memory path (config.smem)."""
@@ -137,12 +135,10 @@ def model(
     c, threads = config, k.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
     rc, wu = shape.r * shape.c, shape.window_width
-    vec_a = (
-        c.vec_load and k.a_loads % 4 == 0 and shape.c % 4 == 0 if vec_loads is None else vec_loads
-    )
-    vec_b = (
-        c.vec_load and k.b_loads % 4 == 0 and shape.k % 4 == 0 if vec_loads is None else vec_loads
-    )
+    # float4 global loads: compiled in (VEC_A/VEC_B) and allowed by the launch (vec_a: C % 4 == 0,
+    # vec_b: K % 4 == 0, im2win/cuda/launch.py)
+    vec_a = c.vec_load and k.a_loads % 4 == 0 and shape.c % 4 == 0
+    vec_b = c.vec_load and k.b_loads % 4 == 0 and shape.k % 4 == 0
     out_vec = not legacy and k.tns == 4 and shape.k % 4 == 0
 
     def base(m: int) -> int:  # window_base(): start of pixel m's window in Iw
