@@ -52,11 +52,13 @@ def _contiguous_params(weight, bias):
 
 
 def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of the streamed im2win's per-thread work buffers (window bands + filter panel)."""
-    rows, band = ctypes.c_long(), ctypes.c_long()
+    """Floats of the streamed im2win's work buffer: window bands a thread, and either the whole
+    filter packed once or one filter panel a thread (the kernel's plan chooses)."""
+    rows, band, work = ctypes.c_long(), ctypes.c_long(), ctypes.c_long()
     lib().im2win_fused_plan(
         shape.n,
         shape.c,
+        shape.k,
         shape.r,
         shape.s,
         shape.stride[1],
@@ -65,13 +67,21 @@ def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
         threads,
         ctypes.byref(rows),
         ctypes.byref(band),
+        ctypes.byref(work),
     )
-    return threads * (band.value + lib().im2win_panel_floats())
+    return work.value
+
+
+def filter_work_floats(shape: ConvShape, threads: int) -> int:
+    """Floats of the NHWC kernel's filter workspace: the whole filter packed once, or one panel a
+    thread where that would outgrow a quarter of the im2col matrix (the kernel's plan)."""
+    m = shape.n * shape.p * shape.q
+    return lib().im2win_filter_work_floats(shape.k, shape.c, shape.r, shape.s, m, threads)
 
 
 def _whole_window_floats(shape: ConvShape, threads: int) -> int:
-    """Workspace of the materialised path: the whole window tensor + one filter panel per thread."""
-    return window_nhwc_elems(shape) + threads * lib().im2win_panel_floats()
+    """Workspace of the materialised path: the whole window tensor + the filter's workspace."""
+    return window_nhwc_elems(shape) + filter_work_floats(shape, threads)
 
 
 def streams_windows(shape: ConvShape, threads: int) -> bool:
@@ -87,9 +97,10 @@ def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
-    """im2win on validated arguments, and where its time went (ms): {"transform_ms": building
-    windows, "pack_ms": packing filter panels}. Streaming: the slowest thread's of each, from the
-    kernel's own timers. Whole window tensor: the transform timed here, packing not measured."""
+    """im2win on validated arguments, and where its time went: {"transform_ms": building windows,
+    "pack_ms": packing the filter, "path": "streamed bands" or "whole window tensor"}. Both times are the
+    slowest thread's, from the kernel's own timers, except the materialised window tensor's
+    transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
     fused_floats = fused_workspace_floats(shape, threads)
@@ -97,9 +108,11 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
-        return _convolve_nhwc(iw, shape, weight, bias), {
+        out, pack_ms = _convolve_nhwc(iw, shape, weight, bias)
+        return out, {
             "transform_ms": transform_ms,
-            "pack_ms": None,
+            "pack_ms": pack_ms,
+            "path": "whole window tensor",
         }
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
@@ -116,19 +129,25 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         seconds,
         threads,
     )
-    return out, {"transform_ms": seconds[0] * 1e3, "pack_ms": seconds[1] * 1e3}
+    return out, {
+        "transform_ms": seconds[0] * 1e3,
+        "pack_ms": seconds[1] * 1e3,
+        "path": "streamed bands",
+    }
 
 
 def _im2win(x, weight, bias, stride, padding):
     return im2win_with_phases(x, weight, bias, stride, padding)[0]
 
 
-def _convolve_nhwc(iw, shape, weight, bias):
-    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor."""
+def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, float]:
+    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor. Returns the
+    output and the slowest thread's time packing the filter (ms)."""
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
-    panels = torch.empty(threads * lib().im2win_panel_floats())
+    work = torch.empty(filter_work_floats(shape, threads))
+    pack_seconds = ctypes.c_double()
     lib().im2win_conv_nhwc(
         iw.data_ptr(),
         weight.data_ptr(),
@@ -142,15 +161,16 @@ def _convolve_nhwc(iw, shape, weight, bias):
         shape.stride[1],
         shape.p,
         shape.q,
-        panels.data_ptr(),
+        work.data_ptr(),
+        ctypes.byref(pack_seconds),
         threads,
     )
-    return out
+    return out, pack_seconds.value * 1e3
 
 
 def _im2win_nhwc(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
-    return _convolve_nhwc(window_nhwc(x, shape), shape, weight, bias)
+    return _convolve_nhwc(window_nhwc(x, shape), shape, weight, bias)[0]
 
 
 def _im2win_nchw(x, weight, bias, stride, padding):
@@ -274,10 +294,6 @@ class Implementation:
         return None if self.extra_elems is None else self.extra_elems(shape, threads) * 4
 
 
-def _panels(threads: int) -> int:
-    return threads * lib().im2win_panel_floats()
-
-
 IMPLEMENTATIONS: dict[str, Implementation] = {
     impl.id: impl
     for impl in [
@@ -292,7 +308,9 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         Implementation(
             "im2win_nhwc",
             _im2win_nhwc,
-            extra_elems=lambda shape, threads: window_nhwc_elems(shape) + _panels(threads),
+            extra_elems=lambda shape, threads: (
+                window_nhwc_elems(shape) + filter_work_floats(shape, threads)
+            ),
             window_transform=window_nhwc,
         ),
         Implementation(  # the paper's window tensor plus its reordered filter Fw

@@ -89,7 +89,6 @@ def run(
     started = time.perf_counter()
     with timing.threads(threads) as n_threads:
         probes = [measure_peak(n_threads)]  # FMA peak: before, after every layer, at the end
-        panel_floats = lib().im2win_panel_floats()
         records = []
         bar = tqdm(
             total=3 * len(shapes) * len(impls),
@@ -119,15 +118,15 @@ def run(
             probes.append(measure_peak(n_threads, trials=2))
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
-                transform_ms = pack_ms = None
+                transform_ms = pack_ms = path = None
                 if entry.phases_ms:  # the kernel's own timers of its phases, best of the rounds
                     runs = [
                         entry.phases_ms(x, w, b, shape.stride, shape.padding)
                         for _ in range(cfg["repeat"])
                     ]
                     transform_ms = min(r["transform_ms"] for r in runs)
-                    if runs[0]["pack_ms"] is not None:
-                        pack_ms = min(r["pack_ms"] for r in runs)
+                    pack_ms = min(r["pack_ms"] for r in runs)
+                    path = runs[0]["path"]
                 elif entry.window_transform:
                     transform = functools.partial(entry.window_transform, x, shape)
                     transform_ms = timing.measure(transform, cfg["warmup"], cfg["repeat"]).min_ms
@@ -142,6 +141,7 @@ def run(
                         "gflops": gflops(shape, t.min_ms),
                         "transform_ms": transform_ms,
                         "pack_ms": pack_ms,
+                        "path": path,
                         "max_error_ratio": violations[impl],
                         "correct": violations[impl] <= 1.0,
                         "extra_mem_formula_bytes": entry.extra_bytes(shape, n_threads),
@@ -185,7 +185,6 @@ def run(
         "layers": list(shapes),
         "impls": impls,
         "dtype": "float32",
-        "im2win_panel_floats": panel_floats,
         "shapes": {n: s.as_dict() for n, s in shapes.items()},
     }
     return results.write_run(

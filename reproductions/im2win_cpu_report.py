@@ -115,13 +115,15 @@ def breakdown_table(doc: dict) -> str:
                 f"{bands:.2f} ({bands / total:.0%})",
                 f"{pack:.2f} ({pack / total:.0%})",
                 f"{gflops:.1f} ({gflops / micro:.0%})",
-                "streamed bands",
+                r.get("path") or "streamed bands",  # runs before 2026-12-02 stream only here
             ]
         )
     return (
-        "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the slowest "
-        "thread's time building window bands and packing filter panels (the kernel's own timers), "
-        "and the GFLOP/s of what is left (the micro-kernel over the bands, with its loads, tails "
+        "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the time spent "
+        "building window bands (the slowest thread's, from the kernel's own timers; on the whole "
+        "window tensor's path, that transform timed on its own) and packing the filter (the "
+        "slowest thread's), and the GFLOP/s of what is left (the micro-kernel over the bands, with "
+        "its loads, tails "
         f"and the threads' imbalance) against the micro-kernel alone in L1 ({micro:.1f} GFLOP/s).\n\n"
         + table(
             [

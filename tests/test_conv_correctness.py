@@ -72,8 +72,8 @@ def test_window_transforms_of_an_empty_batch(transform):
 @pytest.mark.parametrize("c", [16, 17, 40])
 @pytest.mark.parametrize("stride, padding", [((1, 1), (0, 0)), ((2, 3), (1, 2))])
 def test_long_rows_with_many_channels(c, stride, padding):
-    """Window bands of long NCHW rows are built by a blocked transpose (rows of >= 64 columns,
-    >= 16 channels), not the per-column gather the other shapes use."""
+    """Window bands of NCHW rows (>= 8 columns, >= 16 channels) are built by 8 x 8 register
+    transposes plus scalar edges, not the per-column gather the other shapes use."""
     x, w = torch.randn(2, c, 6, 150), torch.randn(9, c, 3, 5)
     _check("im2win", x, w, torch.randn(9), stride, padding)
     _check("im2win", x[:, :, :, 1:], w, None, stride, padding)  # a row that is not aligned
@@ -139,6 +139,43 @@ def test_im2win_streamed_and_whole_window_paths(threads):
             _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)),
+        im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3),
+        im2win.ConvShape(n=1, c=64, h=12, w=12, k=16, r=3, s=3),
+        im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3),
+    ],
+    ids=["streamed-packed-once", "streamed-panels", "whole-packed-once", "whole-panels"],
+)
+def test_im2win_filter_packed_once_or_per_panel(shape):
+    """Each of the four plans (window bands streamed or materialised; filter packed once for the
+    call or panel by panel where the packed copy would outgrow a quarter of im2col) is taken by
+    one of these shapes and matches the oracle."""
+    from im2win.implementations import filter_work_floats, streams_windows
+
+    threads = torch.get_num_threads()
+    packed_once = filter_work_floats(shape, threads) == -(-shape.k // 16) * 16 * (
+        shape.c * shape.r * shape.s
+    )
+    name = ("streamed" if streams_windows(shape, threads) else "whole") + (
+        "-packed-once" if packed_once else "-panels"
+    )
+    assert (
+        name
+        == {
+            (2, 40): "streamed-packed-once",
+            (1, 600): "streamed-panels",
+            (1, 16): "whole-packed-once",
+            (1, 64): "whole-panels",
+        }[(shape.n, shape.k)]
+    )
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
+    _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
 
 
 def test_im2win_reports_where_its_time_went():

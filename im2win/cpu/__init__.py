@@ -15,20 +15,23 @@ _I = ctypes.c_int
 _L = ctypes.c_long
 _SIGNATURES = {
     "im2win_simd_width": (_I, []),
-    "im2win_panel_floats": (_L, []),
+    "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I]),  # K C R S M threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
-    # iw, f, bias, out, N C K R S sx P Q, panels, threads
-    "im2win_conv_nhwc": (None, [_P, _P, _P, _P] + [_I] * 8 + [_P, _I]),
-    # N C R S sx P Q threads -> rows per item, band floats per thread
-    "im2win_fused_plan": (None, [_I] * 8 + [ctypes.POINTER(_L), ctypes.POINTER(_L)]),
+    # iw, f, bias, out, N C K R S sx P Q, work, pack_seconds, threads
+    "im2win_conv_nhwc": (
+        None,
+        [_P, _P, _P, _P] + [_I] * 8 + [_P, ctypes.POINTER(ctypes.c_double), _I],
+    ),
+    # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all
+    "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3),
     # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
     "im2win_conv_fused": (
         None,
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
-        # phase_seconds: double[2] (bands, filter panels)
+        # phase_seconds: double[2] (bands, filter packing)
     ),
     # f, K C R S, fw, threads
     "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),

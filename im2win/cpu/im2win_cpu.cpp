@@ -132,27 +132,86 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
   }
 }
 
+// The whole filter packed once, for every channel block: packed[kb][t][KB] = F[kb*KB + kk][c][r][s]
+// in window order t = (s, r, c), zero past K. The threads split the channel blocks and reduction
+// steps; every panel gemm_block needs is then a slice of it.
+void pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
+  const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
+#pragma omp for collapse(2) schedule(static)
+  for (long kb = 0; kb < kblocks; ++kb)
+    for (long s = 0; s < S; ++s) {
+      const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
+      long ss = s, r = 0, c = 0;
+      pack_panel(f, T, R, S, C, k0, kvalid, R * C, ss, r, c, packed + (kb * T + s * R * C) * KB);
+    }
+}
+
 // One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per
-// TC-deep step of the reduction, pack the filter panel (L1) and run the MR x KB micro-kernel over
-// the pixels. out points at the first pixel's output row (row stride K). pack_seconds: the time
-// spent packing is added to it.
-void gemm_block(const float* const* arow, long rows, const float* f, long T, int R, int S, int C,
-                int K, int k0, int kvalid, const float* bias, float* out, float* panel,
-                double& pack_seconds) {
+// TC-deep step of the reduction, the filter panel (L1) is either a slice of the pre-packed filter
+// (`packed`: this block's [T][KB]) or packed here into `panel` (its time added to pack_seconds),
+// then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
+// (row stride K).
+void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
+                int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
+                float* panel, double& pack_seconds) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   for (long t0 = 0; t0 < T; t0 += TC) {
     const int tc = static_cast<int>(std::min<long>(TC, T - t0));
-    const double t_pack = omp_get_wtime();
-    pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
-    pack_seconds += omp_get_wtime() - t_pack;
+    const float* b = packed ? packed + t0 * KB : panel;
+    if (!packed) {
+      const double t_pack = omp_get_wtime();
+      pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+      pack_seconds += omp_get_wtime() - t_pack;
+    }
     const float* a[MR];
     for (long m = 0; m < rows; m += MR) {
       const int mr = static_cast<int>(std::min<long>(MR, rows - m));
       for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
-      ukernel_dispatch<MR>(mr, a, panel, tc, out + m * K + k0, K, kvalid, t0 == 0,
+      ukernel_dispatch<MR>(mr, a, b, tc, out + m * K + k0, K, kvalid, t0 == 0,
                            bias ? bias + k0 : nullptr);
     }
   }
+}
+
+typedef float V8 __attribute__((vector_size(32)));  // 8 lanes whatever the SIMD width
+typedef int V8i __attribute__((vector_size(32)));
+typedef float V8u __attribute__((vector_size(32), aligned(4)));
+
+// d[w * ld + c] = src[c * sc + w] for c < C, w < cols: 8 channels x 8 columns at a time through an
+// 8 x 8 register transpose (unpack, shuffle, swap halves: vunpck/vshufps/vperm2f128 on AVX), the
+// edges one by one.
+void transpose_rows(const float* src, long sc, int C, long cols, float* d, long ld) {
+  const int c8 = C / 8 * 8;
+  const long w8 = cols / 8 * 8;
+  for (int c0 = 0; c0 < c8; c0 += 8) {
+    const float* s0 = src + c0 * sc;
+    for (long w0 = 0; w0 < w8; w0 += 8) {
+      V8 r[8], t[8];
+      for (int i = 0; i < 8; ++i) r[i] = *reinterpret_cast<const V8u*>(s0 + i * sc + w0);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (V8i){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (V8i){2, 10, 3, 11, 6, 14, 7, 15});
+      }
+      for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; ++j) {
+          r[i + j] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){0, 1, 8, 9, 4, 5, 12, 13});
+          r[i + j + 2] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+      // r[0..3] hold columns (0, 2, 1, 3) of channels 0-3 in their low and columns 4-7 in their
+      // high halves, r[4..7] the same for channels 4-7
+      const int order[4] = {0, 2, 1, 3};
+      for (int j = 0; j < 4; ++j) {
+        const V8 lo = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){0, 1, 2, 3, 8, 9, 10, 11});
+        const V8 hi = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){4, 5, 6, 7, 12, 13, 14, 15});
+        *reinterpret_cast<V8u*>(d + (w0 + j) * ld + c0) = lo;
+        *reinterpret_cast<V8u*>(d + (w0 + j + 4) * ld + c0) = hi;
+      }
+    }
+    for (int c = c0; c < c0 + 8; ++c)
+      for (long w = w8; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
+  }
+  for (int c = c8; c < C; ++c)
+    for (long w = 0; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
 }
 
 // Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
@@ -178,15 +237,10 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       } else if (C < 16) {  // few channels: read each channel's row contiguously
         for (int c = 0; c < C; ++c)
           for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = src[c * sc + w * sw];
-      } else if (sw == 1 && w_hi - w_lo >= 64) {  // long NCHW rows: transpose in blocks of 16
-        // channels, reading along rows, so the lines written (one per column) stay in L1 across a
-        // block; a gather down the channels of a large image hits one L1 set at every channel
-        // (channel stride a multiple of 4 KiB: conv4's 224 x 224 planes) and thrashes it
-        for (int c0 = 0; c0 < C; c0 += 16)
-          for (int c = c0; c < std::min(C, c0 + 16); ++c) {
-            const float* s_c = src + c * sc;
-            for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = s_c[w];
-          }
+      } else if (sw == 1 && w_hi - w_lo >= 8) {  // NCHW rows: 8 x 8 tiles transposed in
+        // registers, reading along rows; a gather down the channels of a large image hits one L1
+        // set at every channel (channel stride a multiple of 4 KiB: conv4's 224 x 224 planes)
+        transpose_rows(src, sc, C, w_hi - w_lo, d, RC);
       } else {  // many channels: gather the C values of one column (a contiguous write)
         for (long w = 0; w < w_hi - w_lo; ++w) {
           const float* s_w = src + w * sw;
@@ -229,8 +283,14 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
   return 2.0 * MR * KB * TC * reps * nthreads / seconds / 1e9;
 }
 
-// Workspace floats per thread for im2win_conv_nhwc: one packed filter panel of TC x KB.
-long im2win_panel_floats() { return static_cast<long>(TC) * KB; }
+// Floats of the filter's workspace of a convolution over M pixels: the whole filter packed once
+// (K rounded up to KB, times T = C*R*S) when that is at most a quarter of what im2col would hold
+// (K <= M / 4: layers with many pixels; a late layer's filter dwarfs its im2col matrix), else one
+// TC x KB panel a thread, packed by every work item for itself. Both kernels take this plan.
+long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads) {
+  const long T = static_cast<long>(C) * R * S, kpadded = cdiv(K, KB) * KB;
+  return 4 * kpadded <= M ? kpadded * T : static_cast<long>(nthreads) * TC * KB;
+}
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
 // view), so non-contiguous inputs need no copy. iw: [N][P][Wu][R][C], Wu = (Q-1)*sx + S.
@@ -246,28 +306,38 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 }
 
 // Phase "convolve" of the NHWC-window layout.
-// iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout, never
-// reordered as a whole); bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor);
-// panels: nthreads * im2win_panel_floats() floats.
-// Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0 of the
-// reduction: pack the B panel [TC][KB] into this thread's buffer (L1-resident), then run the MR x KB
-// micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
+// iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout);
+// bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor); work: the
+// im2win_filter_work_floats of M = N*P*Q. pack_seconds (nullable): the slowest thread's time
+// packing the filter.
+// Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0
+// of the reduction: take the B panel [TC][KB] (L1-resident) from the packed filter or pack it, then
+// run the MR x KB micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
 void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
-                      int K, int R, int S, int sx, int P, int Q, float* panels, int nthreads) {
+                      int K, int R, int S, int sx, int P, int Q, float* work, double* pack_seconds,
+                      int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;  // reduction length
   const long M = static_cast<long>(N) * P * Q;
   const long PQ = static_cast<long>(P) * Q;
+  const long kblocks = cdiv(K, KB);
+  const bool prepack = im2win_filter_work_floats(K, C, R, S, M, nthreads) == kblocks * KB * T;
   // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
   // blocks spread over the threads, so each panel of the filter is packed exactly once.
-  const long kblocks = cdiv(K, KB);
   const long mc = (M <= MC && kblocks % nthreads == 0) ? M : balanced_block(M, MC, nthreads, MR);
   const long mblocks = cdiv(M, mc);
-#pragma omp parallel num_threads(nthreads)
+  double slowest_pack = 0.0;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest_pack)
   {
-    float* panel = panels + static_cast<long>(omp_get_thread_num()) * TC * KB;
+    float* panel = prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * TC * KB;
     std::vector<const float*> arow(mc);
+    double packing = 0.0;
+    if (prepack) {
+      const double t_start = omp_get_wtime();
+      pack_filter(f, K, C, R, S, work);  // ends with a barrier
+      packing += omp_get_wtime() - t_start;
+    }
 #pragma omp for collapse(2) schedule(static)
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
@@ -277,33 +347,38 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
           const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
           arow[m - m0] = iw + ((n * P + p) * Wu + q * sx) * RC;
         }
-        double pack_seconds = 0.0;  // not reported on this path
-        gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K, panel,
-                   pack_seconds);
+        gemm_block(arow.data(), m1 - m0, f, prepack ? work + kb * T * KB : nullptr, T, R, S, C, K,
+                   k0, kvalid, bias, out + m0 * K, panel, packing);
       }
+    slowest_pack = packing;
   }
+  if (pack_seconds) *pack_seconds = slowest_pack;
 }
 
-// Rows of output pixels per work item: about MC pixels and bands of at most 1 MiB, in a number of
-// equal items that is a multiple of the thread count (so no thread idles or holds another's rows).
-void im2win_fused_plan(int N, int C, int R, int S, int sx, int P, int Q, int nthreads,
-                       long* rows_per_item, long* band_floats) {
+// The plan of im2win_conv_fused. Rows of output pixels per work item: about MC pixels and bands of
+// at most 1 MiB, in a number of equal items that is a multiple of the thread count (so no thread
+// idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a band
+// buffer a thread and the filter's workspace (im2win_filter_work_floats).
+void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
+                       long* rows_per_item, long* band_floats, long* work_floats) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long row_floats = Wu * R * C;
   const long target = std::min(cdiv(MC, Q), std::max<long>(1, (1l << 18) / row_floats));
   *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
   *band_floats = *rows_per_item * row_floats;
+  *work_floats = nthreads * *band_floats +
+                 im2win_filter_work_floats(K, C, R, S, static_cast<long>(N) * P * Q, nthreads);
 }
 
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
 // into this thread's band buffer (phase "transform", in cache) and consumed at once by the same
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
-// out: [N][P][Q][K]; work: nthreads * (band_floats + im2win_panel_floats()) floats.
+// out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
 // Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
 // there are fewer row blocks than threads (each then builds its own copy of the bands).
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
-// packing filter panels ([1]).
+// packing the filter ([1]).
 void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                        int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
                        const float* f, const float* bias, float* out, float* work,
@@ -311,10 +386,13 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;
-  long rows_per_item, band_floats;
-  im2win_fused_plan(N, C, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats);
+  long rows_per_item, band_floats, work_floats;
+  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats);
   const long rows_total = static_cast<long>(N) * P;
   const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
+  float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
+  const bool prepack = work_floats - nthreads * band_floats == cdiv(K, KB) * KB * T;
+  float* packed = prepack ? filter_work : nullptr;
   long kgroups = 1;
   while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
@@ -322,10 +400,16 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   double slowest = 0.0, slowest_pack = 0.0;
 #pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack)
   {
-    float* band = work + static_cast<long>(omp_get_thread_num()) * (band_floats + TC * KB);
-    float* panel = band + band_floats;
+    const int thread = omp_get_thread_num();
+    float* band = work + thread * band_floats;
+    float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = 0.0;
+    if (prepack) {
+      const double t_start = omp_get_wtime();
+      pack_filter(f, K, C, R, S, packed);  // ends with a barrier
+      packing += omp_get_wtime() - t_start;
+    }
 #pragma omp for collapse(2) schedule(static)
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
@@ -341,8 +425,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         const long kb0 = g * kb_per_group, kb1 = std::min(kblocks, kb0 + kb_per_group);
         for (long kb = kb0; kb < kb1; ++kb) {
           const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-          gemm_block(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K,
-                     panel, packing);
+          gemm_block(arow.data(), m1 - m0, f, prepack ? packed + kb * T * KB : nullptr, T, R, S, C,
+                     K, k0, kvalid, bias, out + m0 * K, panel, packing);
         }
       }
     slowest = transform;
