@@ -1,6 +1,11 @@
 """Memory a call needs: the process's peak resident memory during it, measured with the kernel's
 high-water mark (Linux: /proc/self/clear_refs resets VmHWM, /proc/self/status reads it).
 
+Timing wants the opposite: `steady_allocator()` lets glibc keep freed memory and hand it out again
+(no mmap below 1 GiB, no trimming), as a long-running process or a caching allocator would, so that
+no implementation's time includes the page faults of buffers that a fresh mmap hands out zeroed on
+every call (a 50 MiB output costs more in page faults than its convolution on a 2-core VM).
+
 To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
 allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's
 buffers are paged in anew and show in the high-water mark. Smaller allocations may reuse heap pages
@@ -23,7 +28,11 @@ METHOD = (
     "buffers freed by earlier calls are not silently reused; "
     "extra_mem_bytes = that increase minus the output tensor's bytes"
 )
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_METHOD = (
+    "glibc mallopt: M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 256 MiB: freed "
+    "buffers are reused by the next call instead of being unmapped and faulted in anew"
+)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -44,15 +53,25 @@ def _libc() -> ctypes.CDLL | None:
     return libc if libc is not None and hasattr(libc, "mallopt") else None  # glibc only
 
 
-@functools.cache
-def exact_large_allocations() -> bool:
-    """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
+def _mallopt(**settings: int) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)) and bool(
-        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-    )
+    codes = {"mmap": _M_MMAP_THRESHOLD, "trim": _M_TRIM_THRESHOLD, "top_pad": _M_TOP_PAD}
+    return all(bool(libc.mallopt(codes[k], ctypes.c_int(v))) for k, v in settings.items())
+
+
+def steady_allocator() -> bool:
+    """Let freed memory be reused without page faults, for timing (glibc only; process-wide until
+    exact_large_allocations). Returns whether it took effect."""
+    exact_large_allocations.cache_clear()
+    return _mallopt(mmap=1 << 30, trim=1 << 30, top_pad=256 << 20)
+
+
+@functools.cache
+def exact_large_allocations() -> bool:
+    """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
+    return _mallopt(mmap=64 * 1024, trim=128 * 1024, top_pad=128 * 1024)
 
 
 def _status_kib(field: str) -> int:

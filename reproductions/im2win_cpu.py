@@ -96,7 +96,9 @@ def run(
             disable=not progress,
             unit="step",
         )
-        # Phase 1, layer by layer: correctness against the float64 oracle, then interleaved timing.
+        # Phase 1, layer by layer: correctness against the float64 oracle, then interleaved timing
+        # with freed memory reused (no implementation pays page faults for its fresh buffers).
+        steady = memory.steady_allocator()
         for name, shape in shapes.items():
             x, w, b = _inputs(shape, seed)
             exact = conv2d_reference(x, w, b, shape.stride, shape.padding)
@@ -203,6 +205,7 @@ def run(
                 f"data, {MICRO_REPS} calls per thread on every thread, best of 5",
             },
             "memory_method": memory.METHOD,
+            "timing_allocator": memory.STEADY_METHOD if steady else "the C library's default",
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"
             " over all outputs; <= 1 passes (im2win.reference)",
             "wall_s": time.perf_counter() - started,

@@ -29,6 +29,11 @@ def gflops_table(doc: dict) -> str:
         f"FP32 peak of this machine: {peak:.1f} GFLOP/s, the best of "
         f"{len(doc['peak'].get('probes_gflops', [1]))} FMA probes during the run (range "
         f"{min(doc['peak'].get('probes_gflops', [peak])):.0f}-{peak:.0f}: the clock drifts)."
+        + (
+            f" Allocator while timing: {doc['timing_allocator']}."
+            if "timing_allocator" in doc
+            else ""
+        )
         + _microkernel_line(doc)
         + "\n\n"
         + table(["layer", *impls], rows)

@@ -55,6 +55,27 @@ def test_memory_sees_a_large_buffer():
     assert 60 * 2**20 <= increase <= 80 * 2**20
 
 
+def test_steady_allocator_reuses_freed_buffers_then_exact_mode_returns():
+    """Timing's allocator hands a freed 40 MiB buffer out again (few page faults on the second
+    one); the memory phase's exact mode faults every large buffer in anew."""
+    import resource
+
+    def faults_of_a_fresh_buffer() -> int:
+        torch.empty(40 * 2**20 // 4).fill_(1.0)  # allocate, touch, free
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(40 * 2**20 // 4).fill_(1.0)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    pages = 40 * 2**20 // 4096
+    try:
+        if not memory.steady_allocator():
+            pytest.skip("not glibc: the allocator cannot be tuned")
+        assert faults_of_a_fresh_buffer() < pages // 10
+    finally:
+        assert memory.exact_large_allocations()
+    assert faults_of_a_fresh_buffer() > pages // 2
+
+
 def test_runs_are_new_files_never_overwritten(tmp_path):
     kw = dict(
         config={"scale": "t"},
