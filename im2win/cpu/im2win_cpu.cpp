@@ -24,6 +24,7 @@
 #include <cstring>
 #include <vector>
 #include <omp.h>
+#include <unistd.h>
 
 namespace {
 
@@ -355,15 +356,22 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   if (pack_seconds) *pack_seconds = slowest_pack;
 }
 
+// Half the per-core L2 cache in floats (sysconf; 1 MiB if the system does not say): what a thread's
+// window band may take, so that it stays in L2 while every channel block sweeps it again.
+long band_cap_floats() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return (l2 > 0 ? l2 : 1l << 20) / 2 / static_cast<long>(sizeof(float));
+}
+
 // The plan of im2win_conv_fused. Rows of output pixels per work item: about MC pixels and bands of
-// at most 1 MiB, in a number of equal items that is a multiple of the thread count (so no thread
-// idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a band
+// at most half the L2 cache, in a number of equal items that is a multiple of the thread count (so
+// no thread idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a band
 // buffer a thread and the filter's workspace (im2win_filter_work_floats).
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long row_floats = Wu * R * C;
-  const long target = std::min(cdiv(MC, Q), std::max<long>(1, (1l << 18) / row_floats));
+  const long target = std::min(cdiv(MC, Q), std::max<long>(1, band_cap_floats() / row_floats));
   *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
   *band_floats = *rows_per_item * row_floats;
   *work_floats = nthreads * *band_floats +
