@@ -84,16 +84,27 @@ def _whole_window_floats(shape: ConvShape, threads: int) -> int:
     return window_nhwc_elems(shape) + filter_work_floats(shape, threads)
 
 
+def filter_packed_once(shape: ConvShape) -> bool:
+    """Whether the NHWC kernels pack the whole filter once for the call (K <= M / 4, M the output
+    pixels) rather than panel by panel in every work item."""
+    return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
+
+
 def streams_windows(shape: ConvShape, threads: int) -> bool:
-    """Whether im2win streams window bands (True) or builds the whole window tensor once (False):
-    whichever needs less memory. Small layers, whose threads would each hold most of the window
-    anyway, share one materialised window tensor."""
-    return fused_workspace_floats(shape, threads) < _whole_window_floats(shape, threads)
+    """Whether im2win streams window bands (True) or builds the whole window tensor once (False).
+    It streams when the filter is packed once (every band block would otherwise pack it again)
+    and the bands need less memory; small layers, whose threads would each hold most of the
+    window anyway, share one materialised window tensor."""
+    return filter_packed_once(shape) and (
+        fused_workspace_floats(shape, threads) < _whole_window_floats(shape, threads)
+    )
 
 
 def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of workspace im2win allocates for `shape` on `threads` threads (the smaller path)."""
-    return min(fused_workspace_floats(shape, threads), _whole_window_floats(shape, threads))
+    """Floats of workspace im2win allocates for `shape` on `threads` threads (the path it takes)."""
+    if streams_windows(shape, threads):
+        return fused_workspace_floats(shape, threads)
+    return _whole_window_floats(shape, threads)
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
@@ -103,8 +114,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    fused_floats = fused_workspace_floats(shape, threads)
-    if fused_floats >= _whole_window_floats(shape, threads):  # see streams_windows
+    if not streams_windows(shape, threads):
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
@@ -116,7 +126,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         }
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
-    work = torch.empty(fused_floats)
+    work = torch.empty(fused_workspace_floats(shape, threads))
     seconds = (ctypes.c_double * 2)()
     lib().im2win_conv_fused(
         x.data_ptr(),

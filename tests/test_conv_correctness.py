@@ -142,40 +142,41 @@ def test_im2win_streamed_and_whole_window_paths(threads):
 
 
 @pytest.mark.parametrize(
-    "shape",
+    "shape, plan",
     [
-        im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)),
-        im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3),
-        im2win.ConvShape(n=1, c=64, h=12, w=12, k=16, r=3, s=3),
-        im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3),
+        (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
+        (im2win.ConvShape(n=1, c=64, h=12, w=12, k=16, r=3, s=3), "whole, packed once"),
+        (im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3), "whole, panels"),
+        (im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3), "whole, panels"),
     ],
-    ids=["streamed-packed-once", "streamed-panels", "whole-packed-once", "whole-panels"],
 )
-def test_im2win_filter_packed_once_or_per_panel(shape):
-    """Each of the four plans (window bands streamed or materialised; filter packed once for the
-    call or panel by panel where the packed copy would outgrow a quarter of im2col) is taken by
-    one of these shapes and matches the oracle."""
-    from im2win.implementations import filter_work_floats, streams_windows
+def test_im2win_plans(shape, plan):
+    """Each plan is taken where it should be and matches the oracle: window bands streamed (only
+    with the filter packed once: every band block would pack it again), or the whole window
+    tensor with the filter packed once (K <= M / 4) or panel by panel (a late layer's filter
+    outgrows its im2col matrix)."""
+    from im2win.implementations import filter_packed_once, streams_windows
 
-    threads = torch.get_num_threads()
-    packed_once = filter_work_floats(shape, threads) == -(-shape.k // 16) * 16 * (
-        shape.c * shape.r * shape.s
-    )
-    name = ("streamed" if streams_windows(shape, threads) else "whole") + (
-        "-packed-once" if packed_once else "-panels"
-    )
-    assert (
-        name
-        == {
-            (2, 40): "streamed-packed-once",
-            (1, 600): "streamed-panels",
-            (1, 16): "whole-packed-once",
-            (1, 64): "whole-panels",
-        }[(shape.n, shape.k)]
-    )
+    streamed = streams_windows(shape, torch.get_num_threads())
+    packed = filter_packed_once(shape)
+    assert plan == ("streamed" if streamed else "whole, packed once" if packed else "whole, panels")
+    assert packed or not streamed
     x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
     _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
     _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
+
+
+@pytest.mark.parametrize(
+    "c, k, rs, stride",
+    [(50, 20, 3, 1), (64, 16, 3, 2), (200, 24, 1, 1), (40, 33, 4, 1), (30, 17, 5, 1)],
+)
+def test_im2win_channel_blocks(c, k, rs, stride):
+    """Few pixels, filter packed panel by panel: the reduction runs over blocks of input channels
+    (uneven widths, a 1x1 filter, K not a multiple of the register block); 5x5 taps fit fewer
+    than 8 channels a panel and keep the window order."""
+    x, w = torch.randn(1, c, 6, 7), torch.randn(k, c, rs, rs)
+    for impl in ("im2win", "im2win_nhwc"):
+        _check(impl, x, w, torch.randn(k), (stride, stride), (1, 0))
 
 
 def test_im2win_reports_where_its_time_went():

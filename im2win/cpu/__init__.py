@@ -15,6 +15,7 @@ _I = ctypes.c_int
 _L = ctypes.c_long
 _SIGNATURES = {
     "im2win_simd_width": (_I, []),
+    "im2win_filter_packed_once": (_I, [_I, _L]),  # K M
     "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I]),  # K C R S M threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
