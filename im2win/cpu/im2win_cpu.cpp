@@ -175,6 +175,14 @@ void pack_channel_block(const float* f, long T, int R, int S, int k0, int kvalid
       }
 }
 
+// Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
+// pixels make two tiles of about equal size (4 + 3, 4 + 4, 5 + 4 on AVX2), not a full one and one of
+// 1 .. MR/2 rows, whose few accumulator chains would wait on the FMA latency.
+int tile_rows(long left) {
+  if (left <= MR) return static_cast<int>(left);
+  return left - MR <= MR / 2 ? static_cast<int>((left + 1) / 2) : MR;
+}
+
 // One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows); out
 // points at the first pixel's output row (row stride K). The reduction runs in panels of about
 // TC steps that stay in L1, through the MR x KB micro-kernel over the pixels:
@@ -209,11 +217,12 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
     }
     if (!packed) pack_seconds += omp_get_wtime() - t_pack;
     const long offset = channel_blocks ? c0 : t0;  // into every window
-    for (long m = 0; m < rows; m += MR) {
-      const int mr = static_cast<int>(std::min<long>(MR, rows - m));
+    for (long m = 0; m < rows;) {
+      const int mr = tile_rows(rows - m);
       for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + offset;
       ukernel_dispatch<MR>(mr, a, b, tc, nseg, C, out + m * K + k0, K, kvalid, t0 == 0,
                            bias ? bias + k0 : nullptr);
+      m += mr;
     }
     t0 += static_cast<long>(tc) * nseg;
   }
