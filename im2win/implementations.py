@@ -276,8 +276,11 @@ def _direct_cuda(x, weight, bias, stride, padding):
 
 
 def _cuda_window_elems(shape: ConvShape) -> int:
-    """The GPU im2win's workspace: the whole NHWC window tensor and the reordered filter."""
-    return window_nhwc_elems(shape) + filter_elems(shape)
+    """The GPU im2win's workspace on the current GPU: the whole NHWC window tensor, the reordered
+    filter and split-K's partial sums where the layer has too few tiles for the GPU."""
+    from im2win.cuda.runtime import workspace_elems
+
+    return workspace_elems(shape, torch.cuda.current_device())
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,21 @@ def gpu_shapes(batch: int) -> dict[str, ConvShape]:
 
 def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
     """Output plus workspace from the implementation's formula (None: cuDNN's has none); the
-    ablation's im2win variants allocate what im2win does."""
-    entry = im2win.IMPLEMENTATIONS["im2win" if impl.startswith("im2win") else impl]
-    extra = entry.extra_bytes(shape, threads=1, cuda=True)
+    ablation's im2win variants by their own tile's split-K."""
+    if impl.startswith("im2win_"):
+        config = VARIANTS[impl.removeprefix("im2win_")]
+        extra = runtime.workspace_elems(shape, torch.cuda.current_device(), config) * 4
+    else:
+        extra = im2win.IMPLEMENTATIONS[impl].extra_bytes(shape, threads=1, cuda=True)
     return None if extra is None else shape.n * shape.k * shape.p * shape.q * 4 + extra
+
+
+def _split_k(impl: str, shape: ConvShape) -> int | None:
+    """Slices of the reduction im2win (or an ablation variant) runs this layer with."""
+    if impl != "im2win" and not impl.startswith("im2win_"):
+        return None
+    config = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
+    return runtime.slices_for(shape, torch.cuda.current_device(), config)
 
 
 def _impls(x, w, b, shape) -> dict:
@@ -116,6 +127,7 @@ def run(
         )
         for impl, call in _impls(xc, wc, bc, shape).items():
             records.append(check(impl, call, analytic_bytes(impl, shape)))
+            records[-1]["split_k"] = _split_k(impl, shape)
         records += _cudnn_engines(xc, wc, name, shape, check)
         records.append(_sgemm(name, shape, cfg))
         del xc, wc, bc

@@ -48,6 +48,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     _, _, correct = grid(doc, "correct")
     _, _, workspace = grid(doc, "workspace_bytes")
     _, _, skipped = grid(doc, "skipped")
+    _, _, split = grid(doc, "split_k")
     engines = [i for i in impls if i.startswith("cudnn_") and i != "cudnn_engines"]
     cudnn_all = ["torch", *engines]
     main = [i for i in impls if not i.startswith(("im2win_", "cudnn_")) and i != "sgemm"]
@@ -124,9 +125,16 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             ],
         ),
         "## Ablation (TFLOPS)\n",
+        "split-K: the slices of the reduction im2win ran with (runs since 2026-12-02; more than 1 "
+        "where the layer's 128 x 128 tiles could not fill the GPU's block slots).\n",
         table(
-            ["layer", *ablation],
-            [[l] + [fmt(tf.get((l, i)), ".2f") for i in ablation] for l in layers],
+            ["layer", *ablation, "im2win split-K"],
+            [
+                [l]
+                + [fmt(tf.get((l, i)), ".2f") for i in ablation]
+                + [fmt(split.get((l, "im2win")), "d")]
+                for l in layers
+            ],
         ),
         "## Paper versus ours\n",
         "The authors' logs count MACs / time; converted here to 2 x MACs / time (x2). Their GPU is "

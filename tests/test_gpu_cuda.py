@@ -34,6 +34,21 @@ def test_every_variant_on_gpu(variant):
     assert max_violation(out.cpu(), x, w, None, (2, 1), (1, 2)) <= 1.0
 
 
+@pytest.mark.parametrize("split_k", [0, 1, 3])
+def test_split_k_on_gpu(split_k):
+    """A late layer at batch 8 has 8 tiles of 128 x 128: split automatically (0) across the SMs,
+    not at all (1), or in 3 slices; all match the oracle, the bias counted once."""
+    from im2win.cuda.runtime import conv2d, slices_for
+    from im2win.shapes import ConvShape
+
+    shape = ConvShape(8, 512, 7, 7, 512, 3, 3)
+    config = VARIANTS["im2win"].replace(split_k=split_k)
+    assert (slices_for(shape, torch.cuda.current_device(), config) > 1) == (split_k != 1)
+    x, w, b = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape()), torch.randn(512)
+    out = conv2d(x.cuda(), w.cuda(), b.cuda(), (1, 1), (0, 0), config)
+    assert max_violation(out.cpu(), x, w, b, (1, 1), (0, 0)) <= 1.0
+
+
 def test_mixed_devices_and_cpu_only_impls_are_clear_errors():
     x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
     with pytest.raises(ValueError, match="different devices"):

@@ -62,6 +62,17 @@ def test_strided_input_view_and_unaligned_channels():
     _check(x, w, torch.randn(70), 1, 1, VARIANTS["im2win"])
 
 
+@pytest.mark.parametrize("variant", ["im2win", "no_smem", "no_double_buffer", "no_micro_kernel"])
+@pytest.mark.parametrize("split_k", [2, 3, 5])
+def test_split_k(variant, split_k):
+    """Slices of the reduction (T = 6*3*3 = 54 steps: BK-multiples, the last slice shorter, with
+    bias only once), partial sums added by splitk_reduce; K not a multiple of 4."""
+    x, w = torch.randn(2, 6, 7, 8), torch.randn(21, 6, 3, 3)
+    config = VARIANTS[variant].replace(split_k=split_k)
+    _check(x, w, torch.randn(21), 1, (1, 0), config)
+    _check(x, w, None, 2, 0, config)
+
+
 def test_wide_index_variant_and_automatic_choice():
     from im2win.cuda.launch import for_shape
     from im2win.shapes import ConvShape

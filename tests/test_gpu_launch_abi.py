@@ -7,7 +7,14 @@ import re
 import pytest
 
 from im2win.cuda.config import DEFAULT
-from im2win.cuda.launch import conv_launch, direct_launch, filter_launch, window_launch
+from im2win.cuda.launch import (
+    conv_launch,
+    direct_launch,
+    filter_launch,
+    reduce_launch,
+    split_slices,
+    window_launch,
+)
 from im2win.cuda.source import kernel_source
 from im2win.shapes import ConvShape
 
@@ -27,7 +34,8 @@ def _signature(kernel: str) -> list[str]:
     [
         (window_launch(SHAPE, STRIDES), 2),
         (filter_launch(SHAPE), 2),
-        (conv_launch(SHAPE, DEFAULT, True), 4),
+        (conv_launch(SHAPE, DEFAULT, True), 5),
+        (reduce_launch(SHAPE, DEFAULT.replace(bk=2), 2), 2),
         (direct_launch(SHAPE, STRIDES, False), 4),
     ],
     ids=lambda v: getattr(v, "kernel", str(v)),
@@ -37,4 +45,23 @@ def test_launch_matches_kernel_signature(launch, buffers):
     assert sig[:buffers] == ["ptr"] * buffers
     assert "".join(sig[buffers:]) == launch.types
     assert len(launch.args) == len(launch.types)
-    assert launch.grid[0] >= 1 and launch.block >= 1
+    assert len(launch.grid) == 3 and min(launch.grid) >= 1 and launch.block >= 1
+
+
+CONV12 = ConvShape(128, 512, 7, 7, 512, 3, 3)  # 100 tiles of 128 x 128 at batch 128
+CONV8 = ConvShape(128, 64, 112, 112, 128, 3, 3)
+
+
+def test_split_k_only_where_tiles_cannot_fill_the_gpu():
+    """Automatic split-K (split_k=0) on an H100's 132 SMs: conv12's 100 tiles split to fill the
+    264 block slots; conv8's 11,858 tiles and any layer without a device (sms None) do not; an
+    explicit split_k is taken as it is, at most one slice per BK-deep step."""
+    assert split_slices(CONV12, DEFAULT, 132) > 1
+    assert split_slices(CONV8, DEFAULT, 132) == 1
+    assert split_slices(CONV12, DEFAULT, None) == 1
+    assert split_slices(CONV12, DEFAULT.replace(split_k=3), None) == 3
+    tiny = ConvShape(1, 1, 3, 3, 4, 2, 2)  # T = 4: one step of BK = 8
+    assert split_slices(tiny, DEFAULT.replace(split_k=4), 132) == 1
+    launch = conv_launch(CONV12, DEFAULT, False, split_slices(CONV12, DEFAULT, 132))
+    assert launch.grid[2] == split_slices(CONV12, DEFAULT, 132)
+    assert launch.args[-1] % DEFAULT.bk == 0 and launch.args[-1] * launch.grid[2] >= 4608

@@ -19,7 +19,7 @@ from im2win.cuda.config import TileConfig
 from im2win.cuda.source import kernel_source
 
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
-KERNELS = ("im2win_window", "im2win_filter", "im2win_conv", "direct_conv")
+KERNELS = ("im2win_window", "im2win_filter", "im2win_conv", "splitk_reduce", "direct_conv")
 
 
 class NvrtcUnavailable(RuntimeError):

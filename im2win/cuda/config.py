@@ -25,6 +25,9 @@ class TileConfig:
     vec_load: bool = True
     min_blocks: int = 1  # blocks per SM the compiler must fit (__launch_bounds__): caps registers
     wide_index: bool = True  # 64-bit offsets; False only when every buffer has < 2**31 elements
+    # slices of the reduction (split-K; a launch parameter, not compiled in): 0 chooses per launch
+    # from the tile count and the GPU's SMs (im2win.cuda.launch.split_slices)
+    split_k: int = 0
 
     @property
     def threads(self) -> int:
@@ -66,6 +69,8 @@ class TileConfig:
         if min(self.bm, self.bn, self.bk, self.tm, self.tn) < 1:
             out.append("every tile size must be >= 1")
             return out
+        if self.split_k < 0:
+            out.append(f"split_k={self.split_k}: 0 (automatic) or a number of slices >= 1")
         if self.bm % self.tm or self.bn % self.tn:
             out.append(
                 f"bm={self.bm} must be a multiple of tm={self.tm} and bn={self.bn} of tn={self.tn}"
@@ -118,6 +123,11 @@ class TileConfig:
 
     def options(self) -> list[str]:
         return [f"-D{k}={v}" for k, v in self.defines().items()]
+
+    @property
+    def compiled(self) -> TileConfig:
+        """This configuration less its launch parameters: one key per distinct compiled kernel."""
+        return self.replace(split_k=0)
 
     def replace(self, **changes) -> TileConfig:
         return dataclasses.replace(self, **changes)

@@ -19,7 +19,7 @@ ELEMENTWISE_BLOCK = 256  # threads per block of the transform kernels
 @dataclass(frozen=True)
 class Launch:
     kernel: str
-    grid: tuple[int, int]
+    grid: tuple[int, int, int]
     block: int
     args: tuple  # the scalar arguments, in kernel order, after the buffers
     types: str  # one letter per scalar: "i" int32, "l" int64 (the kernel's i64)
@@ -66,7 +66,7 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
     )
     return Launch(
         "im2win_window",
-        (_blocks(total, ELEMENTWISE_BLOCK), 1),
+        (_blocks(total, ELEMENTWISE_BLOCK), 1, 1),
         ELEMENTWISE_BLOCK,
         args,
         "llll" + "i" * 9 + "l",
@@ -78,18 +78,70 @@ def filter_launch(shape: ConvShape) -> Launch:
     total = filter_elems(shape)
     args = (shape.k, shape.c, shape.r, shape.s, total)
     return Launch(
-        "im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1), ELEMENTWISE_BLOCK, args, "iiiil"
+        "im2win_filter", (_blocks(total, ELEMENTWISE_BLOCK), 1, 1), ELEMENTWISE_BLOCK, args, "iiiil"
     )
 
 
-def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
-    """im2win_conv: one block per BM x BN output tile; float4 loads where addresses align.
+MAX_SLICES = 8
+MIN_SLICE_STEPS = 32  # BK-deep steps a slice keeps, so its prologue and partial sums stay cheap
+SPLIT_GAIN = 1.1  # a split must fill the GPU's waves this much better to pay for its partial sums
+
+
+def _wave_fill(tiles: int, capacity: int) -> float:
+    """Busy fraction of the block slots over the waves `tiles` blocks take."""
+    return tiles / (_blocks(tiles, capacity) * capacity)
+
+
+def split_slices(shape: ConvShape, config: TileConfig, sms: int | None) -> int:
+    """Slices of the reduction (split-K) for `shape`: config.split_k when it is set; else, on a GPU
+    of `sms` multiprocessors holding config.min_blocks blocks each, 1 when the tiles make two waves
+    or more, otherwise the count of 1..MAX_SLICES whose blocks fill the waves best, by a margin of
+    SPLIT_GAIN over one fewer split, each slice keeping at least MIN_SLICE_STEPS steps (conv12 at
+    batch 128 has 100 tiles of 128 x 128 for 264 slots on an H100). Never more slices than
+    BK-deep steps; 1 without a device."""
+    steps = _blocks(shape.c * shape.r * shape.s, config.bk)
+    if config.split_k:
+        return max(1, min(config.split_k, steps))
+    if not sms:
+        return 1
+    tiles = _blocks(shape.n * shape.p * shape.q, config.bm) * _blocks(shape.k, config.bn)
+    capacity = sms * config.min_blocks
+    if tiles >= 2 * capacity:
+        return 1
+    best, best_fill = 1, _wave_fill(tiles, capacity)
+    for slices in range(2, MAX_SLICES + 1):
+        if steps < slices * MIN_SLICE_STEPS:
+            break
+        fill = _wave_fill(tiles * slices, capacity)
+        if fill > best_fill * SPLIT_GAIN:
+            best, best_fill = slices, fill
+    return best
+
+
+def slice_steps(shape: ConvShape, config: TileConfig, slices: int) -> int:
+    """Reduction steps per slice, a multiple of 2 * BK (the kernel picks its double buffer from the
+    step's parity); the last slice may be shorter, and fewer slices than asked may be needed."""
+    steps = _blocks(shape.c * shape.r * shape.s, config.bk)
+    return _blocks(_blocks(steps, slices), 2) * 2 * config.bk
+
+
+def partial_elems(shape: ConvShape, config: TileConfig, slices: int) -> int:
+    """Floats of split-K's partial sums: one output-sized buffer per slice after the first."""
+    t = shape.c * shape.r * shape.s
+    used = _blocks(t, slice_steps(shape, config, slices))
+    return (used - 1) * shape.n * shape.p * shape.q * shape.k
+
+
+def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: int = 1) -> Launch:
+    """im2win_conv: one block per BM x BN output tile and slice of the reduction; float4 loads
+    where addresses align.
 
     A rows start at multiples of R*C and step by 4 only when C % 4 == 0; B rows are K long.
     """
     m = shape.n * shape.p * shape.q
     vec_a = int(shape.c % 4 == 0)
     vec_b = int(shape.k % 4 == 0)
+    t_split = slice_steps(shape, config, slices)
     args = (
         int(has_bias),
         shape.n,
@@ -103,9 +155,26 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool) -> Launch:
         shape.window_width,
         vec_a,
         vec_b,
+        t_split,
     )
-    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn))
+    used = _blocks(shape.c * shape.r * shape.s, t_split)
+    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn), used)
     return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))
+
+
+def reduce_launch(shape: ConvShape, config: TileConfig, slices: int) -> Launch | None:
+    """splitk_reduce: adds the partial sums of slices 1.. into the output (None: nothing to add)."""
+    total = shape.n * shape.p * shape.q * shape.k
+    extra = partial_elems(shape, config, slices) // max(total, 1)
+    if extra == 0:
+        return None
+    return Launch(
+        "splitk_reduce",
+        (_blocks(total, ELEMENTWISE_BLOCK), 1, 1),
+        ELEMENTWISE_BLOCK,
+        (extra, total),
+        "il",
+    )
 
 
 DIRECT_K = 4  # output channels per thread of direct_conv (the kernel's default)
@@ -121,7 +190,7 @@ def direct_launch(shape: ConvShape, strides: tuple[int, int, int, int], has_bias
     )
     return Launch(
         "direct_conv",
-        (_blocks(total, ELEMENTWISE_BLOCK), 1),
+        (_blocks(total, ELEMENTWISE_BLOCK), 1, 1),
         ELEMENTWISE_BLOCK,
         args,
         "i" + "llll" + "i" * 13,

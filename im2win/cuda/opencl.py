@@ -19,6 +19,9 @@ from im2win.cuda.launch import (
     direct_launch,
     filter_launch,
     for_shape,
+    partial_elems,
+    reduce_launch,
+    split_slices,
     window_launch,
 )
 from im2win.cuda.source import kernel_source
@@ -77,9 +80,9 @@ def _kernel(config: TileConfig, name: str):
 
 def _run(config: TileConfig, launch: Launch, buffers: list) -> None:
     _, _, queue = _context()
-    global_size = (launch.grid[0] * launch.block, launch.grid[1])
-    _kernel(config, launch.kernel)(
-        queue, global_size, (launch.block, 1), *buffers, *launch.scalars()
+    global_size = (launch.grid[0] * launch.block, *launch.grid[1:])
+    _kernel(config.compiled, launch.kernel)(
+        queue, global_size, (launch.block, 1, 1), *buffers, *launch.scalars()
     )
 
 
@@ -129,7 +132,16 @@ def conv2d(
     out = _alloc(shape.n * shape.p * shape.q * shape.k)
     _run(config, window_launch(shape, x.stride()), [_upload_strided(x), iw])
     _run(config, filter_launch(shape), [_upload(weight), fw])
-    _run(config, conv_launch(shape, config, bias is not None), [iw, fw, _bias(bias), out])
+    slices = split_slices(shape, config, None)  # split-K only where config.split_k asks
+    partial = _alloc(partial_elems(shape, config, slices))
+    _run(
+        config,
+        conv_launch(shape, config, bias is not None, slices),
+        [iw, fw, _bias(bias), out, partial],
+    )
+    reduce = reduce_launch(shape, config, slices)
+    if reduce:
+        _run(config, reduce, [out, partial])
     return _download(out, (shape.n, shape.p, shape.q, shape.k)).permute(0, 3, 1, 2)
 
 

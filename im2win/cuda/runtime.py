@@ -19,6 +19,9 @@ from im2win.cuda.launch import (
     direct_launch,
     filter_launch,
     for_shape,
+    partial_elems,
+    reduce_launch,
+    split_slices,
     window_launch,
 )
 from im2win.cuda.tuned import load_tuned
@@ -55,8 +58,12 @@ def _kernels(config: TileConfig, arch: str, index: int) -> dict:
     from cuda.core import ObjectCode
 
     _device(index)
-    module = ObjectCode.from_cubin(compile_cubin(config, arch).cubin)
+    module = ObjectCode.from_cubin(compile_cubin(config.compiled, arch).cubin)
     return {name: module.get_kernel(name) for name in KERNELS}
+
+
+def sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def check_launchable(config: TileConfig, index: int) -> None:
@@ -81,8 +88,27 @@ def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
     from cuda.core import LaunchConfig
     from cuda.core import launch as cuda_launch
 
-    config = LaunchConfig(grid=(*launch.grid, 1), block=(launch.block, 1, 1))
+    config = LaunchConfig(grid=launch.grid, block=(launch.block, 1, 1))
     cuda_launch(stream, config, kernels[launch.kernel], *buffers, *launch.scalars())
+
+
+def resolve_config(shape: ConvShape, index: int, config: TileConfig | None = None) -> TileConfig:
+    """The configuration conv2d runs `shape` with on device `index`: `config`, else the autotuned
+    one for this architecture if a search stored one, else DEFAULT (64-bit offsets if needed)."""
+    return for_shape(config or load_tuned(device_arch(index), shape) or DEFAULT, shape)
+
+
+def slices_for(shape: ConvShape, index: int, config: TileConfig | None = None) -> int:
+    """The slices of the reduction (split-K) conv2d runs `shape` with on device `index`."""
+    return split_slices(shape, resolve_config(shape, index, config), sm_count(index))
+
+
+def workspace_elems(shape: ConvShape, index: int, config: TileConfig | None = None) -> int:
+    """Floats conv2d allocates besides the output: window tensor, reordered filter and split-K's
+    partial sums."""
+    config = resolve_config(shape, index, config)
+    slices = split_slices(shape, config, sm_count(index))
+    return window_nhwc_elems(shape) + filter_elems(shape) + partial_elems(shape, config, slices)
 
 
 def conv2d(
@@ -93,7 +119,8 @@ def conv2d(
     padding,
     config: TileConfig | None = None,
 ) -> torch.Tensor:
-    """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution.
+    """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution
+    (and split-K's reduction where the layer has too few tiles for the GPU).
 
     config: the tile configuration; default: the autotuned one for this shape and architecture if a
     search stored one (im2win/cuda/tuned.py), else DEFAULT.
@@ -103,9 +130,10 @@ def conv2d(
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
     arch = device_arch(index)
-    config = for_shape(config or load_tuned(arch, shape) or DEFAULT, shape)
+    config = resolve_config(shape, index, config)
     check_launchable(config, index)
-    kernels = _kernels(config, arch, index)
+    kernels = _kernels(config.compiled, arch, index)
+    slices = split_slices(shape, config, sm_count(index))
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
     iw = torch.empty(window_nhwc_elems(shape), device=x.device)
@@ -114,12 +142,16 @@ def conv2d(
     b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
     _launch(kernels, window_launch(shape, x.stride()), stream, [x.data_ptr(), iw.data_ptr()])
     _launch(kernels, filter_launch(shape), stream, [weight.data_ptr(), fw.data_ptr()])
+    partial = torch.empty(max(partial_elems(shape, config, slices), 1), device=x.device)
     _launch(
         kernels,
-        conv_launch(shape, config, bias is not None),
+        conv_launch(shape, config, bias is not None, slices),
         stream,
-        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr()],
+        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
     )
+    reduce = reduce_launch(shape, config, slices)
+    if reduce:
+        _launch(kernels, reduce, stream, [out.data_ptr(), partial.data_ptr()])
     return out
 
 
@@ -129,7 +161,7 @@ def direct_conv2d(
     """The direct-convolution peer on validated CUDA float32 tensors; NCHW output, no workspace."""
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
-    kernels = _kernels(for_shape(DEFAULT, shape), device_arch(index), index)
+    kernels = _kernels(for_shape(DEFAULT, shape).compiled, device_arch(index), index)
     weight = weight.contiguous()
     out = torch.empty(shape.output_shape(), device=x.device)
     b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)

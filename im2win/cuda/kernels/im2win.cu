@@ -12,6 +12,10 @@
  *           base(m = (n, p, q)) = ((n*P + p)*Wu + q*sx)*RC: each output pixel's window is one
  *           contiguous run of T floats, and neighbouring pixels' windows overlap.
  *
+ * Split-K: where a layer has too few BM x BN tiles to fill the GPU, grid z splits the reduction into
+ * slices of t_split steps (a multiple of 2 * BK); slice 0 writes the output (with the bias), slice z > 0 its partial sums
+ * to partial[z - 1][M][K], and splitk_reduce adds those into the output.
+ *
  * im2win_conv thread mapping: a block computes a BM (pixels) x BN (output channels) tile with
  * THREADS = (BM/TM)*(BN/TN) threads in warps of 32; each warp owns a WM x WN warp tile (LY x LX
  * lanes, LX = 4 where the tile allows), and each lane a TM x TN micro-tile made of 4 x 4 sub-tiles
@@ -157,14 +161,17 @@ DEVICE int tile_col(int wn0, int lx, int j) {
   return wn0 + (j / TNS) * (WN / NSUB) + lx * TNS + j % TNS;
 }
 
-/* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN)), block = THREADS. Kernels take their buffers
- * first, then scalars (im2win/cuda/launch.py builds the scalars). */
+/* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN), slices), block = THREADS; block z reduces
+ * steps [z * t_split, min(T, (z + 1) * t_split)) (t_split: a multiple of 2 * BK).
+ * Kernels take their buffers first, then scalars (im2win/cuda/launch.py builds the scalars). */
 KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
-                        GLOBAL float* out, int has_bias, int N, int C, int K, int R, int S, int sx,
-                        int P, int Q, int Wu, int vec_a, int vec_b) {
+                        GLOBAL float* out, GLOBAL float* partial, int has_bias, int N, int C, int K,
+                        int R, int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b,
+                        int t_split) {
   const idx M = (idx)N * P * Q;
   const idx RC = (idx)R * C;
-  const int T = S * R * C;
+  const int t_begin = BLOCK_ID_Z * t_split;
+  const int T = S * R * C < t_begin + t_split ? S * R * C : t_begin + t_split; /* this slice's end */
   const idx m0 = (idx)BLOCK_ID_X * BM;
   const int k0 = BLOCK_ID_Y * BN;
   const int tid = THREAD_ID;
@@ -188,7 +195,6 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   const int ea = tid * A_LOADS, eb = tid * B_LOADS;
   const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
   const idx a_base = row_base[a_row];
-  const int steps = (T + BK - 1) / BK;
 #if VEC_B
 #define STORE_B(buf)                                                                 \
   for (int j = 0; j < B_LOADS; j += 4)                                               \
@@ -206,14 +212,14 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     STORE_B(buf)                                                         \
   }
 
-  load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, 0, vec_a, vec_b, ra, rb);
+  load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t_begin, vec_a, vec_b, ra, rb);
   STORE_STEP(0);
   SYNC();
-  for (int step = 0; step < steps; ++step) {
-    const int cur = DOUBLE_BUFFER ? (step & 1) : 0;
-    const int more = step + 1 < steps;
+  for (int t0 = t_begin; t0 < T; t0 += BK) {
+    const int cur = DOUBLE_BUFFER ? (t0 / BK) & 1 : 0; /* t_begin / BK is even: 0 first */
+    const int more = t0 + BK < T;
     if (PREFETCH && more) /* loads in flight while computing below */
-      load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, (step + 1) * BK, vec_a, vec_b, ra, rb);
+      load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {                 /* phase "compute": the micro-kernel */
       float a[TM], b[TN];
@@ -238,7 +244,7 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     }
     if (more) {
       if (!PREFETCH)
-        load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, (step + 1) * BK, vec_a, vec_b, ra, rb);
+        load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
       if (!DOUBLE_BUFFER) SYNC(); /* all reads of the only buffer done before it is refilled */
       STORE_STEP(DOUBLE_BUFFER ? (cur ^ 1) : 0);
       SYNC();
@@ -248,7 +254,7 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   /* No shared memory: each thread streams its rows' windows and the filter from global memory. */
   idx base[TM];
   for (int i = 0; i < TM; ++i) base[i] = window_base(m0 + tile_row(wm0, ly, i), M, P, Q, Wu, sx, RC);
-  for (int t = 0; t < T; ++t) {
+  for (int t = t_begin; t < T; ++t) {
     float a[TM], b[TN];
     for (int i = 0; i < TM; ++i) a[i] = base[i] >= 0 ? iw[base[i] + t] : 0.0f;
     for (int j = 0; j < TN; ++j) {
@@ -260,25 +266,50 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   }
 #endif
 
-  /* Phase "store": bounds-checked, bias added once; a sub-tile row is one float4 store when K is a
-   * multiple of 4 (the output rows, K floats each, are then 16-byte aligned). */
-  for (int i = 0; i < TM; ++i) {
-    const idx m = m0 + tile_row(wm0, ly, i);
-    if (m >= M) continue;
-    for (int u = 0; u < NSUB; ++u) {
-      const int k = k0 + tile_col(wn0, lx, u * TNS);
-      float v[TNS];
-      for (int j = 0; j < TNS; ++j) v[j] = acc[i][u * TNS + j] + (has_bias && k + j < K ? bias[k + j] : 0.0f);
+  /* Phase "store": bounds-checked, the bias added by slice 0 only; a sub-tile row is one float4
+   * store when K is a multiple of 4 (the output rows, K floats each, are then 16-byte aligned).
+   * Two copies of the loop, so that neither keeps a chosen destination pointer live beside the
+   * accumulators (that pushed the default tile past its 128 registers). */
 #if TNS == 4
-      if (K % 4 == 0 && k + 4 <= K) {
-        STORE4(out + m * K + k, MAKE4(v[0], v[1], v[2], v[3]));
-        continue;
-      }
-#endif
-      for (int j = 0; j < TNS; ++j)
-        if (k + j < K) out[m * K + k + j] = v[j];
-    }
+#define STORE_V4(p)                                     \
+  if (K % 4 == 0 && k + 4 <= K) {                       \
+    STORE4((p), MAKE4(v[0], v[1], v[2], v[3]));         \
+    continue;                                           \
   }
+#else
+#define STORE_V4(p)
+#endif
+#define STORE_TILE(dst, add_bias)                                                                \
+  for (int i = 0; i < TM; ++i) {                                                                 \
+    const idx m = m0 + tile_row(wm0, ly, i);                                                     \
+    if (m >= M) continue;                                                                        \
+    for (int u = 0; u < NSUB; ++u) {                                                             \
+      const int k = k0 + tile_col(wn0, lx, u * TNS);                                             \
+      float v[TNS];                                                                              \
+      for (int j = 0; j < TNS; ++j)                                                              \
+        v[j] = acc[i][u * TNS + j] + ((add_bias) && k + j < K ? bias[k + j] : 0.0f);             \
+      STORE_V4((dst) + m * K + k)                                                                \
+      for (int j = 0; j < TNS; ++j)                                                              \
+        if (k + j < K) (dst)[m * K + k + j] = v[j];                                              \
+    }                                                                                            \
+  }
+  if (BLOCK_ID_Z == 0) {
+    STORE_TILE(out, has_bias)
+  } else {
+    STORE_TILE(partial + (i64)(BLOCK_ID_Z - 1) * M * K, 0)
+  }
+#undef STORE_TILE
+#undef STORE_V4
+}
+
+/* Split-K's last phase: out[i] += partial[z][i] for the slices z > 0; one thread per output. */
+KERNEL void splitk_reduce(GLOBAL float* out, CONST_GLOBAL float* partial, int extra_slices,
+                          i64 total) {
+  const i64 i = GLOBAL_ID;
+  if (i >= total) return;
+  float v = out[i];
+  for (int z = 0; z < extra_slices; ++z) v += partial[z * total + i];
+  out[i] = v;
 }
 
 /* The direct-convolution peer: no transform, no workspace. One thread per output pixel (n, p, q)
