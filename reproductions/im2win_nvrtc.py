@@ -21,7 +21,11 @@ from reproductions.tables import fmt
 
 EXPERIMENT = "im2win-nvrtc"
 SCALES = {"all": {}}
-CONFIGS = {**VARIANTS, **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)}}
+CONFIGS = {
+    **VARIANTS,
+    "im2win_split_k": DEFAULT.kernel(slices=2),  # the default compiled for split-K launches
+    **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)},
+}
 
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress

@@ -18,6 +18,7 @@ CONFIGS = {
     **VARIANTS,
     **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)},
     "im2win_wide_index": DEFAULT.replace(wide_index=True),
+    "im2win_split_k": DEFAULT.kernel(slices=2),
 }
 
 
@@ -34,8 +35,10 @@ def test_compiles_to_cubin_with_a_report(name, arch):
 
 @pytest.mark.parametrize("arch", nvrtc.ARCHS)
 def test_default_configuration_does_not_spill(arch):
-    for res in nvrtc.compile_cubin(DEFAULT, arch).resources.values():
-        assert res.spill_stores == 0 and res.spill_loads == 0, res
+    """Neither the default kernel nor the one compiled for split-K launches spills."""
+    for config in (DEFAULT, DEFAULT.kernel(slices=2)):
+        for res in nvrtc.compile_cubin(config, arch).resources.values():
+            assert res.spill_stores == 0 and res.spill_loads == 0, res
 
 
 def test_ptxas_report_parsing():

@@ -25,9 +25,10 @@ class TileConfig:
     vec_load: bool = True
     min_blocks: int = 1  # blocks per SM the compiler must fit (__launch_bounds__): caps registers
     wide_index: bool = True  # 64-bit offsets; False only when every buffer has < 2**31 elements
-    # slices of the reduction (split-K; a launch parameter, not compiled in): 0 chooses per launch
-    # from the tile count and the GPU's SMs (im2win.cuda.launch.split_slices)
+    # slices of the reduction (split-K; a launch parameter): 0 chooses per launch from the tile
+    # count and the GPU's SMs (im2win.cuda.launch.split_slices)
     split_k: int = 0
+    sliced: bool = False  # compiled for split-K launches (SPLIT_K); set by kernel(), not by hand
 
     @property
     def threads(self) -> int:
@@ -119,15 +120,17 @@ class TileConfig:
             "VEC_LOAD": int(self.vec_load),
             "MIN_BLOCKS": self.min_blocks,
             "WIDE_INDEX": int(self.wide_index),
+            "SPLIT_K": int(self.sliced),
         }
 
     def options(self) -> list[str]:
         return [f"-D{k}={v}" for k, v in self.defines().items()]
 
-    @property
-    def compiled(self) -> TileConfig:
-        """This configuration less its launch parameters: one key per distinct compiled kernel."""
-        return self.replace(split_k=0)
+    def kernel(self, slices: int = 1) -> TileConfig:
+        """The compiled kernel that runs this configuration in `slices` slices of the reduction:
+        the launch parameter dropped, split-K compiled in only where slices > 1, so the unsplit
+        kernel keeps exactly the registers it has without split-K."""
+        return self.replace(split_k=0, sliced=slices > 1)
 
     def replace(self, **changes) -> TileConfig:
         return dataclasses.replace(self, **changes)

@@ -81,7 +81,7 @@ def _kernel(config: TileConfig, name: str):
 def _run(config: TileConfig, launch: Launch, buffers: list) -> None:
     _, _, queue = _context()
     global_size = (launch.grid[0] * launch.block, *launch.grid[1:])
-    _kernel(config.compiled, launch.kernel)(
+    _kernel(config, launch.kernel)(
         queue, global_size, (launch.block, 1, 1), *buffers, *launch.scalars()
     )
 
@@ -127,21 +127,22 @@ def conv2d(
     stride, padding = validate(x, weight, bias, stride, padding)
     shape = ConvShape.of(x, weight, stride, padding)
     config = for_shape(config, shape)
+    slices = split_slices(shape, config, None)  # split-K only where config.split_k asks
+    kernel = config.kernel(slices)
     iw = _alloc(window_nhwc_elems(shape))
     fw = _alloc(filter_elems(shape))
     out = _alloc(shape.n * shape.p * shape.q * shape.k)
-    _run(config, window_launch(shape, x.stride()), [_upload_strided(x), iw])
-    _run(config, filter_launch(shape), [_upload(weight), fw])
-    slices = split_slices(shape, config, None)  # split-K only where config.split_k asks
+    _run(kernel, window_launch(shape, x.stride()), [_upload_strided(x), iw])
+    _run(kernel, filter_launch(shape), [_upload(weight), fw])
     partial = _alloc(partial_elems(shape, config, slices))
     _run(
-        config,
+        kernel,
         conv_launch(shape, config, bias is not None, slices),
         [iw, fw, _bias(bias), out, partial],
     )
     reduce = reduce_launch(shape, config, slices)
     if reduce:
-        _run(config, reduce, [out, partial])
+        _run(kernel, reduce, [out, partial])
     return _download(out, (shape.n, shape.p, shape.q, shape.k)).permute(0, 3, 1, 2)
 
 
@@ -158,7 +159,7 @@ def direct_conv2d(
     shape = ConvShape.of(x, weight, stride, padding)
     out = _alloc(shape.n * shape.k * shape.p * shape.q)
     _run(
-        config,
+        config.kernel(),
         direct_launch(shape, x.stride(), bias is not None),
         [_upload_strided(x), _upload(weight), _bias(bias), out],
     )

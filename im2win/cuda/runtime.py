@@ -58,7 +58,7 @@ def _kernels(config: TileConfig, arch: str, index: int) -> dict:
     from cuda.core import ObjectCode
 
     _device(index)
-    module = ObjectCode.from_cubin(compile_cubin(config.compiled, arch).cubin)
+    module = ObjectCode.from_cubin(compile_cubin(config, arch).cubin)
     return {name: module.get_kernel(name) for name in KERNELS}
 
 
@@ -132,8 +132,8 @@ def conv2d(
     arch = device_arch(index)
     config = resolve_config(shape, index, config)
     check_launchable(config, index)
-    kernels = _kernels(config.compiled, arch, index)
     slices = split_slices(shape, config, sm_count(index))
+    kernels = _kernels(config.kernel(slices), arch, index)
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
     iw = torch.empty(window_nhwc_elems(shape), device=x.device)
@@ -161,7 +161,7 @@ def direct_conv2d(
     """The direct-convolution peer on validated CUDA float32 tensors; NCHW output, no workspace."""
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
-    kernels = _kernels(for_shape(DEFAULT, shape).compiled, device_arch(index), index)
+    kernels = _kernels(for_shape(DEFAULT, shape).kernel(), device_arch(index), index)
     weight = weight.contiguous()
     out = torch.empty(shape.output_shape(), device=x.device)
     b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)

@@ -12,8 +12,9 @@
  *           base(m = (n, p, q)) = ((n*P + p)*Wu + q*sx)*RC: each output pixel's window is one
  *           contiguous run of T floats, and neighbouring pixels' windows overlap.
  *
- * Split-K: where a layer has too few BM x BN tiles to fill the GPU, grid z splits the reduction into
- * slices of t_split steps (a multiple of 2 * BK); slice 0 writes the output (with the bias), slice z > 0 its partial sums
+ * Split-K (compiled in with SPLIT_K=1, so the unsplit kernel keeps its registers): where a layer has
+ * too few BM x BN tiles to fill the GPU, grid z splits the reduction into slices of t_split steps
+ * (a multiple of 2 * BK); slice 0 writes the output (with the bias), slice z > 0 its partial sums
  * to partial[z - 1][M][K], and splitk_reduce adds those into the output.
  *
  * im2win_conv thread mapping: a block computes a BM (pixels) x BN (output channels) tile with
@@ -65,6 +66,9 @@
 typedef i64 idx;
 #else
 typedef int idx;
+#endif
+#ifndef SPLIT_K
+#define SPLIT_K 0 /* 1: block z reduces one slice of the reduction (split-K); see im2win_conv */
 #endif
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS 1 /* blocks per SM the compiler must fit (caps registers per thread) */
@@ -170,8 +174,12 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
                         int t_split) {
   const idx M = (idx)N * P * Q;
   const idx RC = (idx)R * C;
+#if SPLIT_K
   const int t_begin = BLOCK_ID_Z * t_split;
   const int T = S * R * C < t_begin + t_split ? S * R * C : t_begin + t_split; /* this slice's end */
+#else
+  const int t_begin = 0, T = S * R * C; /* t_split unused: the kernel compiled without split-K */
+#endif
   const idx m0 = (idx)BLOCK_ID_X * BM;
   const int k0 = BLOCK_ID_Y * BN;
   const int tid = THREAD_ID;
@@ -268,8 +276,8 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
 
   /* Phase "store": bounds-checked, the bias added by slice 0 only; a sub-tile row is one float4
    * store when K is a multiple of 4 (the output rows, K floats each, are then 16-byte aligned).
-   * Two copies of the loop, so that neither keeps a chosen destination pointer live beside the
-   * accumulators (that pushed the default tile past its 128 registers). */
+   * With split-K, two copies of the loop, so that neither keeps a chosen destination pointer live
+   * beside the accumulators (that pushed the default tile past its 128 registers). */
 #if TNS == 4
 #define STORE_V4(p)                                     \
   if (K % 4 == 0 && k + 4 <= K) {                       \
@@ -293,11 +301,15 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
         if (k + j < K) (dst)[m * K + k + j] = v[j];                                              \
     }                                                                                            \
   }
+#if SPLIT_K
   if (BLOCK_ID_Z == 0) {
     STORE_TILE(out, has_bias)
   } else {
     STORE_TILE(partial + (i64)(BLOCK_ID_Z - 1) * M * K, 0)
   }
+#else
+  STORE_TILE(out, has_bias)
+#endif
 #undef STORE_TILE
 #undef STORE_V4
 }
