@@ -59,16 +59,13 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
   return std::max(align, cdiv(cdiv(n, blocks), align) * align);
 }
 
-// Micro-kernel, phase "compute": C[i][0:KB] (+)= sum_g sum_t a[i][g * segstride + t] *
-// b[g * tc + t][0:KB] for i < M, over nseg segments of tc reduction steps (one segment: a plain run
-// of tc steps; several: a channel block of every filter tap, see gemm_block).
-// a: M row pointers (each segment contiguous in t), b: packed panel [nseg * tc][KB], c: rows at
-// stride ldc. First panel (first = true) starts from the bias (or zero), later ones accumulate
-// into C. kvalid < KB only in the last channel block, where the stores are masked through a
-// scratch tile.
+// Micro-kernel, phase "compute": C[i][0:KB] (+)= sum_t a[i][t] * b[t][0:KB] for i < M.
+// a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
+// First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
+// kvalid < KB only in the last channel block, where the stores are masked through a scratch tile.
 template <int M>
-void ukernel(const float* const* a, const float* b, int tc, int nseg, long segstride, float* c,
-             long ldc, int kvalid, bool first, const float* bias) {
+void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, int kvalid,
+             bool first, const float* bias) {
   V acc[M][NR];
   alignas(64) float scratch[M][KB];
   const bool full = kvalid == KB;
@@ -89,19 +86,16 @@ void ukernel(const float* const* a, const float* b, int tc, int nseg, long segst
   }
   const float* ap[M];
   for (int i = 0; i < M; ++i) ap[i] = a[i];
-  for (int g = 0; g < nseg; ++g, b += tc * KB) {
-    for (int t = 0; t < tc; ++t) {
-      V bv[NR];
+  for (int t = 0; t < tc; ++t) {
+    V bv[NR];
 #pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) bv[j] = loadu(b + t * KB + j * VL);
+    for (int j = 0; j < NR; ++j) bv[j] = loadu(b + t * KB + j * VL);
 #pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) {
-        const float ai = ap[i][t];
+    for (int i = 0; i < M; ++i) {
+      const float ai = ap[i][t];
 #pragma GCC unroll 4
-        for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
-      }
+      for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
     }
-    for (int i = 0; i < M; ++i) ap[i] += segstride;
   }
   if (full) {
     for (int i = 0; i < M; ++i)
@@ -115,12 +109,11 @@ void ukernel(const float* const* a, const float* b, int tc, int nseg, long segst
 }
 
 template <int M>
-void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, int nseg,
-                      long segstride, float* c, long ldc, int kvalid, bool first,
-                      const float* bias) {
+void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, float* c, long ldc,
+                      int kvalid, bool first, const float* bias) {
   if constexpr (M > 0) {
-    if (m == M) return ukernel<M>(a, b, tc, nseg, segstride, c, ldc, kvalid, first, bias);
-    return ukernel_dispatch<M - 1>(m, a, b, tc, nseg, segstride, c, ldc, kvalid, first, bias);
+    if (m == M) return ukernel<M>(a, b, tc, c, ldc, kvalid, first, bias);
+    return ukernel_dispatch<M - 1>(m, a, b, tc, c, ldc, kvalid, first, bias);
   }
 }
 
@@ -154,27 +147,6 @@ void pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
     }
 }
 
-// Phase "pack" by input-channel block: panel[(s*R + r) * w + cc][kk] = F[k0 + kk][c0 + cc][r][s]
-// for cc < w, zero past K. The KB filter rows are walked together in their own order (cc, r, s),
-// each line of them read once, instead of across the taps as the window order would.
-void pack_channel_block(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int w,
-                        float* panel) {
-  const int RS = R * S;
-  const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * RS;
-  for (int cc = 0; cc < w; ++cc)
-    for (int r = 0; r < R; ++r)
-      for (int s = 0; s < S; ++s) {
-        const float* x = src + cc * RS + r * S + s;
-        float* dst = panel + ((s * R + r) * w + cc) * KB;
-        if (kvalid == KB) {
-#pragma GCC unroll 16
-          for (int kk = 0; kk < KB; ++kk) dst[kk] = x[kk * T];
-        } else {
-          for (int kk = 0; kk < KB; ++kk) dst[kk] = kk < kvalid ? x[kk * T] : 0.0f;
-        }
-      }
-}
-
 // Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
 // pixels make two tiles of about equal size (4 + 3, 4 + 4, 5 + 4 on AVX2), not a full one and one of
 // 1 .. MR/2 rows, whose few accumulator chains would wait on the FMA latency.
@@ -183,48 +155,33 @@ int tile_rows(long left) {
   return left - MR <= MR / 2 ? static_cast<int>((left + 1) / 2) : MR;
 }
 
-// One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows); out
-// points at the first pixel's output row (row stride K). The reduction runs in panels of about
-// TC steps that stay in L1, through the MR x KB micro-kernel over the pixels:
-//   * with the pre-packed filter (`packed`: this block's [T][KB]): runs of TC steps in window order
-//     t = (s, r, c), each a slice of it;
-//   * else, when a tap's channels do not fit one panel (C > TC / RS) and a panel still holds at
-//     least 8 of them: blocks of input channels, each over every tap (s, r), packed into `panel`
-//     by pack_channel_block; the micro-kernel then reads R*S segments of each window, C apart;
-//   * else: runs of TC steps in window order packed into `panel` (pack_panel).
-// Packing time is added to pack_seconds.
+// One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per
+// TC-deep step of the reduction, the filter panel (L1) is either a slice of the pre-packed filter
+// (`packed`: this block's [T][KB]) or packed here into `panel` (its time added to pack_seconds),
+// then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
+// (row stride K). (Blocking over input channels instead, so that a panel could be packed from the
+// filter in its own order, packed 2x faster but computed slower on the deep layers: 5-15% slower
+// in all on conv6, conv11 and conv12 at batch 4, measured interleaved.)
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
                 float* panel, double& pack_seconds) {
-  const int RS = R * S, per_panel = TC / RS;
-  const bool channel_blocks = !packed && per_panel >= 8 && per_panel < C;
-  const int nblocks = channel_blocks ? static_cast<int>(cdiv(C, per_panel)) : 0;
-  const int width = channel_blocks ? static_cast<int>(cdiv(C, nblocks)) : 0;
-  long s = 0, r = 0, c = 0;  // window order: (s, r, c) of reduction step t0
+  long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   const float* a[MR];
-  for (long t0 = 0; t0 < T;) {
-    int tc, nseg = 1, c0 = 0;
+  for (long t0 = 0; t0 < T; t0 += TC) {
+    const int tc = static_cast<int>(std::min<long>(TC, T - t0));
     const float* b = packed ? packed + t0 * KB : panel;
-    const double t_pack = omp_get_wtime();
-    if (channel_blocks) {
-      c0 = static_cast<int>(t0 / RS);
-      tc = std::min(width, C - c0);
-      nseg = RS;
-      pack_channel_block(f, T, R, S, k0, kvalid, c0, tc, panel);
-    } else {
-      tc = static_cast<int>(std::min<long>(TC, T - t0));
-      if (!packed) pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+    if (!packed) {
+      const double t_pack = omp_get_wtime();
+      pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
+      pack_seconds += omp_get_wtime() - t_pack;
     }
-    if (!packed) pack_seconds += omp_get_wtime() - t_pack;
-    const long offset = channel_blocks ? c0 : t0;  // into every window
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
-      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + offset;
-      ukernel_dispatch<MR>(mr, a, b, tc, nseg, C, out + m * K + k0, K, kvalid, t0 == 0,
+      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
+      ukernel_dispatch<MR>(mr, a, b, tc, out + m * K + k0, K, kvalid, t0 == 0,
                            bias ? bias + k0 : nullptr);
       m += mr;
     }
-    t0 += static_cast<long>(tc) * nseg;
   }
 }
 
@@ -327,10 +284,10 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     std::memset(c, 0, sizeof(c));
     const float* rows[MR];
     for (int i = 0; i < MR; ++i) rows[i] = a + i * TC;
-    ukernel<MR>(rows, b, TC, 1, 0, c, KB, KB, false, nullptr);  // warm-up
+    ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);  // warm-up
 #pragma omp barrier
     const double start = omp_get_wtime();
-    for (long r = 0; r < reps; ++r) ukernel<MR>(rows, b, TC, 1, 0, c, KB, KB, false, nullptr);
+    for (long r = 0; r < reps; ++r) ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);
     seconds = omp_get_wtime() - start;
     volatile float sink = c[0];
     (void)sink;
