@@ -226,6 +226,21 @@ void transpose_rows(const float* src, long sc, int C, long cols, float* d, long 
     for (long w = 0; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
 }
 
+// d[w * ld + c] = src[c * sc + w * sw] for c < C, w < cols, a column at a time; CC > 0: C == CC
+// known at compile time (grey, RGB, RGBA inputs), so the copy of a column is unrolled.
+template <int CC>
+void copy_columns(const float* src, long sc, long sw, long cols, float* d, long ld, int C) {
+  for (long w = 0; w < cols; ++w) {
+    const float* s_w = src + w * sw;
+    float* d_w = d + w * ld;
+    if constexpr (CC > 0) {
+      for (int c = 0; c < CC; ++c) d_w[c] = s_w[c * sc];
+    } else {
+      for (int c = 0; c < C; ++c) d_w[c] = s_w[c * sc];
+    }
+  }
+}
+
 // Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
 // [row0, row0 + rows) of the flattened N*P output rows. Same values as im2win_transform_nhwc.
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
@@ -246,9 +261,14 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       float* d = band + w_lo * RC + r * C;
       if (sc == 1) {  // channels_last input: each window column is one contiguous copy
         for (long w = 0; w < w_hi - w_lo; ++w) std::memcpy(d + w * RC, src + w * sw, sizeof(float) * C);
-      } else if (C < 16) {  // few channels: read each channel's row contiguously
-        for (int c = 0; c < C; ++c)
-          for (long w = 0; w < w_hi - w_lo; ++w) d[w * RC + c] = src[c * sc + w * sw];
+      } else if (C < 16) {  // few channels: a column at a time, its C values one contiguous write
+        // (a channel at a time wrote every RC-th float: 1.3-1.6x slower on conv1-conv3, conv7)
+        switch (C) {
+          case 1: copy_columns<1>(src, sc, sw, w_hi - w_lo, d, RC, C); break;
+          case 3: copy_columns<3>(src, sc, sw, w_hi - w_lo, d, RC, C); break;
+          case 4: copy_columns<4>(src, sc, sw, w_hi - w_lo, d, RC, C); break;
+          default: copy_columns<0>(src, sc, sw, w_hi - w_lo, d, RC, C);
+        }
       } else if (sw == 1 && w_hi - w_lo >= 8) {  // NCHW rows: 8 x 8 tiles transposed in
         // registers, reading along rows; a gather down the channels of a large image hits one L1
         // set at every channel (channel stride a multiple of 4 KiB: conv4's 224 x 224 planes)
