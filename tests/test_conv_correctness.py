@@ -179,6 +179,19 @@ def test_im2win_filter_panels_with_few_pixels(c, k, rs, stride):
         _check(impl, x, w, torch.randn(k), (stride, stride), (1, 0))
 
 
+@pytest.mark.parametrize("c", [3, 5, 16])
+@pytest.mark.parametrize("stride, padding", [((1, 1), (0, 0)), ((2, 1), (2, 1)), ((3, 2), (1, 0))])
+def test_band_rows_taken_from_the_previous_row(c, stride, padding):
+    """Streamed bands of several output rows per block reuse the window rows the previous output
+    row of the same image holds (stride < R), across padding rows and image boundaries."""
+    from im2win.implementations import streams_windows
+
+    shape = im2win.ConvShape(3, c, 64, 57, 20, 5, 3, stride, padding)
+    assert streams_windows(shape, torch.get_num_threads())
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    _check("im2win", x, w, torch.randn(20), stride, padding)
+
+
 def test_im2win_reports_where_its_time_went():
     from im2win.implementations import im2win_with_phases, streams_windows
     from im2win.shapes import ConvShape

@@ -251,7 +251,17 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
   for (long row = row0; row < row0 + rows; ++row) {
     const long n = row / P, p = row % P;
     float* band = dst + (row - row0) * Wu * RC;
-    for (int r = 0; r < R; ++r) {
+    // Rows of the window the previous output row of this image already holds (the im2win overlap
+    // between rows: window row r of output row p + 1 is row r + sy of output row p): one
+    // contiguous copy of (R - sy) * C floats per column instead of building them again.
+    int r_first = 0;
+    if (row > row0 && p > 0 && sy < R) {
+      r_first = R - sy;
+      const float* prev = band - Wu * RC;
+      for (long w = 0; w < Wu; ++w)
+        std::memcpy(band + w * RC, prev + w * RC + sy * C, sizeof(float) * r_first * C);
+    }
+    for (int r = r_first; r < R; ++r) {
       const long h = p * sy + r - py;
       const bool inside = h >= 0 && h < H;
       for (long w = 0; w < Wu; ++w)  // zero padding: rows above/below, columns left/right
