@@ -62,7 +62,9 @@ def test_strided_input_view_and_unaligned_channels():
     _check(x, w, torch.randn(70), 1, 1, VARIANTS["im2win"])
 
 
-@pytest.mark.parametrize("variant", ["im2win", "no_smem", "no_double_buffer", "no_micro_kernel"])
+@pytest.mark.parametrize(
+    "variant", ["im2win", "no_smem", "no_double_buffer", "no_micro_kernel", "async_copy"]
+)
 @pytest.mark.parametrize("split_k", [2, 3, 5])
 def test_split_k(variant, split_k):
     """Slices of the reduction (T = 6*3*3 = 54 steps: BK-multiples, the last slice shorter, with

@@ -1,12 +1,12 @@
 """OpenTuner search over the GPU kernel's compile-time tile parameters, per layer and architecture.
 
 Searched: block tile (bm, bn), K-tile (bk), micro-tile (tm, tn, hence threads = bm/tm * bn/tn),
-the registers cap (min_blocks) and the reduction's slices (split_k). Configurations that cannot
-compile or launch are reported to OpenTuner as errors without being measured. The known-good tiles
-of AUTOTUNE_CANDIDATES (the paper's 128x128/8x8 among them) are proposed first, so a short search
-starts from them. The best configuration per (architecture, layer shape) is kept by
-im2win/cuda/tuned.py and used by im2win.cuda.runtime.conv2d when present. The tuning database
-(SQLite) is kept beside it, so a search can be resumed or extended.
+the registers cap (min_blocks), the reduction's slices (split_k) and cp.async copies (async_copy).
+Configurations that cannot compile or launch are reported to OpenTuner as errors without being
+measured. The known-good tiles of AUTOTUNE_CANDIDATES (the paper's 128x128/8x8 among them) are
+proposed first, so a short search starts from them. The best configuration per (architecture,
+layer shape) is kept by im2win/cuda/tuned.py and used by im2win.cuda.runtime.conv2d when present.
+The tuning database (SQLite) is kept beside it, so a search can be resumed or extended.
 
 The objective is pluggable: on a GPU it is the kernel's CUDA-event time (`cuda_objective`); the
 tests drive the same search with the OpenCL emulation's time, which checks the plumbing only.
@@ -32,6 +32,7 @@ SPACE = {
     "tn": [2, 4, 8],
     "min_blocks": [1, 2, 4],
     "split_k": [0, 1, 2, 4],  # 0: chosen from the GPU's SMs (im2win.cuda.launch.split_slices)
+    "async_copy": [False, True],
 }
 
 

@@ -23,6 +23,7 @@ class TileConfig:
     double_buffer: bool = True
     prefetch: bool = True
     vec_load: bool = True
+    async_copy: bool = False  # cp.async global -> shared (sm_80+), instead of registers
     min_blocks: int = 1  # blocks per SM the compiler must fit (__launch_bounds__): caps registers
     wide_index: bool = True  # 64-bit offsets; False only when every buffer has < 2**31 elements
     # slices of the reduction (split-K; a launch parameter): 0 chooses per launch from the tile
@@ -86,6 +87,11 @@ class TileConfig:
                 f"the {self.bm}x{self.bn} block tile does not split into {self.warp_tile[0]}x"
                 f"{self.warp_tile[1]} warp tiles"
             )
+        if self.async_copy and not (self.smem and self.double_buffer):
+            out.append(
+                "async_copy copies into the second shared-memory buffer: needs smem and "
+                "double_buffer"
+            )
         for name, size in (("tm", self.tm), ("tn", self.tn)):
             if size > 4 and size % 4:
                 out.append(f"{name}={size}: micro-tiles above 4 must be made of 4-wide sub-tiles")
@@ -118,6 +124,7 @@ class TileConfig:
             "DOUBLE_BUFFER": int(self.double_buffer),
             "PREFETCH": int(self.prefetch),
             "VEC_LOAD": int(self.vec_load),
+            "ASYNC_COPY": int(self.async_copy),
             "MIN_BLOCKS": self.min_blocks,
             "WIDE_INDEX": int(self.wide_index),
             "SPLIT_K": int(self.sliced),
@@ -157,8 +164,10 @@ VARIANTS: dict[str, TileConfig] = {
     "occupancy_tile": TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False),
     "no_smem": DEFAULT.replace(smem=False, double_buffer=False, prefetch=False, vec_load=False),
     "paper_tile": PAPER_TILE,
+    "async_copy": DEFAULT.replace(async_copy=True),  # beyond the paper: cp.async, no staging
 }
-"""The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling."""
+"""The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
+and the default with cp.async copies (measured beside it before it may become the default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
@@ -171,7 +180,7 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
         (32, 128, 8, 4, 4, 4),
         (128, 32, 8, 4, 4, 4),
     ]
-]
+] + [DEFAULT.replace(async_copy=True)]
 """Tile configurations the autotuner proposes first, before its own (all compile for every target,
 and all have conflict-free shared memory access by the model; their spills, occupancy and main-loop
 mix are in results/im2win-nvrtc). BK = 16 is left to the search: with 4 A loads per thread its

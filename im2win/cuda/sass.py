@@ -128,6 +128,7 @@ ACCESSES = {
     "LDL": "local load",
     "STL": "local store",
     "LDSM": "shared load",
+    "LDGSTS": "global to shared copy (cp.async)",
 }
 
 

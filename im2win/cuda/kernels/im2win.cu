@@ -30,6 +30,8 @@
  *   DOUBLE_BUFFER  two shared-memory buffers: one barrier per step instead of two
  *   PREFETCH       global loads of the next step issued before computing the current one
  *   VEC_LOAD       float4 global loads where the launch says alignment allows (vec_a, vec_b)
+ *   ASYNC_COPY     (not in the paper) cp.async copies global -> shared for the next step, no
+ *                  registers in between (sm_80+; the OpenCL emulation copies at once)
  */
 
 #ifndef BM
@@ -66,6 +68,9 @@
 typedef i64 idx;
 #else
 typedef int idx;
+#endif
+#ifndef ASYNC_COPY
+#define ASYNC_COPY 0 /* 1: cp.async global -> shared copies (sm_80+), needs SMEM and DOUBLE_BUFFER */
 #endif
 #ifndef SPLIT_K
 #define SPLIT_K 0 /* 1: block z reduces one slice of the reduction (split-K); see im2win_conv */
@@ -199,7 +204,9 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
 
   /* This thread's share of a step: A elements e = tid*A_LOADS + j -> (row e / BK, t e % BK),
    * B elements e = tid*B_LOADS + j -> (t e / BN, channel e % BN): runs of consecutive addresses. */
+#if !ASYNC_COPY
   float ra[A_LOADS], rb[B_LOADS];
+#endif
   const int ea = tid * A_LOADS, eb = tid * B_LOADS;
   const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
   const idx a_base = row_base[a_row];
@@ -220,14 +227,44 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     STORE_B(buf)                                                         \
   }
 
+#if ASYNC_COPY
+  /* The step at t0 copied by cp.async straight into buffer buf: this thread's A run one float at a
+   * time (the tile is stored transposed), its B run as 16-byte copies where whole and aligned;
+   * zeros outside the problem. */
+#define COPY_STEP(buf, t0)                                                                    \
+  {                                                                                           \
+    const int ta = (t0) + a_t, tb = (t0) + b_t, kb = k0 + b_k;                                \
+    for (int j = 0; j < A_LOADS; ++j) {                                                       \
+      const int ok = a_base >= 0 && ta + j < T;                                               \
+      CP_ASYNC4(&As[buf][a_t + j][a_row], iw + (ok ? a_base + ta + j : 0), ok);               \
+    }                                                                                         \
+    if (VEC_B && vec_b && tb < T && kb + B_LOADS <= K) {                                      \
+      for (int j = 0; j < B_LOADS; j += 4)                                                    \
+        CP_ASYNC16(&Bs[buf][b_t][b_k + j], fw + (idx)tb * K + kb + j);                        \
+    } else {                                                                                  \
+      for (int j = 0; j < B_LOADS; ++j) {                                                     \
+        const int ok = tb < T && kb + j < K;                                                  \
+        CP_ASYNC4(&Bs[buf][b_t][b_k + j], fw + (ok ? (idx)tb * K + kb + j : 0), ok);          \
+      }                                                                                       \
+    }                                                                                         \
+    CP_ASYNC_COMMIT();                                                                        \
+  }
+  COPY_STEP(0, t_begin);
+  CP_ASYNC_WAIT_ALL();
+#else
   load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t_begin, vec_a, vec_b, ra, rb);
   STORE_STEP(0);
+#endif
   SYNC();
   for (int t0 = t_begin; t0 < T; t0 += BK) {
     const int cur = DOUBLE_BUFFER ? (t0 / BK) & 1 : 0; /* t_begin / BK is even: 0 first */
     const int more = t0 + BK < T;
+#if ASYNC_COPY
+    if (more) COPY_STEP(cur ^ 1, t0 + BK); /* in flight while computing below */
+#else
     if (PREFETCH && more) /* loads in flight while computing below */
       load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
+#endif
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {                 /* phase "compute": the micro-kernel */
       float a[TM], b[TN];
@@ -251,10 +288,14 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
         for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
     }
     if (more) {
+#if ASYNC_COPY
+      CP_ASYNC_WAIT_ALL();
+#else
       if (!PREFETCH)
         load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
       if (!DOUBLE_BUFFER) SYNC(); /* all reads of the only buffer done before it is refilled */
       STORE_STEP(DOUBLE_BUFFER ? (cur ^ 1) : 0);
+#endif
       SYNC();
     }
   }

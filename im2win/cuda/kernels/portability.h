@@ -20,6 +20,11 @@
 #define DEVICE inline
 #define LAUNCH_BOUNDS(threads, min_blocks) __attribute__((reqd_work_group_size(threads, 1, 1)))
 typedef long i64;
+/* cp.async has no OpenCL counterpart: the emulation copies at once (same values, same barriers). */
+#define CP_ASYNC4(dst, src, valid) (*(dst) = (valid) ? *(src) : 0.0f)
+#define CP_ASYNC16(dst, src) vstore4(vload4(0, (src)), 0, (dst))
+#define CP_ASYNC_COMMIT()
+#define CP_ASYNC_WAIT_ALL()
 #else
 #define KERNEL extern "C" __global__
 #define GLOBAL
@@ -39,4 +44,16 @@ typedef long i64;
 #define DEVICE __device__ __forceinline__
 #define LAUNCH_BOUNDS(threads, min_blocks) __launch_bounds__(threads, min_blocks)
 typedef long long i64;
+/* sm_80+ asynchronous global -> shared copies (cp.async, PTX ISA 7.0): 4 bytes (zero-filled when
+ * not valid: src-size 0 reads nothing) or 16 bytes, bypassing the registers. */
+#define CP_ASYNC4(dst, src, valid)                                                          \
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(                    \
+                   (unsigned)__cvta_generic_to_shared(dst)),                                 \
+               "l"(src), "r"((valid) ? 4 : 0))
+#define CP_ASYNC16(dst, src)                                                                 \
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(                       \
+                   (unsigned)__cvta_generic_to_shared(dst)),                                 \
+               "l"(src))
+#define CP_ASYNC_COMMIT() asm volatile("cp.async.commit_group;\n" ::)
+#define CP_ASYNC_WAIT_ALL() asm volatile("cp.async.wait_group 0;\n" ::: "memory")
 #endif
