@@ -4,7 +4,9 @@ high-water mark (Linux: /proc/self/clear_refs resets VmHWM, /proc/self/status re
 Timing wants the opposite: `steady_allocator()` lets glibc keep freed memory and hand it out again
 (no mmap below 1 GiB, no trimming), as a long-running process or a caching allocator would, so that
 no implementation's time includes the page faults of buffers that a fresh mmap hands out zeroed on
-every call (a 50 MiB output costs more in page faults than its convolution on a 2-core VM).
+every call (a 50 MiB output costs more in page faults than its convolution on a 2-core VM). glibc
+coalesces freed chunks lazily, so the first few rounds may still take fresh pages; the best of the
+timing rounds is the settled state.
 
 To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
 allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's
@@ -30,7 +32,8 @@ METHOD = (
 )
 STEADY_METHOD = (
     "glibc mallopt: M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 256 MiB: freed "
-    "buffers are reused by the next call instead of being unmapped and faulted in anew"
+    "buffers are kept and, once the heap has settled, reused instead of being unmapped and "
+    "faulted in anew"
 )
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _STATUS = Path("/proc/self/status")
