@@ -23,6 +23,7 @@ from harness import environment, results, timing
 from harness.device import resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
+from im2win.cuda.tuned import tuned_source
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape
 from reproductions.im2win_gpu_report import render
@@ -128,6 +129,9 @@ def run(
         for impl, call in _impls(xc, wc, bc, shape).items():
             records.append(check(impl, call, analytic_bytes(impl, shape)))
             records[-1]["split_k"] = _split_k(impl, shape)
+            if impl == "im2win":  # its tile: this machine's autotuned, the shipped one, DEFAULT
+                arch = runtime.device_arch(torch.cuda.current_device())
+                records[-1]["tile_source"] = tuned_source(arch, shape) or "default"
         records += _cudnn_engines(xc, wc, name, shape, check)
         records.append(_sgemm(name, shape, cfg))
         del xc, wc, bc

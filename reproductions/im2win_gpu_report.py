@@ -49,6 +49,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     _, _, workspace = grid(doc, "workspace_bytes")
     _, _, skipped = grid(doc, "skipped")
     _, _, split = grid(doc, "split_k")
+    _, _, tile_source = grid(doc, "tile_source")
     engines = [i for i in impls if i.startswith("cudnn_") and i != "cudnn_engines"]
     cudnn_all = ["torch", *engines]
     main = [i for i in impls if not i.startswith(("im2win_", "cudnn_")) and i != "sgemm"]
@@ -125,14 +126,15 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             ],
         ),
         "## Ablation (TFLOPS)\n",
-        "split-K: the slices of the reduction im2win ran with (runs since 2026-12-02; more than 1 "
-        "where the layer's 128 x 128 tiles could not fill the GPU's block slots).\n",
+        "im2win's tile: DEFAULT, or the autotuner's (local: this machine's search; shipped: the "
+        "package's); split-K: the slices of the reduction it ran with, more than 1 where its tiles "
+        "could not fill the GPU's block slots (both recorded since 2026-12-02).\n",
         table(
-            ["layer", *ablation, "im2win split-K"],
+            ["layer", *ablation, "im2win tile", "im2win split-K"],
             [
                 [l]
                 + [fmt(tf.get((l, i)), ".2f") for i in ablation]
-                + [fmt(split.get((l, "im2win")), "d")]
+                + [tile_source.get((l, "im2win")) or "n/a", fmt(split.get((l, "im2win")), "d")]
                 for l in layers
             ],
         ),

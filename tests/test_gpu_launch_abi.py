@@ -65,3 +65,23 @@ def test_split_k_only_where_tiles_cannot_fill_the_gpu():
     launch = conv_launch(CONV12, DEFAULT, False, split_slices(CONV12, DEFAULT, 132))
     assert launch.grid[2] == split_slices(CONV12, DEFAULT, 132)
     assert launch.args[-1] % DEFAULT.bk == 0 and launch.args[-1] * launch.grid[2] >= 4608
+
+
+def test_tuned_configs_this_machines_search_first_then_the_shipped_ones(tmp_path, monkeypatch):
+    """runtime.resolve_config's lookup: a configuration this machine's autotuner stored wins over
+    the one shipped in the package, which wins over DEFAULT; other shapes get DEFAULT."""
+    from im2win.cuda import tuned
+
+    monkeypatch.setenv("IM2WIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    shipped, local = DEFAULT.replace(bm=64, tm=4), DEFAULT.replace(split_k=2)
+    assert tuned.tuned_source("sm_90", CONV12) is None
+    assert tuned.load_tuned("sm_90", CONV12) is None
+    tuned.store("sm_90", CONV12, shipped, 1.0, 10, tuned.SHIPPED)
+    assert tuned.tuned_source("sm_90", CONV12) == "shipped"
+    assert tuned.load_tuned("sm_90", CONV12) == shipped
+    assert tuned.load_tuned("sm_80", CONV12) is None  # another architecture
+    tuned.store("sm_90", CONV12, local, 0.9, 10, None)
+    assert tuned.tuned_source("sm_90", CONV12) == "local"
+    assert tuned.load_tuned("sm_90", CONV12) == local
+    assert tuned.load_tuned("sm_90", CONV8) is None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.native import cache_dir
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, TileConfig
-from im2win.cuda.tuned import shape_key, store, tuned_path
+from im2win.cuda.tuned import SHIPPED, shape_key, store, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
@@ -113,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="batch of the tuned shapes")
     parser.add_argument("--evaluations", type=int, default=40, help="measured configurations")
     parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS))
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="also write the best configurations into the package (im2win/cuda/tuned_configs/"
+        "<arch>.json), which every install then uses by default: for a maintainer's GPU run",
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("autotune: needs an NVIDIA GPU visible to PyTorch; nothing was tuned")
@@ -120,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     for layer in args.layers:
         shape = PAPER_LAYERS[layer].with_batch(args.batch)
         best, ms = tune(shape, arch, cuda_objective(shape), args.evaluations)
+        if args.ship:
+            store(arch, shape, best, ms, args.evaluations, SHIPPED)
         print(f"{layer}: {ms:.3f} ms with {best}")
-    print(f"stored in {tuned_path(arch)}")
+    print(
+        f"stored in {tuned_path(arch)}" + (f" and {tuned_path(arch, SHIPPED)}" if args.ship else "")
+    )
     return 0
 
 
