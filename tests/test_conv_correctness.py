@@ -1,5 +1,7 @@
 """Every implementation against the float64 oracle: the papers' layers and random shapes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -202,3 +204,50 @@ def test_im2win_reports_where_its_time_went():
     out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
     assert max_violation(out, x, w) <= 1.0
     assert phases["transform_ms"] > 0 and phases["pack_ms"] > 0
+
+
+def test_kernels_from_a_variant_source_then_back(tmp_path):
+    """im2win.cpu.kernels_from runs the implementations on a copy of the kernel source (what
+    bench/kernel_ab.py times side by side) and restores the package's kernels after the block;
+    bench.kernel_ab runs end to end."""
+    import subprocess
+    import sys
+
+    from im2win import cpu
+
+    variant = tmp_path / "variant.cpp"
+    variant.write_text(
+        cpu.SOURCE.read_text().replace("constexpr int TC = 192;", "constexpr int TC = 96;")
+    )
+    own = cpu.lib()
+    x, w = torch.randn(1, 20, 12, 12), torch.randn(9, 20, 3, 3)
+    with cpu.kernels_from(variant) as handle:
+        assert cpu.lib() is handle and handle is not own
+        panel = 96 * 2 * handle.im2win_simd_width()  # TC x KB: the variant's panel
+        assert handle.im2win_filter_work_floats(9, 20, 3, 3, 10, 1) == panel
+        _check("im2win", x, w, None, 1, 0)
+    assert cpu.lib() is own
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.kernel_ab",
+            str(cpu.SOURCE),
+            str(variant),
+            "--layers",
+            "conv12",
+            "--batch",
+            "1",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.native import CompilerError, load
@@ -44,9 +46,8 @@ _SIGNATURES = {
 
 
 @functools.cache
-def lib() -> ctypes.CDLL:
-    """The loaded kernel library with typed entry points."""
-    handle = load(SOURCE)
+def _load(source: Path) -> ctypes.CDLL:
+    handle = load(source)
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(handle, name)
         fn.restype = restype
@@ -54,4 +55,25 @@ def lib() -> ctypes.CDLL:
     return handle
 
 
-__all__ = ["CompilerError", "SOURCE", "lib"]
+_variants: list[Path] = []  # kernels_from's stack
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded kernel library with typed entry points (SOURCE's, or kernels_from's)."""
+    return _load(_variants[-1] if _variants else SOURCE)
+
+
+@contextlib.contextmanager
+def kernels_from(source: Path) -> Iterator[ctypes.CDLL]:
+    """Within the block, every CPU implementation runs on the kernels compiled from `source`, a
+    variant of im2win_cpu.cpp with the same entry points: for timing kernel changes side by side in
+    one process (bench/kernel_ab.py)."""
+    handle = _load(Path(source).resolve())
+    _variants.append(Path(source).resolve())
+    try:
+        yield handle
+    finally:
+        _variants.pop()
+
+
+__all__ = ["CompilerError", "SOURCE", "kernels_from", "lib"]

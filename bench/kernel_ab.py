@@ -1,0 +1,97 @@
+"""Time variants of the CPU kernel source side by side: python -m bench.kernel_ab A.cpp B.cpp ...
+
+Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled
+like the package's kernels and loaded into one process; im2win then runs on each in turn, call by
+call, for `--rounds` rounds per layer, so a burst of machine noise hits every variant alike (on a
+shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are within a few
+percent of each other when equal). Reported per layer: the best time's GFLOP/s of each variant,
+the slowest thread's time building window bands (best), and each variant against the first.
+Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
+im2win-cpu`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from harness import memory, timing
+from im2win.cpu import kernels_from
+from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
+from im2win.shapes import PAPER_LAYERS
+
+
+def compare(sources: list[Path], layers: list[str], batch: int, rounds: int, impl: str) -> list:
+    """[(layer, [(gflops, band_ms) per source])]: best of `rounds` interleaved calls each."""
+    rows = []
+    for name in layers:
+        shape = PAPER_LAYERS[name].with_batch(batch)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(shape.input_shape(), generator=gen)
+        w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(
+            shape.c * shape.r * shape.s
+        )
+        b = torch.randn(shape.k, generator=gen)
+        run = IMPLEMENTATIONS[impl].run
+        best = [math.inf] * len(sources)
+        bands = [math.inf] * len(sources)
+        with torch.no_grad():
+            for src in sources:  # compile and warm up every variant first
+                with kernels_from(src):
+                    run(x, w, b, shape.stride, shape.padding)
+            for _ in range(rounds):
+                for i, src in enumerate(sources):
+                    with kernels_from(src):
+                        start = time.perf_counter()
+                        run(x, w, b, shape.stride, shape.padding)
+                        best[i] = min(best[i], time.perf_counter() - start)
+                        if impl == "im2win":
+                            phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
+                            bands[i] = min(bands[i], phases["transform_ms"])
+        rows.append(
+            (name, [(shape.flops / t / 1e9, bm) for t, bm in zip(best, bands, strict=True)])
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.kernel_ab",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "sources", nargs="+", type=Path, help="kernel sources; the first is the base"
+    )
+    parser.add_argument(
+        "--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS)
+    )
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved calls per variant")
+    parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
+    parser.add_argument("--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct"])
+    args = parser.parse_args(argv)
+    missing = [str(s) for s in args.sources if not s.is_file()]
+    if missing:
+        parser.error(f"no such kernel source: {', '.join(missing)}")
+    memory.steady_allocator()
+    with timing.threads(args.threads) as n:
+        rows = compare(args.sources, args.layers, args.batch, args.rounds, args.impl)
+    print(f"{args.impl}, batch {args.batch}, {n} threads, best of {args.rounds} interleaved rounds")
+    print("GFLOP/s (window bands ms) per variant; ratio: each against the first")
+    for layer, cells in rows:
+        base = cells[0][0]
+        text = "  ".join(
+            f"{src.name}={g:7.1f} ({bm:.2f} ms) x{g / base:.3f}"
+            for src, (g, bm) in zip(args.sources, cells, strict=True)
+        )
+        print(f"{layer:7s} {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
