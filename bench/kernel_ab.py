@@ -82,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     with timing.threads(args.threads) as n:
         rows = compare(args.sources, args.layers, args.batch, args.rounds, args.impl)
     print(f"{args.impl}, batch {args.batch}, {n} threads, best of {args.rounds} interleaved rounds")
-    print("GFLOP/s (window bands ms) per variant; ratio: each against the first")
+    print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
     for layer, cells in rows:
         base = cells[0][0]
         text = "  ".join(
-            f"{src.name}={g:7.1f} ({bm:.2f} ms) x{g / base:.3f}"
+            f"{src.name}={g:7.1f}"
+            + (f" ({bm:.2f} ms)" if math.isfinite(bm) else "")
+            + f" x{g / base:.3f}"
             for src, (g, bm) in zip(args.sources, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
