@@ -208,8 +208,8 @@ def test_im2win_reports_where_its_time_went():
 
 def test_kernels_from_a_variant_source_then_back(tmp_path):
     """im2win.cpu.kernels_from runs the implementations on a copy of the kernel source (what
-    bench/kernel_ab.py times side by side) and restores the package's kernels after the block;
-    bench.kernel_ab runs end to end."""
+    python -m im2win.cpu.kernel_ab times side by side) and restores the package's kernels after the block;
+    the comparison runs end to end."""
     import subprocess
     import sys
 
@@ -232,7 +232,7 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
         [
             sys.executable,
             "-m",
-            "bench.kernel_ab",
+            "im2win.cpu.kernel_ab",
             str(cpu.SOURCE),
             str(variant),
             "--layers",

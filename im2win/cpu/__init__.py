@@ -67,7 +67,7 @@ def lib() -> ctypes.CDLL:
 def kernels_from(source: Path) -> Iterator[ctypes.CDLL]:
     """Within the block, every CPU implementation runs on the kernels compiled from `source`, a
     variant of im2win_cpu.cpp with the same entry points: for timing kernel changes side by side in
-    one process (bench/kernel_ab.py)."""
+    one process (python -m im2win.cpu.kernel_ab)."""
     handle = _load(Path(source).resolve())
     _variants.append(Path(source).resolve())
     try:

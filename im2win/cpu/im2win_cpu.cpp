@@ -370,7 +370,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
   // blocks spread over the threads, so each panel of the filter is packed exactly once (up to
   // 4 MC pixels: conv6 and conv11 at batch 4, 400 and 576 pixels, ran 4-15% faster than in blocks
-  // of about MC, measured side by side with bench/kernel_ab.py).
+  // of about MC, measured side by side with python -m im2win.cpu.kernel_ab).
   const long mc =
       (M <= 4 * MC && kblocks % nthreads == 0) ? M : balanced_block(M, MC, nthreads, MR);
   const long mblocks = cdiv(M, mc);

@@ -1,4 +1,4 @@
-"""Time variants of the CPU kernel source side by side: python -m bench.kernel_ab A.cpp B.cpp ...
+"""Time variants of the CPU kernel source side by side: python -m im2win.cpu.kernel_ab A.cpp B.cpp ...
 
 Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled
 like the package's kernels and loaded into one process; im2win then runs on each in turn, call by
@@ -60,7 +60,7 @@ def compare(sources: list[Path], layers: list[str], batch: int, rounds: int, imp
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.kernel_ab",
+        prog="python -m im2win.cpu.kernel_ab",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
