@@ -63,7 +63,15 @@ def test_strided_input_view_and_unaligned_channels():
 
 
 @pytest.mark.parametrize(
-    "variant", ["im2win", "no_smem", "no_double_buffer", "no_micro_kernel", "async_copy"]
+    "variant",
+    [
+        "im2win",
+        "no_smem",
+        "no_double_buffer",
+        "no_micro_kernel",
+        "async_copy",
+        "async_copy_3_stages",
+    ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])
 def test_split_k(variant, split_k):

@@ -72,3 +72,21 @@ def test_the_default_main_loop_feeds_16_ffma_per_shared_load_and_never_spills(ar
     assert set(mix["widths"]["LDS"]) == {128}  # every shared load is a float4
     assert mix["local_accesses"] == 0
     assert compiled.resources["im2win_conv"].spill_stores == 0
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("variant", ["async_copy", "async_copy_3_stages"])
+def test_the_async_copy_main_loop_copies_global_to_shared_without_registers(arch, variant):
+    """cp.async (LDGSTS) replaces the main loop's global loads and shared stores; no spills; the
+    stages need as many shared buffers, and more than 2 need async_copy."""
+    config = VARIANTS[variant]
+    compiled = compile_cubin(config, arch)
+    assert compiled.resources["im2win_conv"].spill_stores == 0
+    assert compiled.resources["im2win_conv"].shared_bytes == config.shared_bytes
+    try:
+        mix = sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    assert mix["ffma"] >= 64 and mix["local_accesses"] == 0
+    assert "LDGSTS" in mix["widths"] and "LDG" not in mix["widths"] and "STS" not in mix["widths"]
+    assert DEFAULT.replace(stages=3).problems()  # 3 buffers only with cp.async

@@ -33,6 +33,7 @@ SPACE = {
     "min_blocks": [1, 2, 4],
     "split_k": [0, 1, 2, 4],  # 0: chosen from the GPU's SMs (im2win.cuda.launch.split_slices)
     "async_copy": [False, True],
+    "stages": [2, 3],
 }
 
 

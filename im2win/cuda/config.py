@@ -24,6 +24,7 @@ class TileConfig:
     prefetch: bool = True
     vec_load: bool = True
     async_copy: bool = False  # cp.async global -> shared (sm_80+), instead of registers
+    stages: int = 2  # with async_copy: shared-memory buffers, stages - 1 steps' copies in flight
     min_blocks: int = 1  # blocks per SM the compiler must fit (__launch_bounds__): caps registers
     wide_index: bool = True  # 64-bit offsets; False only when every buffer has < 2**31 elements
     # slices of the reduction (split-K; a launch parameter): 0 chooses per launch from the tile
@@ -48,7 +49,7 @@ class TileConfig:
         """Static shared memory of im2win_conv (window starts + A and B tiles, per buffer)."""
         if not self.smem:
             return 0
-        buffers = 2 if self.double_buffer else 1
+        buffers = self.stages if self.async_copy else 2 if self.double_buffer else 1
         index_bytes = 8 if self.wide_index else 4  # one window start per tile row
         a_row = self.bm + 4  # As rows are padded by 4 floats
         return self.bm * index_bytes + buffers * self.bk * (a_row + self.bn) * FLOAT_BYTES
@@ -87,6 +88,8 @@ class TileConfig:
                 f"the {self.bm}x{self.bn} block tile does not split into {self.warp_tile[0]}x"
                 f"{self.warp_tile[1]} warp tiles"
             )
+        if self.stages not in (2, 3, 4) or (self.stages != 2 and not self.async_copy):
+            out.append(f"stages={self.stages}: 2, or 3-4 with async_copy")
         if self.async_copy and not (self.smem and self.double_buffer):
             out.append(
                 "async_copy copies into the second shared-memory buffer: needs smem and "
@@ -125,6 +128,7 @@ class TileConfig:
             "PREFETCH": int(self.prefetch),
             "VEC_LOAD": int(self.vec_load),
             "ASYNC_COPY": int(self.async_copy),
+            "STAGES": self.stages,
             "MIN_BLOCKS": self.min_blocks,
             "WIDE_INDEX": int(self.wide_index),
             "SPLIT_K": int(self.sliced),
@@ -165,9 +169,11 @@ VARIANTS: dict[str, TileConfig] = {
     "no_smem": DEFAULT.replace(smem=False, double_buffer=False, prefetch=False, vec_load=False),
     "paper_tile": PAPER_TILE,
     "async_copy": DEFAULT.replace(async_copy=True),  # beyond the paper: cp.async, no staging
+    "async_copy_3_stages": DEFAULT.replace(async_copy=True, stages=3),
 }
 """The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
-and the default with cp.async copies (measured beside it before it may become the default)."""
+and the default with cp.async copies, 1 and 2 steps ahead (measured beside it before either may
+become the default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
@@ -180,7 +186,7 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
         (32, 128, 8, 4, 4, 4),
         (128, 32, 8, 4, 4, 4),
     ]
-] + [DEFAULT.replace(async_copy=True)]
+] + [DEFAULT.replace(async_copy=True), DEFAULT.replace(async_copy=True, stages=3)]
 """Tile configurations the autotuner proposes first, before its own (all compile for every target,
 and all have conflict-free shared memory access by the model; their spills, occupancy and main-loop
 mix are in results/im2win-nvrtc). BK = 16 is left to the search: with 4 A loads per thread its

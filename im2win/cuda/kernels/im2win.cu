@@ -30,8 +30,9 @@
  *   DOUBLE_BUFFER  two shared-memory buffers: one barrier per step instead of two
  *   PREFETCH       global loads of the next step issued before computing the current one
  *   VEC_LOAD       float4 global loads where the launch says alignment allows (vec_a, vec_b)
- *   ASYNC_COPY     (not in the paper) cp.async copies global -> shared for the next step, no
- *                  registers in between (sm_80+; the OpenCL emulation copies at once)
+ *   ASYNC_COPY     (not in the paper) cp.async copies global -> shared, no registers in between,
+ *                  STAGES - 1 steps ahead in STAGES buffers (sm_80+; the OpenCL emulation copies
+ *                  at once)
  */
 
 #ifndef BM
@@ -72,6 +73,9 @@ typedef int idx;
 #ifndef ASYNC_COPY
 #define ASYNC_COPY 0 /* 1: cp.async global -> shared copies (sm_80+), needs SMEM and DOUBLE_BUFFER */
 #endif
+#ifndef STAGES
+#define STAGES 2 /* with ASYNC_COPY: shared-memory buffers, STAGES - 1 steps' copies in flight */
+#endif
 #ifndef SPLIT_K
 #define SPLIT_K 0 /* 1: block z reduces one slice of the reduction (split-K); see im2win_conv */
 #endif
@@ -91,7 +95,7 @@ typedef int idx;
 #define AS_ROW (BM + 4) /* As rows padded by 4 floats: conflict-free transposed stores, 16-B rows */
 #define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
 #define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
-#define NBUF (DOUBLE_BUFFER ? 2 : 1)
+#define NBUF (ASYNC_COPY ? STAGES : DOUBLE_BUFFER ? 2 : 1)
 #define VEC_A (VEC_LOAD && A_LOADS % 4 == 0) /* float4 loads need runs of 4 per thread */
 #define VEC_B (VEC_LOAD && B_LOADS % 4 == 0)
 
@@ -249,19 +253,31 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     }                                                                                         \
     CP_ASYNC_COMMIT();                                                                        \
   }
-  COPY_STEP(0, t_begin);
-  CP_ASYNC_WAIT_ALL();
+  for (int st = 0; st < STAGES - 1; ++st) { /* steps 0 .. STAGES-2 in flight, a group each */
+    if (t_begin + st * BK < T)
+      COPY_STEP(st, t_begin + st * BK)
+    else
+      CP_ASYNC_COMMIT(); /* an empty group keeps the count of groups per step */
+  }
+  CP_ASYNC_WAIT(STAGES - 2); /* step 0 has landed */
 #else
   load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t_begin, vec_a, vec_b, ra, rb);
   STORE_STEP(0);
 #endif
   SYNC();
   for (int t0 = t_begin; t0 < T; t0 += BK) {
+#if ASYNC_COPY
+    const int more = t0 + BK < T;
+    const int step = (t0 - t_begin) / BK, cur = step % STAGES;
+    /* the step STAGES-1 ahead, into the buffer the previous step read (every thread is past it:
+     * the barrier that ended that step) */
+    if (t0 + (STAGES - 1) * BK < T)
+      COPY_STEP((step + STAGES - 1) % STAGES, t0 + (STAGES - 1) * BK)
+    else
+      CP_ASYNC_COMMIT();
+#else
     const int cur = DOUBLE_BUFFER ? (t0 / BK) & 1 : 0; /* t_begin / BK is even: 0 first */
     const int more = t0 + BK < T;
-#if ASYNC_COPY
-    if (more) COPY_STEP(cur ^ 1, t0 + BK); /* in flight while computing below */
-#else
     if (PREFETCH && more) /* loads in flight while computing below */
       load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
 #endif
@@ -289,7 +305,7 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
     }
     if (more) {
 #if ASYNC_COPY
-      CP_ASYNC_WAIT_ALL();
+      CP_ASYNC_WAIT(STAGES - 2); /* the next step has landed */
 #else
       if (!PREFETCH)
         load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);

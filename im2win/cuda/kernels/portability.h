@@ -24,7 +24,7 @@ typedef long i64;
 #define CP_ASYNC4(dst, src, valid) (*(dst) = (valid) ? *(src) : 0.0f)
 #define CP_ASYNC16(dst, src) vstore4(vload4(0, (src)), 0, (dst))
 #define CP_ASYNC_COMMIT()
-#define CP_ASYNC_WAIT_ALL()
+#define CP_ASYNC_WAIT(pending)
 #else
 #define KERNEL extern "C" __global__
 #define GLOBAL
@@ -55,5 +55,6 @@ typedef long long i64;
                    (unsigned)__cvta_generic_to_shared(dst)),                                 \
                "l"(src))
 #define CP_ASYNC_COMMIT() asm volatile("cp.async.commit_group;\n" ::)
-#define CP_ASYNC_WAIT_ALL() asm volatile("cp.async.wait_group 0;\n" ::: "memory")
+/* wait until at most `pending` (a constant) of this thread's newest copy groups are in flight */
+#define CP_ASYNC_WAIT(pending) asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory")
 #endif
