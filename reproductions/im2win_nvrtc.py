@@ -154,21 +154,23 @@ def _mix_table(doc: dict) -> list[str]:
         "\n## Main loop instruction mix\n",
         "im2win_conv's innermost loop with the most FFMAs, disassembled from the NVRTC CUBIN "
         "(cuobjdump -sass; im2win/cuda/sass.py). Widths in bits per thread: an LDS.128 loads four "
-        "floats. Local = LDL/STL inside the loop (spills).\n",
+        "floats. LDGSTS = cp.async copies global -> shared (async_copy variants). Local = LDL/STL "
+        "inside the loop (spills).\n",
         "| config | arch | instructions | FFMA | shared loads | FFMA per shared load | LDS | "
-        "STS | LDG | local | barriers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "STS | LDG | LDGSTS | local | barriers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in mixes:
         if "skipped" in r:
-            out.append(f"| {r['config']} | {r['arch']} | skipped: {r['skipped']} |||||||||")
+            out.append(f"| {r['config']} | {r['arch']} | skipped: {r['skipped']} ||||||||||")
             continue
         w = r["widths"]
         out.append(
             f"| {r['config']} | {r['arch']} | {r['instructions']} | {r['ffma']} | "
             f"{r['shared_loads']} | {fmt(r['ffma_per_shared_load'], '.1f')} | "
             f"{_widths(w.get('LDS', {}))} | {_widths(w.get('STS', {}))} | "
-            f"{_widths(w.get('LDG', {}))} | {r['local_accesses']} | {r['barriers']} |"
+            f"{_widths(w.get('LDG', {}))} | {_widths(w.get('LDGSTS', {}))} | "
+            f"{r['local_accesses']} | {r['barriers']} |"
         )
     return out
 
