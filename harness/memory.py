@@ -67,11 +67,9 @@ def _mallopt(**settings: int) -> bool:
 def steady_allocator() -> bool:
     """Let freed memory be reused without page faults, for timing (glibc only; process-wide until
     exact_large_allocations). Returns whether it took effect."""
-    exact_large_allocations.cache_clear()
     return _mallopt(mmap=1 << 30, trim=1 << 30, top_pad=256 << 20)
 
 
-@functools.cache
 def exact_large_allocations() -> bool:
     """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
     return _mallopt(mmap=64 * 1024, trim=128 * 1024, top_pad=128 * 1024)

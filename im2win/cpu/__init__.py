@@ -68,8 +68,9 @@ def kernels_from(source: Path) -> Iterator[ctypes.CDLL]:
     """Within the block, every CPU implementation runs on the kernels compiled from `source`, a
     variant of im2win_cpu.cpp with the same entry points: for timing kernel changes side by side in
     one process (python -m im2win.cpu.kernel_ab)."""
-    handle = _load(Path(source).resolve())
-    _variants.append(Path(source).resolve())
+    source = Path(source).resolve()
+    handle = _load(source)
+    _variants.append(source)
     try:
         yield handle
     finally:

@@ -134,9 +134,11 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
 }
 
 // The whole filter packed once, for every channel block: packed[kb][t][KB] = F[kb*KB + kk][c][r][s]
-// in window order t = (s, r, c), zero past K. The threads split the channel blocks and reduction
-// steps; every panel gemm_block needs is then a slice of it.
-void pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
+// in window order t = (s, r, c), zero past K. Called by every thread of a parallel region: the
+// threads split the channel blocks and reduction steps, and wait for each other at the end; every
+// panel gemm_block needs is then a slice of it. Returns this thread's seconds, the wait included.
+double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
+  const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
 #pragma omp for collapse(2) schedule(static)
   for (long kb = 0; kb < kblocks; ++kb)
@@ -145,6 +147,7 @@ void pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
       long ss = s, r = 0, c = 0;
       pack_panel(f, T, R, S, C, k0, kvalid, R * C, ss, r, c, packed + (kb * T + s * R * C) * KB);
     }
+  return omp_get_wtime() - start;
 }
 
 // Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
@@ -333,7 +336,8 @@ int im2win_filter_packed_once(int K, long M) { return 4 * cdiv(K, KB) * KB <= M;
 
 long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads) {
   const long T = static_cast<long>(C) * R * S;
-  return im2win_filter_packed_once(K, M) ? cdiv(K, KB) * KB * T : static_cast<long>(nthreads) * TC * KB;
+  return im2win_filter_packed_once(K, M) ? cdiv(K, KB) * KB * T
+                                         : static_cast<long>(nthreads) * TC * KB;
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
@@ -379,12 +383,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   {
     float* panel = prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * TC * KB;
     std::vector<const float*> arow(mc);
-    double packing = 0.0;
-    if (prepack) {
-      const double t_start = omp_get_wtime();
-      pack_filter(f, K, C, R, S, work);  // ends with a barrier
-      packing += omp_get_wtime() - t_start;
-    }
+    double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
 #pragma omp for collapse(2) schedule(static)
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
@@ -411,8 +410,8 @@ long band_cap_floats() {
 
 // The plan of im2win_conv_fused. Rows of output pixels per work item: about MC pixels and bands of
 // at most half the L2 cache, in a number of equal items that is a multiple of the thread count (so
-// no thread idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a band
-// buffer a thread and the filter's workspace (im2win_filter_work_floats).
+// no thread idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a
+// band buffer a thread and the filter's workspace (im2win_filter_work_floats).
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
@@ -458,12 +457,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     float* band = work + thread * band_floats;
     float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
     std::vector<const float*> arow(rows_per_item * Q);
-    double transform = 0.0, packing = 0.0;
-    if (prepack) {
-      const double t_start = omp_get_wtime();
-      pack_filter(f, K, C, R, S, packed);  // ends with a barrier
-      packing += omp_get_wtime() - t_start;
-    }
+    double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
 #pragma omp for collapse(2) schedule(static)
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {

@@ -125,11 +125,14 @@ def slice_steps(shape: ConvShape, config: TileConfig, slices: int) -> int:
     return _blocks(_blocks(steps, slices), 2) * 2 * config.bk
 
 
+def slices_used(shape: ConvShape, config: TileConfig, slices: int) -> int:
+    """The slices that hold reduction steps when `slices` are asked for (grid z of im2win_conv)."""
+    return _blocks(shape.c * shape.r * shape.s, slice_steps(shape, config, slices))
+
+
 def partial_elems(shape: ConvShape, config: TileConfig, slices: int) -> int:
     """Floats of split-K's partial sums: one output-sized buffer per slice after the first."""
-    t = shape.c * shape.r * shape.s
-    used = _blocks(t, slice_steps(shape, config, slices))
-    return (used - 1) * shape.n * shape.p * shape.q * shape.k
+    return (slices_used(shape, config, slices) - 1) * shape.n * shape.p * shape.q * shape.k
 
 
 def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: int = 1) -> Launch:
@@ -157,15 +160,14 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
         vec_b,
         t_split,
     )
-    used = _blocks(shape.c * shape.r * shape.s, t_split)
-    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn), used)
+    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn), slices_used(shape, config, slices))
     return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))
 
 
 def reduce_launch(shape: ConvShape, config: TileConfig, slices: int) -> Launch | None:
     """splitk_reduce: adds the partial sums of slices 1.. into the output (None: nothing to add)."""
     total = shape.n * shape.p * shape.q * shape.k
-    extra = partial_elems(shape, config, slices) // max(total, 1)
+    extra = slices_used(shape, config, slices) - 1
     if extra == 0:
         return None
     return Launch(
