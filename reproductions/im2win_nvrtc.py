@@ -15,15 +15,20 @@ from harness import environment, results
 from im2win.cuda import access, sass
 from im2win.cuda import compile as nvrtc
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
+from im2win.cuda.launch import for_shape
 from im2win.cuda.occupancy import theoretical_occupancy
 from im2win.shapes import PAPER_LAYERS
 from reproductions.tables import fmt
 
 EXPERIMENT = "im2win-nvrtc"
 SCALES = {"all": {}}
+BAND_LAYERS = ("conv1", "conv3", "conv5")  # the other filter geometries of the band kernel
 CONFIGS = {
     **VARIANTS,
     "im2win_split_k": DEFAULT.kernel(slices=2),  # the default compiled for split-K launches
+    # the band variant as launch.for_shape makes it for conv1-2 (S = 11, stride 4), conv3-4
+    # (7, 2) and conv5 (5, 1); "band" itself is conv6-conv12's (3, 1)
+    **{f"band_{n}": for_shape(VARIANTS["band"], PAPER_LAYERS[n]) for n in BAND_LAYERS},
     **{f"candidate{i}": c for i, c in enumerate(AUTOTUNE_CANDIDATES)},
 }
 
@@ -72,13 +77,11 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
             )
         if arch in MIX_ARCHS:
             records.append({"kind": "loop_mix", "config": name, "arch": arch, **_mix(compiled)})
-    shape = PAPER_LAYERS[MODEL_LAYER].with_batch(128)
     modelled = [(n, c, False) for n, c in CONFIGS.items() if c.smem]  # the model: the smem path
     for name, config, legacy in modelled + [(LEGACY, LEGACY_TILE, True)]:
-        sites = access.model(config, shape, legacy=legacy)
-        records.append(
-            {"kind": "access", "config": name, "layer": MODEL_LAYER, **access.summary(sites)}
-        )
+        layer = name.removeprefix("band_") if name.startswith("band_") else MODEL_LAYER
+        sites = access.model(config, PAPER_LAYERS[layer].with_batch(128), legacy=legacy)
+        records.append({"kind": "access", "config": name, "layer": layer, **access.summary(sites)})
         records += [
             {
                 "kind": "access_site",
@@ -123,7 +126,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         f"{doc['config']['nvrtc']}, options `{' '.join(doc['config']['options'])}` plus each "
         "configuration's -D switches. No GPU is needed to produce it.\n",
         "im2win_conv per configuration and architecture (the window and filter transform kernels "
-        "are listed in the raw file):\n",
+        "are listed in the raw file). For the band kernels BK counts values of r*C + c a step, "
+        "each with every filter column (S of them).\n",
         "| config | arch | tile BMxBN/BK, micro | threads | registers | smem B | spill st/ld B "
         "| blocks/SM | occupancy (limit) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -179,21 +183,20 @@ def _access_table(doc: dict) -> list[str]:
     rows = [r for r in doc["records"] if r.get("kind") == "access"]
     if not rows:
         return []
-    layer = rows[0]["layer"]
     out = [
-        f"\n## Memory access model ({layer}, batch 128)\n",
+        f"\n## Memory access model ({MODEL_LAYER}, batch 128, unless the config names a layer)\n",
         "From the kernel's index math for block (0, 0) and its first step (im2win/cuda/access.py), "
         "not measured: shared-memory wavefronts per warp request (an LDS.128 needs 4 at best, a "
         "32-bit access 1) and the share of them caused by bank conflicts; useful bytes per "
         f"32-byte global sector. `{LEGACY}` is the kernel as it was when Nsight Compute profiled it "
         "on an H100, rebuilt in the model.\n",
-        "| config | shared load wavefronts / request | conflict share | shared store wavefronts / "
-        "request | conflict share | global load B / sector | global store B / sector |",
-        "|---|---|---|---|---|---|---|",
+        "| config | layer | shared load wavefronts / request | conflict share | shared store "
+        "wavefronts / request | conflict share | global load B / sector | global store B / sector |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['config']} | {r['shared_load_wavefronts_per_request']:.2f} | "
+            f"| {r['config']} | {r['layer']} | {r['shared_load_wavefronts_per_request']:.2f} | "
             f"{r['shared_load_excess']:.0%} | {r['shared_store_wavefronts_per_request']:.2f} | "
             f"{r['shared_store_excess']:.0%} | {r['global_load_bytes_per_sector']:.1f} | "
             f"{r['global_store_bytes_per_sector']:.1f} |"

@@ -71,6 +71,7 @@ def test_strided_input_view_and_unaligned_channels():
         "no_micro_kernel",
         "async_copy",
         "async_copy_3_stages",
+        "band",
     ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])
@@ -81,6 +82,41 @@ def test_split_k(variant, split_k):
     config = VARIANTS[variant].replace(split_k=split_k)
     _check(x, w, torch.randn(21), 1, (1, 0), config)
     _check(x, w, None, 2, 0, config)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 12),
+    k=st.integers(1, 40),
+    r=st.integers(1, 5),
+    s=st.integers(1, 12),
+    sx=st.integers(1, 5),
+    px=st.integers(0, 3),
+    q=st.integers(1, 11),
+    bk=st.sampled_from([1, 2, 4, 8]),
+    tile=st.sampled_from([(128, 128, 8, 8), (64, 32, 4, 4), (32, 64, 4, 8)]),
+    split_k=st.integers(0, 3),
+)
+def test_band_kernel_random_geometry(n, c, k, r, s, sx, px, q, bk, tile, split_k):
+    """The window-band kernel: quads that end past Q (Q % 4 != 0), bands cut off by Wu, filters
+    1-12 wide at column strides 1-5, step depths (capped by launch.band_depth), tiles whose quads
+    span output rows and images, and split-K over r*C + c."""
+    w_in = (q - 1) * sx + s - 2 * px
+    if w_in < 1:
+        return
+    bm, bn, tm, tn = tile
+    config = VARIANTS["band"].replace(bm=bm, bn=bn, tm=tm, tn=tn, bk=bk, split_k=split_k)
+    x, w = torch.randn(n, c, r + 2, w_in), torch.randn(k, c, r, s)
+    _check(x, w, torch.randn(k), (1, sx), (0, px), config)
+
+
+def test_band_configuration_problems():
+    band = VARIANTS["band"]
+    assert not band.problems()
+    assert "async_copy" in " ".join(band.replace(async_copy=True).problems())
+    assert "multiples of 4" in " ".join(band.replace(tm=2, bm=64).problems())
+    assert "bk=6" in " ".join(band.replace(bk=6).problems())
 
 
 def test_wide_index_variant_and_automatic_choice():

@@ -6,6 +6,7 @@ import pytest
 from im2win.cuda import access, sass
 from im2win.cuda.compile import compile_cubin
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
+from im2win.cuda.launch import for_shape, pixel_rows, reduction_steps
 from im2win.shapes import PAPER_LAYERS, ConvShape
 
 LEGACY_DEFAULT = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
@@ -36,7 +37,11 @@ SHAPES = {
 @pytest.mark.parametrize("layer", list(SHAPES))
 @pytest.mark.parametrize(
     "name, config",
-    [("default", DEFAULT), ("occupancy_tile", VARIANTS["occupancy_tile"])]
+    [
+        ("default", DEFAULT),
+        ("occupancy_tile", VARIANTS["occupancy_tile"]),
+        ("band", VARIANTS["band"]),
+    ]
     + [(f"candidate{i}", c) for i, c in enumerate(AUTOTUNE_CANDIDATES)],
 )
 def test_shared_memory_access_is_conflict_free(layer, name, config):
@@ -90,3 +95,36 @@ def test_the_async_copy_main_loop_copies_global_to_shared_without_registers(arch
     assert mix["ffma"] >= 64 and mix["local_accesses"] == 0
     assert "LDGSTS" in mix["widths"] and "LDG" not in mix["widths"] and "STS" not in mix["widths"]
     assert DEFAULT.replace(stages=3).problems()  # 3 buffers only with cp.async
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("layer", ["conv5", "conv10"])
+def test_the_band_main_loop_feeds_more_ffma_per_shared_load_than_the_row_kernel(arch, layer):
+    """Window bands: a quad's band columns loaded once per r*C + c and slid over in registers, so
+    more FFMA per shared load than the row kernel's 16 (conv10: 64 * 3 FFMA for 2 * 2 band and
+    2 * 3 filter float4s, 19.2; conv5: 22.9), no spills, and the model's conflict-free access."""
+    shape = PAPER_LAYERS[layer].with_batch(128)
+    config = for_shape(VARIANTS["band"], shape)
+    compiled = compile_cubin(config, arch)
+    assert compiled.resources["im2win_conv"].spill_stores == 0
+    sites = access.model(config, shape)
+    assert all(s.ways == 1 for s in sites if s.space == "shared")
+    try:
+        mix = sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    assert mix["ffma_per_shared_load"] >= 19 and mix["local_accesses"] == 0
+
+
+def test_band_geometry_follows_the_layer():
+    """for_shape compiles a band kernel for the layer's filter width and stride, with no more than
+    launch.BAND_ROWS filter rows a step; tile rows are quads of 4 pixels of one output row."""
+    conv1, conv10 = PAPER_LAYERS["conv1"], PAPER_LAYERS["conv10"]
+    c1, c10 = for_shape(VARIANTS["band"], conv1), for_shape(VARIANTS["band"], conv10)
+    assert (c1.band_s, c1.band_sx, c1.bk) == (11, 4, 1)
+    assert (c10.band_s, c10.band_sx, c10.bk) == (3, 1, 4)
+    assert c10.band_cols == 8 and c1.band_cols == 24  # 3*sx + S, in float4s
+    assert pixel_rows(conv10.with_batch(2), c10) == 2 * 26 * 28  # Q = 26: 7 quads a row
+    assert pixel_rows(conv10.with_batch(2), DEFAULT) == 2 * 26 * 26
+    assert reduction_steps(conv10, c10) == 3 * 128 // 4
+    assert reduction_steps(conv10, DEFAULT) == 9 * 128 // 8

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 from im2win.cuda.config import TileConfig
+from im2win.cuda.launch import for_shape
 from im2win.shapes import ConvShape
 
 WARP, BANKS, SECTOR = 32, 32, 32
@@ -79,6 +80,19 @@ def global_sectors(byte_addresses: list[int | None], width: int) -> tuple[int, i
     return len(sectors), used
 
 
+def _site(name: str, space: str, kind: str, width: int, lanes_per_request: list) -> Site:
+    """A Site from the byte addresses of each warp request's lanes."""
+    wf = ideal = sectors = used = 0
+    for addresses in lanes_per_request:
+        if space == "shared":
+            w, i = shared_wavefronts(addresses, width)
+            wf, ideal = wf + w, ideal + i
+        else:
+            s, u = global_sectors(addresses, width)
+            sectors, used = sectors + s, used + u
+    return Site(name, space, kind, width, len(lanes_per_request), wf, ideal, sectors, used)
+
+
 class _Kernel:
     """The kernel's index math for one configuration (the functions of im2win.cu, in Python)."""
 
@@ -131,6 +145,8 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     shared-memory path (config.smem)."""
     if not config.smem:
         raise ValueError("the access model covers the shared-memory path (smem=True) only")
+    if config.band:
+        return _band_model(for_shape(config, shape), shape)
     k = _Kernel(config, legacy)
     c, threads = config, k.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
@@ -149,17 +165,7 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     sites = []
 
     def add(name, space, kind, width, lanes_per_request):
-        wf = ideal = sectors = used = 0
-        for addresses in lanes_per_request:
-            if space == "shared":
-                w, i = shared_wavefronts(addresses, width)
-                wf, ideal = wf + w, ideal + i
-            else:
-                s, u = global_sectors(addresses, width)
-                sectors, used = sectors + s, used + u
-        sites.append(
-            Site(name, space, kind, width, len(lanes_per_request), wf, ideal, sectors, used)
-        )
+        sites.append(_site(name, space, kind, width, lanes_per_request))
 
     # shared stores of one step: A transposed (scalar), B (float4 when vectorised)
     add(
@@ -241,6 +247,178 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
             for i in range(c.tm)
             for j in range(0, c.tn, o_width // 4)
         ],
+    )
+    return sites
+
+
+def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
+    """The sites of the band kernel (kernels/im2win_band.cu), the same way: block (0, 0), its first
+    step (bk values of r*C + c, every filter column)."""
+    k = _Kernel(config, legacy=False)
+    c, threads = config, config.threads
+    warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
+    lp, s_, sx = c.band_cols, shape.s, shape.stride[1]
+    ab_row = c.bm // 4 * lp + 4
+    a_run = min(c.bk, 4)
+    a_runs_all, b_runs_all = c.bm // 4 * lp * (c.bk // a_run), s_ * c.bk * (c.bn // 4)
+    rc, wu, q4 = shape.r * shape.c, shape.window_width, -(-shape.q // 4)
+    vec_a = c.vec_load and a_run == 4 and rc % 4 == 0
+    vec_b = c.vec_load and shape.k % 4 == 0
+    ly_of = [lane // k.lx for lane in range(WARP)]
+
+    def runs(total: int) -> list[list[int | None]]:  # each thread's run ids, per warp request
+        return [
+            [t + i * threads if t + i * threads < total else None for t in warp]
+            for warp in warps
+            for i in range(-(-total // threads))
+        ]
+
+    def band_base(col: int) -> int | None:  # band_base() of im2win_band.cu
+        quad = col // lp
+        w = quad % q4 * 4 * sx + col % lp
+        inside = quad < shape.n * shape.p * q4 and w < wu and col % lp < 3 * sx + s_
+        return (quad // q4 * wu + w) * rc if inside else None
+
+    def col_t(run: int) -> tuple[int, int]:  # (band column, first rc) of an A run
+        return run // (c.bk // a_run), run % (c.bk // a_run) * a_run
+
+    def b_addr(run: int) -> int:  # (Bs row, first channel) of a B run, as a float offset
+        return run // (c.bn // 4) * c.bn + run % (c.bn // 4) * 4
+
+    def a_store(r: int | None, j: int) -> int | None:
+        return None if r is None else ((col_t(r)[1] + j) * ab_row + col_t(r)[0]) * 4
+
+    a_requests = runs(a_runs_all)
+    b_requests = runs(b_runs_all)
+    sites = [
+        _site(
+            "A band store (STS)",
+            "shared",
+            "store",
+            4,
+            [[a_store(r, j) for r in req] for req in a_requests for j in range(a_run)],
+        ),
+        _site(
+            "B tile store (STS.128)",
+            "shared",
+            "store",
+            16,
+            [[None if r is None else b_addr(r) * 4 for r in req] for req in b_requests],
+        ),
+    ]
+    slide = min(s_, 4)
+    band_loads = []
+    for s0 in range(0, s_, slide):
+        vl = -(-(3 * sx + min(slide, s_ - s0)) // 4) * 4
+        for u in range(c.tm // 4):
+            for e in range(0, vl, 4):
+                band_loads.append(
+                    lambda t, u=u, e=e, s0=s0: (
+                        (
+                            (t // WARP // (c.bn // c.warp_tile[1]) * c.warp_tile[0] // 4)
+                            + u * k.ly
+                            + ly_of[t % WARP]
+                        )
+                        * lp
+                        + s0
+                        + e
+                    )
+                )
+    sites.append(
+        _site(
+            "A band load (LDS.128)",
+            "shared",
+            "load",
+            16,
+            [[f(t) * 4 for t in warp] for _ in range(c.bk) for warp in warps for f in band_loads],
+        )
+    )
+    sites.append(
+        _site(
+            "B fragment load (LDS.128)",
+            "shared",
+            "load",
+            16,
+            [
+                [k.cols(t)[v] * 4 for t in warp]
+                for _ in range(c.bk * s_)
+                for warp in warps
+                for v in range(0, c.tn, 4)
+            ],
+        )
+    )
+
+    def a_global(r: int | None, j: int) -> int | None:
+        if r is None:
+            return None
+        col, t = col_t(r)
+        base = band_base(col)
+        return None if base is None or t + j >= rc else (base + t + j) * 4
+
+    a_width = 16 if vec_a else 4
+    sites.append(
+        _site(
+            f"A band load (LDG{'.128' if vec_a else ''})",
+            "global",
+            "load",
+            a_width,
+            [
+                [a_global(r, j) for r in req]
+                for req in a_requests
+                for j in range(0, a_run, a_width // 4)
+            ],
+        )
+    )
+
+    def b_global(r: int | None, j: int) -> int | None:
+        if r is None:
+            return None
+        row, col = divmod(b_addr(r), c.bn)
+        kk = col + j
+        return (
+            None
+            if kk >= shape.k or row % c.bk >= rc
+            else (((row // c.bk) * rc + row % c.bk) * shape.k + kk) * 4
+        )
+
+    b_width = 16 if vec_b else 4
+    sites.append(
+        _site(
+            f"B filter load (LDG{'.128' if vec_b else ''})",
+            "global",
+            "load",
+            b_width,
+            [
+                [b_global(r, j) for r in req]
+                for req in b_requests
+                for j in range(0, 4, b_width // 4)
+            ],
+        )
+    )
+
+    def pixel(row: int) -> int | None:  # band_pixel() of im2win_band.cu
+        quad, i = divmod(row, 4)
+        q = quad % q4 * 4 + i
+        return quad // q4 * shape.q + q if quad < shape.n * shape.p * q4 and q < shape.q else None
+
+    def out_addr(t: int, i: int, j: int) -> int | None:
+        m = pixel(k.rows(t)[i])
+        return None if m is None else (m * shape.k + k.cols(t)[j]) * 4
+
+    o_width = 16 if shape.k % 4 == 0 else 4
+    sites.append(
+        _site(
+            f"output store (STG{'.128' if o_width == 16 else ''})",
+            "global",
+            "store",
+            o_width,
+            [
+                [out_addr(t, i, j) for t in warp]
+                for warp in warps
+                for i in range(c.tm)
+                for j in range(0, c.tn, o_width // 4)
+            ],
+        )
     )
     return sites
 

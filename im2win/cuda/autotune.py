@@ -1,7 +1,8 @@
 """OpenTuner search over the GPU kernel's compile-time tile parameters, per layer and architecture.
 
 Searched: block tile (bm, bn), K-tile (bk), micro-tile (tm, tn, hence threads = bm/tm * bn/tn),
-the registers cap (min_blocks), the reduction's slices (split_k) and cp.async copies (async_copy).
+the registers cap (min_blocks), the reduction's slices (split_k), cp.async copies (async_copy) and
+the window-band kernel (band; its filter width and stride are the layer's, launch.for_shape).
 Configurations that cannot compile or launch are reported to OpenTuner as errors without being
 measured. The known-good tiles of AUTOTUNE_CANDIDATES (the paper's 128x128/8x8 among them) are
 proposed first, so a short search starts from them. The best configuration per (architecture,
@@ -21,19 +22,21 @@ from pathlib import Path
 
 from harness.native import cache_dir
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, TileConfig
+from im2win.cuda.launch import for_shape
 from im2win.cuda.tuned import SHIPPED, shape_key, store, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
     "bm": [32, 64, 128],
     "bn": [32, 64, 128],
-    "bk": [8, 16],
+    "bk": [4, 8, 16],  # a band kernel: values of r*C + c a step (launch.band_depth caps it)
     "tm": [2, 4, 8],
     "tn": [2, 4, 8],
     "min_blocks": [1, 2, 4],
     "split_k": [0, 1, 2, 4],  # 0: chosen from the GPU's SMs (im2win.cuda.launch.split_slices)
     "async_copy": [False, True],
     "stages": [2, 3],
+    "band": [False, True],  # window bands staged once per 4 pixels (kernels/im2win_band.cu)
 }
 
 
@@ -67,12 +70,12 @@ def tune(
 ) -> tuple[TileConfig, float]:
     """Search the tile space for `shape` with OpenTuner; store and return the best (config, ms).
 
-    `launchable(config)` lists why a configuration cannot run (default: TileConfig.problems);
-    such configurations are never measured.
+    `launchable(config)` lists why a configuration cannot run (default: the problems of the
+    configuration made for `shape`, launch.for_shape); such configurations are never measured.
     """
     from harness.tuner import OpenTunerLoop
 
-    launchable = launchable or (lambda c: c.problems())
+    launchable = launchable or (lambda c: for_shape(c, shape).problems())
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
     best, best_ms, measured, proposed = None, math.inf, 0, 0
     seeds = [{k: getattr(c, k) for k in SPACE} for c in AUTOTUNE_CANDIDATES]

@@ -31,6 +31,13 @@ class TileConfig:
     # count and the GPU's SMs (im2win.cuda.launch.split_slices)
     split_k: int = 0
     sliced: bool = False  # compiled for split-K launches (SPLIT_K); set by kernel(), not by hand
+    # stage each quad of pixels' shared window band once (kernels/im2win_band.cu); the reduction
+    # steps are then bk values of r*C + c, each with every filter column
+    band: bool = False
+    # the filter width and column stride a band kernel is compiled for (launch.for_shape sets the
+    # layer's; 3 and 1 are conv6-conv12's)
+    band_s: int = 3
+    band_sx: int = 1
 
     @property
     def threads(self) -> int:
@@ -45,10 +52,19 @@ class TileConfig:
         return self.bk * self.bn // self.threads
 
     @property
+    def band_cols(self) -> int:
+        """LP: the floats a quad's band takes in the band kernel's A tile (as im2win_band.cu)."""
+        cols = -(-(3 * self.band_sx + self.band_s) // 4) * 4
+        return cols if cols % 32 else cols + 4
+
+    @property
     def shared_bytes(self) -> int:
         """Static shared memory of im2win_conv (window starts + A and B tiles, per buffer)."""
         if not self.smem:
             return 0
+        if self.band:  # two buffers of As[BK][BM / 4 * LP + 4] and Bs[S * BK][BN]
+            a_row = self.bm // 4 * self.band_cols + 4
+            return 2 * self.bk * (a_row + self.band_s * self.bn) * FLOAT_BYTES
         buffers = self.stages if self.async_copy else 2 if self.double_buffer else 1
         index_bytes = 8 if self.wide_index else 4  # one window start per tile row
         a_row = self.bm + 4  # As rows are padded by 4 floats
@@ -98,7 +114,9 @@ class TileConfig:
         for name, size in (("tm", self.tm), ("tn", self.tn)):
             if size > 4 and size % 4:
                 out.append(f"{name}={size}: micro-tiles above 4 must be made of 4-wide sub-tiles")
-        if self.smem:
+        if self.band:
+            out += self._band_problems()
+        elif self.smem:
             if (self.bm * self.bk) % self.threads or (self.bk * self.bn) % self.threads:
                 out.append(
                     f"the A tile ({self.bm}x{self.bk}) and B tile ({self.bk}x{self.bn}) must "
@@ -114,6 +132,26 @@ class TileConfig:
                     "each thread's A (B) loads must be a run inside one tile row (bk % a_loads "
                     "== 0 and bn % b_loads == 0)"
                 )
+        return out
+
+    def _band_problems(self) -> list[str]:
+        out = []
+        if not (self.smem and self.double_buffer) or self.async_copy:
+            out.append(
+                "band stages its tiles through two shared buffers: smem and double_buffer, "
+                "without async_copy"
+            )
+        if self.tm % 4 or self.tn % 4:
+            out.append(
+                f"band needs 4 x 4 sub-tiles (one quad of pixels each): tm={self.tm} and "
+                f"tn={self.tn} must be multiples of 4"
+            )
+        if self.bk > 4 and self.bk % 4:
+            out.append(
+                f"bk={self.bk}: band loads runs of 4 values of r*C + c; bk <= 4 or a multiple of 4"
+            )
+        if self.band_s < 1 or self.band_sx < 1:
+            out.append(f"band_s={self.band_s}, band_sx={self.band_sx}: both >= 1")
         return out
 
     def defines(self) -> dict[str, int]:
@@ -132,6 +170,8 @@ class TileConfig:
             "MIN_BLOCKS": self.min_blocks,
             "WIDE_INDEX": int(self.wide_index),
             "SPLIT_K": int(self.sliced),
+            "BAND": int(self.band),
+            **({"BAND_S": self.band_s, "BAND_SX": self.band_sx} if self.band else {}),
         }
 
     def options(self) -> list[str]:
@@ -170,10 +210,13 @@ VARIANTS: dict[str, TileConfig] = {
     "paper_tile": PAPER_TILE,
     "async_copy": DEFAULT.replace(async_copy=True),  # beyond the paper: cp.async, no staging
     "async_copy_3_stages": DEFAULT.replace(async_copy=True, stages=3),
+    # beyond the paper: one shared window band per 4 pixels; bk = 4 values of r*C + c a step, each
+    # with the 3 filter columns of conv6-conv12 (launch.for_shape makes it for a layer)
+    "band": DEFAULT.replace(band=True, bk=4),
 }
 """The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
-and the default with cp.async copies, 1 and 2 steps ahead (measured beside it before either may
-become the default)."""
+the default with cp.async copies, 1 and 2 steps ahead, and the default staging window bands (each
+measured beside it before it may become the default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
@@ -186,7 +229,11 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
         (32, 128, 8, 4, 4, 4),
         (128, 32, 8, 4, 4, 4),
     ]
-] + [DEFAULT.replace(async_copy=True), DEFAULT.replace(async_copy=True, stages=3)]
+] + [
+    DEFAULT.replace(async_copy=True),
+    DEFAULT.replace(async_copy=True, stages=3),
+    DEFAULT.replace(band=True, bk=4),
+]
 """Tile configurations the autotuner proposes first, before its own (all compile for every target,
 and all have conflict-free shared memory access by the model; their spills, occupancy and main-loop
 mix are in results/im2win-nvrtc). BK = 16 is left to the search: with 4 A loads per thread its

@@ -35,8 +35,25 @@ class Launch:
 INT32_MAX = 2**31 - 1
 
 
+BAND_ROWS = 12  # the most filter rows (S * bk) a band kernel step stages
+
+
+def band_depth(bk: int, s: int) -> int:
+    """The band kernel's step depth on a filter S wide: bk values of r*C + c, fewer (a power of 2)
+    where S * bk filter rows would pass BAND_ROWS (conv1 and conv2, S = 11: 2)."""
+    depth = 1
+    while depth * 2 <= min(bk, max(1, BAND_ROWS // s)):
+        depth *= 2
+    return depth if depth < bk else bk
+
+
 def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
-    """`config` with 64-bit offsets when some buffer of `shape` has 2**31 elements or more."""
+    """`config` made for `shape`: a band kernel for its filter width and column stride (and step
+    depth, band_depth), and 64-bit offsets when some buffer has 2**31 elements or more."""
+    if config.band:
+        config = config.replace(
+            band_s=shape.s, band_sx=shape.stride[1], bk=band_depth(config.bk, shape.s)
+        )
     largest = max(
         window_nhwc_elems(shape),  # window tensor
         shape.n * shape.p * shape.q * shape.k,  # output
@@ -87,6 +104,22 @@ MIN_SLICE_STEPS = 32  # BK-deep steps a slice keeps, so its prologue and partial
 SPLIT_GAIN = 1.1  # a split must fill the GPU's waves this much better to pay for its partial sums
 
 
+def reduction_length(shape: ConvShape, config: TileConfig) -> int:
+    """What the kernel's steps run over: t = (s, r, c), or for a band kernel r*C + c (each of its
+    steps takes every filter column)."""
+    return shape.r * shape.c * (1 if config.band else shape.s)
+
+
+def reduction_steps(shape: ConvShape, config: TileConfig) -> int:
+    """BK-deep steps of the reduction."""
+    return _blocks(reduction_length(shape, config), config.bk)
+
+
+def pixel_rows(shape: ConvShape, config: TileConfig) -> int:
+    """Tile rows of the output pixels: N*P*Q, or for a band kernel N*P*ceil(Q / 4) quads of 4."""
+    return shape.n * shape.p * (_blocks(shape.q, 4) * 4 if config.band else shape.q)
+
+
 def _wave_fill(tiles: int, capacity: int) -> float:
     """Busy fraction of the block slots over the waves `tiles` blocks take."""
     return tiles / (_blocks(tiles, capacity) * capacity)
@@ -99,12 +132,12 @@ def split_slices(shape: ConvShape, config: TileConfig, sms: int | None) -> int:
     SPLIT_GAIN over one fewer split, each slice keeping at least MIN_SLICE_STEPS steps (conv12 at
     batch 128 has 100 tiles of 128 x 128 for 264 slots on an H100). Never more slices than
     BK-deep steps; 1 without a device."""
-    steps = _blocks(shape.c * shape.r * shape.s, config.bk)
+    steps = reduction_steps(shape, config)
     if config.split_k:
         return max(1, min(config.split_k, steps))
     if not sms:
         return 1
-    tiles = _blocks(shape.n * shape.p * shape.q, config.bm) * _blocks(shape.k, config.bn)
+    tiles = _blocks(pixel_rows(shape, config), config.bm) * _blocks(shape.k, config.bn)
     capacity = sms * config.min_blocks
     if tiles >= 2 * capacity:
         return 1
@@ -121,13 +154,13 @@ def split_slices(shape: ConvShape, config: TileConfig, sms: int | None) -> int:
 def slice_steps(shape: ConvShape, config: TileConfig, slices: int) -> int:
     """Reduction steps per slice, a multiple of 2 * BK (the kernel picks its double buffer from the
     step's parity); the last slice may be shorter, and fewer slices than asked may be needed."""
-    steps = _blocks(shape.c * shape.r * shape.s, config.bk)
+    steps = reduction_steps(shape, config)
     return _blocks(_blocks(steps, slices), 2) * 2 * config.bk
 
 
 def slices_used(shape: ConvShape, config: TileConfig, slices: int) -> int:
     """The slices that hold reduction steps when `slices` are asked for (grid z of im2win_conv)."""
-    return _blocks(shape.c * shape.r * shape.s, slice_steps(shape, config, slices))
+    return _blocks(reduction_length(shape, config), slice_steps(shape, config, slices))
 
 
 def partial_elems(shape: ConvShape, config: TileConfig, slices: int) -> int:
@@ -139,10 +172,10 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
     """im2win_conv: one block per BM x BN output tile and slice of the reduction; float4 loads
     where addresses align.
 
-    A rows start at multiples of R*C and step by 4 only when C % 4 == 0; B rows are K long.
+    A rows start at multiples of R*C and step by 4 only when C % 4 == 0 (a band kernel's runs of
+    r*C + c: when R*C % 4 == 0); B rows are K long.
     """
-    m = shape.n * shape.p * shape.q
-    vec_a = int(shape.c % 4 == 0)
+    vec_a = int((shape.r if config.band else 1) * shape.c % 4 == 0)
     vec_b = int(shape.k % 4 == 0)
     t_split = slice_steps(shape, config, slices)
     args = (
@@ -160,7 +193,11 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
         vec_b,
         t_split,
     )
-    grid = (_blocks(m, config.bm), _blocks(shape.k, config.bn), slices_used(shape, config, slices))
+    grid = (
+        _blocks(pixel_rows(shape, config), config.bm),
+        _blocks(shape.k, config.bn),
+        slices_used(shape, config, slices),
+    )
     return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))
 
 

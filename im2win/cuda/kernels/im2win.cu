@@ -33,6 +33,8 @@
  *   ASYNC_COPY     (not in the paper) cp.async copies global -> shared, no registers in between,
  *                  STAGES - 1 steps ahead in STAGES buffers (sm_80+; the OpenCL emulation copies
  *                  at once)
+ *   BAND           (not in the paper) im2win_conv from im2win_band.cu instead: a block stages the
+ *                  window band its pixels share once per step, not one window row per pixel
  */
 
 #ifndef BM
@@ -78,6 +80,9 @@ typedef int idx;
 #endif
 #ifndef SPLIT_K
 #define SPLIT_K 0 /* 1: block z reduces one slice of the reduction (split-K); see im2win_conv */
+#endif
+#ifndef BAND
+#define BAND 0 /* 1: im2win_conv stages window bands (im2win_band.cu), for BAND_S and BAND_SX */
 #endif
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS 1 /* blocks per SM the compiler must fit (caps registers per thread) */
@@ -174,6 +179,46 @@ DEVICE int tile_col(int wn0, int lx, int j) {
   return wn0 + (j / TNS) * (WN / NSUB) + lx * TNS + j % TNS;
 }
 
+/* Phase "store" of both im2win_conv kernels: bounds-checked, the bias added by slice 0 only; a
+ * sub-tile row is one float4 store when K is a multiple of 4 (the output rows, K floats each, are
+ * then 16-byte aligned). OUT_PIXEL(row) is the kernel's output pixel of tile row `row` (-1: none).
+ * With split-K, a kernel expands it twice, so that neither copy keeps a chosen destination pointer
+ * live beside the accumulators (that pushed the default tile past its 128 registers). */
+#if TNS == 4
+#define STORE_V4(p)                                     \
+  if (K % 4 == 0 && k + 4 <= K) {                       \
+    STORE4((p), MAKE4(v[0], v[1], v[2], v[3]));         \
+    continue;                                           \
+  }
+#else
+#define STORE_V4(p)
+#endif
+#define STORE_TILE(dst, add_bias)                                                                \
+  for (int i = 0; i < TM; ++i) {                                                                 \
+    const idx m = OUT_PIXEL(tile_row(wm0, ly, i));                                               \
+    if (m < 0) continue;                                                                         \
+    for (int u = 0; u < NSUB; ++u) {                                                             \
+      const int k = k0 + tile_col(wn0, lx, u * TNS);                                             \
+      float v[TNS];                                                                              \
+      for (int j = 0; j < TNS; ++j)                                                              \
+        v[j] = acc[i][u * TNS + j] + ((add_bias) && k + j < K ? bias[k + j] : 0.0f);             \
+      STORE_V4((dst) + m * K + k)                                                                \
+      for (int j = 0; j < TNS; ++j)                                                              \
+        if (k + j < K) (dst)[m * K + k + j] = v[j];                                              \
+    }                                                                                            \
+  }
+#if SPLIT_K
+#define STORE_OUTPUT                                                                             \
+  if (BLOCK_ID_Z == 0) {                                                                         \
+    STORE_TILE(out, has_bias)                                                                    \
+  } else {                                                                                       \
+    STORE_TILE(partial + (i64)(BLOCK_ID_Z - 1) * M * K, 0)                                       \
+  }
+#else
+#define STORE_OUTPUT STORE_TILE(out, has_bias)
+#endif
+
+#if !BAND
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN), slices), block = THREADS; block z reduces
  * steps [z * t_split, min(T, (z + 1) * t_split)) (t_split: a multiple of 2 * BK).
  * Kernels take their buffers first, then scalars (im2win/cuda/launch.py builds the scalars). */
@@ -331,45 +376,11 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   }
 #endif
 
-  /* Phase "store": bounds-checked, the bias added by slice 0 only; a sub-tile row is one float4
-   * store when K is a multiple of 4 (the output rows, K floats each, are then 16-byte aligned).
-   * With split-K, two copies of the loop, so that neither keeps a chosen destination pointer live
-   * beside the accumulators (that pushed the default tile past its 128 registers). */
-#if TNS == 4
-#define STORE_V4(p)                                     \
-  if (K % 4 == 0 && k + 4 <= K) {                       \
-    STORE4((p), MAKE4(v[0], v[1], v[2], v[3]));         \
-    continue;                                           \
-  }
-#else
-#define STORE_V4(p)
-#endif
-#define STORE_TILE(dst, add_bias)                                                                \
-  for (int i = 0; i < TM; ++i) {                                                                 \
-    const idx m = m0 + tile_row(wm0, ly, i);                                                     \
-    if (m >= M) continue;                                                                        \
-    for (int u = 0; u < NSUB; ++u) {                                                             \
-      const int k = k0 + tile_col(wn0, lx, u * TNS);                                             \
-      float v[TNS];                                                                              \
-      for (int j = 0; j < TNS; ++j)                                                              \
-        v[j] = acc[i][u * TNS + j] + ((add_bias) && k + j < K ? bias[k + j] : 0.0f);             \
-      STORE_V4((dst) + m * K + k)                                                                \
-      for (int j = 0; j < TNS; ++j)                                                              \
-        if (k + j < K) (dst)[m * K + k + j] = v[j];                                              \
-    }                                                                                            \
-  }
-#if SPLIT_K
-  if (BLOCK_ID_Z == 0) {
-    STORE_TILE(out, has_bias)
-  } else {
-    STORE_TILE(partial + (i64)(BLOCK_ID_Z - 1) * M * K, 0)
-  }
-#else
-  STORE_TILE(out, has_bias)
-#endif
-#undef STORE_TILE
-#undef STORE_V4
+#define OUT_PIXEL(row) (m0 + (row) < M ? m0 + (row) : -1)
+  STORE_OUTPUT
+#undef OUT_PIXEL
 }
+#endif /* !BAND */
 
 /* Split-K's last phase: out[i] += partial[z][i] for the slices z > 0; one thread per output. */
 KERNEL void splitk_reduce(GLOBAL float* out, CONST_GLOBAL float* partial, int extra_slices,
