@@ -53,10 +53,15 @@ def git_state() -> dict:
 
     Only when the project's own folder is the top of a git work tree: an exported copy inside some
     other repository (or an installed copy) records "unknown", never the enclosing repository's commit.
+    There, whoever exported it may state the commit in $IM2WIN_SOURCE_COMMIT: it is recorded as
+    "declared_commit", apart from the commit git vouches for.
     """
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != REPO:
-        return {"commit": "unknown", "dirty": None}
+        declared = os.environ.get("IM2WIN_SOURCE_COMMIT")
+        return {"commit": "unknown", "dirty": None} | (
+            {"declared_commit": declared} if declared else {}
+        )
     commit = _git("rev-parse", "HEAD")
     # results/ is what runs write: rendered files changed by an earlier run do not make code dirty
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")

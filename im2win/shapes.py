@@ -107,6 +107,12 @@ PAPER_LAYERS: dict[str, ConvShape] = {
 }
 """The papers' layers at batch 128 (CPU list: conv4 has C = 64)."""
 
+PAPER_GPU_LAYERS: dict[str, ConvShape] = PAPER_LAYERS | {
+    "conv4": dataclasses.replace(PAPER_LAYERS["conv4"], c=32)
+}
+"""The Euro-Par 2023 GPU paper's layers at batch 128: conv4 has C = 32 in the authors' GPU list
+(seth-lu/Im2win, branch CUDA)."""
+
 
 def reduced(shape: ConvShape, n: int = 1, max_out: int = 6) -> ConvShape:
     """A cheap copy of a layer for tests: same C, K, R, S and stride, output at most max_out x max_out."""

@@ -9,7 +9,6 @@ from raw files on any machine.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -25,7 +24,7 @@ from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.tuned import tuned_source
 from im2win.reference import conv2d_reference, error_bound
-from im2win.shapes import PAPER_LAYERS, ConvShape
+from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 from reproductions.im2win_gpu_report import render
 
 EXPERIMENT = "im2win-gpu"
@@ -33,7 +32,6 @@ SCALES = {
     "quick": {"batch": 8, "warmup": 3, "repeat": 10},
     "paper": {"batch": 128, "warmup": 5, "repeat": 20},
 }
-GPU_CONV4_CHANNELS = 32  # conv4 has C = 32 in the authors' GPU layer list (seth-lu/Im2win, CUDA)
 
 
 class NoGpu(RuntimeError):
@@ -41,13 +39,7 @@ class NoGpu(RuntimeError):
 
 
 def gpu_shapes(batch: int) -> dict[str, ConvShape]:
-    out = {}
-    for name, shape in PAPER_LAYERS.items():
-        shape = shape.with_batch(batch)
-        if name == "conv4":
-            shape = dataclasses.replace(shape, c=GPU_CONV4_CHANNELS)
-        out[name] = shape
-    return out
+    return {name: shape.with_batch(batch) for name, shape in PAPER_GPU_LAYERS.items()}
 
 
 def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
@@ -61,12 +53,18 @@ def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
     return None if extra is None else shape.n * shape.k * shape.p * shape.q * 4 + extra
 
 
-def _split_k(impl: str, shape: ConvShape) -> int | None:
-    """Slices of the reduction im2win (or an ablation variant) runs this layer with."""
+def _kernel_record(impl: str, shape: ConvShape) -> dict:
+    """For im2win and its ablation variants: the slices of the reduction (split-K) and the tile
+    configuration made for this layer (a band variant's filter geometry and step depth are the
+    layer's); nothing for the peers."""
     if impl != "im2win" and not impl.startswith("im2win_"):
-        return None
+        return {"split_k": None}
     config = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
-    return runtime.slices_for(shape, torch.cuda.current_device(), config)
+    index = torch.cuda.current_device()
+    return {
+        "split_k": runtime.slices_for(shape, index, config),
+        "tile": runtime.resolve_config(shape, index, config).defines(),
+    }
 
 
 def _impls(x, w, b, shape) -> dict:
@@ -114,37 +112,27 @@ def run(
     started = time.perf_counter()
     records = []
     gen = torch.Generator().manual_seed(seed)
-    for name, shape in tqdm(shapes.items(), desc=EXPERIMENT, disable=not progress):
-        x = torch.randn(shape.input_shape(), generator=gen)
-        w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(
-            shape.c * shape.r * shape.s
-        )
-        b = torch.randn(shape.k, generator=gen)
-        exact = conv2d_reference(x[:1], w, b, shape.stride, shape.padding)
-        bound = error_bound(x[:1], w, b, shape.stride, shape.padding)
-        xc, wc, bc = x.cuda(), w.cuda(), b.cuda()
-        check = functools.partial(
-            _measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg
-        )
-        for impl, call in _impls(xc, wc, bc, shape).items():
-            records.append(check(impl, call, analytic_bytes(impl, shape)))
-            records[-1]["split_k"] = _split_k(impl, shape)
-            if impl == "im2win":  # its tile: this machine's autotuned, the shipped one, DEFAULT
-                arch = runtime.device_arch(torch.cuda.current_device())
-                records[-1]["tile_source"] = tuned_source(arch, shape) or "default"
-        records += _cudnn_engines(xc, wc, name, shape, check)
-        records.append(_sgemm(name, shape, cfg))
-        del xc, wc, bc
+    done, interrupted = [], False
+    try:
+        for name, shape in tqdm(shapes.items(), desc=EXPERIMENT, disable=not progress):
+            records += _layer(name, shape, gen, cfg)
+            done.append(name)
+    except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: keep the layers measured so far
+        interrupted = True  # (an unfinished layer's records were never added)
+        if not done:
+            raise
     config = {
         "scale": scale,
         **cfg,
         "seed": seed,
-        "layers": list(shapes),
+        "layers": done,
         "default_tile": VARIANTS["im2win"].defines(),
         "variants": {n: c.defines() for n, c in VARIANTS.items()},
         "tf32": False,
         "device_arch": runtime.device_arch(torch.cuda.current_device()),
     }
+    if interrupted:
+        config["interrupted_before"] = [n for n in shapes if n not in done]
     return results.write_run(
         EXPERIMENT,
         config=config,
@@ -161,6 +149,27 @@ def run(
             "(cuDNN's workspace comes from PyTorch's allocator too)",
         },
     )
+
+
+def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list[dict]:
+    """Every implementation, cuDNN engine and the SGEMM roofline on one layer."""
+    records = []
+    x = torch.randn(shape.input_shape(), generator=gen)
+    w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(shape.c * shape.r * shape.s)
+    b = torch.randn(shape.k, generator=gen)
+    exact = conv2d_reference(x[:1], w, b, shape.stride, shape.padding)
+    bound = error_bound(x[:1], w, b, shape.stride, shape.padding)
+    xc, wc, bc = x.cuda(), w.cuda(), b.cuda()
+    check = functools.partial(_measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg)
+    for impl, call in _impls(xc, wc, bc, shape).items():
+        records.append(check(impl, call, analytic_bytes(impl, shape)))
+        records[-1].update(_kernel_record(impl, shape))
+        if impl == "im2win":  # its tile: this machine's autotuned, the shipped one, DEFAULT
+            arch = runtime.device_arch(torch.cuda.current_device())
+            records[-1]["tile_source"] = tuned_source(arch, shape) or "default"
+    records += _cudnn_engines(xc, wc, name, shape, check)
+    records.append(_sgemm(name, shape, cfg))
+    return records
 
 
 def _measure(impl, call, analytic, *, name, shape, exact, bound, cfg) -> dict:

@@ -95,6 +95,14 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     parts = [
         f"# im2win on {gpu} ({doc['config']['scale']} scale, batch {doc['config']['batch']})\n",
         f"From `{source.name}` ({doc['created_utc']}, `{doc['command']}`). {doc['timing_method']}.\n",
+        *(
+            [
+                "**Interrupted** (time limit or Ctrl-C): not measured: "
+                f"{', '.join(doc['config']['interrupted_before'])}.\n"
+            ]
+            if doc["config"].get("interrupted_before")
+            else []
+        ),
         "## TFLOPS (2 x MACs / best time)\n",
         "best cuDNN: the fastest of PyTorch's choice (`torch`, benchmark mode) and every cuDNN "
         "engine run on its own whose output passed the FP32 check; sgemm: one cuBLAS SGEMM of the "

@@ -35,3 +35,15 @@ def test_search_stores_a_launchable_best_and_skips_impossible_configs(tmp_path):
     assert load_tuned("emulated", shape, tmp_path) == best
     assert shape_key(shape) in tuned_path("emulated", tmp_path).read_text()
     assert load_tuned("emulated", ConvShape(2, 4, 9, 9, 8, 3, 3), tmp_path) is None
+
+
+def test_a_time_budget_stops_the_search_after_the_first_measurement(tmp_path):
+    shape = ConvShape(1, 4, 9, 9, 8, 3, 3)
+    seen = []
+
+    def objective(config):
+        seen.append(config)
+        return 1.0 + len(seen)
+
+    best, ms = tune(shape, "emulated", objective, evaluations=5, folder=tmp_path, seconds=0)
+    assert len(seen) == 1 and (best, ms) == (seen[0], 2.0)

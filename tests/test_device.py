@@ -74,3 +74,30 @@ def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_
     with pytest.raises(_Reached):
         cli.run_command([*argv, "--device", "cuda"])
     assert seen == [torch.device("cuda", 0)]
+
+
+def test_repro_im2win_gpu_keeps_the_finished_layers_when_interrupted(
+    fake_gpu, monkeypatch, tmp_path
+):
+    """A time limit's SIGINT (or Ctrl-C) mid-run writes the layers measured so far, says which
+    were not, and the report says so; nothing measured is lost."""
+    import json
+
+    from reproductions import im2win_gpu
+    from reproductions.cli import main
+
+    def layer(name, shape, gen, cfg):
+        if name == "conv2":
+            raise KeyboardInterrupt
+        return [{"layer": name, "impl": "im2win", "tflops": 1.0, "correct": True}]
+
+    monkeypatch.setattr(im2win_gpu, "_layer", layer)
+    monkeypatch.setattr(im2win_gpu.runtime, "device_arch", lambda index: "sm_90")
+    monkeypatch.setattr(im2win_gpu.environment, "capture", lambda: {"gpu": {"name": "FakeGPU"}})
+    raw = im2win_gpu.run(scale="quick", device="cuda", progress=False, results_dir=tmp_path)
+    doc = json.loads(raw.read_text())
+    assert doc["config"]["layers"] == ["conv1"]
+    assert doc["config"]["interrupted_before"][:2] == ["conv2", "conv3"]
+    assert [r["layer"] for r in doc["records"]] == ["conv1"]
+    assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
+    assert "Interrupted" in (tmp_path / "im2win-gpu" / "README.md").read_text()

@@ -71,3 +71,10 @@ def test_bad_configuration_and_arch_are_clear_errors():
         nvrtc.compile_cubin(TileConfig(bm=256, bn=256, tm=1, tn=1), "sm_90")
     with pytest.raises(ValueError, match="architecture"):
         nvrtc.compile_cubin(DEFAULT, "volta")
+
+
+def test_prebuild_fills_the_cache_in_parallel(tmp_path, monkeypatch):
+    monkeypatch.setenv("IM2WIN_CACHE_DIR", str(tmp_path))
+    kernels = {DEFAULT.replace(bk=16), DEFAULT.replace(bk=16).kernel(slices=2)}
+    assert nvrtc.prebuild(kernels, "sm_90", jobs=2) == 2
+    assert len(list((tmp_path / "cuda").glob("*.cubin"))) == 2

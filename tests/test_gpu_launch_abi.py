@@ -85,3 +85,42 @@ def test_tuned_configs_this_machines_search_first_then_the_shipped_ones(tmp_path
     assert tuned.tuned_source("sm_90", CONV12) == "local"
     assert tuned.load_tuned("sm_90", CONV12) == local
     assert tuned.load_tuned("sm_90", CONV8) is None
+
+
+def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path, monkeypatch):
+    """python -m im2win.cuda.tuned RAW --ship: per layer, the fastest ablation variant whose output
+    passed the FP32 check, for the run's architecture; `im2win` counts only where it ran DEFAULT."""
+    import json
+
+    from im2win.cuda import tuned
+    from im2win.cuda.config import VARIANTS
+
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+
+    def rec(shape, impl, ms, correct=True, **extra):
+        return {
+            "layer": "convX",
+            "impl": impl,
+            "min_ms": ms,
+            "correct": correct,
+            **shape.as_dict(),
+            **extra,
+        }
+
+    records = [
+        rec(CONV12, "im2win", 3.0, tile_source="default") | {"layer": "conv12"},
+        rec(CONV12, "im2win_band", 2.0) | {"layer": "conv12"},
+        rec(CONV12, "im2win_paper_tile", 1.0, correct=False) | {"layer": "conv12"},
+        rec(CONV12, "torch", 0.5) | {"layer": "conv12"},  # a peer, not a variant
+        rec(CONV8, "im2win", 1.0, tile_source="shipped") | {"layer": "conv8"},
+        rec(CONV8, "im2win_async_copy", 4.0) | {"layer": "conv8"},
+    ]
+    raw = tmp_path / "run.json"
+    raw.write_text(json.dumps({"config": {"device_arch": "sm_90"}, "records": records}))
+    assert tuned.main([str(raw), "--ship"]) == 0
+    assert tuned.load_tuned("sm_90", CONV12) == VARIANTS["band"]
+    assert tuned.load_tuned("sm_90", CONV8) == VARIANTS["async_copy"]
+    entry = json.loads(tuned.tuned_path("sm_90", tuned.SHIPPED).read_text())
+    assert "run.json" in next(iter(entry.values()))["source"]
+    with pytest.raises(SystemExit, match="im2win-gpu run file"):
+        tuned.main([str(tmp_path / "missing.json")])

@@ -4,7 +4,7 @@ index math) and the machine code NVRTC makes of its main loop."""
 import pytest
 
 from im2win.cuda import access, sass
-from im2win.cuda.compile import compile_cubin
+from im2win.cuda.compile import compile_cubin, kernels_for
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
 from im2win.cuda.launch import for_shape, pixel_rows, reduction_steps
 from im2win.shapes import PAPER_LAYERS, ConvShape
@@ -128,3 +128,13 @@ def test_band_geometry_follows_the_layer():
     assert pixel_rows(conv10.with_batch(2), DEFAULT) == 2 * 26 * 26
     assert reduction_steps(conv10, c10) == 3 * 128 // 4
     assert reduction_steps(conv10, DEFAULT) == 9 * 128 // 8
+
+
+def test_the_prebuilt_kernels_are_the_ones_a_gpu_run_resolves():
+    """python -m im2win.cuda.compile fills the cache with what runtime.conv2d will ask for: each
+    configuration made for the layer, compiled for split-K where the layer splits."""
+    conv1, conv12 = PAPER_LAYERS["conv1"].with_batch(128), PAPER_LAYERS["conv12"].with_batch(128)
+    kernels = kernels_for([VARIANTS["band"], DEFAULT], [conv1, conv12], sms=132)
+    assert for_shape(VARIANTS["band"], conv1).kernel() in kernels  # conv1: S = 11, stride 4
+    assert DEFAULT.kernel(slices=5) in kernels and DEFAULT.kernel() in kernels  # conv12 splits
+    assert len(kernels_for([DEFAULT], [conv12], sms=None)) == 1  # no GPU: no split

@@ -150,6 +150,12 @@ def test_git_commit_only_from_the_projects_own_work_tree(tmp_path, monkeypatch):
     inner.mkdir()
     monkeypatch.setattr(environment, "REPO", inner.resolve())
     assert environment.git_state() == {"commit": "unknown", "dirty": None}
+    monkeypatch.setenv("IM2WIN_SOURCE_COMMIT", "abc123")  # stated by whoever exported the copy
+    assert environment.git_state() == {
+        "commit": "unknown",
+        "dirty": None,
+        "declared_commit": "abc123",
+    }
     monkeypatch.setattr(environment, "REPO", tmp_path.resolve())
     assert len(environment.git_state()["commit"]) == 40
 

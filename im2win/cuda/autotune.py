@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,25 +68,35 @@ def tune(
     seed: int = 0,
     folder: Path | None = None,
     launchable: Callable[[TileConfig], list[str]] | None = None,
+    seconds: float | None = None,
 ) -> tuple[TileConfig, float]:
     """Search the tile space for `shape` with OpenTuner; store and return the best (config, ms).
 
     `launchable(config)` lists why a configuration cannot run (default: the problems of the
     configuration made for `shape`, launch.for_shape); such configurations are never measured.
+    `seconds`: stop proposing once this much time has passed and something was measured (the
+    seeds, AUTOTUNE_CANDIDATES, come first); the tuning database keeps the search for a later run.
     """
     from harness.tuner import OpenTunerLoop
 
     launchable = launchable or (lambda c: for_shape(c, shape).problems())
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
     best, best_ms, measured, proposed = None, math.inf, 0, 0
+    deadline = time.monotonic() + seconds if seconds is not None else math.inf
     seeds = [{k: getattr(c, k) for k in SPACE} for c in AUTOTUNE_CANDIDATES]
     with OpenTunerLoop(
         SPACE, db, "im2win", shape_key(shape), arch, seed=seed, seeds=seeds
     ) as tuner:
-        while measured < evaluations and proposed < evaluations * 4:
+
+        def done() -> bool:
+            return measured >= evaluations or (measured > 0 and time.monotonic() > deadline)
+
+        while not done() and proposed < evaluations * 4:
             batch = tuner.ask()
             proposed += not batch  # a generation without proposals counts, so this ends
             for handle, values in batch:
+                if done():  # the rest of the generation stays unmeasured
+                    break
                 proposed += 1
                 config = TileConfig(**values, wide_index=DEFAULT.wide_index)
                 if launchable(config):  # cannot run: reported as failed, never measured
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from im2win.cuda.runtime import device_arch
-    from im2win.shapes import PAPER_LAYERS
+    from im2win.shapes import PAPER_GPU_LAYERS
 
     parser = argparse.ArgumentParser(
         prog="python -m im2win.cuda.autotune",
@@ -116,7 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch", type=int, default=128, help="batch of the tuned shapes")
     parser.add_argument("--evaluations", type=int, default=40, help="measured configurations")
-    parser.add_argument("--layers", nargs="+", default=list(PAPER_LAYERS))
+    parser.add_argument(
+        "--layers", nargs="+", default=list(PAPER_GPU_LAYERS), choices=PAPER_GPU_LAYERS
+    )
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=None,
+        help="stop the whole search after about this many seconds, shared evenly by the layers "
+        "still to tune (each measures at least one configuration; the known-good tiles come "
+        "first). Default: no limit",
+    )
     parser.add_argument(
         "--ship",
         action="store_true",
@@ -127,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         raise SystemExit("autotune: needs an NVIDIA GPU visible to PyTorch; nothing was tuned")
     arch = device_arch(torch.cuda.current_device())
-    for layer in args.layers:
-        shape = PAPER_LAYERS[layer].with_batch(args.batch)
-        best, ms = tune(shape, arch, cuda_objective(shape), args.evaluations)
+    started = time.monotonic()
+    for i, layer in enumerate(args.layers):
+        shape = PAPER_GPU_LAYERS[layer].with_batch(args.batch)
+        seconds = None
+        if args.time_budget_s is not None:
+            left = args.time_budget_s - (time.monotonic() - started)
+            seconds = max(0.0, left) / (len(args.layers) - i)
+        best, ms = tune(shape, arch, cuda_objective(shape), args.evaluations, seconds=seconds)
         if args.ship:
             store(arch, shape, best, ms, args.evaluations, SHIPPED)
         print(f"{layer}: {ms:.3f} ms with {best}")

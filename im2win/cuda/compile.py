@@ -7,16 +7,21 @@ Results are cached on disk by (source, options, architecture, NVRTC version).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 from harness.native import cache_dir
-from im2win.cuda.config import TileConfig
+from im2win.cuda.config import AUTOTUNE_CANDIDATES, VARIANTS, TileConfig
+from im2win.cuda.launch import for_shape, split_slices
 from im2win.cuda.source import kernel_source
+from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 KERNELS = ("im2win_window", "im2win_filter", "im2win_conv", "splitk_reduce", "direct_conv")
@@ -154,3 +159,52 @@ def compile_cubin(config: TileConfig, arch: str) -> Compiled:
                 f.write(data)
             os.replace(tmp, path)
     return Compiled(arch, tuple(options), cubin, log, parse_ptxas_log(log))
+
+
+def kernels_for(
+    configs: Iterable[TileConfig], shapes: Iterable[ConvShape], sms: int | None
+) -> set[TileConfig]:
+    """The compiled kernels that running each configuration on each shape takes, on a GPU of
+    `sms` multiprocessors (as im2win.cuda.runtime.conv2d resolves them: the configuration made for
+    the shape, compiled for split-K where the shape splits)."""
+    out = set()
+    for shape in shapes:
+        for config in configs:
+            config = for_shape(config, shape)
+            out.add(config.kernel(split_slices(shape, config, sms)))
+    return out
+
+
+def prebuild(kernels: Iterable[TileConfig], arch: str, jobs: int | None = None) -> int:
+    """Compile `kernels` for `arch` into the disk cache, `jobs` NVRTC processes at a time, so that
+    a later run finds them there; returns how many."""
+    kernels = sorted(set(kernels), key=repr)
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count()) as pool:
+        list(pool.map(compile_cubin, kernels, [arch] * len(kernels)))
+    return len(kernels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m im2win.cuda.compile: fill the kernel cache before a GPU run."""
+    parser = argparse.ArgumentParser(
+        prog="python -m im2win.cuda.compile",
+        description="Compile, in parallel, every kernel that `repro run im2win-gpu` and the "
+        "autotuner's known-good tiles take on the papers' layers, into the disk cache they read "
+        "(NVRTC alone compiles one at a time). Needs no GPU.",
+    )
+    parser.add_argument("--arch", required=True, help="target architecture, e.g. sm_90")
+    parser.add_argument(
+        "--sms", type=int, default=None, help="the GPU's multiprocessors (for split-K)"
+    )
+    parser.add_argument("--batch", type=int, default=128, help="batch of the layers")
+    parser.add_argument("--jobs", type=int, default=None, help="processes (default: every CPU)")
+    args = parser.parse_args(argv)
+    shapes = [shape.with_batch(args.batch) for shape in PAPER_GPU_LAYERS.values()]
+    configs = [*VARIANTS.values(), *AUTOTUNE_CANDIDATES]
+    count = prebuild(kernels_for(configs, shapes, args.sms), args.arch, args.jobs)
+    print(f"{count} kernels compiled for {args.arch} in {cache_dir() / 'cuda'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,8 @@
 """Tuned tile configurations: the best found per (GPU architecture, layer shape), as JSON files.
 
-Written by the autotuner (im2win/cuda/autotune.py), read by im2win.cuda.runtime.conv2d. Looked up
+Written by the autotuner (im2win/cuda/autotune.py) or, from a GPU run of `repro run im2win-gpu`,
+by `python -m im2win.cuda.tuned RAW` (each layer's fastest correct variant of the ablation, already
+measured there); read by im2win.cuda.runtime.conv2d. Looked up
 first in this machine's own searches, <cache>/tuned/<arch>.json (the native-build cache,
 $IM2WIN_CACHE_DIR), then in the configurations shipped with the package,
 im2win/cuda/tuned_configs/<arch>.json (written by `python -m im2win.cuda.autotune --ship` on a GPU
@@ -9,13 +11,14 @@ of that architecture, and committed with the run that measured them).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
 
 from harness.native import cache_dir
 from harness.results import atomic_write
-from im2win.cuda.config import TileConfig
+from im2win.cuda.config import VARIANTS, TileConfig
 from im2win.shapes import ConvShape
 
 SHIPPED = Path(__file__).with_name("tuned_configs")
@@ -63,6 +66,7 @@ def store(
     time_ms: float,
     evaluations: int,
     folder: Path | None,
+    source: str = "autotune",
 ) -> Path:
     path = tuned_path(arch, folder)
     data = json.loads(path.read_text()) if path.is_file() else {}
@@ -70,6 +74,74 @@ def store(
         "config": dataclasses.asdict(config),
         "time_ms": time_ms,
         "evaluations": evaluations,
+        "source": source,
     }
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def _shape(record: dict) -> ConvShape:
+    fields = {f.name for f in dataclasses.fields(ConvShape)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
+    return ConvShape(**values)
+
+
+def fastest_variants(doc: dict) -> dict[str, tuple[ConvShape, str, float]]:
+    """Per layer of an im2win-gpu run file: (shape, variant, best ms) of the fastest ablation
+    variant whose output passed the FP32 check (`im2win` itself counts as the variant it is only
+    where it ran DEFAULT)."""
+    best: dict[str, tuple[ConvShape, str, float]] = {}
+    for r in doc["records"]:
+        impl = r.get("impl", "")
+        name = impl.removeprefix("im2win_") if impl.startswith("im2win_") else None
+        if impl == "im2win" and r.get("tile_source") == "default":
+            name = "im2win"
+        if name not in VARIANTS or not r.get("correct") or r.get("min_ms") is None:
+            continue
+        if r["layer"] not in best or r["min_ms"] < best[r["layer"]][2]:
+            best[r["layer"]] = (_shape(r), name, r["min_ms"])
+    return best
+
+
+def store_fastest(
+    doc: dict, folder: Path | None, run_name: str
+) -> dict[str, tuple[ConvShape, str, float]]:
+    """Store each layer's fastest variant of the run `run_name` (fastest_variants) for the run's
+    GPU architecture in `folder` (None: this machine's; SHIPPED: the package's)."""
+    arch = doc["config"]["device_arch"]
+    best = fastest_variants(doc)
+    for shape, name, ms in best.values():
+        source = f"fastest of the ablation in {run_name} ({name})"
+        store(arch, shape, VARIANTS[name], ms, len(VARIANTS), folder, source)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m im2win.cuda.tuned RAW [--ship]."""
+    parser = argparse.ArgumentParser(
+        prog="python -m im2win.cuda.tuned",
+        description="Make each layer's fastest correct variant in an im2win-gpu run file (its "
+        "ablation, all measured side by side there) the tuned configuration for that GPU "
+        "architecture: for this machine, or with --ship for the package. Needs no GPU.",
+    )
+    parser.add_argument("raw", type=Path, help="results/raw/im2win-gpu/<run>.json")
+    parser.add_argument(
+        "--ship", action="store_true", help="write im2win/cuda/tuned_configs/<arch>.json"
+    )
+    args = parser.parse_args(argv)
+    try:
+        doc = json.loads(args.raw.read_text())
+        best = store_fastest(doc, SHIPPED if args.ship else None, args.raw.name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(
+            f"tuned: cannot use {args.raw} ({exc}): give an im2win-gpu run file"
+        ) from None
+    for layer, (_, name, ms) in best.items():
+        print(f"{layer}: {name} ({ms:.3f} ms)")
+    arch = doc["config"]["device_arch"]
+    print(f"stored in {tuned_path(arch, SHIPPED if args.ship else None)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
