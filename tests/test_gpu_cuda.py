@@ -49,6 +49,20 @@ def test_split_k_on_gpu(split_k):
     assert max_violation(out.cpu(), x, w, b, (1, 1), (0, 0)) <= 1.0
 
 
+@pytest.mark.parametrize("split_k", [1, 3])
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_band_kernel_on_the_paper_layers_on_gpu(layer, split_k):
+    """The window-band kernel compiled for each layer's filter width and stride (11/4, 7/2, 5/1,
+    3/1), whole and in 3 slices of r*C + c, on more than one block of quads (Q % 4 != 0)."""
+    from im2win.cuda.runtime import conv2d
+
+    shape = reduced(PAPER_LAYERS[layer], n=3, max_out=11)
+    x, w, b = (torch.randn(s) for s in (shape.input_shape(), shape.weight_shape(), (shape.k,)))
+    config = VARIANTS["band"].replace(split_k=split_k)
+    out = conv2d(x.cuda(), w.cuda(), b.cuda(), shape.stride, shape.padding, config)
+    assert max_violation(out.cpu(), x, w, b, shape.stride, shape.padding) <= 1.0
+
+
 def test_mixed_devices_and_cpu_only_impls_are_clear_errors():
     x, w = torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)
     with pytest.raises(ValueError, match="different devices"):

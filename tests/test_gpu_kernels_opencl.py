@@ -125,6 +125,7 @@ def test_wide_index_variant_and_automatic_choice():
 
     x, w = torch.randn(2, 6, 9, 9), torch.randn(10, 6, 3, 3)
     _check(x, w, None, 2, 1, VARIANTS["im2win"].replace(wide_index=True))
+    _check(x, w, None, 2, 1, VARIANTS["band"].replace(wide_index=True))
     huge = ConvShape(n=128, c=64, h=224, w=224, k=64, r=7, s=7, stride=(1, 1))
     assert for_shape(VARIANTS["im2win"], huge).wide_index
     assert not for_shape(VARIANTS["im2win"], ConvShape(1, 3, 8, 8, 4, 3, 3)).wide_index
