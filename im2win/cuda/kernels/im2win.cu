@@ -218,6 +218,28 @@ DEVICE int tile_col(int wn0, int lx, int j) {
 #define STORE_OUTPUT STORE_TILE(out, has_bias)
 #endif
 
+/* The start of both im2win_conv kernels: this block's share [t_begin, T) of a reduction `length`
+ * long (block z's slice with split-K; t_split unused without), its tile's origin (m0 pixels, k0
+ * channels), this thread's warp tile (wm0, wn0) and lane (ly, lx), and zeroed accumulators. */
+#if SPLIT_K
+#define REDUCTION_RANGE(length)             \
+  const int t_begin = BLOCK_ID_Z * t_split; \
+  const int T = (length) < t_begin + t_split ? (length) : t_begin + t_split;
+#else
+#define REDUCTION_RANGE(length) const int t_begin = 0, T = (length);
+#endif
+#define BLOCK_START(length)                                                 \
+  REDUCTION_RANGE(length)                                                   \
+  const idx m0 = (idx)BLOCK_ID_X * BM;                                      \
+  const int k0 = BLOCK_ID_Y * BN;                                           \
+  const int tid = THREAD_ID;                                                \
+  const int warp = tid / 32, lane = tid % 32;                               \
+  const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;   \
+  const int ly = lane / LX, lx = lane % LX;                                 \
+  float acc[TM][TN];                                                        \
+  for (int i = 0; i < TM; ++i)                                              \
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
 #if !BAND
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN), slices), block = THREADS; block z reduces
  * steps [z * t_split, min(T, (z + 1) * t_split)) (t_split: a multiple of 2 * BK).
@@ -228,21 +250,7 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
                         int t_split) {
   const idx M = (idx)N * P * Q;
   const idx RC = (idx)R * C;
-#if SPLIT_K
-  const int t_begin = BLOCK_ID_Z * t_split;
-  const int T = S * R * C < t_begin + t_split ? S * R * C : t_begin + t_split; /* this slice's end */
-#else
-  const int t_begin = 0, T = S * R * C; /* t_split unused: the kernel compiled without split-K */
-#endif
-  const idx m0 = (idx)BLOCK_ID_X * BM;
-  const int k0 = BLOCK_ID_Y * BN;
-  const int tid = THREAD_ID;
-  const int warp = tid / 32, lane = tid % 32;
-  const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
-  const int ly = lane / LX, lx = lane % LX;
-  float acc[TM][TN];
-  for (int i = 0; i < TM; ++i)
-    for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+  BLOCK_START(S * R * C)
 
 #if SMEM
   SHARED idx row_base[BM];

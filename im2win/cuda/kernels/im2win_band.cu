@@ -102,21 +102,7 @@ KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* i
   const idx RC = (idx)R * C;
   const int Q4 = (Q + 3) / 4;
   const idx quads = (idx)N * P * Q4;
-#if SPLIT_K
-  const int t_begin = BLOCK_ID_Z * t_split;
-  const int T = RC < t_begin + t_split ? (int)RC : t_begin + t_split; /* this slice's end */
-#else
-  const int t_begin = 0, T = (int)RC; /* t_split unused: the kernel compiled without split-K */
-#endif
-  const idx m0 = (idx)BLOCK_ID_X * BM;
-  const int k0 = BLOCK_ID_Y * BN;
-  const int tid = THREAD_ID;
-  const int warp = tid / 32, lane = tid % 32;
-  const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
-  const int ly = lane / LX, lx = lane % LX;
-  float acc[TM][TN];
-  for (int i = 0; i < TM; ++i)
-    for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+  BLOCK_START(R * C)
 
   SHARED ALIGN16 float As[2][BK][AB_ROW]; /* bands transposed: As[rc][quad * LP + column] */
   SHARED ALIGN16 float Bs[2][B_ROWS][BN]; /* Bs[s * BK + rc][channel] */
