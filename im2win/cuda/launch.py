@@ -39,12 +39,15 @@ BAND_ROWS = 12  # the most filter rows (S * bk) a band kernel step stages
 
 
 def band_depth(bk: int, s: int) -> int:
-    """The band kernel's step depth on a filter S wide: bk values of r*C + c, fewer (a power of 2)
-    where S * bk filter rows would pass BAND_ROWS (conv1 and conv2, S = 11: 2)."""
+    """The band kernel's step depth on a filter S wide: bk values of r*C + c, or where S * bk
+    filter rows would pass BAND_ROWS the largest power of 2 that keeps within it (at least 1):
+    S = 3: 4 of bk = 8; conv5 (S = 5): 2; conv1-conv4 (S = 11, 7): 1."""
+    if bk * s <= BAND_ROWS:
+        return bk
     depth = 1
-    while depth * 2 <= min(bk, max(1, BAND_ROWS // s)):
+    while depth * 2 * s <= BAND_ROWS and depth * 2 <= bk:
         depth *= 2
-    return depth if depth < bk else bk
+    return depth
 
 
 def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
