@@ -107,27 +107,34 @@ def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
     return _whole_window_floats(shape, threads)
 
 
+PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
+
+
+def _phases(seconds, transform_ms: float | None = None) -> dict:
+    return {
+        "transform_ms": seconds[0] * 1e3 if transform_ms is None else transform_ms,
+        "pack_ms": seconds[1] * 1e3,
+        "wait_ms": seconds[2] * 1e3,
+    }
+
+
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
     """im2win on validated arguments, and where its time went: {"transform_ms": building windows,
-    "pack_ms": packing the filter, "path": "streamed bands" or "whole window tensor"}. Both times are the
-    slowest thread's, from the kernel's own timers, except the materialised window tensor's
-    transform, which is timed here."""
+    "pack_ms": packing the filter, "wait_ms": how long the first thread done waited for the last,
+    "path": "streamed bands" or "whole window tensor"}. The kernel's own timers, the slowest
+    thread's times, except the materialised window tensor's transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
     if not streams_windows(shape, threads):
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
-        out, pack_ms = _convolve_nhwc(iw, shape, weight, bias)
-        return out, {
-            "transform_ms": transform_ms,
-            "pack_ms": pack_ms,
-            "path": "whole window tensor",
-        }
+        out, seconds = _convolve_nhwc(iw, shape, weight, bias)
+        return out, _phases(seconds, transform_ms) | {"path": "whole window tensor"}
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(fused_workspace_floats(shape, threads))
-    seconds = (ctypes.c_double * 2)()
+    seconds = (ctypes.c_double * PHASE_SLOTS)()
     lib().im2win_conv_fused(
         x.data_ptr(),
         *x.stride(),
@@ -139,25 +146,21 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         seconds,
         threads,
     )
-    return out, {
-        "transform_ms": seconds[0] * 1e3,
-        "pack_ms": seconds[1] * 1e3,
-        "path": "streamed bands",
-    }
+    return out, _phases(seconds) | {"path": "streamed bands"}
 
 
 def _im2win(x, weight, bias, stride, padding):
     return im2win_with_phases(x, weight, bias, stride, padding)[0]
 
 
-def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, float]:
+def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, ctypes.Array]:
     """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor. Returns the
-    output and the slowest thread's time packing the filter (ms)."""
+    output and the kernel's phase_seconds (no bands; packing the filter; the threads' wait)."""
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
     work = torch.empty(filter_work_floats(shape, threads))
-    pack_seconds = ctypes.c_double()
+    seconds = (ctypes.c_double * PHASE_SLOTS)()
     lib().im2win_conv_nhwc(
         iw.data_ptr(),
         weight.data_ptr(),
@@ -172,10 +175,10 @@ def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, float]:
         shape.p,
         shape.q,
         work.data_ptr(),
-        ctypes.byref(pack_seconds),
+        seconds,
         threads,
     )
-    return out, pack_seconds.value * 1e3
+    return out, seconds
 
 
 def _im2win_nhwc(x, weight, bias, stride, padding):

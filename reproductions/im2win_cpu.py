@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def run(
             probes.append(measure_peak(n_threads, trials=2))
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
-                transform_ms = pack_ms = path = None
+                transform_ms = pack_ms = wait_ms = path = None
                 if entry.phases_ms:  # the kernel's own timers of its phases, best of the rounds
                     runs = [
                         entry.phases_ms(x, w, b, shape.stride, shape.padding)
@@ -128,6 +129,7 @@ def run(
                     ]
                     transform_ms = min(r["transform_ms"] for r in runs)
                     pack_ms = min(r["pack_ms"] for r in runs)
+                    wait_ms = statistics.median(r["wait_ms"] for r in runs)  # no best case
                     path = runs[0]["path"]
                 elif entry.window_transform:
                     transform = functools.partial(entry.window_transform, x, shape)
@@ -143,6 +145,7 @@ def run(
                         "gflops": gflops(shape, t.min_ms),
                         "transform_ms": transform_ms,
                         "pack_ms": pack_ms,
+                        "wait_ms": wait_ms,
                         "path": path,
                         "max_error_ratio": violations[impl],
                         "correct": violations[impl] <= 1.0,

@@ -100,18 +100,21 @@ def transform_table(doc: dict) -> str:
 
 
 def breakdown_table(doc: dict) -> str:
-    """Where im2win's time goes per layer (runs since 2026-12 time the filter packing too)."""
+    """Where im2win's time goes per layer (runs since 2026-12 time the filter packing too, runs
+    since 2026-12-02 the threads' wait)."""
     recs = {r["layer"]: r for r in doc["records"] if r["impl"] == "im2win"}
     micro = (doc.get("microkernel") or {}).get("gflops")
     if not micro or not any(r.get("pack_ms") is not None for r in recs.values()):
         return ""
+    waits = any(r.get("wait_ms") is not None for r in recs.values())
     rows = []
     for layer, r in recs.items():
         total, bands, pack = r["min_ms"], r.get("transform_ms"), r.get("pack_ms")
+        wait = r.get("wait_ms")
         if bands is None or pack is None:
-            rows.append([layer, f"{total:.2f}", "-", "-", "-", "whole window tensor"])
+            rows.append([layer, f"{total:.2f}", "-", "-", *(["-"] if waits else []), "-", "-"])
             continue
-        rest = max(total - bands - pack, 1e-9)
+        rest = max(total - bands - pack - (wait or 0.0), 1e-9)
         gflops = r["flops"] / (rest * 1e-3) / 1e9
         rows.append(
             [
@@ -119,23 +122,36 @@ def breakdown_table(doc: dict) -> str:
                 f"{total:.2f}",
                 f"{bands:.2f} ({bands / total:.0%})",
                 f"{pack:.2f} ({pack / total:.0%})",
+                *(
+                    [f"{wait:.2f} ({wait / total:.0%})" if wait is not None else "-"]
+                    if waits
+                    else []
+                ),
                 f"{gflops:.1f} ({gflops / micro:.0%})",
                 r.get("path") or "streamed bands",  # runs before 2026-12-02 stream only here
             ]
         )
+    wait_text = (
+        ", how long the first thread done waited for the last at the end (the threads' imbalance; "
+        "the median of the rounds)"
+        if waits
+        else ""
+    )
     return (
         "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the time spent "
         "building window bands (the slowest thread's, from the kernel's own timers; on the whole "
         "window tensor's path, that transform timed on its own) and packing the filter (the "
-        "slowest thread's), and the GFLOP/s of what is left (the micro-kernel over the bands, with "
-        "its loads, tails "
-        f"and the threads' imbalance) against the micro-kernel alone in L1 ({micro:.1f} GFLOP/s).\n\n"
+        f"slowest thread's){wait_text}, and the GFLOP/s of what is left (the micro-kernel over the "
+        "bands, with its loads and tails"
+        + ("" if waits else " and the threads' imbalance")
+        + f") against the micro-kernel alone in L1 ({micro:.1f} GFLOP/s).\n\n"
         + table(
             [
                 "layer",
                 "whole ms",
                 "bands ms",
                 "filter packing ms",
+                *(["threads' wait ms"] if waits else []),
                 "rest GFLOP/s (of L1 kernel)",
                 "path",
             ],

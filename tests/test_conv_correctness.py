@@ -204,6 +204,14 @@ def test_im2win_reports_where_its_time_went():
     out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
     assert max_violation(out, x, w) <= 1.0
     assert phases["transform_ms"] > 0 and phases["pack_ms"] > 0
+    total = phases["transform_ms"] + phases["pack_ms"]
+    assert 0 <= phases["wait_ms"] < 1e3 and total < 1e3  # the end wait: one thread's lead
+    late = ConvShape(n=1, c=64, h=9, w=9, k=256, r=3, s=3)  # the whole window tensor's path
+    assert not streams_windows(late, torch.get_num_threads())
+    x, w = torch.randn(late.input_shape()), torch.randn(late.weight_shape())
+    out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
+    assert max_violation(out, x, w) <= 1.0 and phases["path"] == "whole window tensor"
+    assert phases["pack_ms"] > 0 and phases["wait_ms"] >= 0
 
 
 def test_kernels_from_a_variant_source_then_back(tmp_path):

@@ -23,7 +23,7 @@ _SIGNATURES = {
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
-    # iw, f, bias, out, N C K R S sx P Q, work, pack_seconds, threads
+    # iw, f, bias, out, N C K R S sx P Q, work, phase_seconds, threads
     "im2win_conv_nhwc": (
         None,
         [_P, _P, _P, _P] + [_I] * 8 + [_P, ctypes.POINTER(ctypes.c_double), _I],
@@ -34,7 +34,7 @@ _SIGNATURES = {
     "im2win_conv_fused": (
         None,
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
-        # phase_seconds: double[2] (bands, filter packing)
+        # phase_seconds: double[3] (bands, filter packing, threads' wait)
     ),
     # f, K C R S, fw, threads
     "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),

@@ -356,13 +356,13 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // Phase "convolve" of the NHWC-window layout.
 // iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout);
 // bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor); work: the
-// im2win_filter_work_floats of M = N*P*Q. pack_seconds (nullable): the slowest thread's time
-// packing the filter.
+// im2win_filter_work_floats of M = N*P*Q. phase_seconds (nullable): as im2win_conv_fused's, with
+// no window bands ([0] = 0).
 // Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0
 // of the reduction: take the B panel [TC][KB] (L1-resident) from the packed filter or pack it, then
 // run the MR x KB micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
 void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
-                      int K, int R, int S, int sx, int P, int Q, float* work, double* pack_seconds,
+                      int K, int R, int S, int sx, int P, int Q, float* work, double* phase_seconds,
                       int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
@@ -378,13 +378,15 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long mc =
       (M <= 4 * MC && kblocks % nthreads == 0) ? M : balanced_block(M, MC, nthreads, MR);
   const long mblocks = cdiv(M, mc);
-  double slowest_pack = 0.0;
-#pragma omp parallel num_threads(nthreads) reduction(max : slowest_pack)
+  double slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest_pack, slowest_busy) \
+    reduction(min : fastest_busy)
   {
+    const double start = omp_get_wtime();
     float* panel = prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * TC * KB;
     std::vector<const float*> arow(mc);
     double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
         const long m0 = mb * mc, m1 = std::min(M, m0 + mc);
@@ -397,8 +399,11 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
                    k0, kvalid, bias, out + m0 * K, panel, packing);
       }
     slowest_pack = packing;
+    slowest_busy = fastest_busy = omp_get_wtime() - start;  // then wait for the others
   }
-  if (pack_seconds) *pack_seconds = slowest_pack;
+  if (phase_seconds)
+    phase_seconds[0] = 0.0, phase_seconds[1] = slowest_pack,
+    phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
 // Half the per-core L2 cache in floats (sysconf; 1 MiB if the system does not say): what a thread's
@@ -431,7 +436,8 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
 // there are fewer row blocks than threads (each then builds its own copy of the bands).
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
-// packing the filter ([1]).
+// packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
+// threads' imbalance).
 void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                        int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
                        const float* f, const float* bias, float* out, float* work,
@@ -450,15 +456,17 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
   const long kb_per_group = cdiv(kblocks, kgroups);
-  double slowest = 0.0, slowest_pack = 0.0;
-#pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack)
+  double slowest = 0.0, slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack, slowest_busy) \
+    reduction(min : fastest_busy)
   {
+    const double start = omp_get_wtime();
     const int thread = omp_get_thread_num();
     float* band = work + thread * band_floats;
     float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
         const long row0 = rb * rows_per_item, rows = std::min(rows_per_item, rows_total - row0);
@@ -479,8 +487,11 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
       }
     slowest = transform;
     slowest_pack = packing;
+    slowest_busy = fastest_busy = omp_get_wtime() - start;  // then wait for the others
   }
-  if (phase_seconds) phase_seconds[0] = slowest, phase_seconds[1] = slowest_pack;
+  if (phase_seconds)
+    phase_seconds[0] = slowest, phase_seconds[1] = slowest_pack,
+    phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
 // Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
