@@ -52,8 +52,8 @@ inline void storeu(float* p, V v) { *reinterpret_cast<Vu*>(p) = v; }
 long cdiv(long a, long b) { return (a + b - 1) / b; }
 
 // Split n units into blocks of at most `target` (and at least `align`-aligned) units such that the
-// number of blocks is a multiple of nthreads and blocks are near-equal: a static schedule then gives
-// every thread the same amount of work. Returns the block size.
+// number of blocks is a multiple of nthreads and blocks are near-equal: on threads that run at the
+// same speed, every thread then gets the same amount of work. Returns the block size.
 long balanced_block(long n, long target, int nthreads, long align = 1) {
   const long blocks = nthreads * cdiv(n, nthreads * std::max(target, 1l));
   return std::max(align, cdiv(cdiv(n, blocks), align) * align);
@@ -358,6 +358,11 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor); work: the
 // im2win_filter_work_floats of M = N*P*Q. phase_seconds (nullable): as im2win_conv_fused's, with
 // no window bands ([0] = 0).
+// Work items go one at a time to whichever thread is free, so a core slowed by another process or a
+// VM's neighbour takes fewer. With equal shares (static) on a shared 2-core VM, the first thread
+// done waited a median 16-55% of the call on 7 of the 12 layers at batch 4; interleaved against it
+// call by call, this ran faster on 11 layers in one run (1-17%) and on 9 in a second (up to 38%;
+// conv4 10% slower there).
 // Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0
 // of the reduction: take the B panel [TC][KB] (L1-resident) from the packed filter or pack it, then
 // run the MR x KB micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
@@ -386,7 +391,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
     float* panel = prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * TC * KB;
     std::vector<const float*> arow(mc);
     double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
-#pragma omp for collapse(2) schedule(static) nowait
+#pragma omp for collapse(2) schedule(dynamic, 1) nowait
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
         const long m0 = mb * mc, m1 = std::min(M, m0 + mc);
@@ -433,8 +438,9 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
-// Work item = (block of output rows, group of KB-channel blocks); channel groups split only when
-// there are fewer row blocks than threads (each then builds its own copy of the bands).
+// Work item = (block of output rows, group of KB-channel blocks), handed out as im2win_conv_nhwc's;
+// channel groups split only when there are fewer row blocks than threads (each then builds its own
+// copy of the bands).
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
 // threads' imbalance).
@@ -466,7 +472,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
-#pragma omp for collapse(2) schedule(static) nowait
+#pragma omp for collapse(2) schedule(dynamic, 1) nowait
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
         const long row0 = rb * rows_per_item, rows = std::min(rows_per_item, rows_total - row0);
