@@ -6,7 +6,7 @@ import pytest
 from im2win.cuda import access, sass
 from im2win.cuda.compile import compile_cubin, kernels_for
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
-from im2win.cuda.launch import band_depth, for_shape, pixel_rows, reduction_steps
+from im2win.cuda.launch import band_depth, conv_launch, for_shape, pixel_rows, reduction_steps
 from im2win.shapes import PAPER_LAYERS, ConvShape
 
 LEGACY_DEFAULT = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
@@ -130,6 +130,8 @@ def test_band_geometry_follows_the_layer():
     assert reduction_steps(conv10, DEFAULT) == 9 * 128 // 8
     assert [band_depth(8, s) for s in (1, 3, 5, 7, 11)] == [8, 4, 2, 1, 1]  # S * bk <= 12
     assert band_depth(3, 3) == 3 and band_depth(16, 1) == 8
+    with pytest.raises(ValueError, match="for_shape"):
+        conv_launch(conv1, c10, has_bias=False)  # compiled for 3/1, asked to run 11/4
 
 
 def test_the_prebuilt_kernels_are_the_ones_a_gpu_run_resolves():

@@ -178,6 +178,11 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
     A rows start at multiples of R*C and step by 4 only when C % 4 == 0 (a band kernel's runs of
     r*C + c: when R*C % 4 == 0); B rows are K long.
     """
+    if config.band and (config.band_s, config.band_sx) != (shape.s, shape.stride[1]):
+        raise ValueError(
+            f"a band kernel compiled for S = {config.band_s}, stride {config.band_sx} cannot run "
+            f"S = {shape.s}, stride {shape.stride[1]}: make it with launch.for_shape"
+        )
     vec_a = int((shape.r if config.band else 1) * shape.c % 4 == 0)
     vec_b = int(shape.k % 4 == 0)
     t_split = slice_steps(shape, config, slices)
