@@ -78,3 +78,9 @@ def test_prebuild_fills_the_cache_in_parallel(tmp_path, monkeypatch):
     kernels = {DEFAULT.replace(bk=16), DEFAULT.replace(bk=16).kernel(slices=2)}
     assert nvrtc.prebuild(kernels, "sm_90", jobs=2) == 2
     assert len(list((tmp_path / "cuda").glob("*.cubin"))) == 2
+
+
+def test_prebuild_command_line_errors_are_one_line():
+    with pytest.raises(SystemExit) as exc:
+        nvrtc.main(["--arch", "volta"])
+    assert exc.value.code == 2  # argparse: "--arch volta: expected like sm_80, ..."

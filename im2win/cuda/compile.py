@@ -199,9 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="batch of the layers")
     parser.add_argument("--jobs", type=int, default=None, help="processes (default: every CPU)")
     args = parser.parse_args(argv)
+    if args.arch not in ARCHS and not re.fullmatch(r"sm_\d+a?", args.arch):
+        parser.error(f"--arch {args.arch}: expected like {', '.join(ARCHS)}")
     shapes = [shape.with_batch(args.batch) for shape in PAPER_GPU_LAYERS.values()]
     configs = [*VARIANTS.values(), *AUTOTUNE_CANDIDATES]
-    count = prebuild(kernels_for(configs, shapes, args.sms), args.arch, args.jobs)
+    try:
+        count = prebuild(kernels_for(configs, shapes, args.sms), args.arch, args.jobs)
+    except (NvrtcUnavailable, CompileError) as exc:
+        raise SystemExit(f"compile: {str(exc).splitlines()[0]}") from None
     print(f"{count} kernels compiled for {args.arch} in {cache_dir() / 'cuda'}")
     return 0
 
