@@ -355,21 +355,6 @@ def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
         base = band_base(col)
         return None if base is None or t + j >= rc else (base + t + j) * 4
 
-    a_width = 16 if vec_a else 4
-    sites.append(
-        _site(
-            f"A band load (LDG{'.128' if vec_a else ''})",
-            "global",
-            "load",
-            a_width,
-            [
-                [a_global(r, j) for r in req]
-                for req in a_requests
-                for j in range(0, a_run, a_width // 4)
-            ],
-        )
-    )
-
     def b_global(r: int | None, j: int) -> int | None:
         if r is None:
             return None
@@ -381,20 +366,16 @@ def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
             else (((row // c.bk) * rc + row % c.bk) * shape.k + kk) * 4
         )
 
-    b_width = 16 if vec_b else 4
-    sites.append(
-        _site(
-            f"B filter load (LDG{'.128' if vec_b else ''})",
-            "global",
-            "load",
-            b_width,
-            [
-                [b_global(r, j) for r in req]
-                for req in b_requests
-                for j in range(0, 4, b_width // 4)
-            ],
-        )
-    )
+    def loads(name: str, vec: bool, run: int, requests: list, address) -> Site:
+        """A global load site: each request's runs of `run` floats, as float4s where `vec`."""
+        width = 16 if vec else 4
+        lanes = [
+            [address(r, j) for r in req] for req in requests for j in range(0, run, width // 4)
+        ]
+        return _site(f"{name} (LDG{'.128' if vec else ''})", "global", "load", width, lanes)
+
+    sites.append(loads("A band load", vec_a, a_run, a_requests, a_global))
+    sites.append(loads("B filter load", vec_b, 4, b_requests, b_global))
 
     def pixel(row: int) -> int | None:  # band_pixel() of im2win_band.cu
         quad, i = divmod(row, 4)
