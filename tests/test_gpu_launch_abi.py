@@ -120,7 +120,16 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
     assert tuned.main([str(raw), "--ship"]) == 0
     assert tuned.load_tuned("sm_90", CONV12) == VARIANTS["band"]
     assert tuned.load_tuned("sm_90", CONV8) == VARIANTS["async_copy"]
+    tuner = DEFAULT.replace(bm=64, tm=4)  # an autotuner's find, faster than conv8's variant
+    tuned.store("sm_90", CONV8, tuner, 0.5, 40, tuned.SHIPPED)
+    assert tuned.main([str(raw), "--ship"]) == 0
+    assert tuned.load_tuned("sm_90", CONV8) == tuner  # kept
     entry = json.loads(tuned.tuned_path("sm_90", tuned.SHIPPED).read_text())
     assert "run.json" in next(iter(entry.values()))["source"]
     with pytest.raises(SystemExit, match="im2win-gpu run file"):
         tuned.main([str(tmp_path / "missing.json")])
+    monkeypatch.setattr(tuned, "run_files", lambda experiment: [])
+    with pytest.raises(SystemExit):  # no run file given and none in results/raw/im2win-gpu
+        tuned.main(["--ship"])
+    monkeypatch.setattr(tuned, "run_files", lambda experiment: [raw])
+    assert tuned.main(["--ship"]) == 0  # the newest run file (nothing faster to store now)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from harness.native import cache_dir
-from harness.results import atomic_write
+from harness.results import atomic_write, run_files
 from im2win.cuda.config import VARIANTS, TileConfig
 from im2win.shapes import ConvShape
 
@@ -107,13 +107,19 @@ def store_fastest(
     doc: dict, folder: Path | None, run_name: str
 ) -> dict[str, tuple[ConvShape, str, float]]:
     """Store each layer's fastest variant of the run `run_name` (fastest_variants) for the run's
-    GPU architecture in `folder` (None: this machine's; SHIPPED: the package's)."""
+    GPU architecture in `folder` (None: this machine's; SHIPPED: the package's), except where
+    `folder` already holds a configuration measured faster (an autotuner's). Returns what was
+    stored."""
     arch = doc["config"]["device_arch"]
-    best = fastest_variants(doc)
-    for shape, name, ms in best.values():
+    stored = {}
+    for layer, (shape, name, ms) in fastest_variants(doc).items():
+        kept = _entry(tuned_path(arch, folder), shape)
+        if kept and kept.get("time_ms", float("inf")) <= ms:
+            continue
         source = f"fastest of the ablation in {run_name} ({name})"
         store(arch, shape, VARIANTS[name], ms, len(VARIANTS), folder, source)
-    return best
+        stored[layer] = (shape, name, ms)
+    return stored
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,11 +130,21 @@ def main(argv: list[str] | None = None) -> int:
         "ablation, all measured side by side there) the tuned configuration for that GPU "
         "architecture: for this machine, or with --ship for the package. Needs no GPU.",
     )
-    parser.add_argument("raw", type=Path, help="results/raw/im2win-gpu/<run>.json")
+    parser.add_argument(
+        "raw",
+        type=Path,
+        nargs="?",
+        help="results/raw/im2win-gpu/<run>.json (default: the newest there)",
+    )
     parser.add_argument(
         "--ship", action="store_true", help="write im2win/cuda/tuned_configs/<arch>.json"
     )
     args = parser.parse_args(argv)
+    if args.raw is None:
+        runs = run_files("im2win-gpu")
+        if not runs:
+            parser.error("no im2win-gpu run file in results/raw/im2win-gpu: give one")
+        args.raw = runs[-1]
     try:
         doc = json.loads(args.raw.read_text())
         best = store_fastest(doc, SHIPPED if args.ship else None, args.raw.name)
@@ -138,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     for layer, (_, name, ms) in best.items():
         print(f"{layer}: {name} ({ms:.3f} ms)")
+    if not best:
+        print("no layer's variant beat the configuration already stored")
     arch = doc["config"]["device_arch"]
     print(f"stored in {tuned_path(arch, SHIPPED if args.ship else None)}")
     return 0
