@@ -98,7 +98,7 @@ def test_the_async_copy_main_loop_copies_global_to_shared_without_registers(arch
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("layer", ["conv5", "conv10"])
+@pytest.mark.parametrize("layer", ["conv1", "conv3", "conv5", "conv10"])
 def test_the_band_main_loop_feeds_more_ffma_per_shared_load_than_the_row_kernel(arch, layer):
     """Window bands: a quad's band columns loaded once per r*C + c and slid over in registers, so
     more FFMA per shared load than the row kernel's 16 (conv10: 64 * 3 FFMA for 2 * 2 band and
@@ -121,8 +121,8 @@ def test_band_geometry_follows_the_layer():
     launch.BAND_ROWS filter rows a step; tile rows are quads of 4 pixels of one output row."""
     conv1, conv10 = PAPER_LAYERS["conv1"], PAPER_LAYERS["conv10"]
     c1, c10 = for_shape(VARIANTS["band"], conv1), for_shape(VARIANTS["band"], conv10)
-    assert (c1.band_s, c1.band_sx, c1.bk) == (11, 4, 1)
-    assert (c10.band_s, c10.band_sx, c10.bk) == (3, 1, 4)
+    assert (c1.band_s, c1.band_sx, c1.bk, c1.min_blocks) == (11, 4, 1, 1)  # 16 slide columns
+    assert (c10.band_s, c10.band_sx, c10.bk, c10.min_blocks) == (3, 1, 4, 2)
     assert c10.band_cols == 8 and c1.band_cols == 24  # 3*sx + S, in float4s
     assert pixel_rows(conv10.with_batch(2), c10) == 2 * 26 * 28  # Q = 26: 7 quads a row
     assert pixel_rows(conv10.with_batch(2), DEFAULT) == 2 * 26 * 26

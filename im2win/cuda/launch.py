@@ -36,6 +36,10 @@ INT32_MAX = 2**31 - 1
 
 
 BAND_ROWS = 12  # the most filter rows (S * bk) a band kernel step stages
+# the most band columns (3 * sx + min(S, 4)) a band kernel slides over in registers within 128
+# registers a thread (2 blocks an SM): conv1-2 (stride 4, 16 columns) spilled 16-84 B on sm_80 and
+# sm_90 there, and compile for one block an SM instead (152-168 registers, no spill)
+BAND_SLIDE_FLOATS = 12
 
 
 def band_depth(bk: int, s: int) -> int:
@@ -52,11 +56,14 @@ def band_depth(bk: int, s: int) -> int:
 
 def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
     """`config` made for `shape`: a band kernel for its filter width and column stride (and step
-    depth, band_depth), and 64-bit offsets when some buffer has 2**31 elements or more."""
+    depth, band_depth; one block an SM past BAND_SLIDE_FLOATS), and 64-bit offsets when some
+    buffer has 2**31 elements or more."""
     if config.band:
         config = config.replace(
             band_s=shape.s, band_sx=shape.stride[1], bk=band_depth(config.bk, shape.s)
         )
+        if 3 * shape.stride[1] + min(shape.s, 4) > BAND_SLIDE_FLOATS:
+            config = config.replace(min_blocks=1)
     largest = max(
         window_nhwc_elems(shape),  # window tensor
         shape.n * shape.p * shape.q * shape.k,  # output
