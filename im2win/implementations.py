@@ -90,21 +90,26 @@ def filter_packed_once(shape: ConvShape) -> bool:
     return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
 
 
+def _plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
+    """(whether im2win streams window bands, the floats of workspace it allocates): see
+    streams_windows."""
+    fused = fused_workspace_floats(shape, threads)
+    whole = _whole_window_floats(shape, threads)
+    streams = filter_packed_once(shape) and fused < whole
+    return streams, fused if streams else whole
+
+
 def streams_windows(shape: ConvShape, threads: int) -> bool:
     """Whether im2win streams window bands (True) or builds the whole window tensor once (False).
     It streams when the filter is packed once (every band block would otherwise pack it again)
     and the bands need less memory; small layers, whose threads would each hold most of the
     window anyway, share one materialised window tensor."""
-    return filter_packed_once(shape) and (
-        fused_workspace_floats(shape, threads) < _whole_window_floats(shape, threads)
-    )
+    return _plan(shape, threads)[0]
 
 
 def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
     """Floats of workspace im2win allocates for `shape` on `threads` threads (the path it takes)."""
-    if streams_windows(shape, threads):
-        return fused_workspace_floats(shape, threads)
-    return _whole_window_floats(shape, threads)
+    return _plan(shape, threads)[1]
 
 
 PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
@@ -125,7 +130,8 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     thread's times, except the materialised window tensor's transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    if not streams_windows(shape, threads):
+    streams, work_floats = _plan(shape, threads)
+    if not streams:
         start = time.perf_counter()
         iw = window_nhwc(x, shape)
         transform_ms = (time.perf_counter() - start) * 1e3
@@ -133,7 +139,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         return out, _phases(seconds, transform_ms) | {"path": "whole window tensor"}
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
-    work = torch.empty(fused_workspace_floats(shape, threads))
+    work = torch.empty(work_floats)
     seconds = (ctypes.c_double * PHASE_SLOTS)()
     lib().im2win_conv_fused(
         x.data_ptr(),

@@ -86,6 +86,14 @@ class ConvShape:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"p": self.p, "q": self.q}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> ConvShape:
+        """The shape as_dict wrote (its fields among others, stride and padding lists from JSON)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+        )
+
 
 def _layer(c: int, hw: int, k: int, rs: int, stride: int) -> ConvShape:
     return ConvShape(n=128, c=c, h=hw, w=hw, k=k, r=rs, s=rs, stride=(stride, stride))

@@ -22,6 +22,7 @@ from harness import environment, results, timing
 from harness.device import resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
+from im2win.cuda.launch import split_slices
 from im2win.cuda.tuned import tuned_source
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
@@ -56,15 +57,20 @@ def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
 def _kernel_record(impl: str, shape: ConvShape) -> dict:
     """For im2win and its ablation variants: the slices of the reduction (split-K) and the tile
     configuration made for this layer (a band variant's filter geometry and step depth are the
-    layer's); nothing for the peers."""
+    layer's), and for im2win where its tile came from (this machine's autotuned, the shipped one,
+    DEFAULT); nothing for the peers."""
     if impl != "im2win" and not impl.startswith("im2win_"):
         return {"split_k": None}
-    config = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
+    variant = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
     index = torch.cuda.current_device()
-    return {
-        "split_k": runtime.slices_for(shape, index, config),
-        "tile": runtime.resolve_config(shape, index, config).defines(),
+    config = runtime.resolve_config(shape, index, variant)
+    out = {
+        "split_k": split_slices(shape, config, runtime.sm_count(index)),
+        "tile": config.defines(),
     }
+    if impl == "im2win":
+        out["tile_source"] = tuned_source(runtime.device_arch(index), shape) or "default"
+    return out
 
 
 def _impls(x, w, b, shape) -> dict:
@@ -164,9 +170,6 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     for impl, call in _impls(xc, wc, bc, shape).items():
         records.append(check(impl, call, analytic_bytes(impl, shape)))
         records[-1].update(_kernel_record(impl, shape))
-        if impl == "im2win":  # its tile: this machine's autotuned, the shipped one, DEFAULT
-            arch = runtime.device_arch(torch.cuda.current_device())
-            records[-1]["tile_source"] = tuned_source(arch, shape) or "default"
     records += _cudnn_engines(xc, wc, name, shape, check)
     records.append(_sgemm(name, shape, cfg))
     return records

@@ -259,3 +259,13 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
+
+
+def test_a_shape_round_trips_through_a_run_record():
+    import json
+
+    from im2win.shapes import ConvShape
+
+    shape = ConvShape(n=2, c=5, h=9, w=11, k=70, r=3, s=2, stride=(2, 1), padding=(1, 0))
+    record = json.loads(json.dumps({"layer": "x", "tflops": 1.0, **shape.as_dict()}))
+    assert ConvShape.from_dict(record) == shape

@@ -92,6 +92,7 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
     passed the FP32 check, for the run's architecture; `im2win` counts only where it ran DEFAULT."""
     import json
 
+    from harness import results
     from im2win.cuda import tuned
     from im2win.cuda.config import VARIANTS
 
@@ -115,8 +116,15 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
         rec(CONV8, "im2win", 1.0, tile_source="shipped") | {"layer": "conv8"},
         rec(CONV8, "im2win_async_copy", 4.0) | {"layer": "conv8"},
     ]
-    raw = tmp_path / "run.json"
-    raw.write_text(json.dumps({"config": {"device_arch": "sm_90"}, "records": records}))
+    raw = results.write_run(
+        "im2win-gpu",
+        config={"device_arch": "sm_90"},
+        environment={},
+        timing_method="test",
+        records=records,
+        results_dir=tmp_path,
+        command="test",
+    )
     assert tuned.main([str(raw), "--ship"]) == 0
     assert tuned.load_tuned("sm_90", CONV12) == VARIANTS["band"]
     assert tuned.load_tuned("sm_90", CONV8) == VARIANTS["async_copy"]
@@ -125,7 +133,7 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
     assert tuned.main([str(raw), "--ship"]) == 0
     assert tuned.load_tuned("sm_90", CONV8) == tuner  # kept
     entry = json.loads(tuned.tuned_path("sm_90", tuned.SHIPPED).read_text())
-    assert "run.json" in next(iter(entry.values()))["source"]
+    assert raw.name in next(iter(entry.values()))["source"]
     with pytest.raises(SystemExit, match="im2win-gpu run file"):
         tuned.main([str(tmp_path / "missing.json")])
     monkeypatch.setattr(tuned, "run_files", lambda experiment: [])

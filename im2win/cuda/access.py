@@ -258,7 +258,7 @@ def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
     c, threads = config, config.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
     lp, s_, sx = c.band_cols, shape.s, shape.stride[1]
-    ab_row = c.bm // 4 * lp + 4
+    ab_row = c.band_a_row
     a_run = min(c.bk, 4)
     a_runs_all, b_runs_all = c.bm // 4 * lp * (c.bk // a_run), s_ * c.bk * (c.bn // 4)
     rc, wu, q4 = shape.r * shape.c, shape.window_width, -(-shape.q // 4)

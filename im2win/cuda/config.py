@@ -58,13 +58,17 @@ class TileConfig:
         return cols if cols % 32 else cols + 4
 
     @property
+    def band_a_row(self) -> int:
+        """AB_ROW: the band kernel's A-tile row, the block's BM / 4 quads' bands padded by 4."""
+        return self.bm // 4 * self.band_cols + 4
+
+    @property
     def shared_bytes(self) -> int:
         """Static shared memory of im2win_conv (window starts + A and B tiles, per buffer)."""
         if not self.smem:
             return 0
-        if self.band:  # two buffers of As[BK][BM / 4 * LP + 4] and Bs[S * BK][BN]
-            a_row = self.bm // 4 * self.band_cols + 4
-            return 2 * self.bk * (a_row + self.band_s * self.bn) * FLOAT_BYTES
+        if self.band:  # two buffers of As[BK][AB_ROW] and Bs[S * BK][BN]
+            return 2 * self.bk * (self.band_a_row + self.band_s * self.bn) * FLOAT_BYTES
         buffers = self.stages if self.async_copy else 2 if self.double_buffer else 1
         index_bytes = 8 if self.wide_index else 4  # one window start per tile row
         a_row = self.bm + 4  # As rows are padded by 4 floats

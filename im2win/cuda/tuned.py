@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from harness.native import cache_dir
-from harness.results import atomic_write, run_files
+from harness.results import atomic_write, load_run, run_files
 from im2win.cuda.config import VARIANTS, TileConfig
 from im2win.shapes import ConvShape
 
@@ -80,12 +80,6 @@ def store(
     return path
 
 
-def _shape(record: dict) -> ConvShape:
-    fields = {f.name for f in dataclasses.fields(ConvShape)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in fields}
-    return ConvShape(**values)
-
-
 def fastest_variants(doc: dict) -> dict[str, tuple[ConvShape, str, float]]:
     """Per layer of an im2win-gpu run file: (shape, variant, best ms) of the fastest ablation
     variant whose output passed the FP32 check (`im2win` itself counts as the variant it is only
@@ -99,7 +93,7 @@ def fastest_variants(doc: dict) -> dict[str, tuple[ConvShape, str, float]]:
         if name not in VARIANTS or not r.get("correct") or r.get("min_ms") is None:
             continue
         if r["layer"] not in best or r["min_ms"] < best[r["layer"]][2]:
-            best[r["layer"]] = (_shape(r), name, r["min_ms"])
+            best[r["layer"]] = (ConvShape.from_dict(r), name, r["min_ms"])
     return best
 
 
@@ -146,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("no im2win-gpu run file in results/raw/im2win-gpu: give one")
         args.raw = runs[-1]
     try:
-        doc = json.loads(args.raw.read_text())
+        doc = load_run(args.raw)
         best = store_fastest(doc, SHIPPED if args.ship else None, args.raw.name)
-    except (OSError, ValueError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:
         raise SystemExit(
             f"tuned: cannot use {args.raw} ({exc}): give an im2win-gpu run file"
         ) from None
