@@ -47,3 +47,19 @@ def test_a_time_budget_stops_the_search_after_the_first_measurement(tmp_path):
 
     best, ms = tune(shape, "emulated", objective, evaluations=5, folder=tmp_path, seconds=0)
     assert len(seen) == 1 and (best, ms) == (seen[0], 2.0)
+
+
+def test_a_shipped_search_records_what_it_measured(tmp_path, monkeypatch):
+    """--ship stores the same entry in the package's configurations as in this machine's: the
+    configurations actually measured, not the number asked for."""
+    import json
+
+    from im2win.cuda import tuned
+
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr("im2win.cuda.autotune.SHIPPED", tmp_path / "shipped")
+    shape = ConvShape(1, 4, 9, 9, 8, 3, 3)
+    tune(shape, "emulated", lambda c: 1.0, evaluations=5, folder=tmp_path, seconds=0, ship=True)
+    local = json.loads(tuned_path("emulated", tmp_path).read_text())
+    shipped = json.loads(tuned_path("emulated", tmp_path / "shipped").read_text())
+    assert local == shipped and next(iter(shipped.values()))["evaluations"] == 1

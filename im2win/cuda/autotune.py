@@ -69,6 +69,7 @@ def tune(
     folder: Path | None = None,
     launchable: Callable[[TileConfig], list[str]] | None = None,
     seconds: float | None = None,
+    ship: bool = False,
 ) -> tuple[TileConfig, float]:
     """Search the tile space for `shape` with OpenTuner; store and return the best (config, ms).
 
@@ -76,6 +77,7 @@ def tune(
     configuration made for `shape`, launch.for_shape); such configurations are never measured.
     `seconds`: stop proposing once this much time has passed and something was measured (the
     seeds, AUTOTUNE_CANDIDATES, come first); the tuning database keeps the search for a later run.
+    `ship`: store the best in the package's configurations (tuned.SHIPPED) too.
     """
     from harness.tuner import OpenTunerLoop
 
@@ -110,6 +112,8 @@ def tune(
     if best is None:
         raise RuntimeError(f"no launchable configuration found in {evaluations} evaluations")
     store(arch, shape, best, best_ms, measured, folder)
+    if ship:
+        store(arch, shape, best, best_ms, measured, SHIPPED)
     return best, best_ms
 
 
@@ -155,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_budget_s is not None:
             left = args.time_budget_s - (time.monotonic() - started)
             seconds = max(0.0, left) / (len(args.layers) - i)
-        best, ms = tune(shape, arch, cuda_objective(shape), args.evaluations, seconds=seconds)
-        if args.ship:
-            store(arch, shape, best, ms, args.evaluations, SHIPPED)
+        best, ms = tune(
+            shape, arch, cuda_objective(shape), args.evaluations, seconds=seconds, ship=args.ship
+        )
         print(f"{layer}: {ms:.3f} ms with {best}")
     print(
         f"stored in {tuned_path(arch)}" + (f" and {tuned_path(arch, SHIPPED)}" if args.ship else "")
