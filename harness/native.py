@@ -1,10 +1,11 @@
 """Compile a C++ source file for this host and load it with ctypes, cached after the first build.
 
 The only module that runs the C++ compiler. Flags: -O3 -march=native -fopenmp (OpenMP and the widest
-SIMD the host has). The cache key covers the source, the flags, the compiler's version and the host's
-CPU, so a cache directory shared between different machines never hands out a library built for
-another CPU. Builds are written to a temporary file and renamed into place, so a crashed or concurrent
-build never leaves a broken library behind.
+SIMD the host has), or another -march to build or inspect the code of an x86 level this host may
+lack. The cache key covers the source, the flags, the compiler's version and the host's CPU, so a
+cache directory shared between different machines never hands out a library built for another CPU.
+Builds are written to a temporary file and renamed into place, so a crashed or concurrent build
+never leaves a broken library behind.
 
 Environment:
     CXX: the compiler (default: the first of c++, g++, clang++ on PATH).
@@ -67,6 +68,34 @@ def _compiler_version(compiler: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else compiler
 
 
+def flags_for(march: str = "native") -> tuple[str, ...]:
+    """CXXFLAGS with -march=`march` (e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512)."""
+    return tuple(f"-march={march}" if f == "-march=native" else f for f in CXXFLAGS)
+
+
+def _compile(compiler: str, flags: tuple[str, ...], source: Path, out: str) -> None:
+    proc = subprocess.run(
+        [compiler, *flags, str(source), "-o", out], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise CompilerError(f"compiling {source.name} with {compiler} failed:\n{proc.stderr}")
+
+
+def compiler_version() -> str:
+    """The first line of the compiler's --version."""
+    return _compiler_version(find_compiler())
+
+
+def assembly(source: Path, march: str = "native") -> str:
+    """The assembly the compiler makes of `source` for -march=`march` (not cached): for reading the
+    code of an instruction set this host may not run."""
+    compiler = find_compiler()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.s")
+        _compile(compiler, (*flags_for(march), "-S"), source, out)
+        return Path(out).read_text()
+
+
 def build(source: Path, flags: tuple[str, ...] = CXXFLAGS) -> Path:
     """Compile `source` into a shared library (or reuse the cached one) and return its path."""
     compiler = find_compiler()
@@ -86,11 +115,7 @@ def build(source: Path, flags: tuple[str, ...] = CXXFLAGS) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run(
-            [compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise CompilerError(f"compiling {source.name} with {compiler} failed:\n{proc.stderr}")
+        _compile(compiler, flags, source, tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -99,8 +124,9 @@ def build(source: Path, flags: tuple[str, ...] = CXXFLAGS) -> Path:
 
 
 @functools.cache
-def load(source: Path) -> ctypes.CDLL:
-    """Build (if needed) and load `source`; one handle per source per process."""
+def load(source: Path, march: str = "native") -> ctypes.CDLL:
+    """Build (if needed) and load `source` for -march=`march`; one handle per source and march per
+    process. A march whose instructions this CPU lacks loads, then dies with SIGILL when run."""
     import torch  # noqa: F401  (load torch's OpenMP runtime first, so both share one thread pool)
 
-    return ctypes.CDLL(str(build(source)))
+    return ctypes.CDLL(str(build(source, flags_for(march))))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 import im2win
 from harness import environment, memory, results, timing
 from harness.peak import measure_peak
-from im2win.cpu import lib
+from im2win.cpu import isa, lib
 from im2win.metrics import gflops
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
@@ -207,6 +207,8 @@ def run(
                 "method": f"im2win_ukernel_gflops: the MR x KB micro-kernel on L1-resident "
                 f"data, {MICRO_REPS} calls per thread on every thread, best of 5",
             },
+            # static: what the compiler makes of the micro-kernel on each x86 level (AVX-512 too)
+            "microkernel_code": isa.report(),
             "memory_method": memory.METHOD,
             "timing_allocator": memory.STEADY_METHOD if steady else "the C library's default",
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"

@@ -53,6 +53,41 @@ def _microkernel_line(doc: dict) -> str:
     )
 
 
+def isa_table(doc: dict) -> str:
+    """The micro-kernel's main loop on each x86 level, from the compiler's assembly (runs since
+    2026-12-02 record it)."""
+    code = doc.get("microkernel_code")
+    if not code:
+        return ""
+    if "skipped" in code:
+        return f"## The micro-kernel on each x86 level\n\nNot read: {code['skipped']}.\n"
+    rows = []
+    for lv in code["levels"]:
+        if "error" in lv:
+            rows.append(
+                f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
+                f"{lv['error']} |" + " |" * 7
+            )
+            continue
+        rows.append(
+            f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
+            f"{lv['rows']} x {lv['multiply_adds'] // max(lv['rows'], 1)} {lv['vector_width']} | "
+            f"{lv['multiply_adds']} | {lv['loads']} | {lv['broadcasts']} | {lv['stores']} | "
+            f"{lv['stack_accesses']} | {lv['gpr_vector_moves']} | {lv['instructions']} |"
+        )
+    return (
+        "## The micro-kernel on each x86 level\n\n"
+        "One pass of the micro-kernel's main loop (one reduction step of an M-pixel tile), from "
+        f"{code['method']}; compiler: {code['compiler']}. The levels this CPU runs are also "
+        "checked against the float64 oracle by the tests; the others are only read. "
+        "Stack accesses are spills, and moves between general and vector registers are row "
+        "pointers parked for lack of general registers: both take issue slots from the FMAs.\n\n"
+        "| level | SIMD | runs here | tile (pixels x vectors) | multiply-adds | loads | "
+        "of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
 def memory_table(doc: dict) -> str:
     layers, impls, measured = grid(doc, "extra_mem_bytes")
     _, _, formula = grid(doc, "extra_mem_formula_bytes")
@@ -343,6 +378,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             "## Window transform\n",
             transform_table(doc),
             breakdown_table(doc),
+            isa_table(doc),
             "## Memory\n",
             memory_table(doc),
             "## Paper versus ours\n",

@@ -1,6 +1,7 @@
 """The `repro` command end to end at the smoke scale: raw JSON, tables, figures, re-render."""
 
 import json
+import platform
 
 import pytest
 import torch
@@ -46,7 +47,12 @@ def test_run_and_render_smoke(tmp_path, capsys):
     (out_dir / "gflops.png").unlink()
     assert cli.main(["render", "im2win-cpu", *args]) == 0  # no measuring, same raw file
     assert (out_dir / "gflops.png").exists()
-    assert "conv12" in (out_dir / "README.md").read_text()
+    report = (out_dir / "README.md").read_text()
+    assert "conv12" in report
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the micro-kernel's code per level
+        levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
+        assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
+        assert "| x86-64-v4 | AVX-512 |" in report and "| x86-64 | SSE2 | yes |" in report
 
 
 def test_render_without_results_says_what_to_do(tmp_path):

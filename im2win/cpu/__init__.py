@@ -46,8 +46,8 @@ _SIGNATURES = {
 
 
 @functools.cache
-def _load(source: Path) -> ctypes.CDLL:
-    handle = load(source)
+def _load(source: Path, march: str) -> ctypes.CDLL:
+    handle = load(source, march)
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(handle, name)
         fn.restype = restype
@@ -55,22 +55,24 @@ def _load(source: Path) -> ctypes.CDLL:
     return handle
 
 
-_variants: list[Path] = []  # kernels_from's stack
+_variants: list[tuple[Path, str]] = []  # kernels_from's stack: (source, march)
 
 
 def lib() -> ctypes.CDLL:
-    """The loaded kernel library with typed entry points (SOURCE's, or kernels_from's)."""
-    return _load(_variants[-1] if _variants else SOURCE)
+    """The loaded kernel library with typed entry points (SOURCE's for this CPU, or kernels_from's)."""
+    return _load(*(_variants[-1] if _variants else (SOURCE, "native")))
 
 
 @contextlib.contextmanager
-def kernels_from(source: Path) -> Iterator[ctypes.CDLL]:
-    """Within the block, every CPU implementation runs on the kernels compiled from `source`, a
-    variant of im2win_cpu.cpp with the same entry points: for timing kernel changes side by side in
-    one process (python -m im2win.cpu.kernel_ab)."""
+def kernels_from(source: Path = SOURCE, march: str = "native") -> Iterator[ctypes.CDLL]:
+    """Within the block, every CPU implementation runs on the kernels compiled from `source` for
+    -march=`march`: a variant of im2win_cpu.cpp with the same entry points, for timing kernel
+    changes side by side in one process (python -m im2win.cpu.kernel_ab), or the package's own
+    source built for a narrower x86 level than this CPU's (im2win.cpu.isa), to run its SSE or AVX2
+    code paths. A level this CPU lacks dies with SIGILL: check im2win.cpu.isa.runs_here first."""
     source = Path(source).resolve()
-    handle = _load(source)
-    _variants.append(source)
+    handle = _load(source, march)
+    _variants.append((source, march))
     try:
         yield handle
     finally:

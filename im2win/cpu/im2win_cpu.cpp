@@ -86,6 +86,9 @@ void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, 
   }
   const float* ap[M];
   for (int i = 0; i < M; ++i) ap[i] = a[i];
+  // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
+  // no instruction.
+  __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
   for (int t = 0; t < tc; ++t) {
     V bv[NR];
 #pragma GCC unroll 4
@@ -97,6 +100,7 @@ void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, 
       for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
     }
   }
+  __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
   if (full) {
     for (int i = 0; i < M; ++i)
       for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
