@@ -170,12 +170,20 @@ def test_im2win_plans(shape, plan):
 
 @pytest.mark.parametrize(
     "c, k, rs, stride",
-    [(50, 20, 3, 1), (64, 16, 3, 2), (200, 24, 1, 1), (40, 33, 4, 1), (30, 17, 5, 1)],
+    [
+        (50, 20, 3, 1),
+        (64, 16, 3, 2),
+        (200, 24, 1, 1),
+        (40, 33, 4, 1),
+        (30, 17, 5, 1),
+        (400, 20, 3, 1),
+        (193, 9, 2, 2),
+    ],
 )
 def test_im2win_filter_panels_with_few_pixels(c, k, rs, stride):
     """Few pixels, so the filter is packed panel by panel in every work item: panels that end
     inside a tap's channels, a 1x1 filter, K not a multiple of the register block, 4x4 and 5x5
-    taps."""
+    taps; more channels than a panel is deep (C > 192)."""
     x, w = torch.randn(1, c, 6, 7), torch.randn(k, c, rs, rs)
     for impl in ("im2win", "im2win_nhwc"):
         _check(impl, x, w, torch.randn(k), (stride, stride), (1, 0))

@@ -84,15 +84,20 @@ void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, 
       for (int j = 0; j < NR; ++j) acc[i][j] = loadu(scratch[i] + j * VL);
     }
   }
+  // The step t counts up from -tc to zero, so the loop needs no bound in a register: with M = 12
+  // (AVX-512) the row pointers, the panel pointer and t fill 14 general registers, and a bound too
+  // made GCC park a row pointer in a vector register and reload the bound from the stack at every
+  // step (python -m im2win.cpu.isa).
   const float* ap[M];
-  for (int i = 0; i < M; ++i) ap[i] = a[i];
+  for (int i = 0; i < M; ++i) ap[i] = a[i] + tc;
+  const float* bp = b + static_cast<long>(tc) * KB;
   // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
   // no instruction.
   __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
-  for (int t = 0; t < tc; ++t) {
+  for (long t = -tc; t != 0; ++t) {
     V bv[NR];
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) bv[j] = loadu(b + t * KB + j * VL);
+    for (int j = 0; j < NR; ++j) bv[j] = loadu(bp + t * KB + j * VL);
 #pragma GCC unroll 16
     for (int i = 0; i < M; ++i) {
       const float ai = ap[i][t];
