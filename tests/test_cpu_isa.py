@@ -8,7 +8,7 @@ import torch
 
 import im2win
 from im2win import cpu
-from im2win.cpu import isa
+from im2win.cpu import CompilerError, isa
 from im2win.reference import max_violation
 
 pytestmark = pytest.mark.skipif(
@@ -48,7 +48,10 @@ def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level):
     """From the compiler's assembly: one pass of the main loop does M x NR multiply-adds (NR = 2
     vectors of output channels) on the level's widest registers, loads one B row and M pixel values
     and stores nothing, and never touches the stack (spills) or parks a pointer in a vector register."""
-    mix = isa.ukernel_loop(level)
+    try:
+        mix = isa.ukernel_loop(level)
+    except CompilerError as err:
+        pytest.skip(f"the compiler does not build -march={level}: {str(err).splitlines()[-1]}")
     lanes = isa.LEVELS[level].lanes
     assert mix.rows == (12 if lanes == 16 else 6)
     assert mix.multiply_adds == 2 * mix.rows

@@ -231,7 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|" + "---|" * 12)
     for name in args.level or list(LEVELS):
-        m = ukernel_loop(name)
+        try:
+            m = ukernel_loop(name)
+        except (CompilerError, RuntimeError) as err:
+            print(
+                f"| {name} | {LEVELS[name].simd} | {'yes' if runs_here(name) else 'no'} | "
+                f"not built: {str(err).splitlines()[0]} |" + " |" * 8
+            )
+            continue
         print(
             f"| {name} | {LEVELS[name].simd} | {'yes' if runs_here(name) else 'no'} | {m.rows} | "
             f"{m.instructions} | {m.multiply_adds} | {m.vector_width} | {m.loads} | "
