@@ -173,7 +173,12 @@ int tile_rows(long left) {
 // then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
 // (row stride K). (Blocking over input channels instead, so that a panel could be packed from the
 // filter in its own order, packed 2x faster but computed slower on the deep layers: 5-15% slower
-// in all on conv6, conv11 and conv12 at batch 4, measured interleaved.)
+// in all on conv6, conv11 and conv12 at batch 4, measured interleaved; again 11-12% slower on conv6
+// and conv11 when each chunk kept full-depth panels. Also slower or level there, measured the same
+// way: each reduction step over a group of 2-4 channel blocks, so that the pixels' rows are read
+// once a group (0.90-0.94x); the panel gathered with AVX2 vgatherdps; the next panel's filter lines
+// prefetched during this one. Packing costs about 0.6 ns a float even from L2: the gather's
+// instructions, not memory.)
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
                 float* panel, double& pack_seconds) {
