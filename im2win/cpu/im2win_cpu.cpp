@@ -29,6 +29,11 @@
 namespace {
 
 #if defined(__AVX512F__)
+// Other AVX-512 register blocks, read from GCC 12's assembly of a copy (python -m im2win.cpu.isa):
+// 14 x 2 needs 16 general registers for its row pointers, panel and step and spills (3 stack
+// accesses a pass); 6 x 4 fits, with 10 loads per 24 FMAs against 12 x 2's 14, but a 64-channel
+// block leaves conv1-conv2 (K = 96) a half-empty last block. Which is faster waits for an AVX-512
+// machine (python -m im2win.cpu.kernel_ab).
 constexpr int VL = 16;
 constexpr int MR = 12;  // pixels per micro-tile: MR x NR accumulators + NR + 1 live vector registers
 #elif defined(__AVX__)
