@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from harness import results
+from im2win.cpu import isa
 from reproductions.tables import fmt, geomean, grid, table
 
 LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
@@ -61,20 +62,6 @@ def isa_table(doc: dict) -> str:
         return ""
     if "skipped" in code:
         return f"## The micro-kernel on each x86 level\n\nNot read: {code['skipped']}.\n"
-    rows = []
-    for lv in code["levels"]:
-        if "error" in lv:
-            rows.append(
-                f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
-                f"{lv['error']} |" + " |" * 7
-            )
-            continue
-        rows.append(
-            f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
-            f"{lv['rows']} x {lv['multiply_adds'] // max(lv['rows'], 1)} {lv['vector_width']} | "
-            f"{lv['multiply_adds']} | {lv['loads']} | {lv['broadcasts']} | {lv['stores']} | "
-            f"{lv['stack_accesses']} | {lv['gpr_vector_moves']} | {lv['instructions']} |"
-        )
     return (
         "## The micro-kernel on each x86 level\n\n"
         "One pass of the micro-kernel's main loop (one reduction step of an M-pixel tile), from "
@@ -82,9 +69,7 @@ def isa_table(doc: dict) -> str:
         "checked against the float64 oracle by the tests; the others are only read. "
         "Stack accesses are spills, and moves between general and vector registers are row "
         "pointers parked for lack of general registers: both take issue slots from the FMAs.\n\n"
-        "| level | SIMD | runs here | tile (pixels x vectors) | multiply-adds | loads | "
-        "of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        + isa.table(code)
     )
 
 

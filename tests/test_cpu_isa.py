@@ -1,8 +1,6 @@
 """The CPU kernels on every x86 level: each level this host runs is built and checked against the
 float64 oracle; AVX-512, where the host lacks it, is checked from its assembly."""
 
-import platform
-
 import pytest
 import torch
 
@@ -11,9 +9,7 @@ from im2win import cpu
 from im2win.cpu import CompilerError, isa
 from im2win.reference import max_violation
 
-pytestmark = pytest.mark.skipif(
-    platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 levels: not an x86-64 host"
-)
+pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x86-64 host")
 
 # The implementations whose kernels are in im2win_cpu.cpp.
 NATIVE = ["im2win", "im2win_nhwc", "im2win_nchw", "direct"]

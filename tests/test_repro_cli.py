@@ -1,12 +1,12 @@
 """The `repro` command end to end at the smoke scale: raw JSON, tables, figures, re-render."""
 
 import json
-import platform
 
 import pytest
 import torch
 
 import im2win
+from im2win.cpu import isa
 from reproductions import cli
 
 
@@ -49,7 +49,7 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert (out_dir / "gflops.png").exists()
     report = (out_dir / "README.md").read_text()
     assert "conv12" in report
-    if platform.machine().lower() in ("x86_64", "amd64"):  # the micro-kernel's code per level
+    if isa.x86_host():  # the micro-kernel's code per level
         levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
         assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
         assert "| x86-64-v4 | AVX-512 |" in report and "| x86-64 | SSE2 | yes |" in report

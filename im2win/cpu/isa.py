@@ -54,10 +54,15 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def x86_host() -> bool:
+    """Whether this host is x86-64, where the levels apply."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def runs_here(level: str) -> bool:
     """Whether this CPU runs code built for -march=`level` (an x86-64 host with its flags and those of
     every level below)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not x86_host():
         return False
     names = list(LEVELS)
     needed = {f for name in names[: names.index(level) + 1] for f in LEVELS[name].flags}
@@ -72,9 +77,8 @@ class LoopMix:
     level: str
     rows: int
     instructions: int
-    multiply_adds: (
-        int  # vector FMAs, or multiplies where the level has no FMA (each then has an add)
-    )
+    # vector FMAs, or multiplies where the level has no FMA (each then has an add)
+    multiply_adds: int
     vector_width: str  # the widest vector register the multiply-adds use: xmm, ymm or zmm
     loads: int  # instructions that read memory
     broadcasts: int  # of which broadcasts of one float (the tile's pixel values)
@@ -191,25 +195,48 @@ def ukernel_loop(level: str, source: Path = SOURCE) -> LoopMix:
     return loops[max(loops)]
 
 
-def report() -> dict:
-    """Every level's main loop (LoopMix.as_dict, with the level's SIMD and whether this CPU runs
-    it), for a run record; a level the compiler cannot build says why instead."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+def report(levels: list[str] | None = None) -> dict:
+    """The main loop of every level in `levels` (default: all; LoopMix.as_dict, with the level's
+    SIMD and whether this CPU runs it), for a run record; a level the compiler cannot build says
+    why instead."""
+    if not x86_host():
         return {"skipped": f"x86 levels only: this host is {platform.machine()}"}
-    levels = []
-    for name, level in LEVELS.items():
-        entry = {"level": name, "simd": level.simd, "runs_here": runs_here(name)}
+    entries = []
+    for name in levels or list(LEVELS):
+        entry = {"level": name, "simd": LEVELS[name].simd, "runs_here": runs_here(name)}
         try:
             entry |= ukernel_loop(name).as_dict()
         except (CompilerError, RuntimeError) as err:
             entry["error"] = str(err).splitlines()[0]
-        levels.append(entry)
+        entries.append(entry)
     return {
         "compiler": compiler_version(),
         "method": "the compiler's assembly of im2win_cpu.cpp (-O3 -march=LEVEL): the loop with "
         "the most multiply-adds between the micro-kernel's marks, for the largest tile height M",
-        "levels": levels,
+        "levels": entries,
     }
+
+
+def table(code: dict) -> str:
+    """report()'s levels as a Markdown table (one row a level; a level not built says why)."""
+    head = (
+        "| level | SIMD | runs here | tile (pixels x vectors) | multiply-adds | loads | "
+        "of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for lv in code["levels"]:
+        start = f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} |"
+        if "error" in lv:
+            rows.append(f"{start} not built: {lv['error']} |" + " |" * 7)
+            continue
+        rows.append(
+            f"{start} {lv['rows']} x {lv['multiply_adds'] // max(lv['rows'], 1)} "
+            f"{lv['vector_width']} | {lv['multiply_adds']} | {lv['loads']} | {lv['broadcasts']} | "
+            f"{lv['stores']} | {lv['stack_accesses']} | {lv['gpr_vector_moves']} | "
+            f"{lv['instructions']} |"
+        )
+    return head + "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,26 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         choices=list(LEVELS),
         help="x86-64 level (repeatable; default: all of them)",
     )
-    args = parser.parse_args(argv)
-    print(
-        "| level | SIMD | runs here | M | instructions | multiply-adds | width | loads | "
-        "broadcasts | stores | stack accesses | GPR-vector moves |"
-    )
-    print("|" + "---|" * 12)
-    for name in args.level or list(LEVELS):
-        try:
-            m = ukernel_loop(name)
-        except (CompilerError, RuntimeError) as err:
-            print(
-                f"| {name} | {LEVELS[name].simd} | {'yes' if runs_here(name) else 'no'} | "
-                f"not built: {str(err).splitlines()[0]} |" + " |" * 8
-            )
-            continue
-        print(
-            f"| {name} | {LEVELS[name].simd} | {'yes' if runs_here(name) else 'no'} | {m.rows} | "
-            f"{m.instructions} | {m.multiply_adds} | {m.vector_width} | {m.loads} | "
-            f"{m.broadcasts} | {m.stores} | {m.stack_accesses} | {m.gpr_vector_moves} |"
-        )
+    code = report(parser.parse_args(argv).level)
+    if "skipped" in code:
+        raise SystemExit(f"im2win.cpu.isa: {code['skipped']}")
+    print(f"From {code['method']}; compiler: {code['compiler']}.\n\n{table(code)}", end="")
 
 
 if __name__ == "__main__":
