@@ -240,14 +240,19 @@ DEVICE int tile_col(int wn0, int lx, int j) {
   for (int i = 0; i < TM; ++i)                                              \
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
+/* The convolution kernel's entry point, one for the row kernel below and the window-band kernel
+ * (im2win_band.cu, BAND): the same buffers and scalars, so that one launch serves both. */
+#define IM2WIN_CONV_ENTRY                                                                      \
+  KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(                                  \
+      CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,                \
+      GLOBAL float* out, GLOBAL float* partial, int has_bias, int N, int C, int K, int R,      \
+      int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b, int t_split)
+
 #if !BAND
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN), slices), block = THREADS; block z reduces
  * steps [z * t_split, min(T, (z + 1) * t_split)) (t_split: a multiple of 2 * BK).
  * Kernels take their buffers first, then scalars (im2win/cuda/launch.py builds the scalars). */
-KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
-                        GLOBAL float* out, GLOBAL float* partial, int has_bias, int N, int C, int K,
-                        int R, int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b,
-                        int t_split) {
+IM2WIN_CONV_ENTRY {
   const idx M = (idx)N * P * Q;
   const idx RC = (idx)R * C;
   BLOCK_START(S * R * C)

@@ -94,10 +94,7 @@ DEVICE void band_load(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx*
 
 /* grid = (ceil(N * P * Q4 * 4 / BM), ceil(K / BN), slices), block = THREADS; block z reduces
  * rc in [z * t_split, min(R*C, (z + 1) * t_split)) (t_split: a multiple of 2 * BK). */
-KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,
-                        GLOBAL float* out, GLOBAL float* partial, int has_bias, int N, int C, int K,
-                        int R, int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b,
-                        int t_split) {
+IM2WIN_CONV_ENTRY {
   const idx M = (idx)N * P * Q;
   const idx RC = (idx)R * C;
   const int Q4 = (Q + 3) / 4;
