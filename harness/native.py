@@ -68,9 +68,11 @@ def _compiler_version(compiler: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else compiler
 
 
-def flags_for(march: str = "native") -> tuple[str, ...]:
-    """CXXFLAGS with -march=`march` (e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512)."""
-    return tuple(f"-march={march}" if f == "-march=native" else f for f in CXXFLAGS)
+def flags_for(march: str = "native", defines: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """CXXFLAGS with -march=`march` (e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512) and a -D for
+    each of `defines` ("NAME=VALUE")."""
+    march_flags = tuple(f"-march={march}" if f == "-march=native" else f for f in CXXFLAGS)
+    return march_flags + tuple(f"-D{d}" for d in defines)
 
 
 def _compile(compiler: str, flags: tuple[str, ...], source: Path, out: str) -> None:
@@ -86,13 +88,13 @@ def compiler_version() -> str:
     return _compiler_version(find_compiler())
 
 
-def assembly(source: Path, march: str = "native") -> str:
+def assembly(source: Path, march: str = "native", defines: tuple[str, ...] = ()) -> str:
     """The assembly the compiler makes of `source` for -march=`march` (not cached): for reading the
     code of an instruction set this host may not run."""
     compiler = find_compiler()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.s")
-        _compile(compiler, (*flags_for(march), "-S"), source, out)
+        _compile(compiler, (*flags_for(march, defines), "-S"), source, out)
         return Path(out).read_text()
 
 
@@ -124,9 +126,10 @@ def build(source: Path, flags: tuple[str, ...] = CXXFLAGS) -> Path:
 
 
 @functools.cache
-def load(source: Path, march: str = "native") -> ctypes.CDLL:
-    """Build (if needed) and load `source` for -march=`march`; one handle per source and march per
-    process. A march whose instructions this CPU lacks loads, then dies with SIGILL when run."""
+def load(source: Path, march: str = "native", defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Build (if needed) and load `source` for -march=`march` with -D`defines`; one handle per
+    source, march and defines per process. A march whose instructions this CPU lacks loads, then
+    dies with SIGILL when run."""
     import torch  # noqa: F401  (load torch's OpenMP runtime first, so both share one thread pool)
 
-    return ctypes.CDLL(str(build(source, flags_for(march))))
+    return ctypes.CDLL(str(build(source, flags_for(march, defines))))

@@ -207,8 +207,10 @@ def run(
                 "method": f"im2win_ukernel_gflops: the MR x KB micro-kernel on L1-resident "
                 f"data, {MICRO_REPS} calls per thread on every thread, best of 5",
             },
-            # static: what the compiler makes of the micro-kernel on each x86 level (AVX-512 too)
+            # static: what the compiler makes of the micro-kernel on each x86 level (AVX-512 too),
+            # and how fast that code issues in llvm-mca's models of Zen and Xeon CPUs
             "microkernel_code": isa.report(),
+            "microkernel_model": isa.model(),
             "memory_method": memory.METHOD,
             "timing_allocator": memory.STEADY_METHOD if steady else "the C library's default",
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"

@@ -70,6 +70,23 @@ def isa_table(doc: dict) -> str:
         "Stack accesses are spills, and moves between general and vector registers are row "
         "pointers parked for lack of general registers: both take issue slots from the FMAs.\n\n"
         + isa.table(code)
+        + model_section(doc.get("microkernel_model"))
+    )
+
+
+def model_section(modelled: dict | None) -> str:
+    """The main loop's throughput in llvm-mca's models of Zen and Xeon CPUs (runs since
+    2026-12-02 record it)."""
+    if not modelled:
+        return ""
+    if "skipped" in modelled:
+        return f"\nNot modelled: {modelled['skipped']}.\n"
+    return (
+        f"\nThe same loops in the models of {modelled['tool']}: {modelled['method']} "
+        "The source's register block is the one im2win runs; the others are candidates built "
+        "with -DIM2WIN_MR/-DIM2WIN_NR (python -m im2win.cpu.isa --model --block MRxNR). "
+        '"Bound by" is LLVM\'s name for the pipe the model keeps busiest (a CPU modelled with '
+        "another's resources shows that one's names).\n\n" + isa.model_table(modelled)
     )
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import im2win
+from harness import mca
 from im2win import cpu
 from im2win.cpu import CompilerError, isa
 from im2win.reference import max_violation
@@ -89,3 +90,85 @@ def test_the_command_prints_every_level(capsys):
     isa.main(["--level", "x86-64-v3"])
     out = capsys.readouterr().out
     assert "| x86-64-v3 | AVX2 + FMA |" in out and "multiply-adds" in out
+
+
+@pytest.mark.parametrize("block", ["4x3", "3x1"])
+def test_other_register_blocks_match_the_oracle(block):
+    """The kernels built with another register block (-DIM2WIN_MR/-DIM2WIN_NR, what kernel_ab
+    --blocks and isa --block build) compute the same convolution."""
+    torch.manual_seed(0)
+    with cpu.kernels_from(cpu.SOURCE, "native", cpu.block_defines(block)) as handle:
+        assert handle is not cpu._load(cpu.SOURCE.resolve(), "native", ())
+        for x_shape, w_shape, stride, padding in SHAPES:
+            x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+            for impl in ("im2win", "im2win_nhwc"):
+                out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
+                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (block, impl, x_shape)
+    mix = isa.ukernel_loop("x86-64-v3", block=block)
+    mr, nr = map(int, block.split("x"))
+    assert (mix.rows, mix.multiply_adds) == (mr, mr * nr)
+
+
+@pytest.mark.parametrize("bad", ["6", "0x2", "6x0", "axb", "40x1"])
+def test_a_malformed_block_is_refused_with_the_form_it_takes(bad):
+    with pytest.raises(ValueError, match="MRxNR"):
+        cpu.block_defines(bad)
+
+
+needs_mca = pytest.mark.skipif(mca.find() is None, reason=str(mca.missing_reason()))
+
+
+@needs_mca
+def test_the_model_finds_the_fma_peak_and_a_latency_bound_chain():
+    """llvm-mca's Zen 3 model: 12 independent ymm FMA chains issue 2 a cycle (its two FMA pipes);
+    one chain waits on the FMA's 4-cycle latency."""
+    peak = mca.simulate(mca.fma_loop("ymm", 12), "znver3")
+    assert 12 / peak.cycles == pytest.approx(2.0, rel=0.02)
+    assert peak.bound.startswith("Zn3FP")
+    chain = mca.simulate(mca.fma_loop("ymm", 1), "znver3")
+    assert chain.cycles == pytest.approx(4.0, rel=0.05) and chain.bound == "latency"
+
+
+@needs_mca
+def test_the_avx2_loop_issues_at_the_models_fma_peak_and_a_starved_one_does_not():
+    """The source's AVX2 block keeps both FMA pipes busy in the Zen 3 and Skylake models; a 1 x 1
+    block (one accumulator: every FMA waits for the last) is far below, so the check can fail."""
+    ours = isa.model(["x86-64-v3"])["entries"]
+    assert {e["cpu"] for e in ours} >= {"znver3", "skylake"}
+    assert all(e["fraction_of_model_peak"] > 0.95 for e in ours if e["source_block"])
+    starved = [e for e in isa.model(["x86-64-v3"], ["1x1"])["entries"] if e["block"] == "1x1"]
+    assert starved and all(e["fraction_of_model_peak"] < 0.3 for e in starved)
+    assert all(e["bound"] == "latency" for e in starved)
+
+
+@needs_mca
+def test_the_avx512_loop_is_modelled_on_zen_and_xeon():
+    entries = isa.model(["x86-64-v4"])["entries"]
+    assert not [e for e in entries if "error" in e]
+    source = {e["cpu"]: e for e in entries if e["source_block"]}
+    assert set(source) >= {"znver4", "skylake-avx512", "sapphirerapids"}
+    assert all(e["block"] == "12x2" and e["multiply_adds"] == 24 for e in source.values())
+
+
+@needs_mca
+def test_an_unknown_cpu_is_a_clear_error():
+    with pytest.raises(mca.MCAError, match="no model of the CPU 'pentium-9'"):
+        mca.simulate(mca.fma_loop("ymm", 2), "pentium-9")
+
+
+def test_without_llvm_mca_the_model_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("LLVM_MCA", "/nonexistent/llvm-mca")
+    mca.find.cache_clear()
+    try:
+        assert isa.model() == {"skipped": mca.missing_reason()}
+        assert "apt-get install llvm-19" in mca.missing_reason()
+    finally:
+        monkeypatch.undo()
+        mca.find.cache_clear()
+
+
+@needs_mca
+def test_the_command_models_a_block_it_is_given(capsys):
+    isa.main(["--level", "x86-64-v3", "--block", "4x3"])
+    out = capsys.readouterr().out
+    assert "| x86-64-v3 | 4x3 | znver3" in out and "of that peak" in out

@@ -46,8 +46,8 @@ _SIGNATURES = {
 
 
 @functools.cache
-def _load(source: Path, march: str) -> ctypes.CDLL:
-    handle = load(source, march)
+def _load(source: Path, march: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    handle = load(source, march, defines)
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(handle, name)
         fn.restype = restype
@@ -55,28 +55,47 @@ def _load(source: Path, march: str) -> ctypes.CDLL:
     return handle
 
 
-_variants: list[tuple[Path, str]] = []  # kernels_from's stack: (source, march)
+_variants: list[tuple[Path, str, tuple[str, ...]]] = []  # kernels_from's stack
 
 
 def lib() -> ctypes.CDLL:
     """The loaded kernel library with typed entry points (SOURCE's for this CPU, or kernels_from's)."""
-    return _load(*(_variants[-1] if _variants else (SOURCE, "native")))
+    return _load(*(_variants[-1] if _variants else (SOURCE, "native", ())))
 
 
 @contextlib.contextmanager
-def kernels_from(source: Path = SOURCE, march: str = "native") -> Iterator[ctypes.CDLL]:
+def kernels_from(
+    source: Path = SOURCE, march: str = "native", defines: tuple[str, ...] = ()
+) -> Iterator[ctypes.CDLL]:
     """Within the block, every CPU implementation runs on the kernels compiled from `source` for
     -march=`march`: a variant of im2win_cpu.cpp with the same entry points, for timing kernel
     changes side by side in one process (python -m im2win.cpu.kernel_ab), or the package's own
     source built for a narrower x86 level than this CPU's (im2win.cpu.isa), to run its SSE or AVX2
-    code paths. A level this CPU lacks dies with SIGILL: check im2win.cpu.isa.runs_here first."""
+    code paths. `defines` ("NAME=VALUE") build it with -D: another register block
+    (block_defines). A level this CPU lacks dies with SIGILL: check im2win.cpu.isa.runs_here
+    first."""
     source = Path(source).resolve()
-    handle = _load(source, march)
-    _variants.append((source, march))
+    handle = _load(source, march, tuple(defines))
+    _variants.append((source, march, tuple(defines)))
     try:
         yield handle
     finally:
         _variants.pop()
 
 
-__all__ = ["CompilerError", "SOURCE", "kernels_from", "lib"]
+def block_defines(block: str) -> tuple[str, ...]:
+    """The -D definitions that build the kernels with register block `block` ("MRxNR": MR pixels
+    by NR vectors of output channels, e.g. "6x4"), for kernels_from and im2win.cpu.isa."""
+    try:
+        mr, nr = (int(v) for v in block.lower().split("x"))
+    except ValueError:
+        mr = nr = 0
+    if not (1 <= mr <= 32 and 1 <= nr <= 8):
+        raise ValueError(
+            f"register block {block!r}: give it as MRxNR, pixels by vectors of output channels, "
+            "e.g. 6x4 (1-32 by 1-8)"
+        )
+    return (f"IM2WIN_MR={mr}", f"IM2WIN_NR={nr}")
+
+
+__all__ = ["CompilerError", "SOURCE", "block_defines", "kernels_from", "lib"]

@@ -28,22 +28,33 @@
 
 namespace {
 
+// The register block: MR pixels x NR vectors of output channels, MR x NR accumulators + NR + 1 live
+// vector registers. -DIM2WIN_MR=.. -DIM2WIN_NR=.. build another block, to read and model its main
+// loop (python -m im2win.cpu.isa --block MRxNR) or time it as a variant (python -m
+// im2win.cpu.kernel_ab).
 #if defined(__AVX512F__)
-// Other AVX-512 register blocks, read from GCC 12's assembly of a copy (python -m im2win.cpu.isa):
+// Other AVX-512 register blocks, read from GCC 12's assembly (python -m im2win.cpu.isa --block):
 // 14 x 2 needs 16 general registers for its row pointers, panel and step and spills (3 stack
 // accesses a pass); 6 x 4 fits, with 10 loads per 24 FMAs against 12 x 2's 14, but a 64-channel
 // block leaves conv1-conv2 (K = 96) a half-empty last block. Which is faster waits for an AVX-512
 // machine (python -m im2win.cpu.kernel_ab).
 constexpr int VL = 16;
-constexpr int MR = 12;  // pixels per micro-tile: MR x NR accumulators + NR + 1 live vector registers
+#define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
 constexpr int VL = 8;
-constexpr int MR = 6;
+#define IM2WIN_DEFAULT_MR 6
 #else
 constexpr int VL = 4;
-constexpr int MR = 6;
+#define IM2WIN_DEFAULT_MR 6
 #endif
-constexpr int NR = 2;         // vectors of output channels per micro-tile
+#ifndef IM2WIN_MR
+#define IM2WIN_MR IM2WIN_DEFAULT_MR
+#endif
+#ifndef IM2WIN_NR
+#define IM2WIN_NR 2
+#endif
+constexpr int MR = IM2WIN_MR;  // pixels per micro-tile
+constexpr int NR = IM2WIN_NR;  // vectors of output channels per micro-tile
 constexpr int KB = NR * VL;   // output channels per B panel
 constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats stay in L1
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2

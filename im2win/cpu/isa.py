@@ -3,10 +3,12 @@ as the compiler makes it for each, read from its assembly.
 
 A host runs its own level and every narrower one, so the SSE and AVX2 code paths are run and checked
 here like the native one. AVX-512 (x86-64-v4) can only be read on a host without it: its main loop's
-instruction mix (multiply-adds, loads, broadcasts, spills) says whether the register block fits, the
-static check that stands in until such a machine times it.
+instruction mix (multiply-adds, loads, broadcasts, spills) says whether the register block fits, and
+llvm-mca's models of AVX-512 CPUs (harness.mca) how fast it would issue there: the static checks that
+stand in until such a machine times it.
 
     python -m im2win.cpu.isa            # the main loop on every level, as a table
+    python -m im2win.cpu.isa --model    # and its throughput in llvm-mca's models of Zen and Xeon
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import argparse
 import functools
 import platform
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import mca
 from harness.native import CompilerError, assembly, compiler_version
-from im2win.cpu import SOURCE
+from im2win.cpu import SOURCE, block_defines
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,10 @@ class LoopMix:
     stores: int
     stack_accesses: int  # reads or writes of the stack: spills (must be 0)
     gpr_vector_moves: int  # moves between general and vector registers: row pointers parked
+    code: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the loop's assembly
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "code"}
 
 
 _INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9]*)\s*(.*)$")
@@ -112,7 +116,7 @@ def _operands(text: str) -> list[str]:
     return out
 
 
-def _mix(level: str, rows: int, body: list[tuple[str, list[str]]]) -> LoopMix:
+def _mix(level: str, rows: int, body: list[tuple[str, list[str]]], code: list[str]) -> LoopMix:
     fma = [ops for op, ops in body if _MULTIPLY_ADD.match(op)]
     mul = [ops for op, ops in body if op in ("mulps", "vmulps")]
     products = fma or mul
@@ -140,6 +144,7 @@ def _mix(level: str, rows: int, body: list[tuple[str, list[str]]]) -> LoopMix:
         stores=len(stores),
         stack_accesses=sum(any("(%rsp" in o or "(%rbp" in o for o in ops) for _, ops in body),
         gpr_vector_moves=len(moves),
+        code=tuple(code),
     )
 
 
@@ -168,6 +173,7 @@ def _loops(lines: list[str], level: str, rows: int) -> list[LoopMix]:
     """The loops in one marked region: from a label to a jump back to it."""
     labels: dict[str, int] = {}
     body: list[tuple[str, list[str]]] = []
+    code: list[str] = []
     loops = []
     for line in lines:
         label = _LABEL.match(line)
@@ -179,15 +185,21 @@ def _loops(lines: list[str], level: str, rows: int) -> list[LoopMix]:
             continue
         op, ops = ins.group(1), _operands(ins.group(2))
         body.append((op, ops))
+        code.append(line.split("#", 1)[0].rstrip())
         if _JUMP.match(op) and ops and ops[0] in labels:
-            loops.append(_mix(level, rows, body[labels[ops[0]] :]))
+            start = labels[ops[0]]
+            loops.append(
+                _mix(level, rows, body[start:], [".Lloop:", *code[start:-1], f"\t{op}\t.Lloop"])
+            )
     return loops
 
 
 @functools.cache
-def ukernel_loop(level: str, source: Path = SOURCE) -> LoopMix:
-    """The main loop of the full-height micro-kernel (the largest M) built for -march=`level`."""
-    loops = main_loops(assembly(source, level), level)
+def ukernel_loop(level: str, source: Path = SOURCE, block: str | None = None) -> LoopMix:
+    """The main loop of the full-height micro-kernel (the largest M) built for -march=`level`, with
+    the source's register block or `block` ("MRxNR")."""
+    defines = block_defines(block) if block else ()
+    loops = main_loops(assembly(source, level, defines), level)
     if not loops:
         raise RuntimeError(
             f"no marked micro-kernel loop in the assembly of {source.name} ({level})"
@@ -239,22 +251,139 @@ def table(code: dict) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+# CPUs whose LLVM model each level's loop is simulated on (besides this host's, on a level it runs):
+# the Zen and Xeon generations that have the level's widest vectors.
+MODEL_CPUS = {
+    "x86-64-v3": ("znver3", "skylake"),
+    "x86-64-v4": ("znver4", "znver5", "skylake-avx512", "icelake-server", "sapphirerapids"),
+}
+# Register blocks modelled besides the source's own (see the note beside MR in im2win_cpu.cpp).
+CANDIDATE_BLOCKS = {"x86-64-v4": ("6x4", "8x3")}
+_CHAINS = {"xmm": 12, "ymm": 12, "zmm": 24}  # independent FMAs of the peak loop: registers allow
+
+
+@functools.cache
+def _model_peak(cpu: str, width: str) -> float:
+    """FMAs a cycle of independent FMA chains on `width` registers, in LLVM's model of `cpu`."""
+    chains = _CHAINS[width]
+    return chains / mca.simulate(mca.fma_loop(width, chains), cpu).cycles
+
+
+def model(levels: list[str] | None = None, blocks: list[str] | None = None) -> dict:
+    """The micro-kernel's main loop of every level in `levels` (default: AVX2 and AVX-512), with
+    the source's register block, the level's CANDIDATE_BLOCKS and `blocks`, simulated by llvm-mca
+    on MODEL_CPUS (and this host's own CPU where it runs the level): cycles a pass, multiply-adds a
+    cycle, their fraction of the same model's FMA peak, and what bounds the loop. A missing
+    llvm-mca, or a level or block it cannot read, says why."""
+    reason = mca.missing_reason() or (None if x86_host() else f"x86 only: {platform.machine()}")
+    if reason:
+        return {"skipped": reason}
+    entries = []
+    for level in levels or list(MODEL_CPUS):
+        cpus = (("native",) if runs_here(level) else ()) + MODEL_CPUS.get(level, ())
+        for block in dict.fromkeys([None, *CANDIDATE_BLOCKS.get(level, ()), *(blocks or ())]):
+            try:
+                loop = ukernel_loop(level, block=block)
+            except (CompilerError, RuntimeError) as err:
+                entries.append({"level": level, "block": block, "error": str(err).splitlines()[0]})
+                continue
+            label = f"{loop.rows}x{loop.multiply_adds // max(loop.rows, 1)}"
+            seen = set()
+            for cpu in cpus:
+                try:
+                    t = mca.simulate(list(loop.code), cpu)
+                    peak = _model_peak(cpu, loop.vector_width)
+                except mca.MCAError as err:
+                    entries.append({"level": level, "block": label, "cpu": cpu, "error": str(err)})
+                    continue
+                if t.cpu in seen:  # this host is one of the named CPUs
+                    continue
+                seen.add(t.cpu)
+                entries.append(
+                    {
+                        "level": level,
+                        "block": label,
+                        "source_block": block is None,
+                        "multiply_adds": loop.multiply_adds,
+                        **t.as_dict(),
+                        "host": cpu == "native",
+                        "multiply_adds_per_cycle": loop.multiply_adds / t.cycles,
+                        "model_peak_per_cycle": peak,
+                        "fraction_of_model_peak": loop.multiply_adds / t.cycles / peak,
+                    }
+                )
+    return {
+        "tool": f"llvm-mca (LLVM {mca.version()})",
+        "method": "the micro-kernel's main loop (the assembly read as for the instruction mix) "
+        f"repeated {mca.ITERATIONS} times in llvm-mca's model of each CPU; its multiply-adds a "
+        "cycle against that model's own FMA peak (independent FMA chains on the same registers). "
+        "A model, not a timing: it is as right as LLVM's scheduling model of the CPU.",
+        "entries": entries,
+    }
+
+
+def model_table(modelled: dict) -> str:
+    """model()'s entries as a Markdown table (an entry that failed says why)."""
+    head = (
+        "| level | block (pixels x vectors) | CPU model | cycles a pass | multiply-adds a cycle | "
+        "model's FMA peak a cycle | of that peak | bound by |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for e in modelled["entries"]:
+        block = e["block"] or "source"
+        if "error" in e:
+            rows.append(f"| {e['level']} | {block} | {e.get('cpu', '')} | {e['error']} |||||")
+            continue
+        mark = " (the source's)" if e["source_block"] else ""
+        host = " (this host)" if e["host"] else ""
+        rows.append(
+            f"| {e['level']} | {block}{mark} | {e['cpu']}{host} | {e['cycles']:.2f} | "
+            f"{e['multiply_adds_per_cycle']:.2f} | {e['model_peak_per_cycle']:.2f} | "
+            f"{100 * e['fraction_of_model_peak']:.0f}% | {e['bound']} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m im2win.cpu.isa",
         description="The im2win micro-kernel's main loop on each x86 level, from the compiler's "
-        "assembly (-O3 -march=LEVEL), and whether this CPU runs that level.",
+        "assembly (-O3 -march=LEVEL), and whether this CPU runs that level; with --model, its "
+        "throughput in llvm-mca's models of Zen and Xeon CPUs, for the register block of the "
+        "source and others.",
     )
     parser.add_argument(
         "--level",
         action="append",
         choices=list(LEVELS),
-        help="x86-64 level (repeatable; default: all of them)",
+        help="x86-64 level (repeatable; default: all of them, and AVX2 and AVX-512 for --model)",
     )
-    code = report(parser.parse_args(argv).level)
+    parser.add_argument(
+        "--model",
+        action="store_true",
+        help="also simulate the loop with llvm-mca (LLVM 19 or newer for Zen 4 and Zen 5)",
+    )
+    parser.add_argument(
+        "--block",
+        action="append",
+        metavar="MRxNR",
+        help="another register block to model, MR pixels by NR vectors (repeatable; e.g. 4x3)",
+    )
+    args = parser.parse_args(argv)
+    for block in args.block or ():
+        try:
+            block_defines(block)
+        except ValueError as err:
+            parser.error(str(err))
+    code = report(args.level)
     if "skipped" in code:
         raise SystemExit(f"im2win.cpu.isa: {code['skipped']}")
     print(f"From {code['method']}; compiler: {code['compiler']}.\n\n{table(code)}", end="")
+    if args.model or args.block:
+        modelled = model(args.level, args.block)
+        if "skipped" in modelled:
+            raise SystemExit(f"im2win.cpu.isa: no model: {modelled['skipped']}")
+        print(f"\nFrom {modelled['tool']}: {modelled['method']}\n\n{model_table(modelled)}", end="")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ percent of each other when equal). Reported per layer: the best time's GFLOP/s o
 the slowest thread's time building window bands (best), and each variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
 im2win-cpu`.
+
+    python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --blocks 12x2 6x4 --layers conv8
+
+times register blocks of one source against each other (on AVX-512, where the source's 12 x 2 and
+the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2win.cpu.isa --model).
 """
 
 from __future__ import annotations
@@ -20,13 +25,22 @@ from pathlib import Path
 import torch
 
 from harness import memory, timing
-from im2win.cpu import kernels_from
+from im2win.cpu import block_defines, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
 
 
-def compare(sources: list[Path], layers: list[str], batch: int, rounds: int, impl: str) -> list:
-    """[(layer, [(gflops, band_ms) per source])]: best of `rounds` interleaved calls each."""
+def compare(
+    sources: list[Path],
+    layers: list[str],
+    batch: int,
+    rounds: int,
+    impl: str,
+    defines: list[tuple[str, ...]] | None = None,
+) -> list:
+    """[(layer, [(gflops, band_ms) per source])]: best of `rounds` interleaved calls each; source i
+    built with -D`defines[i]` (default: none)."""
+    defines = defines or [()] * len(sources)
     rows = []
     for name in layers:
         shape = PAPER_LAYERS[name].with_batch(batch)
@@ -40,12 +54,12 @@ def compare(sources: list[Path], layers: list[str], batch: int, rounds: int, imp
         best = [math.inf] * len(sources)
         bands = [math.inf] * len(sources)
         with torch.no_grad():
-            for src in sources:  # compile and warm up every variant first
-                with kernels_from(src):
+            for src, defs in zip(sources, defines, strict=True):  # build and warm up each first
+                with kernels_from(src, defines=defs):
                     run(x, w, b, shape.stride, shape.padding)
             for _ in range(rounds):
-                for i, src in enumerate(sources):
-                    with kernels_from(src):
+                for i, (src, defs) in enumerate(zip(sources, defines, strict=True)):
+                    with kernels_from(src, defines=defs):
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
                         best[i] = min(best[i], time.perf_counter() - start)
@@ -74,22 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved calls per variant")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
     parser.add_argument("--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct"])
+    parser.add_argument(
+        "--blocks",
+        nargs="+",
+        metavar="MRxNR",
+        help="time every source with each of these register blocks (e.g. 12x2 6x4: MR pixels by "
+        "NR vectors of output channels, set through -DIM2WIN_MR/-DIM2WIN_NR)",
+    )
     args = parser.parse_args(argv)
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         parser.error(f"no such kernel source: {', '.join(missing)}")
+    try:
+        blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
+    except ValueError as err:
+        parser.error(str(err))
+    sources = [src for src in args.sources for _ in blocks]
+    defines = [defs for _ in args.sources for _, defs in blocks]
+    labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
-        rows = compare(args.sources, args.layers, args.batch, args.rounds, args.impl)
+        rows = compare(sources, args.layers, args.batch, args.rounds, args.impl, defines)
     print(f"{args.impl}, batch {args.batch}, {n} threads, best of {args.rounds} interleaved rounds")
     print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
     for layer, cells in rows:
         base = cells[0][0]
         text = "  ".join(
-            f"{src.name}={g:7.1f}"
+            f"{label}={g:7.1f}"
             + (f" ({bm:.2f} ms)" if math.isfinite(bm) else "")
             + f" x{g / base:.3f}"
-            for src, (g, bm) in zip(args.sources, cells, strict=True)
+            for label, (g, bm) in zip(labels, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
     return 0
