@@ -36,8 +36,12 @@ namespace {
 // Other AVX-512 register blocks, read from GCC 12's assembly (python -m im2win.cpu.isa --block):
 // 14 x 2 needs 16 general registers for its row pointers, panel and step and spills (3 stack
 // accesses a pass); 6 x 4 fits, with 10 loads per 24 FMAs against 12 x 2's 14, but a 64-channel
-// block leaves conv1-conv2 (K = 96) a half-empty last block. Which is faster waits for an AVX-512
-// machine (python -m im2win.cpu.kernel_ab).
+// block leaves conv1-conv2 (K = 96) a half-empty last block. LLVM 19's models (python -m
+// im2win.cpu.isa --model): on Zen 4 and Zen 5 each vbroadcastss zmm takes a slot on FP1, one of
+// the two FMA pipes, so 12 x 2 issues at 67% of the FMA peak and 6 x 4 at 80%; on Skylake-AVX512
+// 92% and 100%. A hand-written 12 x 2 loop whose FMAs broadcast from memory ({1to16}) models at
+// 100% on Zen 4 and 92% on Skylake-AVX512. Which is faster waits for an AVX-512 machine (python
+// -m im2win.cpu.kernel_ab im2win_cpu.cpp --blocks 12x2 6x4).
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
