@@ -202,6 +202,26 @@ def test_band_rows_taken_from_the_previous_row(c, stride, padding):
     _check("im2win", x, w, torch.randn(20), stride, padding)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("c", [3, 16])
+@pytest.mark.parametrize("stride, padding", [((1, 1), (0, 0)), ((2, 1), (2, 1))])
+def test_band_rows_continued_across_work_items(threads, c, stride, padding):
+    """Wide images: one output row per work item, handed out a few consecutive items at a time,
+    so a thread's next item continues the rows its band holds and copies their overlap from it
+    (in place: the band holds one row), but not across an image boundary."""
+    from im2win.implementations import streams_windows
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        shape = im2win.ConvShape(3, c, 24, 400, 20, 5, 3, stride, padding)
+        assert streams_windows(shape, threads) and shape.q >= 384  # 1 row an item
+        x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+        _check("im2win", x, w, torch.randn(shape.k), stride, padding)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_im2win_reports_where_its_time_went():
     from im2win.implementations import im2win_with_phases, streams_windows
     from im2win.shapes import ConvShape

@@ -280,8 +280,11 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 
 // Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
 // [row0, row0 + rows) of the flattened N*P output rows. Same values as im2win_transform_nhwc.
+// before (nullable): where the window row of output row row0 - 1 already is (anywhere, dst
+// itself included), so that row0's first R - sy window rows are copied from it.
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
-                 int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst) {
+                 int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
+                 const float* before = nullptr) {
   const long RC = static_cast<long>(R) * C;
   // Columns w of the window that fall inside the input: w - px in [0, W).
   const long w_lo = std::min<long>(Wu, px), w_hi = std::max(w_lo, std::min<long>(Wu, W + px));
@@ -291,12 +294,13 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
     // Rows of the window the previous output row of this image already holds (the im2win overlap
     // between rows: window row r of output row p + 1 is row r + sy of output row p): one
     // contiguous copy of (R - sy) * C floats per column instead of building them again.
+    // Row row0 copies from `before`, which may be its own place: memmove, column by column.
     int r_first = 0;
-    if (row > row0 && p > 0 && sy < R) {
+    const float* prev = row > row0 ? band - Wu * RC : before;
+    if (prev && p > 0 && sy < R) {
       r_first = R - sy;
-      const float* prev = band - Wu * RC;
       for (long w = 0; w < Wu; ++w)
-        std::memcpy(band + w * RC, prev + w * RC + sy * C, sizeof(float) * r_first * C);
+        std::memmove(band + w * RC, prev + w * RC + sy * C, sizeof(float) * r_first * C);
     }
     for (int r = r_first; r < R; ++r) {
       const long h = p * sy + r - py;
@@ -381,10 +385,17 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
                            float* iw, int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long rows = static_cast<long>(N) * P;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-  for (long row = 0; row < rows; ++row)
-    build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row, 1,
-                iw + row * Wu * R * C);
+  // One contiguous run of rows a thread, so that each row after the first copies its overlap
+  // with the row before (build_bands) instead of building it again.
+#pragma omp parallel num_threads(nthreads)
+  {
+    const long share = cdiv(rows, omp_get_num_threads());
+    const long row0 = std::min(rows, omp_get_thread_num() * share);
+    const long count = std::min(share, rows - row0);
+    if (count > 0)
+      build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, count,
+                  iw + row0 * Wu * R * C);
+  }
 }
 
 // Phase "convolve" of the NHWC-window layout.
@@ -498,6 +509,10 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
   const long kb_per_group = cdiv(kblocks, kgroups);
+  // Consecutive items a grab: a thread's next item then continues the rows its band holds
+  // (build_bands copies the overlap instead of building it), while most items still go to
+  // whichever thread is free.
+  const long chunk = std::clamp(row_blocks * kgroups / (8l * nthreads), 1l, 4l);
   double slowest = 0.0, slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
 #pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack, slowest_busy) \
     reduction(min : fastest_busy)
@@ -508,12 +523,17 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
-#pragma omp for collapse(2) schedule(dynamic, 1) nowait
+    long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
+#pragma omp for collapse(2) schedule(dynamic, chunk) nowait
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
         const long row0 = rb * rows_per_item, rows = std::min(rows_per_item, rows_total - row0);
         const double t_start = omp_get_wtime();
-        build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, rows, band);
+        if (row0 != held0 || rows != held) {  // else: another channel group of the same rows
+          const float* before = held && row0 == held0 + held ? band + (held - 1) * Wu * RC : nullptr;
+          build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, rows, band, before);
+          held0 = row0, held = rows;
+        }
         transform += omp_get_wtime() - t_start;
         const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
         for (long m = m0; m < m1; ++m) {  // pixel -> start of its window in the band buffer
