@@ -486,9 +486,8 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
 // Work item = (block of output rows, group of KB-channel blocks), handed out as im2win_conv_nhwc's
-// but a few consecutive items a grab (see chunk);
-// channel groups split only when there are fewer row blocks than threads (each then builds its own
-// copy of the bands).
+// but a few consecutive items a grab (see chunk); channel groups split only when there are fewer
+// row blocks than threads (each then builds its own copy of the bands).
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
 // threads' imbalance).

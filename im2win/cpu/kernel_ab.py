@@ -31,16 +31,14 @@ from im2win.shapes import PAPER_LAYERS
 
 
 def compare(
-    sources: list[Path],
+    variants: list[tuple[Path, tuple[str, ...]]],
     layers: list[str],
     batch: int,
     rounds: int,
     impl: str,
-    defines: list[tuple[str, ...]] | None = None,
 ) -> list:
-    """[(layer, [(gflops, band_ms) per source])]: best of `rounds` interleaved calls each; source i
-    built with -D`defines[i]` (default: none)."""
-    defines = defines or [()] * len(sources)
+    """[(layer, [(gflops, band_ms) per variant])]: best of `rounds` interleaved calls each; a variant
+    is a source and the -D definitions it is built with."""
     rows = []
     for name in layers:
         shape = PAPER_LAYERS[name].with_batch(batch)
@@ -51,14 +49,14 @@ def compare(
         )
         b = torch.randn(shape.k, generator=gen)
         run = IMPLEMENTATIONS[impl].run
-        best = [math.inf] * len(sources)
-        bands = [math.inf] * len(sources)
+        best = [math.inf] * len(variants)
+        bands = [math.inf] * len(variants)
         with torch.no_grad():
-            for src, defs in zip(sources, defines, strict=True):  # build and warm up each first
+            for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, defines=defs):
                     run(x, w, b, shape.stride, shape.padding)
             for _ in range(rounds):
-                for i, (src, defs) in enumerate(zip(sources, defines, strict=True)):
+                for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, defines=defs):
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
@@ -103,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
     except ValueError as err:
         parser.error(str(err))
-    sources = [src for src in args.sources for _ in blocks]
-    defines = [defs for _ in args.sources for _, defs in blocks]
+    variants = [(src, defs) for src in args.sources for _, defs in blocks]
     labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
-        rows = compare(sources, args.layers, args.batch, args.rounds, args.impl, defines)
+        rows = compare(variants, args.layers, args.batch, args.rounds, args.impl)
     print(f"{args.impl}, batch {args.batch}, {n} threads, best of {args.rounds} interleaved rounds")
     print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
     for layer, cells in rows:
