@@ -11,13 +11,24 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-METHOD = (
-    "time.perf_counter around each call; {warmup} warm-up call(s) discarded, then {repeat} timed "
-    "rounds, each round calling every implementation of the layer once in turn (interleaved, so a "
-    "burst of machine noise hits all of them alike); reported per implementation: min_ms (best "
-    "round, as the im2win papers report: minimum of N runs), time_ms (median) and iqr_ms; gflops "
-    "is computed from min_ms"
-)
+
+def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = 200) -> str:
+    """How measure_interleaved timed, in words, for a run file's timing_method."""
+    rounds = f"at least {repeat} rounds"
+    if min_time_s > 0:
+        rounds += (
+            f", and more until its timed calls add up to {min_time_s:g} s (at most {max_repeat} "
+            "rounds: a fast implementation gets as many chances at a quiet moment of the machine "
+            "as its time allows)"
+        )
+    return (
+        f"time.perf_counter around each call; {warmup} warm-up call(s) discarded, then timed "
+        "rounds, each calling every implementation that still takes part once in turn "
+        "(interleaved, so a burst of machine noise hits all of them alike); each implementation "
+        f"takes part in {rounds}; reported per implementation: min_ms (best round, as the "
+        "im2win papers report: minimum of N runs), time_ms (median) and iqr_ms; gflops is "
+        "computed from min_ms"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,19 +57,35 @@ def measure(fn: Callable[[], object], warmup: int = 1, repeat: int = 5) -> Timin
 
 
 def measure_interleaved(
-    fns: dict[str, Callable[[], object]], warmup: int = 1, repeat: int = 5
+    fns: dict[str, Callable[[], object]],
+    warmup: int = 1,
+    repeat: int = 5,
+    min_time_s: float = 0.0,
+    max_repeat: int = 200,
 ) -> dict[str, Timing]:
-    """Time several callables round-robin: each round calls every one of them once."""
+    """Time several callables round-robin: each round calls every one of them once.
+
+    Every callable is timed `repeat` times at least; one whose timed calls add up to less than
+    `min_time_s` seconds stays in the rounds (with the others that do too) until they do, or until
+    it has `max_repeat` timings: a best-of-N over a 7 ms call then spans as much machine time as
+    over a 100 ms one.
+    """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
+    max_repeat = max(max_repeat, repeat)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+
+    def wants_more(name: str) -> bool:
+        done = times[name]
+        return len(done) < repeat or (sum(done) < 1e3 * min_time_s and len(done) < max_repeat)
+
+    while playing := [name for name in fns if wants_more(name)]:
+        for name in playing:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: _summary(ts) for name, ts in times.items()}
 

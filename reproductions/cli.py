@@ -79,6 +79,15 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
         dict(nargs="+", choices=list(IMPLEMENTATIONS), help="subset of implementations"),
     ),
     "repeat": ("--repeat", dict(type=int, help="timed calls per measurement")),
+    "min_time": (
+        "--min-time",
+        dict(
+            type=float,
+            metavar="SECONDS",
+            help="keep timing a fast implementation until its calls add up to this (default: "
+            "the scale's; 0: exactly --repeat calls)",
+        ),
+    ),
     "warmup": ("--warmup", dict(type=int, help="discarded calls before timing")),
     "seed": ("--seed", dict(type=int, default=0, help="seed of the random inputs and choices")),
     "device": (

@@ -28,10 +28,13 @@ from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
 from reproductions.im2win_cpu_report import render
 
 EXPERIMENT = "im2win-cpu"
+# min_time_s: an implementation stays in a layer's timing rounds until its calls add up to this
+# (timing.measure_interleaved): with 5 rounds only, a 7 ms layer's best round was the luck of 35 ms
+# of a noisy shared machine (conv9 at 76 or 120 GFLOP/s in two runs), a 140 ms layer's of 0.7 s.
 SCALES = {
-    "quick": {"batch": 4, "reduced": False, "warmup": 1, "repeat": 5},
-    "paper": {"batch": 128, "reduced": False, "warmup": 1, "repeat": 5},
-    "smoke": {"batch": 1, "reduced": True, "warmup": 1, "repeat": 2},  # seconds; for tests
+    "quick": {"batch": 4, "reduced": False, "warmup": 1, "repeat": 5, "min_time_s": 0.4},
+    "paper": {"batch": 128, "reduced": False, "warmup": 1, "repeat": 5, "min_time_s": 0.4},
+    "smoke": {"batch": 1, "reduced": True, "warmup": 1, "repeat": 2, "min_time_s": 0.0},  # tests
 }
 
 
@@ -60,7 +63,7 @@ def _inputs(shape: ConvShape, seed: int):
 MICRO_REPS = 400_000  # calls of the micro-kernel per thread in its L1 probe (0.2-0.5 s)
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
-OPTIONS = ("threads", "layers", "impls", "repeat", "warmup", "seed")
+OPTIONS = ("threads", "layers", "impls", "repeat", "min_time", "warmup", "seed")
 
 
 def run(
@@ -69,6 +72,7 @@ def run(
     layers=None,
     impls=None,
     repeat: int | None = None,
+    min_time: float | None = None,
     warmup: int | None = None,
     seed: int = 0,
     results_dir: Path | None = None,
@@ -86,6 +90,9 @@ def run(
     cfg = dict(SCALES[scale])
     cfg["repeat"] = repeat or cfg["repeat"]
     cfg["warmup"] = cfg["warmup"] if warmup is None else warmup
+    cfg["min_time_s"] = cfg["min_time_s"] if min_time is None else min_time
+    if cfg["min_time_s"] < 0:
+        raise ValueError(f"--min-time must be >= 0 seconds, got {cfg['min_time_s']}")
     shapes = layer_shapes(scale, layers)
     started = time.perf_counter()
     with timing.threads(threads) as n_threads:
@@ -117,7 +124,9 @@ def run(
                 bar.update()
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
-            timings = timing.measure_interleaved(calls, cfg["warmup"], cfg["repeat"])
+            timings = timing.measure_interleaved(
+                calls, cfg["warmup"], cfg["repeat"], min_time_s=cfg["min_time_s"]
+            )
             probes.append(measure_peak(n_threads, trials=2))
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
@@ -198,7 +207,7 @@ def run(
         environment=env,
         records=records,
         results_dir=results_dir,
-        timing_method=timing.METHOD.format(warmup=cfg["warmup"], repeat=cfg["repeat"]),
+        timing_method=timing.method(cfg["warmup"], cfg["repeat"], cfg["min_time_s"]),
         extra={
             "peak": peak.as_dict() | {"probes_gflops": [p.gflops for p in probes]},
             "microkernel": {

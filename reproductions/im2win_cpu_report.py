@@ -35,9 +35,23 @@ def gflops_table(doc: dict) -> str:
             if "timing_allocator" in doc
             else ""
         )
+        + _rounds_line(doc)
         + _microkernel_line(doc)
         + "\n\n"
         + table(["layer", *impls], rows)
+    )
+
+
+def _rounds_line(doc: dict) -> str:
+    """How many timed rounds the implementations took part in (runs since 2026-12-02 time a fast
+    implementation until its calls add up to min_time_s)."""
+    counts = [r["repeats"] for r in doc["records"] if "repeats" in r]
+    min_time = doc["config"].get("min_time_s")
+    if not counts or not min_time:
+        return ""
+    return (
+        f" Timed rounds: {min(counts)}-{max(counts)} an implementation and layer (at least "
+        f"{doc['config']['repeat']}, more until its calls add up to {min_time:g} s)."
     )
 
 

@@ -123,7 +123,7 @@ def run(
         environment=environment.capture(n_threads),
         records=records,
         results_dir=results_dir,
-        timing_method=timing.METHOD.format(warmup=1, repeat=cfg["repeat"]),
+        timing_method=timing.method(warmup=1, repeat=cfg["repeat"]),
         extra={"wall_s": time.perf_counter() - started},
     )
 

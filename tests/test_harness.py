@@ -125,6 +125,34 @@ def test_measure_interleaved_calls_in_rounds():
     assert set(out) == {"a", "b"} and out["a"].repeats == 3
 
 
+def test_measure_interleaved_keeps_the_fast_ones_until_their_time_adds_up(monkeypatch):
+    """A call of 1 ms stays in the rounds until 10 ms add up; one of 4 ms leaves after 3 rounds."""
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    order = []
+
+    def call(name, seconds):
+        def fn():
+            order.append(name)
+            clock[0] += seconds
+
+        return fn
+
+    out = timing.measure_interleaved(
+        {"slow": call("slow", 4e-3), "fast": call("fast", 1e-3)},
+        warmup=0,
+        repeat=2,
+        min_time_s=0.01,
+    )
+    assert out["slow"].repeats == 3 and out["fast"].repeats == 10
+    assert order[:6] == ["slow", "fast"] * 3 and order[6:] == ["fast"] * 7
+    capped = timing.measure_interleaved(
+        {"fast": call("fast", 1e-3)}, warmup=0, repeat=2, min_time_s=1.0, max_repeat=4
+    )
+    assert capped["fast"].repeats == 4
+    assert "0.01 s" in timing.method(1, 2, 0.01) and "0.01" not in timing.method(1, 2)
+
+
 def test_git_commit_only_from_the_projects_own_work_tree(tmp_path, monkeypatch):
     import subprocess
 

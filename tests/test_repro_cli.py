@@ -24,6 +24,8 @@ def test_run_and_render_smoke(tmp_path, capsys):
                 "conv12",
                 "--repeat",
                 "1",
+                "--min-time",
+                "0.02",
                 "--no-progress",
                 *args,
             ]
@@ -49,6 +51,8 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert (out_dir / "gflops.png").exists()
     report = (out_dir / "README.md").read_text()
     assert "conv12" in report
+    assert max(r["repeats"] for r in doc["records"]) > 1  # the fast ones timed for 0.02 s
+    assert "more until its calls add up to 0.02 s" in report
     if isa.x86_host():  # the micro-kernel's code per level
         levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
         assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
@@ -65,6 +69,9 @@ def test_unknown_scale_and_layer_are_usage_errors(tmp_path):
         cli.main(["run", "im2win-cpu", "--scale", "huge", "--results-dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         cli.main(["run", "im2win-cpu", "--layers", "conv99", "--results-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli.main(["run", "im2win-cpu", "--min-time", "-1", "--results-dir", str(tmp_path)])
+    assert not (tmp_path / "raw").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
