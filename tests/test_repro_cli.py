@@ -53,6 +53,11 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert "conv12" in report
     assert max(r["repeats"] for r in doc["records"]) > 1  # the fast ones timed for 0.02 s
     assert "more until its calls add up to 0.02 s" in report
+    # the FMA and micro-kernel probes timed in every layer's rounds, and the run's roof above them
+    assert all(r["peak_in_rounds_gflops"] > 0 for r in doc["records"])
+    assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
+    assert doc["peak"]["gflops"] >= max(doc["peak"]["round_probes_gflops"])
+    assert "## The machine during each layer" in report
     if isa.x86_host():  # the micro-kernel's code per level
         levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
         assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
