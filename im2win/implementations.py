@@ -40,7 +40,7 @@ from im2win.metrics import (
     window_nhwc_elems,
 )
 from im2win.shapes import ConvShape
-from im2win.transform import window_nchw, window_nhwc
+from im2win.transform import window_block, window_nchw, window_nhwc
 
 
 def _ptr(t: torch.Tensor | None):
@@ -132,10 +132,11 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     threads = torch.get_num_threads()
     streams, work_floats = _plan(shape, threads)
     if not streams:
+        block = window_block(shape)
         start = time.perf_counter()
-        iw = window_nhwc(x, shape)
+        iw = window_nhwc(x, shape, block)
         transform_ms = (time.perf_counter() - start) * 1e3
-        out, seconds = _convolve_nhwc(iw, shape, weight, bias)
+        out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
         return out, _phases(seconds, transform_ms) | {"path": "whole window tensor"}
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
@@ -159,9 +160,12 @@ def _im2win(x, weight, bias, stride, padding):
     return im2win_with_phases(x, weight, bias, stride, padding)[0]
 
 
-def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, ctypes.Array]:
-    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor. Returns the
-    output and the kernel's phase_seconds (no bands; packing the filter; the threads' wait)."""
+def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, ctypes.Array]:
+    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor (in blocks
+    of `block` channels: window_nhwc). Returns the output and the kernel's phase_seconds (no bands;
+    packing the filter; the threads' wait)."""
+    if (block or shape.c) < shape.c and filter_packed_once(shape):
+        raise ValueError("a window in blocks of channels needs the filter packed panel by panel")
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
@@ -180,6 +184,7 @@ def _convolve_nhwc(iw, shape, weight, bias) -> tuple[torch.Tensor, ctypes.Array]
         shape.stride[1],
         shape.p,
         shape.q,
+        block or shape.c,
         work.data_ptr(),
         seconds,
         threads,

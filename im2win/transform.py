@@ -32,11 +32,26 @@ def _args(x: torch.Tensor, shape: ConvShape) -> list:
     ]
 
 
-def window_nhwc(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:
-    """Iw of shape [N, P, Wu, R, C] for the convolution `shape` of the float32 CPU tensor x."""
-    iw = torch.empty(shape.n, shape.p, shape.window_width, shape.r, shape.c)
-    lib().im2win_transform_nhwc(*_args(x, shape), iw.data_ptr(), torch.get_num_threads())
-    return iw
+def window_nhwc(x: torch.Tensor, shape: ConvShape, block: int | None = None) -> torch.Tensor:
+    """Iw of shape [N, P, Wu, R, C] for the convolution `shape` of the float32 CPU tensor x; with
+    `block` < C channels a block (it must divide C), [N, P, C / block, Wu, R, block]: each block a
+    window tensor of its channels, the layout im2win reads where it packs the filter panel by panel
+    (window_block)."""
+    block = block or shape.c
+    if shape.c % block:
+        raise ValueError(f"a block of {block} channels does not divide C = {shape.c}")
+    iw = torch.empty(shape.n, shape.p, shape.c // block, shape.window_width, shape.r, block)
+    lib().im2win_transform_nhwc(*_args(x, shape), iw.data_ptr(), block, torch.get_num_threads())
+    return (
+        iw if block < shape.c else iw.view(shape.n, shape.p, shape.window_width, shape.r, shape.c)
+    )
+
+
+def window_block(shape: ConvShape) -> int:
+    """Channels a block of the window tensor im2win materialises for `shape` (C: unblocked)."""
+    return lib().im2win_window_block(
+        shape.k, shape.c, shape.r, shape.s, shape.n * shape.p * shape.q
+    )
 
 
 def window_nchw(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:

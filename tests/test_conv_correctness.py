@@ -126,6 +126,48 @@ def test_window_transforms_match_their_definitions():
                 assert torch.equal(nchw[:, :, p, wcol * shape.r + r], want)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_window_in_channel_blocks_is_the_window_of_each_block(layout):
+    """window_nhwc in blocks of 8 channels: block b is the NHWC window of channels 8b .. 8b + 7."""
+    x = torch.randn(2, 24, 7, 9)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    shape = im2win.ConvShape.of(x, torch.empty(4, 24, 3, 2), (2, 1), (1, 2))
+    whole, blocked = window_nhwc(x, shape), window_nhwc(x, shape, 8)
+    assert blocked.shape == (2, shape.p, 3, shape.window_width, shape.r, 8)
+    for b in range(3):
+        assert torch.equal(blocked[:, :, b], whole[..., 8 * b : 8 * b + 8])
+    with pytest.raises(ValueError, match="does not divide"):
+        window_nhwc(x, shape, 16)
+
+
+@pytest.mark.parametrize(
+    "c, k, r, s, stride, padding",
+    [
+        (64, 256, 3, 3, (1, 1), (1, 1)),  # 32-channel blocks on AVX2
+        (96, 20, 3, 3, (2, 1), (0, 1)),  # K not a multiple of the register block
+        (16, 130, 5, 5, (1, 2), (2, 0)),  # 8-channel blocks of a 5 x 5 filter
+        (512, 40, 3, 3, (1, 1), (0, 0)),  # conv12's depth
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2win_window_in_channel_blocks(c, k, r, s, stride, padding, threads):
+    """Few pixels and a deep filter: the materialised window in blocks of channels, each block's
+    panel packed from the filter's own order (gemm_block_taps)."""
+    from im2win.implementations import streams_windows
+    from im2win.transform import window_block
+
+    x, w = torch.randn(1, c, 7, 8), torch.randn(k, c, r, s)
+    shape = im2win.ConvShape.of(x, w, stride, padding)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert not streams_windows(shape, threads) and window_block(shape) < c
+        _check("im2win", x, w, torch.randn(k), stride, padding)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_im2win_streamed_and_whole_window_paths(threads):
     from im2win.implementations import streams_windows
@@ -253,14 +295,18 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
 
     variant = tmp_path / "variant.cpp"
     variant.write_text(
-        cpu.SOURCE.read_text().replace("constexpr int TC = 192;", "constexpr int TC = 96;")
+        cpu.SOURCE.read_text().replace(
+            "constexpr int PANEL_FLOATS = std::max(TC * KB, 4608);",
+            "constexpr int PANEL_FLOATS = std::max(TC * KB, 9216);",
+        )
     )
     own = cpu.lib()
     x, w = torch.randn(1, 20, 12, 12), torch.randn(9, 20, 3, 3)
     with cpu.kernels_from(variant) as handle:
         assert cpu.lib() is handle and handle is not own
-        panel = 96 * 2 * handle.im2win_simd_width()  # TC x KB: the variant's panel
+        panel = max(192 * 2 * handle.im2win_simd_width(), 9216)  # the variant's panel
         assert handle.im2win_filter_work_floats(9, 20, 3, 3, 10, 1) == panel
+        assert own.im2win_filter_work_floats(9, 20, 3, 3, 10, 1) != panel
         _check("im2win", x, w, None, 1, 0)
     assert cpu.lib() is own
     root = Path(__file__).resolve().parents[1]

@@ -20,13 +20,15 @@ _SIGNATURES = {
     "im2win_filter_packed_once": (_I, [_I, _L]),  # K M
     "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I]),  # K C R S M threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
+    "im2win_window_block": (_I, [_I, _I, _I, _I, _L]),  # K C R S M -> channels a block
+    # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads
+    "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I]),
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
-    "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
-    # iw, f, bias, out, N C K R S sx P Q, work, phase_seconds, threads
+    # iw, f, bias, out, N C K R S sx P Q, channels a block, work, phase_seconds, threads
     "im2win_conv_nhwc": (
         None,
-        [_P, _P, _P, _P] + [_I] * 8 + [_P, ctypes.POINTER(ctypes.c_double), _I],
+        [_P, _P, _P, _P] + [_I] * 9 + [_P, ctypes.POINTER(ctypes.c_double), _I],
     ),
     # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3),

@@ -62,6 +62,9 @@ constexpr int NR = IM2WIN_NR;  // vectors of output channels per micro-tile
 constexpr int KB = NR * VL;   // output channels per B panel
 constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats stay in L1
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
+// Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
+// of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels (gemm_block_taps).
+constexpr int PANEL_FLOATS = std::max(TC * KB, 4608);
 
 typedef float V __attribute__((vector_size(VL * 4)));
 typedef float Vu __attribute__((vector_size(VL * 4), aligned(4)));  // unaligned load/store view
@@ -179,6 +182,75 @@ double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   return omp_get_wtime() - start;
 }
 
+typedef float V8 __attribute__((vector_size(32)));  // 8 lanes whatever the SIMD width
+typedef int V8i __attribute__((vector_size(32)));
+typedef float V8u __attribute__((vector_size(32), aligned(4)));
+
+// An 8 x 8 transpose in registers (unpack, shuffle, swap halves: vunpck/vshufps/vperm2f128 on AVX):
+// on return r[j][i] is the r[i][j] it was given.
+inline void transpose8x8(V8 r[8]) {
+  V8 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shuffle(r[i], r[i + 1], (V8i){0, 8, 1, 9, 4, 12, 5, 13});
+    t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (V8i){2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      r[i + j] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){0, 1, 8, 9, 4, 5, 12, 13});
+      r[i + j + 2] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  // r[0..3] now hold columns (0, 2, 1, 3) of rows 0-3 in their low and columns 4-7 in their high
+  // halves, r[4..7] the same for rows 4-7
+  const int order[4] = {0, 2, 1, 3};
+  for (int j = 0; j < 4; ++j) {
+    t[j] = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){0, 1, 2, 3, 8, 9, 10, 11});
+    t[j + 4] = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){4, 5, 6, 7, 12, 13, 14, 15});
+  }
+  for (int j = 0; j < 8; ++j) r[j] = t[j];
+}
+
+// Phase "pack" from the filter's own order: every tap of input channels [c0, c0 + cn) of output
+// channels [k0, k0 + kvalid), in the window's order: dst[(j * jstride + c - c0) * KB + kk] =
+// F[k0 + kk][c][r][s] for tap j = s * R + r, zero for kk >= kvalid. Each output channel's
+// F[k][c0 .. c0 + cn) is one run of cn * R * S floats in PyTorch's layout; it is read 8 floats at a
+// time from 8 output channels and transposed in registers into 8 vectors of 8 output channels,
+// each stored where its tap and channel go. (pack_panel's gather of TC consecutive window steps,
+// a float at a time at the stride of R * S floats, cost 0.7 ns a float with the filter in cache
+// and 2 ns without.)
+void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
+               long jstride, float* dst) {
+  const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
+  const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
+  for (int g = 0; g < KB; g += 8) {  // 8 output channels at a time
+    const int gv = std::clamp(kvalid - g, 0, 8);
+    long c = 0;
+    int r = 0, s = 0;  // run position u = (c * R + r) * S + s, advanced with u
+    auto at = [&]() { return dst + ((s * R + r) * jstride + c) * KB + g; };
+    auto next = [&]() {
+      if (++s == S) {
+        s = 0;
+        if (++r == R) r = 0, ++c;
+      }
+    };
+    long u = 0;
+    for (; u + 8 <= n; u += 8) {
+      V8 v[8];
+      for (int i = 0; i < 8; ++i)
+        v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
+      transpose8x8(v);
+      for (int i = 0; i < 8; ++i) {
+        *reinterpret_cast<V8u*>(at()) = v[i];
+        next();
+      }
+    }
+    for (; u < n; ++u) {
+      float* d = at();
+      for (int i = 0; i < 8; ++i) d[i] = i < gv ? src[(g + i) * T + u] : 0.0f;
+      next();
+    }
+  }
+}
+
 // Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
 // pixels make two tiles of about equal size (4 + 3, 4 + 4, 5 + 4 on AVX2), not a full one and one of
 // 1 .. MR/2 rows, whose few accumulator chains would wait on the FMA latency.
@@ -191,14 +263,11 @@ int tile_rows(long left) {
 // TC-deep step of the reduction, the filter panel (L1) is either a slice of the pre-packed filter
 // (`packed`: this block's [T][KB]) or packed here into `panel` (its time added to pack_seconds),
 // then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
-// (row stride K). (Blocking over input channels instead, so that a panel could be packed from the
-// filter in its own order, packed 2x faster but computed slower on the deep layers: 5-15% slower
-// in all on conv6, conv11 and conv12 at batch 4, measured interleaved; again 11-12% slower on conv6
-// and conv11 when each chunk kept full-depth panels. Also slower or level there, measured the same
-// way: each reduction step over a group of 2-4 channel blocks, so that the pixels' rows are read
-// once a group (0.90-0.94x); the panel gathered with AVX2 vgatherdps; the next panel's filter lines
-// prefetched during this one. Packing costs about 0.6 ns a float even from L2: the gather's
-// instructions, not memory.)
+// (row stride K). Where the window is in blocks of channels, gemm_block_taps instead. (Slower or
+// level on the deep layers, measured interleaved: each reduction step over a group of 2-4 channel
+// blocks, so that the pixels' rows are read once a group (0.90-0.94x); the panel gathered with
+// AVX2 vgatherdps; the next panel's filter lines prefetched during this one. pack_panel costs
+// about 0.6 ns a float even from L2: the gather's instructions, not memory.)
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
                 float* panel, double& pack_seconds) {
@@ -222,39 +291,50 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
   }
 }
 
-typedef float V8 __attribute__((vector_size(32)));  // 8 lanes whatever the SIMD width
-typedef int V8i __attribute__((vector_size(32)));
-typedef float V8u __attribute__((vector_size(32), aligned(4)));
+// gemm_block over windows in blocks of cb < C input channels (im2win_window_block; arow: the
+// windows in the first block, each next block `plane` floats on): one panel a block, every tap of
+// its cb channels, packed from the filter's own order (pack_taps: 3x faster than pack_panel's
+// gather) and run as one reduction of S*R*cb steps, since each block's window is contiguous too.
+// Against the unblocked window with pack_panel, conv6, conv11 and conv12 at batch 4 ran 1.13x,
+// 1.09x, 1.23x (30 interleaved rounds; 1.06x, 1.01x, 1.14x in a 15-round run): their filter
+// packing fell from 11%, 8% and 38% of the call. (The same panels over the unblocked window, as
+// one micro-kernel call a tap's channels, ran 5-15% slower on those layers; as one call a panel
+// jumping between taps, 0.65-0.95x: short runs the hardware prefetchers do not follow.)
+// flatten: its own inlined copy of the micro-kernel. Calling gemm_block's made GCC 12 keep that
+// one out of line, and its calls (register saves, the tile through the stack) cost 5-13% on the
+// layers of short reductions (conv3, conv7, conv9, conv10; 20 interleaved rounds).
+__attribute__((flatten)) void gemm_block_taps(const float* const* arow, long rows, const float* f,
+                                              long T, int R, int S, int C, int K, int k0,
+                                              int kvalid, const float* bias, float* out,
+                                              float* panel, double& pack_seconds, int cb,
+                                              long plane) {
+  const float* a[MR];
+  for (int c0 = 0; c0 < C; c0 += cb) {
+    const double t_pack = omp_get_wtime();
+    pack_taps(f, T, R, S, k0, kvalid, c0, cb, cb, panel);
+    pack_seconds += omp_get_wtime() - t_pack;
+    for (long m = 0; m < rows;) {
+      const int mr = tile_rows(rows - m);
+      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + c0 / cb * plane;
+      ukernel_dispatch<MR>(mr, a, panel, R * S * cb, out + m * K + k0, K, kvalid, c0 == 0,
+                           bias ? bias + k0 : nullptr);
+      m += mr;
+    }
+  }
+}
 
-// d[w * ld + c] = src[c * sc + w] for c < C, w < cols: 8 channels x 8 columns at a time through an
-// 8 x 8 register transpose (unpack, shuffle, swap halves: vunpck/vshufps/vperm2f128 on AVX), the
-// edges one by one.
+// d[w * ld + c] = src[c * sc + w] for c < C, w < cols: 8 channels x 8 columns at a time through
+// an 8 x 8 register transpose (transpose8x8), the edges one by one.
 void transpose_rows(const float* src, long sc, int C, long cols, float* d, long ld) {
   const int c8 = C / 8 * 8;
   const long w8 = cols / 8 * 8;
   for (int c0 = 0; c0 < c8; c0 += 8) {
     const float* s0 = src + c0 * sc;
     for (long w0 = 0; w0 < w8; w0 += 8) {
-      V8 r[8], t[8];
+      V8 r[8];
       for (int i = 0; i < 8; ++i) r[i] = *reinterpret_cast<const V8u*>(s0 + i * sc + w0);
-      for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], (V8i){0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (V8i){2, 10, 3, 11, 6, 14, 7, 15});
-      }
-      for (int i = 0; i < 8; i += 4)
-        for (int j = 0; j < 2; ++j) {
-          r[i + j] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){0, 1, 8, 9, 4, 5, 12, 13});
-          r[i + j + 2] = __builtin_shuffle(t[i + j], t[i + j + 2], (V8i){2, 3, 10, 11, 6, 7, 14, 15});
-        }
-      // r[0..3] hold columns (0, 2, 1, 3) of channels 0-3 in their low and columns 4-7 in their
-      // high halves, r[4..7] the same for channels 4-7
-      const int order[4] = {0, 2, 1, 3};
-      for (int j = 0; j < 4; ++j) {
-        const V8 lo = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){0, 1, 2, 3, 8, 9, 10, 11});
-        const V8 hi = __builtin_shuffle(r[order[j]], r[order[j] + 4], (V8i){4, 5, 6, 7, 12, 13, 14, 15});
-        *reinterpret_cast<V8u*>(d + (w0 + j) * ld + c0) = lo;
-        *reinterpret_cast<V8u*>(d + (w0 + j + 4) * ld + c0) = hi;
-      }
+      transpose8x8(r);  // r[j]: column w0 + j of the 8 channels
+      for (int j = 0; j < 8; ++j) *reinterpret_cast<V8u*>(d + (w0 + j) * ld + c0) = r[j];
     }
     for (int c = c0; c < c0 + 8; ++c)
       for (long w = w8; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
@@ -279,24 +359,26 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 }
 
 // Window rows (n, p) of the NHWC-window layout, built into dst = [rows][Wu][R][C] for rows
-// [row0, row0 + rows) of the flattened N*P output rows. Same values as im2win_transform_nhwc.
+// [row0, row0 + rows) of the flattened N*P output rows (rows ld_row floats apart: a block of C
+// channels of a wider row). Same values as im2win_transform_nhwc.
 // before (nullable): where the window row of output row row0 - 1 already is (anywhere, dst
 // itself included), so that row0's first R - sy window rows are copied from it.
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
-                 const float* before = nullptr) {
+                 const float* before = nullptr, long ld_row = 0) {
   const long RC = static_cast<long>(R) * C;
+  if (ld_row == 0) ld_row = Wu * RC;  // rows one after the other, else blocks of a wider row
   // Columns w of the window that fall inside the input: w - px in [0, W).
   const long w_lo = std::min<long>(Wu, px), w_hi = std::max(w_lo, std::min<long>(Wu, W + px));
   for (long row = row0; row < row0 + rows; ++row) {
     const long n = row / P, p = row % P;
-    float* band = dst + (row - row0) * Wu * RC;
+    float* band = dst + (row - row0) * ld_row;
     // Rows of the window the previous output row of this image already holds (the im2win overlap
     // between rows: window row r of output row p + 1 is row r + sy of output row p): one
     // contiguous copy of (R - sy) * C floats per column instead of building them again.
     // Row row0 copies from `before`, which may be its own place: memmove, column by column.
     int r_first = 0;
-    const float* prev = row > row0 ? band - Wu * RC : before;
+    const float* prev = row > row0 ? band - ld_row : before;
     if (prev && p > 0 && sy < R) {
       r_first = R - sy;
       for (long w = 0; w < Wu; ++w)
@@ -375,14 +457,29 @@ int im2win_filter_packed_once(int K, long M) { return 4 * cdiv(K, KB) * KB <= M;
 long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads) {
   const long T = static_cast<long>(C) * R * S;
   return im2win_filter_packed_once(K, M) ? cdiv(K, KB) * KB * T
-                                         : static_cast<long>(nthreads) * TC * KB;
+                                         : static_cast<long>(nthreads) * PANEL_FLOATS;
+}
+
+// Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
+// the filter is packed panel by panel (not once): the largest multiple of 8 that divides C and
+// whose every tap fills at most a panel (32 channels of a 3 x 3 filter with AVX2), so each panel
+// is packed from the filter in its own order; C (one block: the NHWC-window layout) where the
+// filter is packed once or no such block exists. Measured interleaved against the unblocked
+// window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
+int im2win_window_block(int K, int C, int R, int S, long M) {
+  if (im2win_filter_packed_once(K, M)) return C;
+  for (int cb = PANEL_FLOATS / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
+    if (C % cb == 0 && cb < C) return cb;
+  return C;
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
-// view), so non-contiguous inputs need no copy. iw: [N][P][Wu][R][C], Wu = (Q-1)*sx + S.
+// view), so non-contiguous inputs need no copy. iw: [N][P][Wu][R][C], Wu = (Q-1)*sx + S; or, in
+// blocks of cb < C channels (cb divides C), [N][P][C / cb][Wu][R][cb]: each block the window
+// tensor of its channels, so a pixel's window is one run of S*R*cb floats in each.
 void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                            int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
-                           float* iw, int nthreads) {
+                           float* iw, int cb, int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long rows = static_cast<long>(N) * P;
   // One contiguous run of rows a thread, so that each row after the first copies its overlap
@@ -392,14 +489,15 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
     const long share = cdiv(rows, omp_get_num_threads());
     const long row0 = std::min(rows, omp_get_thread_num() * share);
     const long count = std::min(share, rows - row0);
-    if (count > 0)
-      build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, count,
-                  iw + row0 * Wu * R * C);
+    for (int c0 = 0; count > 0 && c0 < C; c0 += cb)
+      build_bands(x + c0 * sc, sn, sc, sh, sw, cb, H, W, R, sy, py, px, P, Wu, row0, count,
+                  iw + (row0 * C + c0) * Wu * R, nullptr, Wu * R * C);
   }
 }
 
 // Phase "convolve" of the NHWC-window layout.
-// iw: [N][P][Wu][R][C] from im2win_transform_nhwc; f: [K][C][R][S] contiguous (PyTorch's layout);
+// iw: [N][P][Wu][R][C] from im2win_transform_nhwc, or its blocks of cb channels (cb < C, only
+// where the filter is not packed once: gemm_block_taps); f: [K][C][R][S] contiguous (PyTorch's);
 // bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor); work: the
 // im2win_filter_work_floats of M = N*P*Q. phase_seconds (nullable): as im2win_conv_fused's, with
 // no window bands ([0] = 0).
@@ -412,8 +510,8 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // of the reduction: take the B panel [TC][KB] (L1-resident) from the packed filter or pack it, then
 // run the MR x KB micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
 void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
-                      int K, int R, int S, int sx, int P, int Q, float* work, double* phase_seconds,
-                      int nthreads) {
+                      int K, int R, int S, int sx, int P, int Q, int cb, float* work,
+                      double* phase_seconds, int nthreads) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;  // reduction length
@@ -433,7 +531,8 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
     reduction(min : fastest_busy)
   {
     const double start = omp_get_wtime();
-    float* panel = prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * TC * KB;
+    float* panel =
+        prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * PANEL_FLOATS;
     std::vector<const float*> arow(mc);
     double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
 #pragma omp for collapse(2) schedule(dynamic, 1) nowait
@@ -443,10 +542,14 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
         const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
         for (long m = m0; m < m1; ++m) {  // pixel m = (n, p, q) -> start of its window
           const long n = m / PQ, p = (m % PQ) / Q, q = m % Q;
-          arow[m - m0] = iw + ((n * P + p) * Wu + q * sx) * RC;
+          arow[m - m0] = iw + (n * P + p) * Wu * RC + q * sx * R * cb;
         }
-        gemm_block(arow.data(), m1 - m0, f, prepack ? work + kb * T * KB : nullptr, T, R, S, C, K,
-                   k0, kvalid, bias, out + m0 * K, panel, packing);
+        if (cb < C)
+          gemm_block_taps(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K,
+                          panel, packing, cb, Wu * R * cb);
+        else
+          gemm_block(arow.data(), m1 - m0, f, prepack ? work + kb * T * KB : nullptr, T, R, S, C,
+                     K, k0, kvalid, bias, out + m0 * K, panel, packing);
       }
     slowest_pack = packing;
     slowest_busy = fastest_busy = omp_get_wtime() - start;  // then wait for the others
@@ -520,7 +623,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     const double start = omp_get_wtime();
     const int thread = omp_get_thread_num();
     float* band = work + thread * band_floats;
-    float* panel = prepack ? nullptr : filter_work + thread * TC * KB;
+    float* panel = prepack ? nullptr : filter_work + thread * PANEL_FLOATS;
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
     long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
