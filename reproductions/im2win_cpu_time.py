@@ -1,0 +1,172 @@
+"""Where im2win's CPU time goes, drawn from a `repro run im2win-cpu` raw file: the window transform
+against the whole call, the breakdown of a call (bands, filter packing, the threads' wait, the
+rest against the micro-kernel), the machine during each layer's timing rounds, and the
+micro-kernel's code and llvm-mca model on each x86 level."""
+
+from __future__ import annotations
+
+from im2win.cpu import isa
+from reproductions.tables import fmt, grid, table
+
+
+def transform_table(doc: dict) -> str:
+    layers, impls, tr = grid(doc, "transform_ms")
+    _, _, total = grid(doc, "min_ms")
+    cols = [i for i in impls if any(tr[(l, i)] is not None for l in layers)]
+    rows = [
+        [l] + [f"{fmt(tr[(l, i)], '.2f')} / {fmt(total[(l, i)], '.2f')}" for i in cols]
+        for l in layers
+    ]
+    return (
+        "Window transform time / whole convolution time (ms, best of the rounds); the transform is included "
+        "in the whole convolution's time. im2win_nhwc and im2win_nchw: the materialised transform "
+        "timed on its own. im2win: the time its slowest thread spent building window bands inside "
+        "the convolution (the kernel's own timers).\n\n" + table(["layer", *cols], rows)
+    )
+
+
+def breakdown_table(doc: dict) -> str:
+    """Where im2win's time goes per layer (runs since 2026-12 time the filter packing too, runs
+    since 2026-12-02 the threads' wait)."""
+    recs = {r["layer"]: r for r in doc["records"] if r["impl"] == "im2win"}
+    micro = (doc.get("microkernel") or {}).get("gflops")
+    if not micro or not any(r.get("pack_ms") is not None for r in recs.values()):
+        return ""
+    waits = any(r.get("wait_ms") is not None for r in recs.values())
+    rows = []
+    for layer, r in recs.items():
+        total, bands, pack = r["min_ms"], r.get("transform_ms"), r.get("pack_ms")
+        wait = r.get("wait_ms")
+        if bands is None or pack is None:
+            rows.append([layer, f"{total:.2f}", "-", "-", *(["-"] if waits else []), "-", "-"])
+            continue
+        rest = max(total - bands - pack - (wait or 0.0), 1e-9)
+        gflops = r["flops"] / (rest * 1e-3) / 1e9
+        ceiling = r.get("microkernel_in_rounds_gflops") or micro
+        rows.append(
+            [
+                layer,
+                f"{total:.2f}",
+                f"{bands:.2f} ({bands / total:.0%})",
+                f"{pack:.2f} ({pack / total:.0%})",
+                *(
+                    [f"{wait:.2f} ({wait / total:.0%})" if wait is not None else "-"]
+                    if waits
+                    else []
+                ),
+                f"{gflops:.1f} ({gflops / ceiling:.0%})",
+                r.get("path") or "streamed bands",  # runs before 2026-12-02 stream only here
+            ]
+        )
+    wait_text = (
+        ", how long the first thread done waited for the last at the end (the threads' imbalance; "
+        "the median of the rounds)"
+        if waits
+        else ""
+    )
+    return (
+        "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the time spent "
+        "building window bands (the slowest thread's, from the kernel's own timers; on the whole "
+        "window tensor's path, that transform timed on its own) and packing the filter (the "
+        f"slowest thread's){wait_text}, and the GFLOP/s of what is left (the micro-kernel over the "
+        "bands, with its loads and tails"
+        + ("" if waits else " and the threads' imbalance")
+        + (
+            ") against the micro-kernel alone in L1, measured in the layer's own timing rounds "
+            "(the next section).\n\n"
+            if any(r.get("microkernel_in_rounds_gflops") for r in recs.values())
+            else f") against the micro-kernel alone in L1 ({micro:.1f} GFLOP/s).\n\n"
+        )
+        + table(
+            [
+                "layer",
+                "whole ms",
+                "bands ms",
+                "filter packing ms",
+                *(["threads' wait ms"] if waits else []),
+                "rest GFLOP/s (of L1 kernel)",
+                "path",
+            ],
+            rows,
+        )
+    )
+
+
+def rounds_table(doc: dict) -> str:
+    """What the machine gave during each layer's timing rounds, and im2win against it (runs since
+    2026-12-02 put a short FMA probe and a short L1 micro-kernel probe into every layer's rounds)."""
+    recs = {r["layer"]: r for r in doc["records"] if r["impl"] == "im2win"}
+    if not recs or not all(r.get("peak_in_rounds_gflops") for r in recs.values()):
+        return ""
+    peak = doc["peak"]["gflops"]
+    rows = []
+    for layer, r in recs.items():
+        fma, micro = r["peak_in_rounds_gflops"], r["microkernel_in_rounds_gflops"]
+        rows.append(
+            [
+                layer,
+                f"{fma:.1f} ({fma / peak:.0%})",
+                f"{micro:.1f} ({micro / fma:.0%})",
+                f"{r['gflops']:.1f}",
+                f"{r['gflops'] / peak:.0%}",
+                f"{r['gflops'] / fma:.0%}",
+                f"{r['gflops'] / micro:.0%}",
+            ]
+        )
+    return (
+        "\n## The machine during each layer\n\nA shared machine's speed drifts within a run, so "
+        "two probes take part in every layer's timing rounds as if they were implementations: "
+        f"{doc['peak'].get('round_probe_method', 'short probes')}. Per layer: the best of each "
+        f"(the FMA probe also as a share of the run's peak, {peak:.1f} GFLOP/s; the micro-kernel "
+        "as a share of that FMA probe), and im2win's GFLOP/s as a share of the run's peak (the "
+        "goal's measure), of the FMA probe in its own rounds and of the micro-kernel in its own "
+        "rounds (what packing, bands, threads and tails leave of the micro-kernel's speed).\n\n"
+        + table(
+            [
+                "layer",
+                "FMA probe GFLOP/s (of run peak)",
+                "L1 micro-kernel GFLOP/s (of that probe)",
+                "im2win GFLOP/s",
+                "of run peak",
+                "of FMA probe in its rounds",
+                "of micro-kernel in its rounds",
+            ],
+            rows,
+        )
+    )
+
+
+def isa_table(doc: dict) -> str:
+    """The micro-kernel's main loop on each x86 level, from the compiler's assembly (runs since
+    2026-12-02 record it)."""
+    code = doc.get("microkernel_code")
+    if not code:
+        return ""
+    if "skipped" in code:
+        return f"## The micro-kernel on each x86 level\n\nNot read: {code['skipped']}.\n"
+    return (
+        "## The micro-kernel on each x86 level\n\n"
+        "One pass of the micro-kernel's main loop (one reduction step of an M-pixel tile), from "
+        f"{code['method']}; compiler: {code['compiler']}. The levels this CPU runs are also "
+        "checked against the float64 oracle by the tests; the others are only read. "
+        "Stack accesses are spills, and moves between general and vector registers are row "
+        "pointers parked for lack of general registers: both take issue slots from the FMAs.\n\n"
+        + isa.table(code)
+        + model_section(doc.get("microkernel_model"))
+    )
+
+
+def model_section(modelled: dict | None) -> str:
+    """The main loop's throughput in llvm-mca's models of Zen and Xeon CPUs (runs since
+    2026-12-02 record it)."""
+    if not modelled:
+        return ""
+    if "skipped" in modelled:
+        return f"\nNot modelled: {modelled['skipped']}.\n"
+    return (
+        f"\nThe same loops in the models of {modelled['tool']}: {modelled['method']} "
+        "The source's register block is the one im2win runs; the others are candidates built "
+        "with -DIM2WIN_MR/-DIM2WIN_NR (python -m im2win.cpu.isa --model --block MRxNR). "
+        '"Bound by" is LLVM\'s name for the pipe the model keeps busiest (a CPU modelled with '
+        "another's resources shows that one's names).\n\n" + isa.model_table(modelled)
+    )
