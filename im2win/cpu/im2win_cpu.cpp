@@ -86,9 +86,21 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
 // First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
 // kvalid < KB only in the last channel block, where the stores are masked through a scratch tile.
+// Inlined into its callers: with GCC 12's own choice it stayed out of line in gemm_block once
+// gemm_block_taps existed, and its calls (register saves, the tile through the stack) cost up to
+// 19% on conv7, whose 27-step reductions make one call a micro-tile (1.19x, 1.23x and 1.07x in
+// three runs of 20-40 interleaved rounds; conv3 1.06x, 1.01x, 1.08x; conv1, conv8, conv9, conv10,
+// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's
+// choice: inlined, its 12-row loop parked a row pointer in a vector register (python -m
+// im2win.cpu.isa), and nothing here can time that code.
+#if defined(__AVX512F__)
+#define IM2WIN_INLINE_UKERNEL
+#else
+#define IM2WIN_INLINE_UKERNEL __attribute__((always_inline)) inline
+#endif
 template <int M>
-void ukernel(const float* const* a, const float* b, int tc, float* c, long ldc, int kvalid,
-             bool first, const float* bias) {
+IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc, float* c,
+                                   long ldc, int kvalid, bool first, const float* bias) {
   V acc[M][NR];
   alignas(64) float scratch[M][KB];
   const bool full = kvalid == KB;
