@@ -452,7 +452,13 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);  // warm-up
 #pragma omp barrier
     const double start = omp_get_wtime();
-    for (long r = 0; r < reps; ++r) ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);
+    for (long r = 0; r < reps; ++r) {
+      ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);
+      // each call reads and writes the tile in memory, as in the convolution: the compiler may
+      // not carry it in registers from call to call or fuse the calls (inlined, the probe read
+      // twice the FMA peak)
+      __asm__ volatile("" ::"r"(c) : "memory");
+    }
     seconds = omp_get_wtime() - start;
     volatile float sink = c[0];
     (void)sink;
