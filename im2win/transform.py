@@ -37,9 +37,11 @@ def window_nhwc(x: torch.Tensor, shape: ConvShape, block: int | None = None) -> 
     `block` < C channels a block (it must divide C), [N, P, C / block, Wu, R, block]: each block a
     window tensor of its channels, the layout im2win reads where it packs the filter panel by panel
     (window_block)."""
-    block = block or shape.c
-    if shape.c % block:
-        raise ValueError(f"a block of {block} channels does not divide C = {shape.c}")
+    block = shape.c if block is None else block
+    if not 1 <= block <= shape.c or shape.c % block:
+        raise ValueError(
+            f"a block of {block} channels does not divide C = {shape.c}; pass a divisor of C"
+        )
     iw = torch.empty(shape.n, shape.p, shape.c // block, shape.window_width, shape.r, block)
     lib().im2win_transform_nhwc(*_args(x, shape), iw.data_ptr(), block, torch.get_num_threads())
     return (

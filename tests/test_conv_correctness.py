@@ -137,8 +137,9 @@ def test_window_in_channel_blocks_is_the_window_of_each_block(layout):
     assert blocked.shape == (2, shape.p, 3, shape.window_width, shape.r, 8)
     for b in range(3):
         assert torch.equal(blocked[:, :, b], whole[..., 8 * b : 8 * b + 8])
-    with pytest.raises(ValueError, match="does not divide"):
-        window_nhwc(x, shape, 16)
+    for bad in (16, 0, -8, 48):
+        with pytest.raises(ValueError, match="does not divide"):
+            window_nhwc(x, shape, bad)
 
 
 @pytest.mark.parametrize(
