@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+MAX_REPEAT = 200  # rounds a fast implementation may take at most under min_time_s
 
-def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = 200) -> str:
+
+def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = MAX_REPEAT) -> str:
     """How measure_interleaved timed, in words, for a run file's timing_method."""
     rounds = f"at least {repeat} rounds"
     if min_time_s > 0:
@@ -61,7 +63,7 @@ def measure_interleaved(
     warmup: int = 1,
     repeat: int = 5,
     min_time_s: float = 0.0,
-    max_repeat: int = 200,
+    max_repeat: int = MAX_REPEAT,
 ) -> dict[str, Timing]:
     """Time several callables round-robin: each round calls every one of them once.
 

@@ -164,7 +164,8 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
     """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor (in blocks
     of `block` channels: window_nhwc). Returns the output and the kernel's phase_seconds (no bands;
     packing the filter; the threads' wait)."""
-    if (block or shape.c) < shape.c and filter_packed_once(shape):
+    block = block or shape.c
+    if block < shape.c and filter_packed_once(shape):
         raise ValueError("a window in blocks of channels needs the filter packed panel by panel")
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
@@ -184,7 +185,7 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
         shape.stride[1],
         shape.p,
         shape.q,
-        block or shape.c,
+        block,
         work.data_ptr(),
         seconds,
         threads,

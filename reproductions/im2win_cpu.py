@@ -211,9 +211,9 @@ def run(
                     rec["skipped_memory"] = "this OS cannot reset/read the memory high-water mark"
                 bar.update()
         bar.close()
-        # The clock of a shared or turbo-boosted CPU drifts: the roof is the best probe of the run.
+        # The clock of a shared or turbo-boosted CPU drifts: the roof is the best FMA probe of the
+        # run, the short ones in the layers' rounds included.
         probes.append(measure_peak(n_threads))
-        # the roof: the best FMA probe of the run, the short ones in the layers' rounds included
         peak = max(probes, key=lambda p: p.gflops)
         if round_probes and max(round_probes) > peak.gflops:
             peak = replace(

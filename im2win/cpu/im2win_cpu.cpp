@@ -90,9 +90,9 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // gemm_block_taps existed, and its calls (register saves, the tile through the stack) cost up to
 // 19% on conv7, whose 27-step reductions make one call a micro-tile (1.19x, 1.23x and 1.07x in
 // three runs of 20-40 interleaved rounds; conv3 1.06x, 1.01x, 1.08x; conv1, conv8, conv9, conv10,
-// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's
-// choice: inlined, its 12-row loop parked a row pointer in a vector register (python -m
-// im2win.cpu.isa), and nothing here can time that code.
+// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's choice: inlined, its 12-row loop parked a
+// row pointer in a vector register (python -m im2win.cpu.isa), and nothing here can time that
+// code.
 #if defined(__AVX512F__)
 #define IM2WIN_INLINE_UKERNEL
 #else
@@ -222,7 +222,7 @@ inline void transpose8x8(V8 r[8]) {
 }
 
 // Phase "pack" from the filter's own order: every tap of input channels [c0, c0 + cn) of output
-// channels [k0, k0 + kvalid), in the window's order: dst[(j * jstride + c - c0) * KB + kk] =
+// channels [k0, k0 + kvalid), in the window's order: dst[(j * cn + c - c0) * KB + kk] =
 // F[k0 + kk][c][r][s] for tap j = s * R + r, zero for kk >= kvalid. Each output channel's
 // F[k][c0 .. c0 + cn) is one run of cn * R * S floats in PyTorch's layout; it is read 8 floats at a
 // time from 8 output channels and transposed in registers into 8 vectors of 8 output channels,
@@ -230,14 +230,14 @@ inline void transpose8x8(V8 r[8]) {
 // a float at a time at the stride of R * S floats, cost 0.7 ns a float with the filter in cache
 // and 2 ns without.)
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
-               long jstride, float* dst) {
+               float* dst) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
   const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
   for (int g = 0; g < KB; g += 8) {  // 8 output channels at a time
     const int gv = std::clamp(kvalid - g, 0, 8);
     long c = 0;
     int r = 0, s = 0;  // run position u = (c * R + r) * S + s, advanced with u
-    auto at = [&]() { return dst + ((s * R + r) * jstride + c) * KB + g; };
+    auto at = [&]() { return dst + ((s * R + r) * static_cast<long>(cn) + c) * KB + g; };
     auto next = [&]() {
       if (++s == S) {
         s = 0;
@@ -323,7 +323,7 @@ __attribute__((flatten)) void gemm_block_taps(const float* const* arow, long row
   const float* a[MR];
   for (int c0 = 0; c0 < C; c0 += cb) {
     const double t_pack = omp_get_wtime();
-    pack_taps(f, T, R, S, k0, kvalid, c0, cb, cb, panel);
+    pack_taps(f, T, R, S, k0, kvalid, c0, cb, panel);
     pack_seconds += omp_get_wtime() - t_pack;
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
