@@ -90,6 +90,15 @@ def filter_packed_once(shape: ConvShape) -> bool:
     return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
 
 
+def streams_output(shape: ConvShape, threads: int) -> bool:
+    """Whether the NHWC kernels write the output with non-temporal stores (into an aligned output):
+    the whole reduction is one filter panel, K is a multiple of the vector, and the output outgrows
+    the threads' L2 caches."""
+    macs_per_pixel = shape.c * shape.r * shape.s
+    pixels = shape.n * shape.p * shape.q
+    return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, threads))
+
+
 def _plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
     """(whether im2win streams window bands, the floats of workspace it allocates): see
     streams_windows."""

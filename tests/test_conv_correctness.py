@@ -1,5 +1,6 @@
 """Every implementation against the float64 oracle: the papers' layers and random shapes."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -147,7 +148,7 @@ def test_window_in_channel_blocks_is_the_window_of_each_block(layout):
     [
         (64, 256, 3, 3, (1, 1), (1, 1)),  # 32-channel blocks on AVX2
         (96, 20, 3, 3, (2, 1), (0, 1)),  # K not a multiple of the register block
-        (16, 130, 5, 5, (1, 2), (2, 0)),  # 8-channel blocks of a 5 x 5 filter
+        (16, 130, 4, 4, (1, 2), (2, 0)),  # 8-channel blocks of a 4 x 4 filter
         (512, 40, 3, 3, (1, 1), (0, 0)),  # conv12's depth
     ],
 )
@@ -186,11 +187,32 @@ def test_im2win_streamed_and_whole_window_paths(threads):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2win_output_streamed_to_memory(threads):
+    """A short reduction with an output larger than the L2 caches: the output tiles go to memory
+    with non-temporal stores, on both paths, with and without bias; K that is not a multiple of the
+    vector keeps plain stores."""
+    from im2win.implementations import streams_output
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        shape = im2win.ConvShape(n=2, c=3, h=190, w=190, k=64, r=3, s=3, padding=(1, 1))
+        odd = dataclasses.replace(shape, k=60)
+        assert streams_output(shape, threads) and not streams_output(odd, threads)
+        for s in (shape, odd):
+            x, w = torch.randn(s.input_shape()), torch.randn(s.weight_shape())
+            for impl, b in (("im2win", torch.randn(s.k)), ("im2win_nhwc", None)):
+                _check(impl, x, w, b, s.stride, s.padding)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize(
     "shape, plan",
     [
         (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
-        (im2win.ConvShape(n=1, c=64, h=12, w=12, k=16, r=3, s=3), "whole, packed once"),
+        (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "whole, packed once"),
         (im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3), "whole, panels"),
         (im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3), "whole, panels"),
     ],

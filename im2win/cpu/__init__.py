@@ -21,6 +21,7 @@ _SIGNATURES = {
     "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I]),  # K C R S M threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     "im2win_window_block": (_I, [_I, _I, _I, _I, _L]),  # K C R S M -> channels a block
+    "im2win_streams_output": (_I, [_I, _L, _L, _I]),  # K M T threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I]),
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads

@@ -21,8 +21,10 @@
 // and every workspace, so that what each implementation needs is visible and measured there.
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
+#include <immintrin.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -71,6 +73,18 @@ typedef float Vu __attribute__((vector_size(VL * 4), aligned(4)));  // unaligned
 
 inline V loadu(const float* p) { return *reinterpret_cast<const Vu*>(p); }
 inline void storeu(float* p, V v) { *reinterpret_cast<Vu*>(p) = v; }
+// A non-temporal store of a whole aligned vector: written to memory without first reading its cache
+// line in (no write-allocate), and not kept in the cache.
+inline void store_stream(float* p, V v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, (__m256)v);
+#else
+  _mm_stream_ps(p, (__m128)v);
+#endif
+}
+bool aligned(const float* p) { return reinterpret_cast<std::uintptr_t>(p) % sizeof(V) == 0; }
 
 long cdiv(long a, long b) { return (a + b - 1) / b; }
 
@@ -86,21 +100,26 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
 // First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
 // kvalid < KB only in the last channel block, where the stores are masked through a scratch tile.
+// stream: a full tile's stores are non-temporal (store_stream; c and ldc aligned to the vector).
 // Inlined into its callers: with GCC 12's own choice it stayed out of line in gemm_block once
 // gemm_block_taps existed, and its calls (register saves, the tile through the stack) cost up to
 // 19% on conv7, whose 27-step reductions make one call a micro-tile (1.19x, 1.23x and 1.07x in
 // three runs of 20-40 interleaved rounds; conv3 1.06x, 1.01x, 1.08x; conv1, conv8, conv9, conv10,
-// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's choice: inlined, its 12-row loop parked a
-// row pointer in a vector register (python -m im2win.cpu.isa), and nothing here can time that
-// code.
+// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's choice, one out-of-line copy: inlined
+// everywhere, conv7 ran 0.93x on Zen 5 (30 interleaved rounds; other layers level), and flattened
+// into gemm_block_taps its 12-row loop reloaded a row pointer from the stack every step (python
+// -m im2win.cpu.isa), for no measured gain (conv6, conv11, conv12 0.99-1.02x, 40 rounds).
 #if defined(__AVX512F__)
 #define IM2WIN_INLINE_UKERNEL
+#define IM2WIN_FLATTEN
 #else
 #define IM2WIN_INLINE_UKERNEL __attribute__((always_inline)) inline
+#define IM2WIN_FLATTEN __attribute__((flatten))
 #endif
 template <int M>
 IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc, float* c,
-                                   long ldc, int kvalid, bool first, const float* bias) {
+                                   long ldc, int kvalid, bool first, const float* bias,
+                                   bool stream = false) {
   V acc[M][NR];
   alignas(64) float scratch[M][KB];
   const bool full = kvalid == KB;
@@ -141,7 +160,10 @@ IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc
     }
   }
   __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
-  if (full) {
+  if (full && stream) {
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < NR; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
+  } else if (full) {
     for (int i = 0; i < M; ++i)
       for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
   } else {
@@ -154,10 +176,10 @@ IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc
 
 template <int M>
 void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, float* c, long ldc,
-                      int kvalid, bool first, const float* bias) {
+                      int kvalid, bool first, const float* bias, bool stream = false) {
   if constexpr (M > 0) {
-    if (m == M) return ukernel<M>(a, b, tc, c, ldc, kvalid, first, bias);
-    return ukernel_dispatch<M - 1>(m, a, b, tc, c, ldc, kvalid, first, bias);
+    if (m == M) return ukernel<M>(a, b, tc, c, ldc, kvalid, first, bias, stream);
+    return ukernel_dispatch<M - 1>(m, a, b, tc, c, ldc, kvalid, first, bias, stream);
   }
 }
 
@@ -280,9 +302,10 @@ int tile_rows(long left) {
 // blocks, so that the pixels' rows are read once a group (0.90-0.94x); the panel gathered with
 // AVX2 vgatherdps; the next panel's filter lines prefetched during this one. pack_panel costs
 // about 0.6 ns a float even from L2: the gather's instructions, not memory.)
+// stream: the output tiles go to memory with non-temporal stores (see im2win_streams_output).
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
-                float* panel, double& pack_seconds) {
+                float* panel, double& pack_seconds, bool stream = false) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   const float* a[MR];
   for (long t0 = 0; t0 < T; t0 += TC) {
@@ -297,10 +320,11 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
       const int mr = tile_rows(rows - m);
       for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
       ukernel_dispatch<MR>(mr, a, b, tc, out + m * K + k0, K, kvalid, t0 == 0,
-                           bias ? bias + k0 : nullptr);
+                           bias ? bias + k0 : nullptr, stream);
       m += mr;
     }
   }
+  if (stream) _mm_sfence();  // the streamed stores are ordered before whatever follows
 }
 
 // gemm_block over windows in blocks of cb < C input channels (im2win_window_block; arow: the
@@ -312,14 +336,14 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // packing fell from 11%, 8% and 38% of the call. (The same panels over the unblocked window, as
 // one micro-kernel call a tap's channels, ran 5-15% slower on those layers; as one call a panel
 // jumping between taps, 0.65-0.95x: short runs the hardware prefetchers do not follow.)
-// flatten: its own inlined copy of the micro-kernel. Calling gemm_block's made GCC 12 keep that
-// one out of line, and its calls (register saves, the tile through the stack) cost 5-13% on the
-// layers of short reductions (conv3, conv7, conv9, conv10; 20 interleaved rounds).
-__attribute__((flatten)) void gemm_block_taps(const float* const* arow, long rows, const float* f,
-                                              long T, int R, int S, int C, int K, int k0,
-                                              int kvalid, const float* bias, float* out,
-                                              float* panel, double& pack_seconds, int cb,
-                                              long plane) {
+// Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
+// gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
+// through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
+// conv10; 20 interleaved rounds).
+IM2WIN_FLATTEN void gemm_block_taps(const float* const* arow, long rows, const float* f, long T,
+                                    int R, int S, int C, int K, int k0, int kvalid,
+                                    const float* bias, float* out, float* panel,
+                                    double& pack_seconds, int cb, long plane) {
   const float* a[MR];
   for (int c0 = 0; c0 < C; c0 += cb) {
     const double t_pack = omp_get_wtime();
@@ -430,6 +454,18 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
   }
 }
 
+// The per-core L2 cache in bytes (sysconf; 1 MiB if the system does not say).
+long l2_bytes() {
+  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return l2 > 0 ? l2 : 1l << 20;
+}
+
+// Half the per-core L2 cache in floats: what a thread's window band may take, so that it stays in
+// L2 while every channel block sweeps it again. (One row of conv4's bands is 400 KB at batch 4;
+// streaming such rows in blocks of output columns whose band fits, 206 KB, ran level with whole
+// rows, 1.00x interleaved, its bands taking 17% longer.)
+long band_cap_floats() { return l2_bytes() / 2 / static_cast<long>(sizeof(float)); }
+
 }  // namespace
 
 extern "C" {
@@ -449,11 +485,18 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     std::memset(c, 0, sizeof(c));
     const float* rows[MR];
     for (int i = 0; i < MR; ++i) rows[i] = a + i * TC;
-    ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);  // warm-up
+    // Arguments the compiler cannot see, so that it runs the convolution's own copy of the
+    // micro-kernel, not one specialised to constants (on AVX-512, GCC 12's specialised copy parked
+    // two row pointers in vector registers).
+    volatile int tc = TC, kvalid = KB;
+    volatile long ldc = KB;
+    volatile bool first = false;
+    const float* volatile bias = nullptr;
+    ukernel<MR>(rows, b, tc, c, ldc, kvalid, first, bias);  // warm-up
 #pragma omp barrier
     const double start = omp_get_wtime();
     for (long r = 0; r < reps; ++r) {
-      ukernel<MR>(rows, b, TC, c, KB, KB, false, nullptr);
+      ukernel<MR>(rows, b, tc, c, ldc, kvalid, first, bias);
       // each call reads and writes the tile in memory, as in the convolution: the compiler may
       // not carry it in registers from call to call or fuse the calls (inlined, the probe read
       // twice the FMA peak)
@@ -476,6 +519,18 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads)
   const long T = static_cast<long>(C) * R * S;
   return im2win_filter_packed_once(K, M) ? cdiv(K, KB) * KB * T
                                          : static_cast<long>(nthreads) * PANEL_FLOATS;
+}
+
+// Whether gemm_block streams its output tiles to memory (non-temporal stores) in a convolution of M
+// pixels, K output channels and T reduction steps: where the whole reduction is one panel
+// (T <= TC), each output tile is written once and never read, and an output larger than the
+// threads' L2 caches leaves them anyway. Plain stores read each line in before writing it
+// (write-allocate): twice the memory traffic for a layer whose time is its output. conv7 (T = 27,
+// 50 MB of output at batch 4) ran 1.37x on Zen 5 with AVX-512, conv3 (T = 147, 12.6 MB) 1.02x
+// (30 interleaved rounds, python -m im2win.cpu.kernel_ab). The vector stores need K a multiple of
+// the vector and, checked by the callers, an aligned output.
+int im2win_streams_output(int K, long M, long T, int nthreads) {
+  return T <= TC && K % VL == 0 && M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
 }
 
 // Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
@@ -537,6 +592,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long PQ = static_cast<long>(P) * Q;
   const long kblocks = cdiv(K, KB);
   const bool prepack = im2win_filter_packed_once(K, M);
+  const bool stream = im2win_streams_output(K, M, T, nthreads) && aligned(out);
   // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
   // blocks spread over the threads, so each panel of the filter is packed exactly once (up to
   // 4 MC pixels: conv6 and conv11 at batch 4, 400 and 576 pixels, ran 4-15% faster than in blocks
@@ -567,7 +623,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
                           panel, packing, cb, Wu * R * cb);
         else
           gemm_block(arow.data(), m1 - m0, f, prepack ? work + kb * T * KB : nullptr, T, R, S, C,
-                     K, k0, kvalid, bias, out + m0 * K, panel, packing);
+                     K, k0, kvalid, bias, out + m0 * K, panel, packing, stream);
       }
     slowest_pack = packing;
     slowest_busy = fastest_busy = omp_get_wtime() - start;  // then wait for the others
@@ -575,15 +631,6 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   if (phase_seconds)
     phase_seconds[0] = 0.0, phase_seconds[1] = slowest_pack,
     phase_seconds[2] = slowest_busy - fastest_busy;
-}
-
-// Half the per-core L2 cache in floats (sysconf; 1 MiB if the system does not say): what a thread's
-// window band may take, so that it stays in L2 while every channel block sweeps it again. (One row
-// of conv4's bands is 400 KB at batch 4; streaming such rows in blocks of output columns whose band
-// fits, 206 KB, ran level with whole rows, 1.00x interleaved, its bands taking 17% longer.)
-long band_cap_floats() {
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  return (l2 > 0 ? l2 : 1l << 20) / 2 / static_cast<long>(sizeof(float));
 }
 
 // The plan of im2win_conv_fused. Rows of output pixels per work item: about MC pixels and bands of
@@ -626,6 +673,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
   const bool prepack = im2win_filter_packed_once(K, static_cast<long>(N) * P * Q);
   float* packed = prepack ? filter_work : nullptr;
+  const bool stream = im2win_streams_output(K, static_cast<long>(N) * P * Q, T, nthreads) && aligned(out);
   long kgroups = 1;
   while (row_blocks * kgroups < nthreads && kgroups < kblocks) kgroups *= 2;
   kgroups = std::min(kgroups, kblocks);
@@ -665,7 +713,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         for (long kb = kb0; kb < kb1; ++kb) {
           const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
           gemm_block(arow.data(), m1 - m0, f, prepack ? packed + kb * T * KB : nullptr, T, R, S, C,
-                     K, k0, kvalid, bias, out + m0 * K, panel, packing);
+                     K, k0, kvalid, bias, out + m0 * K, panel, packing, stream);
         }
       }
     slowest = transform;
