@@ -8,6 +8,7 @@ import im2win
 from harness import mca
 from im2win import cpu
 from im2win.cpu import CompilerError, isa
+from im2win.implementations import streams_output
 from im2win.reference import max_violation
 
 pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x86-64 host")
@@ -15,9 +16,11 @@ pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x
 # The implementations whose kernels are in im2win_cpu.cpp.
 NATIVE = ["im2win", "im2win_nhwc", "im2win_nchw", "direct"]
 # Odd shapes: K not a multiple of any channel block, pixel counts not a multiple of any tile,
-# strides and padding per axis, few and many channels, an empty batch.
+# strides and padding per axis, few and many channels, an empty batch, and an output written with
+# streaming stores (a one-panel reduction into an output larger than the L2 caches).
 SHAPES = [
     ((2, 3, 13, 11), (19, 3, 5, 3), (2, 1), (1, 2)),
+    ((1, 3, 180, 180), (64, 3, 3, 3), (1, 1), (1, 1)),
     ((1, 17, 9, 10), (37, 17, 3, 3), (1, 1), (1, 1)),
     ((3, 40, 7, 7), (70, 40, 3, 3), (1, 2), (0, 1)),
     ((0, 5, 8, 8), (4, 5, 3, 3), (1, 1), (0, 0)),
@@ -32,6 +35,14 @@ def test_every_level_this_host_runs_matches_the_oracle(level):
     own = cpu.lib()
     with cpu.kernels_from(cpu.SOURCE, level) as handle:
         assert handle.im2win_simd_width() == isa.LEVELS[level].lanes
+        streamed = [
+            streams_output(
+                im2win.ConvShape.of(torch.empty(xs), torch.empty(ws), st, pd),
+                torch.get_num_threads(),
+            )
+            for xs, ws, st, pd in SHAPES
+        ]
+        assert any(streamed) and not all(streamed)
         for x_shape, w_shape, stride, padding in SHAPES:
             x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
             for impl in NATIVE:
