@@ -633,9 +633,12 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
     phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
-// The plan of im2win_conv_fused. Rows of output pixels per work item: about MC pixels and bands of
-// at most half the L2 cache, in a number of equal items that is a multiple of the thread count (so
-// no thread idles or holds another's rows). work_floats: the size of im2win_conv_fused's `work`, a
+// The plan of im2win_conv_fused. Rows of output pixels per work item (at most; im2win_conv_fused
+// splits the rows evenly, into items of this many rows or one fewer): about MC pixels and bands of
+// at most half the L2 cache, in a number of items that is a multiple of the thread count (so no
+// thread idles or holds another's rows). (Items of exactly this many rows and a short last one
+// left conv10's first thread done waiting 9% of the call at batch 4 on Zen 5, 104 rows in items
+// of 11: split evenly, conv10 and conv5 ran 1.03x, 30 interleaved rounds.) work_floats: the size of im2win_conv_fused's `work`, a
 // band buffer a thread and the filter's workspace (im2win_filter_work_floats).
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats) {
@@ -696,7 +699,9 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
 #pragma omp for collapse(2) schedule(dynamic, chunk) nowait
     for (long rb = 0; rb < row_blocks; ++rb)
       for (long g = 0; g < kgroups; ++g) {
-        const long row0 = rb * rows_per_item, rows = std::min(rows_per_item, rows_total - row0);
+        // rows split evenly: items of rows_per_item or one row fewer (at most rows_per_item)
+        const long row0 = rb * rows_total / row_blocks;
+        const long rows = (rb + 1) * rows_total / row_blocks - row0;
         const double t_start = omp_get_wtime();
         if (row0 != held0 || rows != held) {  // else: another channel group of the same rows
           const float* before = held && row0 == held0 + held ? band + (held - 1) * Wu * RC : nullptr;
