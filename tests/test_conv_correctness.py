@@ -214,6 +214,8 @@ def test_im2win_output_streamed_to_memory(threads):
         (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "whole, packed once"),
         (im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3), "whole, panels"),
+        # a reduction longer than one micro-kernel call takes from the filter packed once
+        (im2win.ConvShape(n=1, c=600, h=14, w=14, k=20, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3), "whole, panels"),
     ],
 )

@@ -63,6 +63,14 @@ constexpr int MR = IM2WIN_MR;  // pixels per micro-tile
 constexpr int NR = IM2WIN_NR;  // vectors of output channels per micro-tile
 constexpr int KB = NR * VL;   // output channels per B panel
 constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats stay in L1
+// Reduction steps a micro-kernel call takes from the filter packed once (its B rows a slice of that
+// one buffer, nothing packed per call). With AVX-512 a call runs the whole reduction of every
+// paper layer (T <= 4608): its B rows stream from L2 (18-590 KB), each output tile is loaded and
+// stored once, and the window rows are swept once. Against slices of TC steps (B in L1), on Zen 5
+// (48 KB L1, 1 MB L2), 30 interleaved rounds: conv1 1.03x, conv2 1.02x, conv4 1.05x, conv5 1.05x,
+// conv8 1.03x, conv9 1.04x, conv10 1.05x; 576 and 1152 steps gave 1.02-1.04x. (With AVX2, TC:
+// measured on Zen 3 only at 160-288 steps, level.)
+constexpr int TC_PACKED = VL == 16 ? 4608 : TC;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
 // of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels (gemm_block_taps).
@@ -293,10 +301,10 @@ int tile_rows(long left) {
   return left - MR <= MR / 2 ? static_cast<int>((left + 1) / 2) : MR;
 }
 
-// One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per
-// TC-deep step of the reduction, the filter panel (L1) is either a slice of the pre-packed filter
-// (`packed`: this block's [T][KB]) or packed here into `panel` (its time added to pack_seconds),
-// then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
+// One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per step
+// of the reduction, the filter panel is either a slice of TC_PACKED steps of the pre-packed filter
+// (`packed`: this block's [T][KB]) or TC steps packed here into `panel` (L1; its time added to
+// pack_seconds), then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
 // (row stride K). Where the window is in blocks of channels, gemm_block_taps instead. (Slower or
 // level on the deep layers, measured interleaved: each reduction step over a group of 2-4 channel
 // blocks, so that the pixels' rows are read once a group (0.90-0.94x); the panel gathered with
@@ -308,8 +316,9 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
                 float* panel, double& pack_seconds, bool stream = false) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   const float* a[MR];
-  for (long t0 = 0; t0 < T; t0 += TC) {
-    const int tc = static_cast<int>(std::min<long>(TC, T - t0));
+  const long step = packed ? TC_PACKED : TC;
+  for (long t0 = 0; t0 < T; t0 += step) {
+    const int tc = static_cast<int>(std::min(step, T - t0));
     const float* b = packed ? packed + t0 * KB : panel;
     if (!packed) {
       const double t_pack = omp_get_wtime();
@@ -528,7 +537,9 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads)
 // (write-allocate): twice the memory traffic for a layer whose time is its output. conv7 (T = 27,
 // 50 MB of output at batch 4) ran 1.37x on Zen 5 with AVX-512, conv3 (T = 147, 12.6 MB) 1.02x
 // (30 interleaved rounds, python -m im2win.cpu.kernel_ab). The vector stores need K a multiple of
-// the vector and, checked by the callers, an aligned output.
+// the vector and, checked by the callers, an aligned output. (Also streaming the outputs of the
+// layers whose whole reduction is one call over the filter packed once, TC_PACKED, ran level:
+// conv1, conv2, conv4, conv8 and conv9 0.99-1.01x on Zen 5.)
 int im2win_streams_output(int K, long M, long T, int nthreads) {
   return T <= TC && K % VL == 0 && M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
 }
@@ -579,9 +590,10 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // done waited a median 16-55% of the call on 7 of the 12 layers at batch 4; interleaved against it
 // call by call, this ran faster on 11 layers in one run (1-17%) and on 9 in a second (up to 38%;
 // conv4 10% slower there).
-// Work item = (block of about MC pixels, block of KB output channels). Per item, per TC-deep step t0
-// of the reduction: take the B panel [TC][KB] (L1-resident) from the packed filter or pack it, then
-// run the MR x KB micro-kernel over the item's pixels, whose window rows (MC x TC floats) stay in L2.
+// Work item = (block of about MC pixels, block of KB output channels). Per item, per step t0 of the
+// reduction: take the B panel from the packed filter or pack it (gemm_block), or per block of
+// channels (gemm_block_taps), then run the MR x KB micro-kernel over the item's pixels, whose
+// window rows stay in L2.
 void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float* out, int N, int C,
                       int K, int R, int S, int sx, int P, int Q, int cb, float* work,
                       double* phase_seconds, int nthreads) {
