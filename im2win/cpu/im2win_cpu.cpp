@@ -41,9 +41,11 @@ namespace {
 // block leaves conv1-conv2 (K = 96) a half-empty last block. LLVM 19's models (python -m
 // im2win.cpu.isa --model): on Zen 4 and Zen 5 each vbroadcastss zmm takes a slot on FP1, one of
 // the two FMA pipes, so 12 x 2 issues at 67% of the FMA peak and 6 x 4 at 80%; on Skylake-AVX512
-// 92% and 100%. A hand-written 12 x 2 loop whose FMAs broadcast from memory ({1to16}) models at
-// 100% on Zen 4 and 92% on Skylake-AVX512. Which is faster waits for an AVX-512 machine (python
-// -m im2win.cpu.kernel_ab im2win_cpu.cpp --blocks 12x2 6x4).
+// 92% and 100%. Timed on Zen 5 (python -m im2win.cpu.kernel_ab im2win_cpu.cpp --blocks 12x2 6x4
+// 8x3, 20 interleaved rounds, batch 4), the model is wrong there: 12 x 2 was the fastest on every
+// layer but conv6 and conv11 (level), 6 x 4 ran 0.70-1.01x and 8x3 0.64-1.00x, and 12 x 2's
+// micro-kernel alone in L1 reaches 96-98% of the FMA probe. (Not timed: a hand-written 12 x 2
+// loop whose FMAs broadcast from memory, {1to16}, which models at 100% on Zen 4; nor any Xeon.)
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
