@@ -317,6 +317,7 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     import sys
 
     from im2win import cpu
+    from im2win.cpu import isa
 
     variant = tmp_path / "variant.cpp"
     variant.write_text(
@@ -335,29 +336,19 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
         _check("im2win", x, w, None, 1, 0)
     assert cpu.lib() is own
     root = Path(__file__).resolve().parents[1]
+    level = "x86-64-v2" if isa.runs_here("x86-64-v2") else "native"  # a narrower level, if x86
+    ab = [sys.executable, "-m", "im2win.cpu.kernel_ab", str(cpu.SOURCE), str(variant)]
+    small = ["--layers", "conv12", "--batch", "1", "--rounds", "1", "--threads", "1"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "im2win.cpu.kernel_ab",
-            str(cpu.SOURCE),
-            str(variant),
-            "--layers",
-            "conv12",
-            "--batch",
-            "1",
-            "--rounds",
-            "1",
-            "--threads",
-            "1",
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
+        [*ab, *small, "--march", level], cwd=root, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
+    assert f"-march={level}" in proc.stdout
+    proc = subprocess.run(
+        [*ab, *small, "--march", "x86-64-v9"], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and "an x86 level this CPU runs" in proc.stderr
 
 
 def test_a_shape_round_trips_through_a_run_record():

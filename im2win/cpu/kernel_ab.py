@@ -13,6 +13,10 @@ im2win-cpu`.
 
 times register blocks of one source against each other (on AVX-512, where the source's 12 x 2 and
 the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2win.cpu.isa --model).
+
+    python -m im2win.cpu.kernel_ab base.cpp variant.cpp --march x86-64-v3
+
+times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 
 from harness import memory, timing
-from im2win.cpu import block_defines, kernels_from
+from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
 
@@ -36,6 +40,7 @@ def compare(
     batch: int,
     rounds: int,
     impl: str,
+    march: str = "native",
 ) -> list:
     """[(layer, [(gflops, band_ms) per variant])]: best of `rounds` interleaved calls each; a variant
     is a source and the -D definitions it is built with."""
@@ -53,11 +58,11 @@ def compare(
         bands = [math.inf] * len(variants)
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
-                with kernels_from(src, defines=defs):
+                with kernels_from(src, march, defs):
                     run(x, w, b, shape.stride, shape.padding)
             for _ in range(rounds):
                 for i, (src, defs) in enumerate(variants):
-                    with kernels_from(src, defines=defs):
+                    with kernels_from(src, march, defs):
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
                         best[i] = min(best[i], time.perf_counter() - start)
@@ -93,7 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         help="time every source with each of these register blocks (e.g. 12x2 6x4: MR pixels by "
         "NR vectors of output channels, set through -DIM2WIN_MR/-DIM2WIN_NR)",
     )
+    parser.add_argument(
+        "--march",
+        default="native",
+        help="build every variant for this x86 level (e.g. x86-64-v3: the AVX2 code on an AVX-512 "
+        "host); it must be one this CPU runs",
+    )
     args = parser.parse_args(argv)
+    if args.march != "native" and not (args.march in isa.LEVELS and isa.runs_here(args.march)):
+        parser.error(
+            f"--march {args.march}: give native or an x86 level this CPU runs "
+            f"({', '.join(name for name in isa.LEVELS if isa.runs_here(name)) or 'none'})"
+        )
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         parser.error(f"no such kernel source: {', '.join(missing)}")
@@ -105,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
-        rows = compare(variants, args.layers, args.batch, args.rounds, args.impl)
-    print(f"{args.impl}, batch {args.batch}, {n} threads, best of {args.rounds} interleaved rounds")
+        rows = compare(variants, args.layers, args.batch, args.rounds, args.impl, args.march)
+    print(
+        f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
+        f"best of {args.rounds} interleaved rounds"
+    )
     print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
     for layer, cells in rows:
         base = cells[0][0]
