@@ -38,6 +38,61 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The widest SIMD a CPU flag in /proc/cpuinfo says the CPU has, widest first.
+_SIMD = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+
+
+def _sysconf(name: str) -> int | None:
+    try:
+        value = os.sysconf(name)
+    except (ValueError, OSError):
+        return None
+    return value if value > 0 else None
+
+
+def cpu_details() -> dict:
+    """What a CPU model name does not tell apart ("AMD EPYC" is every Zen generation in a VM): the
+    family, model and stepping numbers, the widest SIMD, and the per-core L1 data and L2 caches."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return {
+        "vendor": fields.get("vendor_id"),
+        "family": fields.get("cpu family"),
+        "model": fields.get("model"),
+        "stepping": fields.get("stepping"),
+        "simd": next((name for flag, name in _SIMD if flag in flags), None),
+        "l1d_bytes": _sysconf("SC_LEVEL1_DCACHE_SIZE"),
+        "l2_bytes": _sysconf("SC_LEVEL2_CACHE_SIZE"),
+    }
+
+
+def describe_cpu(env: dict) -> str:
+    """The CPU of a run record's environment in words: the model name, and where the record has
+    them (runs since 2026-12-02), its family/model numbers, SIMD and caches."""
+    d = env.get("cpu_details") or {}
+    parts = []
+    if d.get("family") is not None:
+        parts.append(f"family {d['family']} model {d['model']}")
+    if d.get("simd"):
+        parts.append(d["simd"])
+    caches = [
+        f"{name} {d[key] // 1024} KiB"
+        for name, key in (("L1d", "l1d_bytes"), ("L2", "l2_bytes"))
+        if d.get(key)
+    ]
+    if caches:
+        parts.append(", ".join(caches) + " a core")
+    return env.get("cpu_model", "unknown CPU") + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
@@ -113,6 +168,7 @@ def _nvidia_smi(field: str) -> str | None:
 def _static() -> dict:
     return {
         "cpu_model": _cpu_model(),
+        "cpu_details": cpu_details(),
         "cpu_cores_logical": os.cpu_count(),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from harness import results
+from harness import environment, results
 from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_table, transform_table
 from reproductions.tables import fmt, geomean, grid, table
 
@@ -273,7 +273,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         [
             f"# im2win on CPU ({doc['config']['scale']} scale)\n",
             f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
-            f"on {env['cpu_model']} ({doc['config']['threads']} threads), torch "
+            f"on {environment.describe_cpu(env)}, {doc['config']['threads']} threads, torch "
             f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
             f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s.\n",
             "## Goals\n",

@@ -43,6 +43,28 @@ def test_environment_has_provenance():
     assert env["threads"] == 2 and env["packages"]["torch"]
 
 
+def test_cpu_described_beyond_its_model_name():
+    """A VM's model name ("AMD EPYC") is every generation: the record keeps the family/model
+    numbers, the widest SIMD and the caches, and describe_cpu words them (or only the name, for a
+    record from before they were kept)."""
+    details = environment.capture()["cpu_details"]
+    assert set(details) >= {"family", "model", "simd", "l1d_bytes", "l2_bytes"}
+    env = {
+        "cpu_model": "AMD EPYC",
+        "cpu_details": {
+            "family": "26",
+            "model": "2",
+            "simd": "AVX-512",
+            "l1d_bytes": 49152,
+            "l2_bytes": 1 << 20,
+        },
+    }
+    assert environment.describe_cpu(env) == (
+        "AMD EPYC (family 26 model 2; AVX-512; L1d 48 KiB, L2 1024 KiB a core)"
+    )
+    assert environment.describe_cpu({"cpu_model": "AMD EPYC"}) == "AMD EPYC"
+
+
 def test_peak_probe_measures_something():
     peak = measure_peak(1, iters=200_000, trials=1)
     assert peak.gflops > 0.5 and peak.simd_width in (4, 8, 16)
