@@ -42,12 +42,21 @@ def _cpu_model() -> str:
 _SIMD = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
 
 
-def _sysconf(name: str) -> int | None:
-    try:
-        value = os.sysconf(name)
-    except (ValueError, OSError):
-        return None
-    return value if value > 0 else None
+def _cache_bytes(level: int, kinds: tuple[str, ...]) -> int | None:
+    """The size of cpu0's level-`level` cache of a type in `kinds`, from Linux's sysfs (None
+    elsewhere): Python's os.sysconf has no names for caches."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level:
+                continue
+            if (index / "type").read_text().strip() not in kinds:
+                continue
+            size = (index / "size").read_text().strip()
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def cpu_details() -> dict:
@@ -69,8 +78,8 @@ def cpu_details() -> dict:
         "model": fields.get("model"),
         "stepping": fields.get("stepping"),
         "simd": next((name for flag, name in _SIMD if flag in flags), None),
-        "l1d_bytes": _sysconf("SC_LEVEL1_DCACHE_SIZE"),
-        "l2_bytes": _sysconf("SC_LEVEL2_CACHE_SIZE"),
+        "l1d_bytes": _cache_bytes(1, ("Data",)),
+        "l2_bytes": _cache_bytes(2, ("Unified", "Data")),
     }
 
 

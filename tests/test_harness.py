@@ -1,6 +1,7 @@
 """The measurement harness: timing, environment, peak probe, memory, result files."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,8 @@ def test_cpu_described_beyond_its_model_name():
     record from before they were kept)."""
     details = environment.capture()["cpu_details"]
     assert set(details) >= {"family", "model", "simd", "l1d_bytes", "l2_bytes"}
+    if Path("/sys/devices/system/cpu/cpu0/cache/index0").is_dir():
+        assert details["l1d_bytes"] >= 16384 and details["l2_bytes"] > details["l1d_bytes"]
     env = {
         "cpu_model": "AMD EPYC",
         "cpu_details": {
