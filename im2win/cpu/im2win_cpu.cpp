@@ -307,12 +307,12 @@ int tile_rows(long left) {
 // One channel block of the GEMM over `rows` pixels whose windows start at arow[0..rows): per step
 // of the reduction, the filter panel is either a slice of TC_PACKED steps of the pre-packed filter
 // (`packed`: this block's [T][KB]) or TC steps packed here into `panel` (L1; its time added to
-// pack_seconds), then the MR x KB micro-kernel runs over the pixels. out points at the first pixel's output row
-// (row stride K). Where the window is in blocks of channels, gemm_block_taps instead. (Slower or
-// level on the deep layers, measured interleaved: each reduction step over a group of 2-4 channel
-// blocks, so that the pixels' rows are read once a group (0.90-0.94x); the panel gathered with
-// AVX2 vgatherdps; the next panel's filter lines prefetched during this one. pack_panel costs
-// about 0.6 ns a float even from L2: the gather's instructions, not memory.)
+// pack_seconds), then the MR x KB micro-kernel runs over the pixels. out points at the first
+// pixel's output row (row stride K). Where the window is in blocks of channels, gemm_block_taps
+// instead. (Slower or level on the deep layers, measured interleaved: each reduction step over a
+// group of 2-4 channel blocks, so that the pixels' rows are read once a group (0.90-0.94x); the
+// panel gathered with AVX2 vgatherdps; the next panel's filter lines prefetched during this one.
+// pack_panel costs about 0.6 ns a float even from L2: the gather's instructions, not memory.)
 // stream: the output tiles go to memory with non-temporal stores (see im2win_streams_output).
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
@@ -661,8 +661,9 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
 // at most half the L2 cache, in a number of items that is a multiple of the thread count (so no
 // thread idles or holds another's rows). (Items of exactly this many rows and a short last one
 // left conv10's first thread done waiting 9% of the call at batch 4 on Zen 5, 104 rows in items
-// of 11: split evenly, conv10 and conv5 ran 1.03x, 30 interleaved rounds.) work_floats: the size of im2win_conv_fused's `work`, a
-// band buffer a thread and the filter's workspace (im2win_filter_work_floats).
+// of 11: split evenly, conv10 and conv5 ran 1.03x, 30 interleaved rounds.) work_floats: the size
+// of im2win_conv_fused's `work`, a band buffer a thread and the filter's workspace
+// (im2win_filter_work_floats).
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
@@ -695,9 +696,10 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const long rows_total = static_cast<long>(N) * P;
   const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
-  const bool prepack = im2win_filter_packed_once(K, static_cast<long>(N) * P * Q);
+  const long M = static_cast<long>(N) * P * Q;
+  const bool prepack = im2win_filter_packed_once(K, M);
   float* packed = prepack ? filter_work : nullptr;
-  const bool stream = im2win_streams_output(K, static_cast<long>(N) * P * Q, T, nthreads) && aligned(out);
+  const bool stream = im2win_streams_output(K, M, T, nthreads) && aligned(out);
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
   // in grabs of consecutive items from a shared counter: whole row blocks (1-4) while there is work
   // for every thread, so a thread's next items continue the rows its band holds (the same rows for
