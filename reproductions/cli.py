@@ -176,6 +176,21 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is an allocation that failed: Python's MemoryError, or PyTorch's CPU or CUDA
+    allocator refusing a tensor (a RuntimeError that says so)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or any(
+        words in text for words in ("can't allocate memory", "out of memory")
+    )
+
+
+def _smaller(module) -> str:
+    """What to give `repro run` for a smaller run of `module`: the flags it has for that."""
+    flags = [RUN_OPTIONS[o][0] for o in ("impls", "layers") if o in module.OPTIONS]
+    return ", ".join([*flags, "a smaller --scale"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -201,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"repro: {exc}") from exc
         except ValueError as exc:
             parser.error(str(exc))
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SystemExit(
+                f"repro: {args.experiment} ran out of memory ({first}); nothing was written. "
+                f"For a smaller run: {_smaller(module)}"
+            ) from exc
         print(f"raw results: {raw}")
         paths = _render(module, raw, args.results_dir)
     else:

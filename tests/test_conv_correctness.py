@@ -359,3 +359,28 @@ def test_a_shape_round_trips_through_a_run_record():
     shape = ConvShape(n=2, c=5, h=9, w=11, k=70, r=3, s=2, stride=(2, 1), padding=(1, 0))
     record = json.loads(json.dumps({"layer": "x", "tflops": 1.0, **shape.as_dict()}))
     assert ConvShape.from_dict(record) == shape
+
+
+def test_the_oracle_runs_over_slices_of_a_large_batch(monkeypatch):
+    """PyTorch's float64 conv2d unfolds the whole batch at once (38 GB for conv4 at batch 128), so
+    the oracle and its error bound run over slices of the batch: the same values, slice by slice,
+    and still a failing check for a wrong output."""
+    import im2win.reference as reference
+
+    x, w, b = torch.randn(5, 3, 9, 8), torch.randn(4, 3, 3, 2), torch.randn(4)
+    whole = reference.conv2d_reference(x, w, b, (2, 1), (1, 0))
+    bound = reference.error_bound(x, w, b, (2, 1), (1, 0))
+    calls = []
+    real = torch.nn.functional.conv2d
+    # an image's unfolded float64 matrix: C*R*S x P*Q = 18 x 35 doubles; two a slice
+    monkeypatch.setattr(reference, "CHUNK_BYTES", 2 * 18 * 35 * 8)
+    monkeypatch.setattr(
+        reference.F, "conv2d", lambda xs, *a, **k: calls.append(len(xs)) or real(xs, *a, **k)
+    )
+    assert torch.equal(reference.conv2d_reference(x, w, b, (2, 1), (1, 0)), whole)
+    assert torch.equal(reference.error_bound(x, w, b, (2, 1), (1, 0)), bound)
+    assert calls == [2, 2, 1, 2, 2, 1]
+    out = im2win.conv2d(x, w, b, (2, 1), (1, 0))
+    assert max_violation(out, x, w, b, (2, 1), (1, 0)) <= 1.0
+    out[4, 0, 0, 0] += 0.1
+    assert max_violation(out, x, w, b, (2, 1), (1, 0)) > 1.0

@@ -236,3 +236,31 @@ def test_an_option_the_experiment_does_not_take_is_an_error(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments" in err or "invalid choice" in err
+
+
+def test_a_run_out_of_memory_is_one_line_with_what_to_shrink(tmp_path, monkeypatch):
+    """An allocation the machine refuses (PyTorch's CPU allocator raises a RuntimeError) ends the
+    run with one line that says so and which flags make it smaller; other errors still raise."""
+    from reproductions import im2win_cpu
+
+    def raising(error):
+        def run(**_):
+            raise error
+
+        return run
+
+    refused = "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+    for error in (
+        RuntimeError(refused + "memory: you tried to allocate 38153027584 bytes."),
+        MemoryError(),
+    ):
+        monkeypatch.setattr(im2win_cpu, "run", raising(error))
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["run", "im2win-cpu", "--results-dir", str(tmp_path)])
+        message = str(exit_.value.code)
+        assert message.startswith("repro: im2win-cpu ran out of memory") and "\n" not in message
+        assert "--impls, --layers, a smaller --scale" in message
+    monkeypatch.setattr(im2win_cpu, "run", raising(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["run", "im2win-cpu", "--results-dir", str(tmp_path)])
+    assert not list(tmp_path.rglob("*.json"))
