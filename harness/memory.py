@@ -2,11 +2,11 @@
 high-water mark (Linux: /proc/self/clear_refs resets VmHWM, /proc/self/status reads it).
 
 Timing wants the opposite: `steady_allocator()` lets glibc keep freed memory and hand it out again
-(no mmap below 1 GiB, no trimming), as a long-running process or a caching allocator would, so that
-no implementation's time includes the page faults of buffers that a fresh mmap hands out zeroed on
-every call (a 50 MiB output costs more in page faults than its convolution on a 2-core VM). glibc
-coalesces freed chunks lazily, so the first few rounds may still take fresh pages; the best of the
-timing rounds is the settled state.
+(no mmap below 2 GiB, the most mallopt takes, and no trimming), as a long-running process or a
+caching allocator would, so that no implementation's time includes the page faults of buffers that
+a fresh mmap hands out zeroed on every call (a 50 MiB output costs more in page faults than its
+convolution on a 2-core VM). glibc coalesces freed chunks lazily, so the first few rounds may still
+take fresh pages; the best of the timing rounds is the settled state.
 
 To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
 allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's
@@ -31,11 +31,13 @@ METHOD = (
     "extra_mem_bytes = that increase minus the output tensor's bytes"
 )
 STEADY_METHOD = (
-    "glibc mallopt: M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 256 MiB: freed "
+    "glibc mallopt: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD 2 GiB - 1 (the most mallopt takes), "
+    "M_TOP_PAD 256 MiB: freed "
     "buffers are kept and, once the heap has settled, reused instead of being unmapped and "
     "faulted in anew"
 )
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+STEADY_REUSE_BYTES = (1 << 31) - 1  # steady_allocator's thresholds: the most mallopt takes (an int)
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -67,7 +69,7 @@ def _mallopt(**settings: int) -> bool:
 def steady_allocator() -> bool:
     """Let freed memory be reused without page faults, for timing (glibc only; process-wide until
     exact_large_allocations). Returns whether it took effect."""
-    return _mallopt(mmap=1 << 30, trim=1 << 30, top_pad=256 << 20)
+    return _mallopt(mmap=STEADY_REUSE_BYTES, trim=STEADY_REUSE_BYTES, top_pad=256 << 20)
 
 
 def exact_large_allocations() -> bool:

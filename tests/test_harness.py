@@ -1,6 +1,7 @@
 """The measurement harness: timing, environment, peak probe, memory, result files."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,16 @@ def test_steady_allocator_reuses_freed_buffers_then_exact_mode_returns():
     finally:
         assert memory.exact_large_allocations()
     assert fewest_faults(trim=True, rounds=4) > pages // 2
+
+
+def test_steady_allocator_reuses_every_paper_scale_output():
+    """Every layer's output at the papers' batch (128) is below the size up to which timing's
+    allocator reuses freed memory: above it, each call would fault its output in anew (conv7's
+    1.6 GB output at batch 128 was above the earlier 1 GiB)."""
+    from im2win.shapes import PAPER_LAYERS
+
+    largest = max(4 * math.prod(s.with_batch(128).output_shape()) for s in PAPER_LAYERS.values())
+    assert largest > 1 << 30 and largest < memory.STEADY_REUSE_BYTES
 
 
 def test_runs_are_new_files_never_overwritten(tmp_path):
