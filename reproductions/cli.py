@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SystemExit(
-                f"repro: {args.experiment} ran out of memory ({first}); nothing was written. "
+                f"repro: {args.experiment} ran out of memory ({first}); no raw file was written. "
                 f"For a smaller run: {_smaller(module)}"
             ) from exc
         print(f"raw results: {raw}")
