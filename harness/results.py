@@ -140,6 +140,8 @@ def load_run(path: Path) -> dict:
 
 
 def run_files(experiment: str, results_dir: Path | None = None) -> list[Path]:
-    """Run files of an experiment, oldest first."""
+    """Run files of an experiment, oldest first (hidden files, such as a run's partial state or a
+    write in progress, are not run files)."""
     folder = (results_dir or default_results_dir()) / "raw" / experiment
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    files = folder.glob("*.json") if folder.is_dir() else []
+    return sorted(p for p in files if not p.name.startswith("."))

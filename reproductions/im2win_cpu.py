@@ -10,6 +10,8 @@ against direct convolution, im2col + GEMM and PyTorch/oneDNN, on the paper's twe
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import statistics
 import time
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 import im2win
 from harness import environment, memory, results, timing
-from harness.peak import measure_peak
+from harness.peak import Peak, measure_peak
 from im2win.cpu import isa, lib
 from im2win.metrics import gflops
 from im2win.reference import conv2d_reference, error_bound
@@ -114,9 +116,12 @@ def run(
     shapes = layer_shapes(scale, layers)
     started = time.perf_counter()
     with timing.threads(threads) as n_threads:
-        probes = [measure_peak(n_threads)]  # FMA peak: before, after every layer, at the end
-        round_probes = []  # the best short FMA probe of each layer's timing rounds
-        records = []
+        partial = _Partial(results_dir, [scale, cfg, n_threads, seed, list(shapes), impls])
+        state = partial.state
+        # FMA peak: before, after every layer, at the end
+        probes = [Peak(**p) for p in state["probes"]] + [measure_peak(n_threads)]
+        round_probes = list(state["round_probes"])  # each layer's best short FMA probe
+        records = list(state["records"])
         bar = tqdm(
             total=3 * len(shapes) * len(impls),
             desc=f"{EXPERIMENT} ({scale})",
@@ -127,6 +132,9 @@ def run(
         # with freed memory reused (no implementation pays page faults for its fresh buffers).
         steady = memory.steady_allocator()
         for name, shape in shapes.items():
+            if name in state["layers"]:  # timed by an interrupted run of the same command
+                bar.update(2 * len(impls))
+                continue
             x, w, b = _inputs(shape, seed)
             exact = conv2d_reference(x, w, b, shape.stride, shape.padding)
             bound = error_bound(x, w, b, shape.stride, shape.padding)
@@ -190,6 +198,7 @@ def run(
                     }
                 )
                 bar.update()
+            partial.save(records, probes, round_probes, time.perf_counter() - started)
         # Phase 2: memory (after all timing: the allocator setting it needs changes allocation cost).
         mem_ok = memory.supported() and memory.exact_large_allocations()
         by_key = {(r["layer"], r["impl"]): r for r in records}
@@ -236,7 +245,7 @@ def run(
         "dtype": "float32",
         "shapes": {n: s.as_dict() for n, s in shapes.items()},
     }
-    return results.write_run(
+    raw = results.write_run(
         EXPERIMENT,
         config=config,
         environment=env,
@@ -266,9 +275,48 @@ def run(
             "timing_allocator": memory.STEADY_METHOD if steady else "the C library's default",
             "correctness_method": "max |out - float64 F.conv2d| / (16 u sqrt(C*R*S) (|x|*|w| + |b|))"
             " over all outputs; <= 1 passes (im2win.reference)",
-            "wall_s": time.perf_counter() - started,
+            "wall_s": time.perf_counter() - started + state["wall_s"],
+            # layers timed by an earlier, interrupted run of the same command at the same commit
+            "resumed_layers": state["layers"],
         },
     )
+    partial.remove()
+    return raw
+
+
+class _Partial:
+    """The layers a run has timed so far, saved after each (atomically) so that the same command,
+    run again at the same clean commit on the same CPU after an interruption, times only the rest:
+    at the paper scale a run takes hours on 2 cores. A dirty or unknown work tree never resumes."""
+
+    def __init__(self, results_dir: Path | None, command: list):
+        git = environment.git_state()
+        self.enabled = git.get("dirty") is False and git.get("commit") not in (None, "unknown")
+        key = [command, git.get("commit"), environment.cpu_details()]
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        folder = (results_dir or results.default_results_dir()) / "raw" / EXPERIMENT
+        self.path = folder / f".partial-{digest}.state"  # not a run file: no .json
+        empty = {"layers": [], "records": [], "probes": [], "round_probes": [], "wall_s": 0.0}
+        self.state = (
+            json.loads(self.path.read_text()) if self.enabled and self.path.is_file() else empty
+        )
+        self.prior_s = self.state["wall_s"]
+
+    def save(self, records: list, probes: list, round_probes: list, wall_s: float) -> None:
+        """After a layer: every record so far (whole layers only) and the probes."""
+        if not self.enabled:
+            return
+        state = {
+            "layers": list(dict.fromkeys(r["layer"] for r in records)),
+            "records": records,
+            "probes": [p.as_dict() for p in probes],
+            "round_probes": round_probes,
+            "wall_s": self.prior_s + wall_s,
+        }
+        results.atomic_write(self.path, json.dumps(state))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -275,7 +275,14 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
             f"on {environment.describe_cpu(env)}, {doc['config']['threads']} threads, torch "
             f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
-            f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s.\n",
+            f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s"
+            + (
+                f" (resumed: {', '.join(doc['resumed_layers'])} timed by an earlier, interrupted"
+                " run of the same command)"
+                if doc.get("resumed_layers")
+                else ""
+            )
+            + ".\n",
             "## Goals\n",
             goals_table(doc),
             "## Throughput\n",

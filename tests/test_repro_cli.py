@@ -264,3 +264,48 @@ def test_a_run_out_of_memory_is_one_line_with_what_to_shrink(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["run", "im2win-cpu", "--results-dir", str(tmp_path)])
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_an_interrupted_run_resumes_with_the_layers_it_had_timed(tmp_path, monkeypatch):
+    """The same command at the same clean commit, run again after an interruption, times only
+    the layers the first run had not finished; the raw file has them all and says which were
+    resumed; the partial state is gone after. A dirty work tree starts afresh."""
+    from harness import environment, results, timing
+
+    monkeypatch.setattr(environment, "git_state", lambda: {"commit": "abc123", "dirty": False})
+    real = timing.measure_interleaved
+    timed = []
+
+    def measure(calls, *args, **kwargs):
+        timed.append(len(timed))
+        if interrupt_at == len(timed):
+            raise KeyboardInterrupt
+        return real(calls, *args, **kwargs)
+
+    monkeypatch.setattr(timing, "measure_interleaved", measure)
+    argv = ["run", "im2win-cpu", "--scale", "smoke", "--layers", "conv1", "conv9", "conv12"]
+    argv += ["--impls", "im2win", "torch", "--repeat", "1", "--min-time", "0", "--no-progress"]
+    argv += ["--results-dir", str(tmp_path)]
+    folder = tmp_path / "raw" / "im2win-cpu"
+    interrupt_at = 3  # the third layer
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(argv)
+    assert not results.run_files("im2win-cpu", tmp_path)
+    assert len(list(folder.glob(".partial-*"))) == 1
+    timed.clear()
+    interrupt_at = 0
+    assert cli.main(argv) == 0
+    assert len(timed) == 1  # conv12 only
+    (raw,) = results.run_files("im2win-cpu", tmp_path)
+    doc = json.loads(raw.read_text())
+    assert [r["layer"] for r in doc["records"]] == ["conv1"] * 2 + ["conv9"] * 2 + ["conv12"] * 2
+    assert doc["resumed_layers"] == ["conv1", "conv9"] and all(r["correct"] for r in doc["records"])
+    assert not list(folder.glob(".partial-*"))
+    assert "resumed: conv1, conv9" in (tmp_path / "im2win-cpu" / "README.md").read_text()
+    # a dirty tree (code that may have changed) never resumes
+    monkeypatch.setattr(environment, "git_state", lambda: {"commit": "abc123", "dirty": True})
+    interrupt_at = 2
+    timed.clear()
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(argv)
+    assert not list(folder.glob(".partial-*"))
