@@ -7,6 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from im2win.shapes import ConvShape
+from im2win.validation import pair
+
 FLOAT32_EPS = 2.0**-24  # unit roundoff of float32
 # Bytes of float64 work PyTorch's conv2d may take at once. Its float64 path (no oneDNN) unfolds every
 # image of the batch into a C*R*S x P*Q matrix at once: 38 GB for conv4 at batch 128, which a
@@ -17,11 +20,9 @@ CHUNK_BYTES = 1 << 30
 def _conv64(x, weight, bias, stride, padding, absolute: bool = False) -> torch.Tensor:
     """F.conv2d of x (any float dtype; |x| where `absolute`) in float64 over slices of the batch
     (see CHUNK_BYTES), each slice converted on its own; weight, bias: float64."""
-    (sy, sx), (py, px) = ((v, v) if isinstance(v, int) else tuple(v) for v in (stride, padding))
-    pixels = max(0, (x.shape[2] + 2 * py - weight.shape[2]) // sy + 1) * max(
-        0, (x.shape[3] + 2 * px - weight.shape[3]) // sx + 1
-    )
-    step = max(1, CHUNK_BYTES // max(1, weight[0].numel() * pixels * 8))  # images a slice
+    shape = ConvShape.of(x, weight, pair(stride, "stride", 1), pair(padding, "padding", 0))
+    unfolded = shape.c * shape.r * shape.s * max(0, shape.p) * max(0, shape.q) * 8  # an image's
+    step = max(1, CHUNK_BYTES // max(1, unfolded))  # images a slice
 
     def part(xs):
         xs = xs.double()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import torch
 
 
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """`value` (an int or a pair of ints, each >= minimum) as a pair; a clear ValueError otherwise."""
+    both = (value, value) if isinstance(value, int) else tuple(value)
+    if len(both) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in both):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
+    if min(both) < minimum:
         raise ValueError(f"{name} must be >= {minimum} on both axes, got {value!r}")
-    return pair
+    return both
 
 
 def _check(name: str, t, dims: int) -> None:
@@ -48,8 +49,8 @@ def validate(input, weight, bias, stride, padding):
             f"input, weight and bias are on different devices ({', '.join(map(str, devices))}): "
             "move them to one device with .to(device)"
         )
-    stride = _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
+    stride = pair(stride, "stride", 1)
+    padding = pair(padding, "padding", 0)
     n, c, h, w = input.shape
     k, cw, r, s = weight.shape
     if c != cw:
