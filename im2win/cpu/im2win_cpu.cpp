@@ -110,16 +110,24 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // Micro-kernel, phase "compute": C[i][0:KB] (+)= sum_t a[i][t] * b[t][0:KB] for i < M.
 // a: M row pointers (each row contiguous in t), b: packed panel [tc][KB], c: rows at stride ldc.
 // First panel (first = true) starts from the bias (or zero), later ones accumulate into C.
-// kvalid < KB only in the last channel block, where the stores are masked through a scratch tile.
-// stream: a full tile's stores are non-temporal (store_stream; c and ldc aligned to the vector).
-// Inlined into its callers: with GCC 12's own choice it stayed out of line in gemm_block once
-// gemm_block_taps existed, and its calls (register saves, the tile through the stack) cost up to
-// 19% on conv7, whose 27-step reductions make one call a micro-tile (1.19x, 1.23x and 1.07x in
-// three runs of 20-40 interleaved rounds; conv3 1.06x, 1.01x, 1.08x; conv1, conv8, conv9, conv10,
-// conv12 level; conv4 1.09x once). AVX-512 keeps GCC's choice, one out-of-line copy: inlined
-// everywhere, conv7 ran 0.93x on Zen 5 (30 interleaved rounds; other layers level), and flattened
-// into gemm_block_taps its 12-row loop reloaded a row pointer from the stack every step (python
-// -m im2win.cpu.isa), for no measured gain (conv6, conv11, conv12 0.99-1.02x, 40 rounds).
+// ukernel_full: a whole tile of KB output channels; ukernel: any tile, the last channel block's
+// (kvalid < KB) through a whole scratch tile. Every loop over the tile is unrolled, so the
+// accumulators go from memory (or the bias) straight into registers and back. (When the
+// partial tile's masked copies were part of the same function, GCC 12 kept the accumulators in a
+// stack array on AVX-512 and moved the whole tile through it before and after the main loop: 23%
+// of the micro-kernel's samples on conv7 (perf), whose 27-step reductions make each call short.
+// Split, with the opaque pointers below, on Zen 5 (20 interleaved rounds, two runs): conv7 1.17x
+// and 1.13x, conv1 1.04x, conv3 1.02-1.04x, conv6 and conv12 1.01-1.02x, the others level; as
+// AVX2 code there (the split alone): conv11 1.05x, conv12 1.04x, conv7 1.03x, the others level.)
+// stream: the stores are non-temporal (store_stream; c and ldc aligned to the vector).
+// Inlined into its callers below AVX-512: with GCC 12's own choice it stayed out of line in
+// gemm_block once gemm_block_taps existed, and its calls (register saves, the tile through the
+// stack) cost up to 19% on conv7 (1.19x, 1.23x and 1.07x in three runs of 20-40 interleaved
+// rounds; conv3 1.06x, 1.01x, 1.08x; conv1, conv8, conv9, conv10, conv12 level; conv4 1.09x
+// once). AVX-512 keeps GCC's choice, one out-of-line copy: inlined everywhere, conv7 ran 0.93x on
+// Zen 5 (30 interleaved rounds; other layers level), and flattened into gemm_block_taps its
+// 12-row loop reloaded a row pointer from the stack every step (python -m im2win.cpu.isa), for no
+// measured gain (conv6, conv11, conv12 0.99-1.02x, 40 rounds).
 #if defined(__AVX512F__)
 #define IM2WIN_INLINE_UKERNEL
 #define IM2WIN_FLATTEN
@@ -128,33 +136,33 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 #define IM2WIN_FLATTEN __attribute__((flatten))
 #endif
 template <int M>
-IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc, float* c,
-                                   long ldc, int kvalid, bool first, const float* bias,
-                                   bool stream = false) {
+IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, int tc, float* c,
+                                        long ldc, bool first, const float* bias, bool stream) {
   V acc[M][NR];
-  alignas(64) float scratch[M][KB];
-  const bool full = kvalid == KB;
   if (first) {
-    alignas(64) float b0[KB] = {};
-    if (bias) std::memcpy(b0, bias, sizeof(float) * kvalid);
+    V b0[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) b0[j] = bias ? loadu(bias + j * VL) : V{};
+#pragma GCC unroll 16
     for (int i = 0; i < M; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(b0 + j * VL);
-  } else if (full) {
-    for (int i = 0; i < M; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] = b0[j];
   } else {
-    for (int i = 0; i < M; ++i) {
-      std::memset(scratch[i], 0, sizeof(scratch[i]));
-      std::memcpy(scratch[i], c + i * ldc, sizeof(float) * kvalid);
-      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(scratch[i] + j * VL);
-    }
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
   }
   // The step t counts up from -tc to zero, so the loop needs no bound in a register: with M = 12
   // (AVX-512) the row pointers, the panel pointer and t fill 14 general registers, and a bound too
   // made GCC park a row pointer in a vector register and reload the bound from the stack at every
   // step (python -m im2win.cpu.isa).
   const float* ap[M];
-  for (int i = 0; i < M; ++i) ap[i] = a[i] + tc;
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) {
+    ap[i] = a[i] + tc;
+    __asm__("" : "+r"(ap[i]));  // opaque: GCC indexes the rows from these ends, not from a[i]
+  }
   const float* bp = b + static_cast<long>(tc) * KB;
   // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
   // no instruction.
@@ -171,18 +179,36 @@ IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc
     }
   }
   __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
-  if (full && stream) {
+  // c and ldc opaque here: the stores compute their addresses anew, instead of GCC computing all
+  // 2 * M of them before the main loop and keeping them on the stack, which cost the loop a
+  // register (its bound then compared from the stack at every step).
+  __asm__("" : "+r"(c), "+r"(ldc));
+  if (stream) {
+#pragma GCC unroll 16
     for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
-  } else if (full) {
-    for (int i = 0; i < M; ++i)
-      for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
   } else {
-    for (int i = 0; i < M; ++i) {
-      for (int j = 0; j < NR; ++j) storeu(scratch[i] + j * VL, acc[i][j]);
-      std::memcpy(c + i * ldc, scratch[i], sizeof(float) * kvalid);
-    }
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
   }
+}
+
+template <int M>
+IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc, float* c,
+                                   long ldc, int kvalid, bool first, const float* bias,
+                                   bool stream = false) {
+  if (kvalid == KB) return ukernel_full<M>(a, b, tc, c, ldc, first, bias, stream);
+  // the last channel block of a K that is not a multiple of KB: through a whole scratch tile
+  alignas(64) float scratch[M][KB] = {};
+  alignas(64) float b0[KB] = {};
+  if (bias) std::memcpy(b0, bias, sizeof(float) * kvalid);
+  if (!first)
+    for (int i = 0; i < M; ++i) std::memcpy(scratch[i], c + i * ldc, sizeof(float) * kvalid);
+  ukernel_full<M>(a, b, tc, scratch[0], KB, first, b0, false);
+  for (int i = 0; i < M; ++i) std::memcpy(c + i * ldc, scratch[i], sizeof(float) * kvalid);
 }
 
 template <int M>
@@ -507,16 +533,17 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     for (int i = 0; i < MR; ++i) rows[i] = a + i * TC;
     // Arguments the compiler cannot see, so that it runs the convolution's own copy of the
     // micro-kernel, not one specialised to constants (on AVX-512, GCC 12's specialised copy parked
-    // two row pointers in vector registers).
-    volatile int tc = TC, kvalid = KB;
+    // two row pointers in vector registers). A whole tile: ukernel_full, as every tile of a
+    // convolution but its last channel block's.
+    volatile int tc = TC;
     volatile long ldc = KB;
-    volatile bool first = false;
+    volatile bool first = false, stream = false;
     const float* volatile bias = nullptr;
-    ukernel<MR>(rows, b, tc, c, ldc, kvalid, first, bias);  // warm-up
+    ukernel_full<MR>(rows, b, tc, c, ldc, first, bias, stream);  // warm-up
 #pragma omp barrier
     const double start = omp_get_wtime();
     for (long r = 0; r < reps; ++r) {
-      ukernel<MR>(rows, b, tc, c, ldc, kvalid, first, bias);
+      ukernel_full<MR>(rows, b, tc, c, ldc, first, bias, stream);
       // each call reads and writes the tile in memory, as in the convolution: the compiler may
       // not carry it in registers from call to call or fuse the calls (inlined, the probe read
       // twice the FMA peak)
