@@ -1,7 +1,11 @@
 // FMA peak probe: the highest FP32 FLOP rate this host's cores sustain, as the roof for GFLOP/s.
 // Each thread runs CHAINS independent chains of vector FMAs (enough to cover FMA latency x ports),
 // with the widest SIMD -march=native gives. FLOPs per FMA lane = 2.
+// Also the threads' round trip: how far apart two OpenMP threads' cores are (thread_round_trip_ns).
 #include <omp.h>
+
+#include <atomic>
+#include <cmath>
 
 #if defined(__AVX512F__)
 #define CHAINS_16 1
@@ -62,5 +66,47 @@ double peak_fma(long iters, int nthreads, double* flops, float* sink) {
   }
   *flops = 2.0 * VL * CHAINS * static_cast<double>(iters) * nthreads;
   return seconds;
+}
+
+// The round trip of one cache line between OpenMP threads 0 and 1 (a team of two, the same pool
+// the kernels run on), in nanoseconds: thread 0 writes a counter, thread 1 answers, `trips` times
+// or until `max_seconds` have passed (threads that share a core hand over only when the OS
+// switches them). Cores that share a last-level cache answer in about 100 ns; cores that do not
+// (an AMD CCD apart, or the vCPUs of a VM placed so) take several times that, and every cache
+// line one thread writes and the other reads then costs as much. NaN without two threads.
+double thread_round_trip_ns(long trips, double max_seconds) {
+  std::atomic<long> turn{0};
+  std::atomic<bool> stop{false};
+  long done = 0;
+  double seconds = 0.0;
+  auto pause = [] {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  };
+#pragma omp parallel num_threads(2)
+  if (omp_get_num_threads() == 2) {
+    if (omp_get_thread_num() == 0) {
+      const double t0 = omp_get_wtime();
+      for (long i = 0; i < trips; ++i) {
+        turn.store(2 * i + 1, std::memory_order_release);
+        while (turn.load(std::memory_order_acquire) != 2 * i + 2) pause();
+        done = i + 1;
+        if (i % 16 == 15 && omp_get_wtime() - t0 > max_seconds) break;
+      }
+      seconds = omp_get_wtime() - t0;
+      stop.store(true, std::memory_order_release);
+    } else {
+      for (long i = 0;; ++i) {
+        while (turn.load(std::memory_order_acquire) != 2 * i + 1) {
+          if (stop.load(std::memory_order_acquire)) break;
+          pause();
+        }
+        if (turn.load(std::memory_order_acquire) != 2 * i + 1) break;  // stopped
+        turn.store(2 * i + 2, std::memory_order_release);
+      }
+    }
+  }
+  return done ? seconds / done * 1e9 : NAN;
 }
 }

@@ -1,6 +1,9 @@
 """The CPU's measured FP32 peak: an FMA microbenchmark (harness/peak.cpp) compiled like the kernels.
 
 Every GFLOP/s figure of a run can then also be given as a fraction of this machine's own limit.
+And how far apart the threads' cores are (thread_round_trip_ns): on a VM or a many-chiplet CPU,
+two threads may or may not share a last-level cache, and the kernels' shared data costs more when
+they do not.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def _lib() -> ctypes.CDLL:
         ctypes.POINTER(ctypes.c_float),
     ]
     lib.peak_simd_width.restype = ctypes.c_int
+    lib.thread_round_trip_ns.restype = ctypes.c_double
+    lib.thread_round_trip_ns.argtypes = [ctypes.c_long, ctypes.c_double]
     return lib
 
 
@@ -55,3 +60,21 @@ def measure_peak(threads: int, iters: int = 20_000_000, trials: int = 5) -> Peak
         seconds = lib.peak_fma(iters, threads, ctypes.byref(flops), sink)
         best = max(best, flops.value / seconds / 1e9)
     return Peak(best, threads, lib.peak_simd_width(), METHOD.format(trials=trials, iters=iters))
+
+
+ROUND_TRIP_METHOD = (
+    "OpenMP threads 0 and 1 hand one cache line back and forth (an atomic counter) {trips} "
+    "times; nanoseconds a round trip. About 100 ns: their cores share a last-level cache; several "
+    "times that: they do not"
+)
+
+
+def thread_round_trip_ns(
+    threads: int, trips: int = 20_000, max_seconds: float = 0.05
+) -> float | None:
+    """Nanoseconds one cache line takes from OpenMP thread 0 to thread 1 and back (None with fewer
+    than 2 threads), over `trips` round trips or `max_seconds`, whichever ends first."""
+    if threads < 2:
+        return None
+    ns = _lib().thread_round_trip_ns(trips, max_seconds)
+    return None if ns != ns else ns  # NaN: the team did not get two threads

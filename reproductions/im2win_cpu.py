@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import im2win
 from harness import environment, memory, results, timing
-from harness.peak import Peak, measure_peak
+from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak, thread_round_trip_ns
 from im2win.cpu import isa, lib
 from im2win.metrics import gflops
 from im2win.reference import conv2d_reference, error_bound
@@ -70,6 +70,10 @@ MICRO_REPS = 400_000  # calls of the micro-kernel per thread in its L1 probe (0.
 # up to 2x within a run).
 ROUND_FMA_ITERS = 2_000_000
 ROUND_MICRO_REPS = 20_000
+# And a third: the threads' round trip (about 2-9 ms), since whether the two threads' cores share
+# a last-level cache changes the time of everything the threads share; on the 2-vCPU VM this
+# project runs on it changed within minutes (100 or 420 ns), and conv11 ran 14% slower at 420.
+ROUND_TRIPS = 20_000
 
 
 class _Probe:
@@ -80,6 +84,29 @@ class _Probe:
 
     def __call__(self):
         self.best = max(self.best, self.measure())
+
+
+class _RoundTrips:
+    """A callable for measure_interleaved that keeps every threads' round trip it measures
+    (harness.peak.thread_round_trip_ns): where the threads ran during a layer's rounds."""
+
+    def __init__(self, threads: int):
+        self.threads, self.samples = threads, []
+
+    def __call__(self):
+        ns = thread_round_trip_ns(self.threads, ROUND_TRIPS)
+        if ns is not None:
+            self.samples.append(ns)
+
+    def summary(self) -> dict | None:
+        """{"min", "median", "max"} nanoseconds, None without two threads."""
+        if not self.samples:
+            return None
+        return {
+            "min": min(self.samples),
+            "median": statistics.median(self.samples),
+            "max": max(self.samples),
+        }
 
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
@@ -153,8 +180,14 @@ def run(
             bar.set_postfix_str(f"{name} timing")
             fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, trials=1).gflops)
             micro_now = _Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
+            trips = _RoundTrips(n_threads)
             timings = timing.measure_interleaved(
-                {**calls, " fma probe": fma, " micro-kernel probe": micro_now},
+                {
+                    **calls,
+                    " fma probe": fma,
+                    " micro-kernel probe": micro_now,
+                    " round trip": trips,
+                },
                 cfg["warmup"],
                 cfg["repeat"],
                 min_time_s=cfg["min_time_s"],
@@ -192,6 +225,7 @@ def run(
                         # what the machine gave during this layer's rounds (best of them)
                         "peak_in_rounds_gflops": fma.best,
                         "microkernel_in_rounds_gflops": micro_now.best,
+                        "round_trip_ns_in_rounds": trips.summary(),
                         "max_error_ratio": violations[impl],
                         "correct": violations[impl] <= 1.0,
                         "extra_mem_formula_bytes": entry.extra_bytes(shape, n_threads),
@@ -260,6 +294,8 @@ def run(
                 "round_probe_method": f"{ROUND_FMA_ITERS} iterations of the same FMA probe, "
                 "one a timing round of each layer (best of them); the micro-kernel's in-round "
                 f"probe: {ROUND_MICRO_REPS} calls a thread",
+                "round_trip_method": ROUND_TRIP_METHOD.format(trips=ROUND_TRIPS)
+                + ", one a timing round of each layer (min, median and max of them)",
             },
             "microkernel": {
                 "gflops": micro,

@@ -99,6 +99,8 @@ def rounds_table(doc: dict) -> str:
     if not recs or not all(r.get("peak_in_rounds_gflops") for r in recs.values()):
         return ""
     peak = doc["peak"]["gflops"]
+    # runs since 2026-12-02 (afternoon) also time the threads' round trip in every layer's rounds
+    trips = any(r.get("round_trip_ns_in_rounds") for r in recs.values())
     rows = []
     for layer, r in recs.items():
         fma, micro = r["peak_in_rounds_gflops"], r["microkernel_in_rounds_gflops"]
@@ -107,25 +109,36 @@ def rounds_table(doc: dict) -> str:
                 layer,
                 f"{fma:.1f} ({fma / peak:.0%})",
                 f"{micro:.1f} ({micro / fma:.0%})",
+                *([_round_trip(r.get("round_trip_ns_in_rounds"))] if trips else []),
                 f"{r['gflops']:.1f}",
                 f"{r['gflops'] / peak:.0%}",
                 f"{r['gflops'] / fma:.0%}",
                 f"{r['gflops'] / micro:.0%}",
             ]
         )
+    trip_text = (
+        f" The threads' round trip: {doc['peak']['round_trip_method']}. Data one thread writes "
+        "and the other reads (a shared window tensor, the filter packed once, output lines) "
+        "costs more in rounds where it is long."
+        if trips
+        else ""
+    )
     return (
         "\n## The machine during each layer\n\nA shared machine's speed drifts within a run, so "
-        "two probes take part in every layer's timing rounds as if they were implementations: "
+        "short probes take part in every layer's timing rounds as if they were implementations: "
         f"{doc['peak'].get('round_probe_method', 'short probes')}. Per layer: the best of each "
         f"(the FMA probe also as a share of the run's peak, {peak:.1f} GFLOP/s; the micro-kernel "
         "as a share of that FMA probe), and im2win's GFLOP/s as a share of the run's peak (the "
         "goal's measure), of the FMA probe in its own rounds and of the micro-kernel in its own "
-        "rounds (what packing, bands, threads and tails leave of the micro-kernel's speed).\n\n"
+        "rounds (what packing, bands, threads and tails leave of the micro-kernel's speed)."
+        + trip_text
+        + "\n\n"
         + table(
             [
                 "layer",
                 "FMA probe GFLOP/s (of run peak)",
                 "L1 micro-kernel GFLOP/s (of that probe)",
+                *(["threads' round trip ns, median (min-max)"] if trips else []),
                 "im2win GFLOP/s",
                 "of run peak",
                 "of FMA probe in its rounds",
@@ -134,6 +147,12 @@ def rounds_table(doc: dict) -> str:
             rows,
         )
     )
+
+
+def _round_trip(ns: dict | None) -> str:
+    if not ns:
+        return "n/a (one thread)"
+    return f"{ns['median']:.0f} ({ns['min']:.0f}-{ns['max']:.0f})"
 
 
 def isa_table(doc: dict) -> str:

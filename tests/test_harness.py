@@ -2,13 +2,14 @@
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from harness import environment, memory, results, timing
-from harness.peak import measure_peak
+from harness.peak import measure_peak, thread_round_trip_ns
 
 
 def test_measure_reports_median_and_spread():
@@ -72,6 +73,15 @@ def test_cpu_described_beyond_its_model_name():
 def test_peak_probe_measures_something():
     peak = measure_peak(1, iters=200_000, trials=1)
     assert peak.gflops > 0.5 and peak.simd_width in (4, 8, 16)
+
+
+def test_threads_round_trip_is_timed_between_two_threads_and_bounded_in_time():
+    assert thread_round_trip_ns(1) is None
+    start = time.perf_counter()
+    ns = thread_round_trip_ns(2, trips=10**9, max_seconds=0.05)  # stops at the time limit
+    assert time.perf_counter() - start < 5
+    # two threads on one core hand over only when the OS switches them: milliseconds a trip
+    assert ns is not None and 10 < ns < 1e8
 
 
 @pytest.mark.skipif(not memory.supported(), reason="OS cannot reset the memory high-water mark")

@@ -58,6 +58,13 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
     assert doc["peak"]["gflops"] >= max(doc["peak"]["round_probes_gflops"])
     assert "## The machine during each layer" in report
+    # the threads' round trip in every layer's rounds, where there are two threads
+    trips = [r["round_trip_ns_in_rounds"] for r in doc["records"]]
+    if torch.get_num_threads() >= 2:
+        assert all(0 < t["min"] <= t["median"] <= t["max"] for t in trips)
+        assert "threads' round trip ns, median (min-max)" in report
+    else:
+        assert trips == [None] * len(trips)
     if isa.x86_host():  # the micro-kernel's code per level
         levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
         assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
