@@ -51,10 +51,11 @@ def _contiguous_params(weight, bias):
     return weight.contiguous(), None if bias is None else bias.contiguous()
 
 
-def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of the streamed im2win's work buffer: window bands a thread, and either the whole
-    filter packed once or one filter panel a thread (the kernel's plan chooses)."""
-    rows, band, work = ctypes.c_long(), ctypes.c_long(), ctypes.c_long()
+def _fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
+    """(floats of the streamed im2win's work buffer, whether it packs the whole filter once): the
+    kernel's plan (im2win_fused_plan). The buffer holds window bands a thread, and either the whole
+    filter packed once or one filter panel a thread."""
+    rows, band, work, packs_once = ctypes.c_long(), ctypes.c_long(), ctypes.c_long(), ctypes.c_int()
     lib().im2win_fused_plan(
         shape.n,
         shape.c,
@@ -68,8 +69,16 @@ def fused_workspace_floats(shape: ConvShape, threads: int) -> int:
         ctypes.byref(rows),
         ctypes.byref(band),
         ctypes.byref(work),
+        ctypes.byref(packs_once),
     )
-    return work.value
+    return work.value, bool(packs_once.value)
+
+
+def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
+    """Whether the streamed im2win packs the whole filter once: where the NHWC kernels do
+    (filter_packed_once), and also where K <= M / 2 and the packed filter leaves room for window
+    bands of 2 rows a thread within 0.495 of the im2col matrix."""
+    return _fused_plan(shape, threads)[1]
 
 
 def filter_work_floats(shape: ConvShape, threads: int) -> int:
@@ -102,17 +111,21 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
 def _plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
     """(whether im2win streams window bands, the floats of workspace it allocates): see
     streams_windows."""
-    fused = fused_workspace_floats(shape, threads)
+    fused, packs_once = _fused_plan(shape, threads)
     whole = _whole_window_floats(shape, threads)
-    streams = filter_packed_once(shape) and fused < whole
+    # Where both pack the filter once, the smaller workspace; where only the streamed plan does (in
+    # the room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
+    # that way against the whole window tensor with its filter in panels.
+    streams = packs_once and (fused < whole or not filter_packed_once(shape))
     return streams, fused if streams else whole
 
 
 def streams_windows(shape: ConvShape, threads: int) -> bool:
     """Whether im2win streams window bands (True) or builds the whole window tensor once (False).
-    It streams when the filter is packed once (every band block would otherwise pack it again)
-    and the bands need less memory; small layers, whose threads would each hold most of the
-    window anyway, share one materialised window tensor."""
+    It streams when it packs the filter once (every band block would otherwise pack it again)
+    and the bands need less memory than the whole window, or the whole window's kernel would pack
+    the filter panel by panel; small layers, whose threads would each hold most of the window
+    anyway, share one materialised window tensor."""
     return _plan(shape, threads)[0]
 
 

@@ -213,10 +213,12 @@ def test_im2win_output_streamed_to_memory(threads):
     [
         (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "whole, packed once"),
-        (im2win.ConvShape(n=1, c=4, h=40, w=40, k=600, r=3, s=3), "whole, panels"),
+        (im2win.ConvShape(n=1, c=4, h=40, w=40, k=800, r=3, s=3), "whole, panels"),  # K > M / 2
         # a reduction longer than one micro-kernel call takes from the filter packed once
         (im2win.ConvShape(n=1, c=600, h=14, w=14, k=20, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3), "whole, panels"),
+        # M / 4 < K <= M / 2 (M = 196): the filter packed once, bands of 2+ rows in the room left
+        (im2win.ConvShape(n=1, c=64, h=16, w=16, k=64, r=3, s=3), "streamed"),
     ],
 )
 def test_im2win_plans(shape, plan):
@@ -224,12 +226,17 @@ def test_im2win_plans(shape, plan):
     with the filter packed once: every band block would pack it again), or the whole window
     tensor with the filter packed once (K <= M / 4) or panel by panel (a late layer's filter
     outgrows its im2col matrix)."""
-    from im2win.implementations import filter_packed_once, streams_windows
+    from im2win.implementations import (
+        filter_packed_once,
+        fused_packs_filter_once,
+        streams_windows,
+    )
 
-    streamed = streams_windows(shape, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    streamed = streams_windows(shape, threads)
     packed = filter_packed_once(shape)
     assert plan == ("streamed" if streamed else "whole, packed once" if packed else "whole, panels")
-    assert packed or not streamed
+    assert fused_packs_filter_once(shape, threads) or not streamed
     x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
     _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
     _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
@@ -384,3 +391,16 @@ def test_the_oracle_runs_over_slices_of_a_large_batch(monkeypatch):
     assert max_violation(out, x, w, b, (2, 1), (1, 0)) <= 1.0
     out[4, 0, 0, 0] += 0.1
     assert max_violation(out, x, w, b, (2, 1), (1, 0)) > 1.0
+
+
+def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
+    """The memory goal's setting (batch 4, 2 threads): im2win's workspace stays under half of
+    im2col's matrix on every paper layer; conv11 streams its bands with the filter packed once in
+    the room that leaves (K = 256 > M / 4 = 144)."""
+    from im2win.implementations import im2win_workspace_floats, streams_windows
+    from im2win.metrics import im2col_elems
+
+    for name, layer in PAPER_LAYERS.items():
+        shape = layer.with_batch(4)
+        assert im2win_workspace_floats(shape, 2) <= 0.5 * im2col_elems(shape), name
+    assert streams_windows(PAPER_LAYERS["conv11"].with_batch(4), 2)

@@ -236,20 +236,23 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
   }
 }
 
+void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
+               float* dst);
+
 // The whole filter packed once, for every channel block: packed[kb][t][KB] = F[kb*KB + kk][c][r][s]
-// in window order t = (s, r, c), zero past K. Called by every thread of a parallel region: the
-// threads split the channel blocks and reduction steps, and wait for each other at the end; every
-// panel gemm_block needs is then a slice of it. Returns this thread's seconds, the wait included.
+// in window order t = (s, r, c), zero past K, each block through pack_taps (every tap of all C
+// channels). Called by every thread of a parallel region: the threads split the channel blocks,
+// and wait for each other at the end; every panel gemm_block needs is then a slice of it. Returns
+// this thread's seconds, the wait included. (Through pack_panel's gather, a float at a time:
+// conv11's whole filter, 2.4 MB, took 0.13 ms a thread; through pack_taps 0.06 ms.)
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
-#pragma omp for collapse(2) schedule(static)
-  for (long kb = 0; kb < kblocks; ++kb)
-    for (long s = 0; s < S; ++s) {
-      const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-      long ss = s, r = 0, c = 0;
-      pack_panel(f, T, R, S, C, k0, kvalid, R * C, ss, r, c, packed + (kb * T + s * R * C) * KB);
-    }
+#pragma omp for schedule(static)
+  for (long kb = 0; kb < kblocks; ++kb) {
+    const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
+    pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB);
+  }
   return omp_get_wtime() - start;
 }
 
@@ -709,17 +712,33 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
 // thread idles or holds another's rows). (Items of exactly this many rows and a short last one
 // left conv10's first thread done waiting 9% of the call at batch 4 on Zen 5, 104 rows in items
 // of 11: split evenly, conv10 and conv5 ran 1.03x, 30 interleaved rounds.) work_floats: the size
-// of im2win_conv_fused's `work`, a band buffer a thread and the filter's workspace
-// (im2win_filter_work_floats).
+// of im2win_conv_fused's `work`, a band buffer a thread and the filter's workspace.
+// packs_once: whether the whole filter is packed once, as im2win_filter_packed_once (K <= M / 4),
+// or where K <= M / 2 and the packed filter leaves room for bands of at least 2 rows a thread
+// within 0.495 of the im2col matrix (M x T floats: the memory goal is half of it); the bands then
+// take at most that room. With neither, the filter goes panel by panel into every work item.
+// (conv11 at batch 4, K = 256, M = 576: 3 rows a thread, 0.493 of im2col; before, it built the
+// whole window tensor and packed its filter in panels of 16 channels. On Zen 5, kernel_ab, 20-30
+// interleaved rounds: 1.09x, 1.05x; with 2 rows a thread (0.48 of im2col) 1.03x.)
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
-                       long* rows_per_item, long* band_floats, long* work_floats) {
+                       long* rows_per_item, long* band_floats, long* work_floats,
+                       int* packs_once) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long row_floats = Wu * R * C;
-  const long target = std::min(cdiv(MC, Q), std::max<long>(1, band_cap_floats() / row_floats));
+  const long M = static_cast<long>(N) * P * Q, T = static_cast<long>(C) * R * S;
+  const long filter_floats = cdiv(K, KB) * KB * T;
+  long cap = band_cap_floats();
+  bool packed = im2win_filter_packed_once(K, M);
+  if (!packed && 2 * cdiv(K, KB) * KB <= M) {
+    const long room = (M * T * 99 / 200 - filter_floats) / nthreads;
+    if (room >= 2 * row_floats) packed = true, cap = std::min(cap, room);
+  }
+  const long target = std::min(cdiv(MC, Q), std::max<long>(1, cap / row_floats));
   *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
   *band_floats = *rows_per_item * row_floats;
   *work_floats = nthreads * *band_floats +
-                 im2win_filter_work_floats(K, C, R, S, static_cast<long>(N) * P * Q, nthreads);
+                 (packed ? filter_floats : static_cast<long>(nthreads) * PANEL_FLOATS);
+  *packs_once = packed;
 }
 
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
@@ -739,12 +758,14 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;
   long rows_per_item, band_floats, work_floats;
-  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats);
+  int packs_once;
+  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
+                    &packs_once);
   const long rows_total = static_cast<long>(N) * P;
   const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
   const long M = static_cast<long>(N) * P * Q;
-  const bool prepack = im2win_filter_packed_once(K, M);
+  const bool prepack = packs_once;
   float* packed = prepack ? filter_work : nullptr;
   const bool stream = im2win_streams_output(K, M, T, nthreads) && aligned(out);
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
