@@ -81,16 +81,20 @@ def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
     return _fused_plan(shape, threads)[1]
 
 
-def filter_work_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of the NHWC kernel's filter workspace: the whole filter packed once, or one panel a
-    thread where that would outgrow a quarter of the im2col matrix (the kernel's plan)."""
+def filter_work_floats(shape: ConvShape, threads: int, block: int | None = None) -> int:
+    """Floats of the NHWC kernel's filter workspace on a window in blocks of `block` channels (None:
+    unblocked): the whole filter packed once, or one panel a thread where that would outgrow a
+    quarter of the im2col matrix (the kernel's plan)."""
     m = shape.n * shape.p * shape.q
-    return lib().im2win_filter_work_floats(shape.k, shape.c, shape.r, shape.s, m, threads)
+    return lib().im2win_filter_work_floats(
+        shape.k, shape.c, shape.r, shape.s, m, block or shape.c, threads
+    )
 
 
 def _whole_window_floats(shape: ConvShape, threads: int) -> int:
-    """Workspace of the materialised path: the whole window tensor + the filter's workspace."""
-    return window_nhwc_elems(shape) + filter_work_floats(shape, threads)
+    """Workspace of the materialised path: the whole window tensor (in the channel blocks
+    window_block chooses) + the filter's workspace."""
+    return window_nhwc_elems(shape) + filter_work_floats(shape, threads, window_block(shape))
 
 
 def filter_packed_once(shape: ConvShape) -> bool:
@@ -192,7 +196,7 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
-    work = torch.empty(filter_work_floats(shape, threads))
+    work = torch.empty(filter_work_floats(shape, threads, block))
     seconds = (ctypes.c_double * PHASE_SLOTS)()
     lib().im2win_conv_nhwc(
         iw.data_ptr(),

@@ -329,17 +329,17 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     variant = tmp_path / "variant.cpp"
     variant.write_text(
         cpu.SOURCE.read_text().replace(
-            "constexpr int PANEL_FLOATS = std::max(TC * KB, 4608);",
-            "constexpr int PANEL_FLOATS = std::max(TC * KB, 9216);",
+            "constexpr int TC = 192;",
+            "constexpr int TC = 96;",
         )
     )
     own = cpu.lib()
     x, w = torch.randn(1, 20, 12, 12), torch.randn(9, 20, 3, 3)
     with cpu.kernels_from(variant) as handle:
         assert cpu.lib() is handle and handle is not own
-        panel = max(192 * 2 * handle.im2win_simd_width(), 9216)  # the variant's panel
-        assert handle.im2win_filter_work_floats(9, 20, 3, 3, 10, 1) == panel
-        assert own.im2win_filter_work_floats(9, 20, 3, 3, 10, 1) != panel
+        panel = 96 * 2 * handle.im2win_simd_width()  # the variant's TC x KB panel
+        assert handle.im2win_filter_work_floats(9, 20, 3, 3, 10, 20, 1) == panel
+        assert own.im2win_filter_work_floats(9, 20, 3, 3, 10, 20, 1) != panel
         _check("im2win", x, w, None, 1, 0)
     assert cpu.lib() is own
     root = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ _L = ctypes.c_long
 _SIGNATURES = {
     "im2win_simd_width": (_I, []),
     "im2win_filter_packed_once": (_I, [_I, _L]),  # K M
-    "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I]),  # K C R S M threads
+    "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I, _I]),  # K C R S M cb threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     "im2win_window_block": (_I, [_I, _I, _I, _I, _L]),  # K C R S M -> channels a block
     "im2win_streams_output": (_I, [_I, _L, _L, _I]),  # K M T threads

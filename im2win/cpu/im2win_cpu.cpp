@@ -582,13 +582,43 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
 // Floats of the filter's workspace of a convolution over M pixels: the whole filter packed once
 // (K rounded up to KB, times T = C*R*S) when that is at most a quarter of what im2col would hold
 // (K <= M / 4: layers with many pixels; a late layer's filter dwarfs its im2col matrix), else one
-// TC x KB panel a thread, packed by every work item for itself. Both kernels take this plan.
+// panel a thread (nhwc_panel_floats), packed by every work item for itself. im2win_conv_nhwc takes
+// this plan; im2win_conv_fused its own (im2win_fused_plan), which packs once in more cases.
 int im2win_filter_packed_once(int K, long M) { return 4 * cdiv(K, KB) * KB <= M; }
 
-long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads) {
+// Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
+// the filter is packed panel by panel (not once): the largest multiple of 8 that divides C and
+// whose every tap fills at most a panel (32 channels of a 3 x 3 filter with AVX2), so each panel
+// is packed from the filter in its own order; C (one block: the NHWC-window layout) where the
+// filter is packed once or no such block exists. Measured interleaved against the unblocked
+// window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
+int im2win_window_block(int K, int C, int R, int S, long M) {
+  if (im2win_filter_packed_once(K, M)) return C;
+  for (int cb = PANEL_FLOATS / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
+    if (C % cb == 0 && cb < C) return cb;
+  return C;
+}
+
+}  // extern "C"
+
+namespace {
+// Floats of the panel a thread of im2win_conv_nhwc packs for itself where the filter is not packed
+// once, on a window in blocks of cb channels: every tap of a block (cb < C: gemm_block_taps), else
+// TC x KB (gemm_block). (A whole PANEL_FLOATS a thread, the most either takes, put conv12's
+// workspace at 0.493 of its im2col matrix and its measured extra memory at 0.499, against the
+// goal's 0.5; its taps panel, 18 KB a thread with AVX-512, leaves 0.487.)
+long nhwc_panel_floats(int C, int R, int S, int cb) {
+  return cb < C ? static_cast<long>(R) * S * cb * KB : static_cast<long>(TC) * KB;
+}
+}  // namespace
+
+extern "C" {
+
+// cb: the channel block of the window im2win_conv_nhwc will run on (C: the unblocked window).
+long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int nthreads) {
   const long T = static_cast<long>(C) * R * S;
   return im2win_filter_packed_once(K, M) ? cdiv(K, KB) * KB * T
-                                         : static_cast<long>(nthreads) * PANEL_FLOATS;
+                                         : nthreads * nhwc_panel_floats(C, R, S, cb);
 }
 
 // Whether gemm_block streams its output tiles to memory (non-temporal stores) in a convolution of M
@@ -603,19 +633,6 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int nthreads)
 // conv1, conv2, conv4, conv8 and conv9 0.99-1.01x on Zen 5.)
 int im2win_streams_output(int K, long M, long T, int nthreads) {
   return T <= TC && K % VL == 0 && M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
-}
-
-// Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
-// the filter is packed panel by panel (not once): the largest multiple of 8 that divides C and
-// whose every tap fills at most a panel (32 channels of a 3 x 3 filter with AVX2), so each panel
-// is packed from the filter in its own order; C (one block: the NHWC-window layout) where the
-// filter is packed once or no such block exists. Measured interleaved against the unblocked
-// window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
-int im2win_window_block(int K, int C, int R, int S, long M) {
-  if (im2win_filter_packed_once(K, M)) return C;
-  for (int cb = PANEL_FLOATS / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
-    if (C % cb == 0 && cb < C) return cb;
-  return C;
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
@@ -679,7 +696,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   {
     const double start = omp_get_wtime();
     float* panel =
-        prepack ? nullptr : work + static_cast<long>(omp_get_thread_num()) * PANEL_FLOATS;
+        prepack ? nullptr : work + omp_get_thread_num() * nhwc_panel_floats(C, R, S, cb);
     std::vector<const float*> arow(mc);
     double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
 #pragma omp for collapse(2) schedule(dynamic, 1) nowait
