@@ -31,7 +31,8 @@ _SIGNATURES = {
         None,
         [_P, _P, _P, _P] + [_I] * 9 + [_P, ctypes.POINTER(ctypes.c_double), _I],
     ),
-    # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all
+    # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all,
+    # whether it packs the whole filter once
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3 + [ctypes.POINTER(_I)]),
     # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
     "im2win_conv_fused": (
