@@ -352,6 +352,11 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
     assert f"-march={level}" in proc.stdout
+    assert "round trip" not in proc.stdout  # one thread: no threads' round trip to report
+    two = [*small[:-1], "2"]
+    proc = subprocess.run([*ab, *two], cwd=root, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "threads' round trip: " in proc.stdout  # where the two threads ran, before and after
     proc = subprocess.run(
         [*ab, *small, "--march", "x86-64-v9"], cwd=root, capture_output=True, text=True, check=False
     )

@@ -7,7 +7,9 @@ shared VM, runs minutes apart differ by 10-25%; variants interleaved this way ar
 percent of each other when equal). Reported per layer: the best time's GFLOP/s of each variant,
 the slowest thread's time building window bands (best), and each variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
-im2win-cpu`.
+im2win-cpu`. The threads' round trip is printed from before and after the rounds: on a VM whose
+vCPUs may or may not share a last-level cache (harness.peak.thread_round_trip_ns), variants
+compared in one placement may rank differently in the other.
 
     python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --blocks 12x2 6x4 --layers conv8
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 from harness import memory, timing
+from harness.peak import thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
@@ -121,11 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
+        trips = [thread_round_trip_ns(n)]
         rows = compare(variants, args.layers, args.batch, args.rounds, args.impl, args.march)
+        trips.append(thread_round_trip_ns(n))
     print(
         f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
     )
+    if trips[0] is not None:  # where the threads ran: see harness.peak.thread_round_trip_ns
+        print(
+            f"threads' round trip: {trips[0]:.0f} ns before, {trips[1]:.0f} ns after (about 100: "
+            "their cores share a last-level cache; several times that: they do not)"
+        )
     print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
     for layer, cells in rows:
         base = cells[0][0]
