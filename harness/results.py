@@ -140,8 +140,9 @@ def load_run(path: Path) -> dict:
 
 
 def run_files(experiment: str, results_dir: Path | None = None) -> list[Path]:
-    """Run files of an experiment, oldest first (hidden files, such as a run's partial state or a
-    write in progress, are not run files)."""
+    """Run files of an experiment, oldest first (a hidden .json, such as the ._ copies macOS
+    leaves beside files, is not a run file; a run's partial state and a write in progress are
+    not .json)."""
     folder = (results_dir or default_results_dir()) / "raw" / experiment
     files = folder.glob("*.json") if folder.is_dir() else []
     return sorted(p for p in files if not p.name.startswith("."))

@@ -75,9 +75,19 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // measured on Zen 3 only at 160-288 steps, level.)
 constexpr int TC_PACKED = VL == 16 ? 4608 : TC;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
-// Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
-// of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels (gemm_block_taps).
+// The most floats of the filter panel a thread packs for itself where the filter is not packed once
+// (18 KB of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels
+// (gemm_block_taps, whose blocks im2win_window_block sizes to fit it).
 constexpr int PANEL_FLOATS = std::max(TC * KB, 4608);
+
+// Floats of the panel a thread of im2win_conv_nhwc packs for itself where the filter is not packed
+// once, on a window in blocks of cb channels: every tap of a block (cb < C: gemm_block_taps), else
+// TC x KB (gemm_block). (A whole PANEL_FLOATS a thread, the most either takes, put conv12's
+// workspace at 0.493 of its im2col matrix and its measured extra memory at 0.499, against the
+// goal's 0.5; its taps panel, 18 KB a thread with AVX-512, leaves 0.487.)
+long nhwc_panel_floats(int C, int R, int S, int cb) {
+  return cb < C ? static_cast<long>(R) * S * cb * KB : static_cast<long>(TC) * KB;
+}
 
 typedef float V __attribute__((vector_size(VL * 4)));
 typedef float Vu __attribute__((vector_size(VL * 4), aligned(4)));  // unaligned load/store view
@@ -603,21 +613,6 @@ int im2win_window_block(int K, int C, int R, int S, long M) {
   return C;
 }
 
-}  // extern "C"
-
-namespace {
-// Floats of the panel a thread of im2win_conv_nhwc packs for itself where the filter is not packed
-// once, on a window in blocks of cb channels: every tap of a block (cb < C: gemm_block_taps), else
-// TC x KB (gemm_block). (A whole PANEL_FLOATS a thread, the most either takes, put conv12's
-// workspace at 0.493 of its im2col matrix and its measured extra memory at 0.499, against the
-// goal's 0.5; its taps panel, 18 KB a thread with AVX-512, leaves 0.487.)
-long nhwc_panel_floats(int C, int R, int S, int cb) {
-  return cb < C ? static_cast<long>(R) * S * cb * KB : static_cast<long>(TC) * KB;
-}
-}  // namespace
-
-extern "C" {
-
 // cb: the channel block of the window im2win_conv_nhwc will run on (C: the unblocked window).
 long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int nthreads) {
   const long T = static_cast<long>(C) * R * S;
@@ -805,6 +800,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   // 1.01x, conv8 1.01x and 1.00x, conv10 1.00x and 1.01x, the others level.
   const long tail = row_blocks >= 4 * nthreads && rows_total / row_blocks >= 2 ? 2 * nthreads : 0;
   const long head = row_blocks - tail;  // row blocks kept whole
+  // Rows of row block rb: split evenly, rows_per_item or one row fewer; the tail's halves.
   auto block_rows = [&](long rb, long& row0, long& rows) {
     const long ob = rb < head ? rb : head + (rb - head) / 2;  // the block it is (part of)
     const long b0 = ob * rows_total / row_blocks, b1 = (ob + 1) * rows_total / row_blocks;
@@ -838,8 +834,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
       if (first >= items) break;
       for (long it = first; it < std::min(items, first + take); ++it) {
         const long rb = it / kblocks, kb = it % kblocks;
-        // rows split evenly: items of rows_per_item or one row fewer (at most rows_per_item)
-        long row0, rows;
+        long row0, rows;  // at most rows_per_item rows: block_rows
         block_rows(rb, row0, rows);
         const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
         if (row0 != held0 || rows != held) {  // else: another channel block of the same rows

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
     )
-    if trips[0] is not None:  # where the threads ran: see harness.peak.thread_round_trip_ns
+    if None not in trips:  # where the threads ran: see harness.peak.thread_round_trip_ns
         print(
             f"threads' round trip: {trips[0]:.0f} ns before, {trips[1]:.0f} ns after (about 100: "
             "their cores share a last-level cache; several times that: they do not)"
