@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from im2win.cpu import lib
+from im2win.cpu import lib, per_kernels
 from im2win.metrics import (
     filter_elems,
     im2col_elems,
@@ -51,6 +51,7 @@ def _contiguous_params(weight, bias):
     return weight.contiguous(), None if bias is None else bias.contiguous()
 
 
+@per_kernels
 def _fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
     """(floats of the streamed im2win's work buffer, whether it packs the whole filter once): the
     kernel's plan (im2win_fused_plan). The buffer holds window bands a thread, and either the whole
@@ -81,6 +82,7 @@ def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
     return _fused_plan(shape, threads)[1]
 
 
+@per_kernels
 def filter_work_floats(shape: ConvShape, threads: int, block: int | None = None) -> int:
     """Floats of the NHWC kernel's filter workspace on a window in blocks of `block` channels (None:
     unblocked): the whole filter packed once, or one panel a thread where that would outgrow a
@@ -97,12 +99,14 @@ def _whole_window_floats(shape: ConvShape, threads: int) -> int:
     return window_nhwc_elems(shape) + filter_work_floats(shape, threads, window_block(shape))
 
 
+@per_kernels
 def filter_packed_once(shape: ConvShape) -> bool:
     """Whether the NHWC kernels pack the whole filter once for the call (K <= M / 4, M the output
     pixels) rather than panel by panel in every work item."""
     return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
 
 
+@per_kernels
 def streams_output(shape: ConvShape, threads: int) -> bool:
     """Whether the NHWC kernels write the output with non-temporal stores (into an aligned output):
     the whole reduction is one filter panel, K is a multiple of the vector, and the output outgrows
@@ -112,6 +116,7 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
     return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, threads))
 
 
+@per_kernels
 def _plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
     """(whether im2win streams window bands, the floats of workspace it allocates): see
     streams_windows."""

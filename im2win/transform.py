@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from im2win.cpu import lib
+from im2win.cpu import lib, per_kernels
 from im2win.shapes import ConvShape
 
 
@@ -49,6 +49,7 @@ def window_nhwc(x: torch.Tensor, shape: ConvShape, block: int | None = None) -> 
     )
 
 
+@per_kernels
 def window_block(shape: ConvShape) -> int:
     """Channels a block of the window tensor im2win materialises for `shape` (C: unblocked)."""
     return lib().im2win_window_block(

@@ -8,7 +8,7 @@ import im2win
 from harness import mca
 from im2win import cpu
 from im2win.cpu import CompilerError, isa
-from im2win.implementations import streams_output
+from im2win.implementations import filter_work_floats, streams_output
 from im2win.reference import max_violation
 
 pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x86-64 host")
@@ -118,6 +118,23 @@ def test_other_register_blocks_match_the_oracle(block):
     mix = isa.ukernel_loop("x86-64-v3", block=block)
     mr, nr = map(int, block.split("x"))
     assert (mix.rows, mix.multiply_adds) == (mr, mr * nr)
+
+
+def test_the_plans_are_cached_per_kernel_library():
+    """The plan's queries are cached (cpu.per_kernels), but for each library apart: kernels built
+    with another register block get their own workspace sizes, not the cached ones of the package's
+    kernels, and those come back after the block."""
+    shape = im2win.ConvShape(n=1, c=8, h=12, w=12, k=40, r=3, s=3)  # K > M / 4: a panel a thread
+
+    def asked(handle):
+        m = shape.n * shape.p * shape.q
+        return handle.im2win_filter_work_floats(shape.k, shape.c, shape.r, shape.s, m, shape.c, 2)
+
+    own = filter_work_floats(shape, 2)
+    assert own == asked(cpu.lib())
+    with cpu.kernels_from(cpu.SOURCE, "native", cpu.block_defines("3x1")) as handle:
+        assert filter_work_floats(shape, 2) == asked(handle) != own
+    assert filter_work_floats(shape, 2) == own
 
 
 @pytest.mark.parametrize("bad", ["6", "0x2", "6x0", "axb", "40x1"])
