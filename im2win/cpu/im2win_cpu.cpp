@@ -67,13 +67,16 @@ constexpr int NR = IM2WIN_NR;  // vectors of output channels per micro-tile
 constexpr int KB = NR * VL;   // output channels per B panel
 constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats stay in L1
 // Reduction steps a micro-kernel call takes from the filter packed once (its B rows a slice of that
-// one buffer, nothing packed per call). With AVX-512 a call runs the whole reduction of every
-// paper layer (T <= 4608): its B rows stream from L2 (18-590 KB), each output tile is loaded and
-// stored once, and the window rows are swept once. Against slices of TC steps (B in L1), on Zen 5
-// (48 KB L1, 1 MB L2), 30 interleaved rounds: conv1 1.03x, conv2 1.02x, conv4 1.05x, conv5 1.05x,
-// conv8 1.03x, conv9 1.04x, conv10 1.05x; 576 and 1152 steps gave 1.02-1.04x. (With AVX2, TC:
-// measured on Zen 3 only at 160-288 steps, level.)
-constexpr int TC_PACKED = VL == 16 ? 4608 : TC;
+// one buffer, nothing packed per call): the whole reduction of every paper layer (T <= 4608). Its B
+// rows stream from L2 (AVX-512: 18-590 KB), each output tile is loaded and stored once, and the
+// window rows are swept once. Against slices of TC steps (B in L1), the AVX-512 code on Zen 5 (48
+// KB L1, 1 MB L2), 30 interleaved rounds: conv1 1.03x, conv2 1.02x, conv4 1.05x, conv5 1.05x, conv8
+// 1.03x, conv9 1.04x, conv10 1.05x; 576 and 1152 steps gave 1.02-1.04x. The AVX2 code on Zen 5
+// (kernel_ab --march x86-64-v3, 20 and 30 rounds): conv11 1.07x and 1.09x, conv5 1.06x, conv10
+// 1.04x and 1.05x, conv4 1.02x and 1.04x, conv8 1.01x and 1.02x, conv7 0.98x and 0.99x (the same
+// code: its 27 steps are one slice either way), the others level. (Not timed on Zen 3 or a Xeon;
+// there, only slices of 160-288 steps, level with TC.)
+constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // The most floats of the filter panel a thread packs for itself where the filter is not packed once
 // (18 KB of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels
