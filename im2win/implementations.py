@@ -169,10 +169,20 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         transform_ms = (time.perf_counter() - start) * 1e3
         out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
         return out, _phases(seconds, transform_ms) | {"path": "whole window tensor"}
+    out, seconds = _convolve_fused(x, shape, weight, bias, work_floats)
+    return out, _phases(seconds) | {"path": "streamed bands"}
+
+
+def _convolve_fused(x, shape, weight, bias, work_floats: int) -> tuple[torch.Tensor, ctypes.Array]:
+    """The streamed im2win (im2win_conv_fused) with a work buffer of `work_floats` (the kernel's
+    plan, _fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
+    where the plan packs the whole filter once; the kernel also runs where it does not (the
+    filter panel by panel into every work item)."""
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(work_floats)
     seconds = (ctypes.c_double * PHASE_SLOTS)()
+    threads = torch.get_num_threads()
     lib().im2win_conv_fused(
         x.data_ptr(),
         *x.stride(),
@@ -184,7 +194,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         seconds,
         threads,
     )
-    return out, _phases(seconds) | {"path": "streamed bands"}
+    return out, seconds
 
 
 def _im2win(x, weight, bias, stride, padding):

@@ -242,6 +242,27 @@ def test_im2win_plans(shape, plan):
     _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streamed_bands_with_the_filter_in_panels(threads):
+    """The streamed kernel where its plan does not pack the whole filter once (K > M / 2: im2win
+    then takes the whole window tensor instead), called directly: the filter goes panel by panel
+    into every work item, each thread its own panel."""
+    from im2win.implementations import _convolve_fused, _fused_plan
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        shape = im2win.ConvShape(n=2, c=24, h=7, w=9, k=70, r=3, s=2, padding=(1, 0))
+        work_floats, packs_once = _fused_plan(shape, threads)
+        assert not packs_once
+        x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+        for b in (None, torch.randn(shape.k)):
+            out, _ = _convolve_fused(x, shape, w, b, work_floats)
+            assert max_violation(out, x, w, b, shape.stride, shape.padding) <= 1.0
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize(
     "c, k, rs, stride",
     [
