@@ -45,8 +45,10 @@ namespace {
 // 92% and 100%. Timed on Zen 5 (python -m im2win.cpu.kernel_ab im2win_cpu.cpp --blocks 12x2 6x4
 // 8x3, 20 interleaved rounds, batch 4), the model is wrong there: 12 x 2 was the fastest on every
 // layer but conv6 and conv11 (level), 6 x 4 ran 0.70-1.01x and 8x3 0.64-1.00x, and 12 x 2's
-// micro-kernel alone in L1 reaches 96-98% of the FMA probe. (Not timed: a hand-written 12 x 2
-// loop whose FMAs broadcast from memory, {1to16}, which models at 100% on Zen 4; nor any Xeon.)
+// micro-kernel alone in L1 reaches 96-98% of the FMA probe. A 12 x 2 loop whose FMAs broadcast
+// from memory ({1to16}, inline assembly: 29 instructions a pass against 41), which models at 100%
+// on Zen 4, ran 0.86-0.95x on every layer on Zen 5 (kernel_ab, 20 interleaved rounds: conv1-3
+// 0.86-0.87x, conv8 0.91x, conv11 0.93x). (Not timed on any Xeon.)
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
@@ -178,7 +180,8 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   }
   const float* bp = b + static_cast<long>(tc) * KB;
   // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
-  // no instruction.
+  // no instruction. (Two software prefetches a step of the B rows 8 or 16 steps ahead cost 1-3% on
+  // conv4-conv11 on Zen 5: the loop is bound by issue, not by its loads from L2.)
   __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
   for (long t = -tc; t != 0; ++t) {
     V bv[NR];
