@@ -180,7 +180,7 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   }
   const float* bp = b + static_cast<long>(tc) * KB;
   // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
-  // no instruction. (Two software prefetches a step of the B rows 8 or 16 steps ahead cost 1-3% on
+  // no instruction. (Two software prefetches a step of the B rows 8 or 16 steps ahead cost 1-4% on
   // conv4-conv11 on Zen 5: the loop is bound by issue, not by its loads from L2.)
   __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
   for (long t = -tc; t != 0; ++t) {
