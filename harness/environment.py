@@ -61,7 +61,8 @@ def _cache_bytes(level: int, kinds: tuple[str, ...]) -> int | None:
 
 def cpu_details() -> dict:
     """What a CPU model name does not tell apart ("AMD EPYC" is every Zen generation in a VM): the
-    family, model and stepping numbers, the widest SIMD, and the per-core L1 data and L2 caches."""
+    family, model and stepping numbers, the widest SIMD, the per-core L1 data and L2 caches, and
+    the last-level cache cpu0 sees (its share: the L3 of its core complex)."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -80,6 +81,7 @@ def cpu_details() -> dict:
         "simd": next((name for flag, name in _SIMD if flag in flags), None),
         "l1d_bytes": _cache_bytes(1, ("Data",)),
         "l2_bytes": _cache_bytes(2, ("Unified", "Data")),
+        "l3_bytes": _cache_bytes(3, ("Unified",)),
     }
 
 

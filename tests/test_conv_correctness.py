@@ -374,14 +374,23 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
     assert f"-march={level}" in proc.stdout
     assert "round trip" not in proc.stdout  # one thread: no threads' round trip to report
-    two = [*small[:-1], "2"]
+    two = [*small[:-1], "2", "--cold"]
     proc = subprocess.run([*ab, *two], cwd=root, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "threads' round trip: " in proc.stdout  # where the two threads ran, before and after
+    assert "caches flushed before each call" in proc.stdout
     proc = subprocess.run(
         [*ab, *small, "--march", "x86-64-v9"], cwd=root, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2 and "an x86 level this CPU runs" in proc.stderr
+
+
+def test_kernel_ab_cold_buffer_outgrows_the_last_level_cache():
+    from harness import environment
+    from im2win.cpu import kernel_ab
+
+    llc = environment.cpu_details()["l3_bytes"] or 32 << 20
+    assert kernel_ab.evictor().numel() * 4 >= 2 * llc
 
 
 def test_a_shape_round_trips_through_a_run_record():

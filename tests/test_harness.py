@@ -51,9 +51,11 @@ def test_cpu_described_beyond_its_model_name():
     numbers, the widest SIMD and the caches, and describe_cpu words them (or only the name, for a
     record from before they were kept)."""
     details = environment.capture()["cpu_details"]
-    assert set(details) >= {"family", "model", "simd", "l1d_bytes", "l2_bytes"}
+    assert set(details) >= {"family", "model", "simd", "l1d_bytes", "l2_bytes", "l3_bytes"}
     if Path("/sys/devices/system/cpu/cpu0/cache/index0").is_dir():
         assert details["l1d_bytes"] >= 16384 and details["l2_bytes"] > details["l1d_bytes"]
+    if Path("/sys/devices/system/cpu/cpu0/cache/index3").is_dir():
+        assert details["l3_bytes"] > details["l2_bytes"]
     env = {
         "cpu_model": "AMD EPYC",
         "cpu_details": {

@@ -19,6 +19,13 @@ the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2
     python -m im2win.cpu.kernel_ab base.cpp variant.cpp --march x86-64-v3
 
 times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs).
+
+    python -m im2win.cpu.kernel_ab base.cpp variant.cpp --cold
+
+writes a buffer twice the size of the last-level cache before every timed call, so each call
+finds its input, filter and output in memory, not cache: as at batch 128, or in `repro run
+im2win-cpu`, where the other implementations run between im2win's calls. (Prefetches and memory
+layouts can win there and be level in cache; the window bands' input prefetch was chosen so.)
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from harness import memory, timing
+from harness import environment, memory, timing
 from harness.peak import thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
@@ -44,9 +51,12 @@ def compare(
     rounds: int,
     impl: str,
     march: str = "native",
+    cold: bool = False,
 ) -> list:
     """[(layer, [(gflops, band_ms) per variant])]: best of `rounds` interleaved calls each; a variant
-    is a source and the -D definitions it is built with."""
+    is a source and the -D definitions it is built with. cold: every call starts with the caches
+    flushed (see evict)."""
+    flush = evictor() if cold else None
     rows = []
     for name in layers:
         shape = PAPER_LAYERS[name].with_batch(batch)
@@ -66,16 +76,27 @@ def compare(
             for _ in range(rounds):
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
+                        if flush is not None:
+                            flush.add_(1.0)
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
                         best[i] = min(best[i], time.perf_counter() - start)
                         if impl == "im2win":
+                            if flush is not None:
+                                flush.add_(1.0)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                             bands[i] = min(bands[i], phases["transform_ms"])
         rows.append(
             (name, [(shape.flops / t / 1e9, bm) for t, bm in zip(best, bands, strict=True)])
         )
     return rows
+
+
+def evictor() -> torch.Tensor:
+    """A buffer twice the size of the last-level cache cpu0 sees (64 MiB where sysfs does not say):
+    writing it (add_) pushes everything else out of the caches."""
+    llc = environment.cpu_details()["l3_bytes"] or 32 << 20
+    return torch.zeros(2 * llc // 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         help="build every variant for this x86 level (e.g. x86-64-v3: the AVX2 code on an AVX-512 "
         "host); it must be one this CPU runs",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="flush the caches before every timed call (input, filter and output in memory)",
+    )
     args = parser.parse_args(argv)
     if args.march != "native" and not (args.march in isa.LEVELS and isa.runs_here(args.march)):
         parser.error(
@@ -125,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
         trips = [thread_round_trip_ns(n)]
-        rows = compare(variants, args.layers, args.batch, args.rounds, args.impl, args.march)
+        rows = compare(
+            variants, args.layers, args.batch, args.rounds, args.impl, args.march, args.cold
+        )
         trips.append(thread_round_trip_ns(n))
     print(
         f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
+        + (", caches flushed before each call" if args.cold else "")
     )
     if None not in trips:  # where the threads ran: see harness.peak.thread_round_trip_ns
         print(
