@@ -96,7 +96,9 @@ def filter_work_floats(shape: ConvShape, threads: int, block: int | None = None)
 def _whole_window_floats(shape: ConvShape, threads: int) -> int:
     """Workspace of the materialised path: the whole window tensor (in the channel blocks
     window_block chooses) + the filter's workspace."""
-    return window_nhwc_elems(shape) + filter_work_floats(shape, threads, window_block(shape))
+    return window_nhwc_elems(shape) + filter_work_floats(
+        shape, threads, window_block(shape, threads)
+    )
 
 
 @per_kernels
@@ -163,7 +165,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     threads = torch.get_num_threads()
     streams, work_floats = _plan(shape, threads)
     if not streams:
-        block = window_block(shape)
+        block = window_block(shape, threads)
         start = time.perf_counter()
         iw = window_nhwc(x, shape, block)
         transform_ms = (time.perf_counter() - start) * 1e3

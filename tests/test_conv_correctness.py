@@ -164,8 +164,33 @@ def test_im2win_window_in_channel_blocks(c, k, r, s, stride, padding, threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        assert not streams_windows(shape, threads) and window_block(shape) < c
+        assert not streams_windows(shape, threads) and window_block(shape, threads) < c
         _check("im2win", x, w, torch.randn(k), stride, padding)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_window_blocks_grow_into_the_memory_room(threads):
+    """Where the memory goal leaves room beside the window tensor, its channel blocks (and their
+    filter panels) are larger than the kernel's PANEL_FLOATS allows, and the workspace stays
+    within half of the im2col matrix."""
+    from im2win.cpu import lib
+    from im2win.implementations import im2win_workspace_floats, streams_windows
+    from im2win.metrics import im2col_elems
+    from im2win.transform import window_block
+
+    shape = im2win.ConvShape(n=2, c=256, h=12, w=12, k=128, r=3, s=3)
+    m = shape.n * shape.p * shape.q
+    least = lib().im2win_window_block(shape.k, shape.c, shape.r, shape.s, m, 0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert not streams_windows(shape, threads)
+        assert least < window_block(shape, threads) < shape.c
+        assert im2win_workspace_floats(shape, threads) <= im2col_elems(shape) / 2
+        x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+        _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
     finally:
         torch.set_num_threads(old)
 

@@ -80,9 +80,10 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // there, only slices of 160-288 steps, level with TC.)
 constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
-// The most floats of the filter panel a thread packs for itself where the filter is not packed once
-// (18 KB of L1 with AVX2): a TC x KB slice, or every tap of a block of input channels
-// (gemm_block_taps, whose blocks im2win_window_block sizes to fit it).
+// Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
+// of L1 with AVX2): a TC x KB slice (the streamed kernel's and gemm_block's), or every tap of a
+// block of input channels (gemm_block_taps), whose blocks im2win_window_block sizes to fit it or,
+// where the memory allows, a larger panel.
 constexpr int PANEL_FLOATS = std::max(TC * KB, 4608);
 
 // Floats of the panel a thread of im2win_conv_nhwc packs for itself where the filter is not packed
@@ -641,15 +642,22 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
 int im2win_filter_packed_once(int K, long M) { return 4 * cdiv(K, KB) * KB <= M; }
 
 // Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
-// the filter is packed panel by panel (not once): the largest multiple of 8 that divides C and
-// whose every tap fills at most a panel (32 channels of a 3 x 3 filter with AVX2), so each panel
-// is packed from the filter in its own order; C (one block: the NHWC-window layout) where the
-// filter is packed once or no such block exists. Measured interleaved against the unblocked
-// window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
-int im2win_window_block(int K, int C, int R, int S, long M) {
+// the filter is packed panel by panel (not once): the largest multiple of 8 below C that divides C
+// and whose every tap fills at most a panel, so each panel is packed from the filter in its own
+// order; C (one block: the NHWC-window layout) where the filter is packed once or no such block
+// exists. A panel is PANEL_FLOATS (32 channels of a 3 x 3 filter with AVX2, 16 with AVX-512), or
+// up to `room` floats where the memory allows (what a thread's panel may take beside the window
+// tensor within the memory goal), at most half the L2 cache: fewer, longer reductions, each
+// output tile loaded and stored once a block. conv6 at batch 4 (C = 256, room for 128-channel
+// panels, 147 KB with AVX-512) ran 1.02x, 1.04x, 1.08x and 1.09x with them on Zen 5 against
+// 16-channel ones, its AVX2 code 1.07x (kernel_ab, 30-40 interleaved rounds; 64-channel blocks
+// 1.00-1.03x); conv12's room (7680 floats a thread) leaves it 16. Measured interleaved against
+// the unblocked window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
+int im2win_window_block(int K, int C, int R, int S, long M, long room) {
   if (im2win_filter_packed_once(K, M)) return C;
-  for (int cb = PANEL_FLOATS / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
-    if (C % cb == 0 && cb < C) return cb;
+  const long panel = std::max<long>(PANEL_FLOATS, std::min(room, band_cap_floats()));
+  for (long cb = panel / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
+    if (C % cb == 0 && cb < C) return static_cast<int>(cb);
   return C;
 }
 
