@@ -55,7 +55,7 @@ def compare(
 ) -> list:
     """[(layer, [(gflops, band_ms) per variant])]: best of `rounds` interleaved calls each; a variant
     is a source and the -D definitions it is built with. cold: every call starts with the caches
-    flushed (see evict)."""
+    flushed (see evictor)."""
     flush = evictor() if cold else None
     rows = []
     for name in layers:
