@@ -783,7 +783,9 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
 // take at most that room. With neither, the filter goes panel by panel into every work item.
 // (conv11 at batch 4, K = 256, M = 576: 3 rows a thread, 0.493 of im2col; before, it built the
 // whole window tensor and packed its filter in panels of 16 channels. On Zen 5, kernel_ab, 20-30
-// interleaved rounds: 1.09x, 1.05x; with 2 rows a thread (0.48 of im2col) 1.03x.)
+// interleaved rounds: 1.09x, 1.05x; with 2 rows a thread (0.48 of im2col) 1.03x. Against the
+// whole window in the 128-channel blocks its memory room now allows (0.44 of im2col): 1.00x in
+// cache, 1.01x and 1.02x with the caches flushed before each call; 30-40 rounds.)
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats,
                        int* packs_once) {
