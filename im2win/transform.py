@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from im2win.cpu import lib, per_kernels
-from im2win.metrics import im2col_elems, window_nhwc_elems
+from im2win.metrics import window_nhwc_elems
 from im2win.shapes import ConvShape
 
 
@@ -56,9 +56,9 @@ def window_block(shape: ConvShape, threads: int) -> int:
     (C: unblocked): the largest block whose filter panel, one a thread, fits beside the window
     tensor within 0.495 of the im2col matrix (the memory goal is half), at least a panel of the
     kernel's PANEL_FLOATS."""
-    room = (im2col_elems(shape) * 99 // 200 - window_nhwc_elems(shape)) // threads
+    m = shape.n * shape.p * shape.q
     return lib().im2win_window_block(
-        shape.k, shape.c, shape.r, shape.s, shape.n * shape.p * shape.q, room
+        shape.k, shape.c, shape.r, shape.s, m, window_nhwc_elems(shape), threads
     )
 
 

@@ -182,7 +182,8 @@ def test_window_blocks_grow_into_the_memory_room(threads):
 
     shape = im2win.ConvShape(n=2, c=256, h=12, w=12, k=128, r=3, s=3)
     m = shape.n * shape.p * shape.q
-    least = lib().im2win_window_block(shape.k, shape.c, shape.r, shape.s, m, 0)
+    im2col = m * shape.c * shape.r * shape.s  # a window this large leaves no room: PANEL_FLOATS
+    least = lib().im2win_window_block(shape.k, shape.c, shape.r, shape.s, m, im2col, 1)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -22,8 +22,8 @@ _SIGNATURES = {
     "im2win_filter_packed_once": (_I, [_I, _L]),  # K M
     "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I, _I]),  # K C R S M cb threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
-    # K C R S M, floats a thread's panel may take -> channels a block
-    "im2win_window_block": (_I, [_I, _I, _I, _I, _L, _L]),
+    # K C R S M, floats of the window tensor, threads -> channels a block
+    "im2win_window_block": (_I, [_I, _I, _I, _I, _L, _L, _I]),
     "im2win_streams_output": (_I, [_I, _L, _L, _I]),  # K M T threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I]),

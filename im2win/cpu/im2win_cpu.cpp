@@ -641,20 +641,28 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
 // this plan; im2win_conv_fused its own (im2win_fused_plan), which packs once in more cases.
 int im2win_filter_packed_once(int K, long M) { return 4 * cdiv(K, KB) * KB <= M; }
 
+// Floats each of nthreads threads may take for itself beside `used` floats that every thread
+// shares, within 0.495 of the im2col matrix of a convolution of M pixels and T reduction steps
+// (M x T floats): the memory goal is half of it. Negative where `used` alone is over that.
+long memory_room_floats(long M, long T, long used, int nthreads) {
+  return (M * T * 99 / 200 - used) / nthreads;
+}
+
 // Input channels a block of im2win's materialised window tensor (im2win_transform_nhwc's cb) when
 // the filter is packed panel by panel (not once): the largest multiple of 8 below C that divides C
 // and whose every tap fills at most a panel, so each panel is packed from the filter in its own
 // order; C (one block: the NHWC-window layout) where the filter is packed once or no such block
 // exists. A panel is PANEL_FLOATS (32 channels of a 3 x 3 filter with AVX2, 16 with AVX-512), or
-// up to `room` floats where the memory allows (what a thread's panel may take beside the window
-// tensor within the memory goal), at most half the L2 cache: fewer, longer reductions, each
+// larger where the memory allows (what a thread's panel may take beside the window tensor of
+// window_floats, memory_room_floats), at most half the L2 cache: fewer, longer reductions, each
 // output tile loaded and stored once a block. conv6 at batch 4 (C = 256, room for 128-channel
 // panels, 147 KB with AVX-512) ran 1.02x, 1.04x, 1.08x and 1.09x with them on Zen 5 against
 // 16-channel ones, its AVX2 code 1.07x (kernel_ab, 30-40 interleaved rounds; 64-channel blocks
 // 1.00-1.03x); conv12's room (7680 floats a thread) leaves it 16. Measured interleaved against
 // the unblocked window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
-int im2win_window_block(int K, int C, int R, int S, long M, long room) {
+int im2win_window_block(int K, int C, int R, int S, long M, long window_floats, int nthreads) {
   if (im2win_filter_packed_once(K, M)) return C;
+  const long room = memory_room_floats(M, static_cast<long>(C) * R * S, window_floats, nthreads);
   const long panel = std::max<long>(PANEL_FLOATS, std::min(room, band_cap_floats()));
   for (long cb = panel / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
     if (C % cb == 0 && cb < C) return static_cast<int>(cb);
@@ -779,8 +787,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
 // of im2win_conv_fused's `work`, a band buffer a thread and the filter's workspace.
 // packs_once: whether the whole filter is packed once, as im2win_filter_packed_once (K <= M / 4),
 // or where K <= M / 2 and the packed filter leaves room for bands of at least 2 rows a thread
-// within 0.495 of the im2col matrix (M x T floats: the memory goal is half of it); the bands then
-// take at most that room. With neither, the filter goes panel by panel into every work item.
+// (memory_room_floats); the bands then take at most that room. With neither, the filter goes panel by panel into every work item.
 // (conv11 at batch 4, K = 256, M = 576: 3 rows a thread, 0.493 of im2col; before, it built the
 // whole window tensor and packed its filter in panels of 16 channels. On Zen 5, kernel_ab, 20-30
 // interleaved rounds: 1.09x, 1.05x; with 2 rows a thread (0.48 of im2col) 1.03x. Against the
@@ -796,7 +803,7 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
   long cap = band_cap_floats();
   bool packed = im2win_filter_packed_once(K, M);
   if (!packed && 2 * cdiv(K, KB) * KB <= M) {
-    const long room = (M * T * 99 / 200 - filter_floats) / nthreads;
+    const long room = memory_room_floats(M, T, filter_floats, nthreads);
     if (room >= 2 * row_floats) packed = true, cap = std::min(cap, room);
   }
   const long target = std::min(cdiv(MC, Q), std::max<long>(1, cap / row_floats));
