@@ -449,20 +449,19 @@ void transpose_rows(const float* src, long sc, int C, long cols, float* d, long 
   const long w8 = cols / 8 * 8;
   for (int c0 = 0; c0 < c8; c0 += 8) {
     const float* s0 = src + c0 * sc;
-    for (long w0 = 0; w0 < w8; w0 += 8) {
-      if (pf && w0 % 16 == 0)  // a cache line of each of the 8 channels
-        for (int i = 0; i < 8; ++i) __builtin_prefetch(s0 + i * sc + w0 + pf, 0, 3);
+    auto tile = [&](long w0) {  // columns w0 .. w0 + 7 of the 8 channels
       V8 r[8];
       for (int i = 0; i < 8; ++i) r[i] = *reinterpret_cast<const V8u*>(s0 + i * sc + w0);
       transpose8x8(r);  // r[j]: column w0 + j of the 8 channels
       for (int j = 0; j < 8; ++j) *reinterpret_cast<V8u*>(d + (w0 + j) * ld + c0) = r[j];
+    };
+    for (long w0 = 0; w0 < w8; w0 += 8) {
+      if (pf && w0 % 16 == 0)  // a cache line of each of the 8 channels
+        for (int i = 0; i < 8; ++i) __builtin_prefetch(s0 + i * sc + w0 + pf, 0, 3);
+      tile(w0);
     }
     if (w8 < cols && cols >= 8) {  // the last 8 columns again, overlapping the last full tile
-      const long w0 = cols - 8;
-      V8 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = *reinterpret_cast<const V8u*>(s0 + i * sc + w0);
-      transpose8x8(r);
-      for (int j = 0; j < 8; ++j) *reinterpret_cast<V8u*>(d + (w0 + j) * ld + c0) = r[j];
+      tile(cols - 8);
     } else {
       for (int c = c0; c < c0 + 8; ++c)
         for (long w = w8; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
