@@ -1,6 +1,7 @@
 """Every implementation against the float64 oracle: the papers' layers and random shapes."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -398,6 +399,8 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
+    # each variant's window bands and filter packing (the kernel's own timers), in ms
+    assert re.search(r"variant\.cpp=\s*[\d.]+ \([\d.]+, [\d.]+ ms\)", proc.stdout), proc.stdout
     assert f"-march={level}" in proc.stdout
     assert "round trip" not in proc.stdout  # one thread: no threads' round trip to report
     two = [*small[:-1], "2", "--cold"]

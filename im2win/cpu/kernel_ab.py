@@ -5,7 +5,8 @@ like the package's kernels and loaded into one process; im2win then runs on each
 call, for `--rounds` rounds per layer, so a burst of machine noise hits every variant alike (on a
 shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are within a few
 percent of each other when equal). Reported per layer: the best time's GFLOP/s of each variant,
-the slowest thread's time building window bands (best), and each variant against the first.
+the slowest thread's time building window bands and packing the filter (best of each), and each
+variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
 im2win-cpu`. The threads' round trip is printed from before and after the rounds: on a VM whose
 vCPUs may or may not share a last-level cache (harness.peak.thread_round_trip_ns), variants
@@ -53,9 +54,10 @@ def compare(
     march: str = "native",
     cold: bool = False,
 ) -> list:
-    """[(layer, [(gflops, band_ms) per variant])]: best of `rounds` interleaved calls each; a variant
-    is a source and the -D definitions it is built with. cold: every call starts with the caches
-    flushed (see evictor)."""
+    """[(layer, [(gflops, band_ms, pack_ms) per variant])]: best of `rounds` interleaved calls each
+    (the bands and the filter's packing: the least of the kernel's own timers, im2win only); a
+    variant is a source and the -D definitions it is built with. cold: every call starts with the
+    caches flushed (see evictor)."""
     flush = evictor() if cold else None
     rows = []
     for name in layers:
@@ -69,6 +71,7 @@ def compare(
         run = IMPLEMENTATIONS[impl].run
         best = [math.inf] * len(variants)
         bands = [math.inf] * len(variants)
+        packs = [math.inf] * len(variants)
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
@@ -86,9 +89,9 @@ def compare(
                                 flush.add_(1.0)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                             bands[i] = min(bands[i], phases["transform_ms"])
-        rows.append(
-            (name, [(shape.flops / t / 1e9, bm) for t, bm in zip(best, bands, strict=True)])
-        )
+                            packs[i] = min(packs[i], phases["pack_ms"])
+        cells = zip(best, bands, packs, strict=True)
+        rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells]))
     return rows
 
 
@@ -165,14 +168,17 @@ def main(argv: list[str] | None = None) -> int:
             f"threads' round trip: {trips[0]:.0f} ns before, {trips[1]:.0f} ns after (about 100: "
             "their cores share a last-level cache; several times that: they do not)"
         )
-    print("GFLOP/s (im2win: window bands ms) per variant; x: each against the first")
+    print(
+        "GFLOP/s (im2win: window bands ms, filter packing ms) per variant; x: each against the "
+        "first"
+    )
     for layer, cells in rows:
         base = cells[0][0]
         text = "  ".join(
             f"{label}={g:7.1f}"
-            + (f" ({bm:.2f} ms)" if math.isfinite(bm) else "")
+            + (f" ({bm:.2f}, {pm:.2f} ms)" if math.isfinite(bm) else "")
             + f" x{g / base:.3f}"
-            for label, (g, bm) in zip(labels, cells, strict=True)
+            for label, (g, bm, pm) in zip(labels, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
     return 0
