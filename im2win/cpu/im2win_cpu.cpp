@@ -48,7 +48,13 @@ namespace {
 // micro-kernel alone in L1 reaches 96-98% of the FMA probe. A 12 x 2 loop whose FMAs broadcast
 // from memory ({1to16}, inline assembly: 29 instructions a pass against 41), which models at 100%
 // on Zen 4, ran 0.86-0.95x on every layer on Zen 5 (kernel_ab, 20 interleaved rounds: conv1-3
-// 0.86-0.87x, conv8 0.91x, conv11 0.93x). (Not timed on any Xeon.)
+// 0.86-0.87x, conv8 0.91x, conv11 0.93x). On Zen 4 (AMD EPYC family 25 model 17, 32 KB L1d;
+// its AVX-512 runs on 256-bit pipes) 12 x 2 and 6 x 4 are level within the noise: two runs (12
+// and 25 interleaved rounds) gave 6 x 4 1.01-1.04x on conv8 and conv9 in both, 0.96-0.99x on
+// conv4 and conv5, 0.93-1.05x on conv3, conv6, conv7 and conv10-conv12 (on both sides of 1.0 from
+// one run to the other), 0.77x on conv1-conv2 (K = 96); 8 x 3 0.56-1.03x. There the AVX2 code
+// (8 lanes, 6 x 2; this source built without __AVX512F__) ran 0.86-0.96x of the AVX-512 code on
+// every layer (15 rounds). (Not timed on any Xeon.)
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
@@ -77,7 +83,9 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // (kernel_ab --march x86-64-v3, 20 and 30 rounds): conv11 1.07x and 1.09x, conv5 1.06x, conv10
 // 1.04x and 1.05x, conv4 1.02x and 1.04x, conv8 1.01x and 1.02x, conv7 0.98x and 0.99x (the same
 // code: its 27 steps are one slice either way), the others level. (Not timed on Zen 3 or a Xeon;
-// there, only slices of 160-288 steps, level with TC.)
+// there, only slices of 160-288 steps, level with TC.) Zen 4 (32 KB L1: TC x KB is 24 KB of it),
+// 20 rounds, against 192 and 576 steps: conv5 0.95x and 0.96x, conv10 0.95x and 0.97x, conv11
+// 0.95x and 0.99x, conv9 0.98x and 1.00x, conv8 0.99x and 1.02x, conv1 level: kept there too.
 constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
@@ -261,7 +269,12 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // channels). Called by every thread of a parallel region: the threads split the channel blocks,
 // and wait for each other at the end; every panel gemm_block needs is then a slice of it. Returns
 // this thread's seconds, the wait included. (Through pack_panel's gather, a float at a time:
-// conv11's whole filter, 2.4 MB, took 0.13 ms a thread; through pack_taps 0.06 ms.)
+// conv11's whole filter, 2.4 MB, took 0.13 ms a thread; through pack_taps 0.06 ms.) Written with
+// non-temporal stores (whole lines, no read for ownership, which on a VM whose vCPUs sit on two
+// core complexes fetches each line back from the other's cache), Zen 4's packing fell (conv5 0.31
+// -> 0.17 ms, conv11 0.24 -> 0.18 ms) but the calls, which then read the filter from memory, did
+// not gain: conv5 1.02x, conv10 0.97x, conv11 1.00x; with the caches flushed before each call
+// 0.95x, 0.99x, 0.97x (kernel_ab, 20-30 rounds).
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
@@ -414,6 +427,11 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // packing fell from 11%, 8% and 38% of the call. (The same panels over the unblocked window, as
 // one micro-kernel call a tap's channels, ran 5-15% slower on those layers; as one call a panel
 // jumping between taps, 0.65-0.95x: short runs the hardware prefetchers do not follow.)
+// conv12's packing is its filter read (9.4 MB a call, 30% of the call in a Zen 4 `repro run`), and
+// on Zen 4 it did not hide behind the compute: the next block's filter lines prefetched a share
+// per micro-tile took packing from 1.04 to 0.92 ms with the caches flushed, and the call stayed
+// level (1.005x; into L2 0.96x); the same lines prefetched while this block is packed, level
+// (kernel_ab, 20-30 rounds; as on Zen 5, where the first ran 0.95x).
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
@@ -554,7 +572,11 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       if (sc == 1) {  // channels_last input: each window column is one contiguous copy
         for (long w = 0; w < w_hi - w_lo; ++w) std::memcpy(d + w * RC, src + w * sw, sizeof(float) * C);
       } else if (C < 16) {  // few channels: a column at a time, its C values one contiguous write
-        // (a channel at a time wrote every RC-th float: 1.3-1.6x slower on conv1-conv3, conv7)
+        // (a channel at a time wrote every RC-th float: 1.3-1.6x slower on conv1-conv3, conv7;
+        // all the new rows of an output row at once, 8 columns of them transposed in registers
+        // and each column's 6-12 floats one masked AVX-512 store: conv1-conv3's bands level on
+        // Zen 4, 0.22-0.29 ms; the rows copied from the band before, 7 of conv1's 11, were not
+        // timed on their own)
         switch (C) {
           case 1: copy_columns<1>(src, sc, sw, w_hi - w_lo, d, RC, C, pf); break;
           case 3: copy_columns<3>(src, sc, sw, w_hi - w_lo, d, RC, C, pf); break;
@@ -721,7 +743,8 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // VM's neighbour takes fewer. With equal shares (static) on a shared 2-core VM, the first thread
 // done waited a median 16-55% of the call on 7 of the 12 layers at batch 4; interleaved against it
 // call by call, this ran faster on 11 layers in one run (1-17%) and on 9 in a second (up to 38%;
-// conv4 10% slower there).
+// conv4 10% slower there). (A static schedule on this path: level on Zen 5 with the vCPUs
+// sharing a cache; on Zen 4 with them apart, conv12 0.94x and conv6 1.04x, 30 rounds.)
 // Work item = (block of about MC pixels, block of KB output channels). Per item, per step t0 of the
 // reduction: take the B panel from the packed filter or pack it (gemm_block), or per block of
 // channels (gemm_block_taps), then run the MR x KB micro-kernel over the item's pixels, whose
@@ -791,7 +814,8 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
 // whole window tensor and packed its filter in panels of 16 channels. On Zen 5, kernel_ab, 20-30
 // interleaved rounds: 1.09x, 1.05x; with 2 rows a thread (0.48 of im2col) 1.03x. Against the
 // whole window in the 128-channel blocks its memory room now allows (0.44 of im2col): 1.00x in
-// cache, 1.01x and 1.02x with the caches flushed before each call; 30-40 rounds.)
+// cache, 1.01x and 1.02x with the caches flushed before each call; 30-40 rounds. On Zen 4 the
+// streamed bands ran 1.08x in cache and 1.05x with the caches flushed against that window.)
 void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
                        long* rows_per_item, long* band_floats, long* work_floats,
                        int* packs_once) {
