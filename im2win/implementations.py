@@ -110,12 +110,19 @@ def filter_packed_once(shape: ConvShape) -> bool:
 
 @per_kernels
 def streams_output(shape: ConvShape, threads: int) -> bool:
-    """Whether the NHWC kernels write the output with non-temporal stores (into an aligned output):
-    the whole reduction is one filter panel, K is a multiple of the vector, and the output outgrows
-    the threads' L2 caches."""
-    macs_per_pixel = shape.c * shape.r * shape.s
+    """Whether im2win writes the output with non-temporal stores (into an aligned output): each
+    output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
+    the whole filter packed once; a window in blocks of channels takes a call a block), K is a
+    multiple of the vector, and the output outgrows the threads' L2 caches."""
     pixels = shape.n * shape.p * shape.q
-    return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, threads))
+    if pixels == 0:  # an empty output: no kernel runs (conv2d returns it at once)
+        return False
+    streams = _plan(shape, threads)[0]
+    if not streams and window_block(shape, threads) < shape.c:
+        return False
+    packed = streams or filter_packed_once(shape)  # the streamed bands always pack it once
+    macs_per_pixel = shape.c * shape.r * shape.s
+    return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, packed, threads))
 
 
 @per_kernels

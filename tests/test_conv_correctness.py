@@ -65,6 +65,18 @@ def test_empty_batch_gives_an_empty_output(impl):
     assert out.shape == torch.nn.functional.conv2d(x, w).shape == (0, 4, 6, 6)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plan_queries_of_an_empty_batch(threads):
+    """The kernels' plans (workspace, path, output stores) of an empty batch: an answer, not a
+    division by zero that kills the process (the streamed plan's row blocks)."""
+    from im2win.implementations import im2win_workspace_floats, streams_output, streams_windows
+
+    for k in (4, 64, 512):
+        shape = im2win.ConvShape(n=0, c=256, h=8, w=8, k=k, r=3, s=3)
+        assert im2win_workspace_floats(shape, threads) >= 0
+        assert not streams_windows(shape, threads) and not streams_output(shape, threads)
+
+
 @pytest.mark.parametrize("transform", ["nhwc", "nchw"])
 def test_window_transforms_of_an_empty_batch(transform):
     from im2win.shapes import ConvShape
@@ -217,17 +229,20 @@ def test_im2win_streamed_and_whole_window_paths(threads):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_im2win_output_streamed_to_memory(threads):
     """A short reduction with an output larger than the L2 caches: the output tiles go to memory
-    with non-temporal stores, on both paths, with and without bias; K that is not a multiple of the
-    vector keeps plain stores."""
-    from im2win.implementations import streams_output
+    with non-temporal stores, on both paths, with and without bias; so does a reduction longer
+    than a panel over the filter packed once (one micro-kernel call: each tile written once); K
+    that is not a multiple of the vector keeps plain stores."""
+    from im2win.implementations import filter_packed_once, streams_output
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         shape = im2win.ConvShape(n=2, c=3, h=190, w=190, k=64, r=3, s=3, padding=(1, 1))
         odd = dataclasses.replace(shape, k=60)
+        deep = im2win.ConvShape(n=2, c=32, h=130, w=130, k=64, r=3, s=3)  # T = 288 > TC
         assert streams_output(shape, threads) and not streams_output(odd, threads)
-        for s in (shape, odd):
+        assert filter_packed_once(deep) and streams_output(deep, threads)
+        for s in (shape, odd, deep):
             x, w = torch.randn(s.input_shape()), torch.randn(s.weight_shape())
             for impl, b in (("im2win", torch.randn(s.k)), ("im2win_nhwc", None)):
                 _check(impl, x, w, b, s.stride, s.padding)

@@ -24,7 +24,7 @@ _SIGNATURES = {
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
     # K C R S M, floats of the window tensor, threads -> channels a block
     "im2win_window_block": (_I, [_I, _I, _I, _I, _L, _L, _I]),
-    "im2win_streams_output": (_I, [_I, _L, _L, _I]),  # K M T threads
+    "im2win_streams_output": (_I, [_I, _L, _L, _I, _I]),  # K M T packed-once threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads
     "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I]),
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads

@@ -127,6 +127,7 @@ long cdiv(long a, long b) { return (a + b - 1) / b; }
 // number of blocks is a multiple of nthreads and blocks are near-equal: on threads that run at the
 // same speed, every thread then gets the same amount of work. Returns the block size.
 long balanced_block(long n, long target, int nthreads, long align = 1) {
+  if (n <= 0) return align;  // nothing to split (an empty batch): no division by zero blocks
   const long blocks = nthreads * cdiv(n, nthreads * std::max(target, 1l));
   return std::max(align, cdiv(cdiv(n, blocks), align) * align);
 }
@@ -698,17 +699,26 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 }
 
 // Whether gemm_block streams its output tiles to memory (non-temporal stores) in a convolution of M
-// pixels, K output channels and T reduction steps: where the whole reduction is one panel
-// (T <= TC), each output tile is written once and never read, and an output larger than the
-// threads' L2 caches leaves them anyway. Plain stores read each line in before writing it
-// (write-allocate): twice the memory traffic for a layer whose time is its output. conv7 (T = 27,
-// 50 MB of output at batch 4) ran 1.37x on Zen 5 with AVX-512, conv3 (T = 147, 12.6 MB) 1.02x
-// (30 interleaved rounds, python -m im2win.cpu.kernel_ab). The vector stores need K a multiple of
-// the vector and, checked by the callers, an aligned output. (Also streaming the outputs of the
-// layers whose whole reduction is one call over the filter packed once, TC_PACKED, ran level:
-// conv1, conv2, conv4, conv8 and conv9 0.99-1.01x on Zen 5.)
-int im2win_streams_output(int K, long M, long T, int nthreads) {
-  return T <= TC && K % VL == 0 && M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
+// pixels, K output channels and T reduction steps, whose filter is packed once (packed) or panel
+// by panel: where the whole reduction is one micro-kernel call (T <= TC_PACKED from the filter
+// packed once, T <= TC from a panel), each output tile is written once and never read, and an
+// output larger than the threads' L2 caches leaves them anyway. Plain stores read each line in
+// before writing it (write-allocate): twice the memory traffic for a layer whose time is its
+// output. conv7 (T = 27, 50 MB of output at batch 4) ran 1.37x on Zen 5 with AVX-512, conv3 (T =
+// 147, 12.6 MB) 1.02x (30 interleaved rounds, python -m im2win.cpu.kernel_ab). The layers whose
+// whole reduction is one call over the filter packed once ran level so on Zen 5 (conv1, conv2,
+// conv4, conv8 and conv9 0.99-1.01x) and faster on Zen 4 (32 KB L1d), three runs of 25, 30 and
+// 20 rounds, the last with the caches flushed before each call: conv1 1.08x, 1.04x, 1.06x; conv2
+// 1.05x, 1.10x, 1.09x; conv4 1.03x, 1.01x, 1.04x; conv8 1.06x, 1.06x, 1.07x; conv9 1.04x, 1.04x,
+// 1.06x (bands of at most a quarter of L2 instead of half, on top of it: 0.99-1.02x, 40 rounds).
+// The late layers' outputs outgrow the L2 caches at larger batches; there, on Zen 4: batch 32
+// (10 rounds) conv5 1.02x, conv6 0.99x, conv10 1.03x, conv11 0.99x, conv8 1.02x, conv1 1.07x;
+// batch 128 (6 and 12 rounds) conv6 1.08x and 1.02x, conv11 1.01x and 1.05x, conv12 0.98x and
+// 1.05x, conv5 1.02x, conv10 1.02x.
+// The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
+int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
+  return T <= (packed ? TC_PACKED : TC) && K % VL == 0 &&
+         M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
@@ -759,7 +769,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long PQ = static_cast<long>(P) * Q;
   const long kblocks = cdiv(K, KB);
   const bool prepack = im2win_filter_packed_once(K, M);
-  const bool stream = im2win_streams_output(K, M, T, nthreads) && aligned(out);
+  const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
   // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
   // blocks spread over the threads, so each panel of the filter is packed exactly once (up to
   // 4 MC pixels: conv6 and conv11 at batch 4, 400 and 576 pixels, ran 4-15% faster than in blocks
@@ -863,7 +873,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const long M = static_cast<long>(N) * P * Q;
   const bool prepack = packs_once;
   float* packed = prepack ? filter_work : nullptr;
-  const bool stream = im2win_streams_output(K, M, T, nthreads) && aligned(out);
+  const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
   // in grabs of consecutive items from a shared counter: whole row blocks (1-4) while there is work
   // for every thread, so a thread's next items continue the rows its band holds (the same rows for
