@@ -275,7 +275,8 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // core complexes fetches each line back from the other's cache), Zen 4's packing fell (conv5 0.31
 // -> 0.17 ms, conv11 0.24 -> 0.18 ms) but the calls, which then read the filter from memory, did
 // not gain: conv5 1.02x, conv10 0.97x, conv11 1.00x; with the caches flushed before each call
-// 0.95x, 0.99x, 0.97x (kernel_ab, 20-30 rounds).
+// 0.95x, 0.99x, 0.97x (kernel_ab, 20-30 rounds). The destination rows prefetched for writing 2 or
+// 4 channels ahead: within the noise (conv5, conv10, conv11 0.94-1.06x, both ways; 20-30 rounds).
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
