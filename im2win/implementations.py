@@ -114,14 +114,12 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
     output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
     the whole filter packed once; a window in blocks of channels takes a call a block), K is a
     multiple of the vector, and the output outgrows the threads' L2 caches."""
-    pixels = shape.n * shape.p * shape.q
-    if pixels == 0:  # an empty output: no kernel runs (conv2d returns it at once)
-        return False
     streams = _plan(shape, threads)[0]
     if not streams and window_block(shape, threads) < shape.c:
         return False
     packed = streams or filter_packed_once(shape)  # the streamed bands always pack it once
     macs_per_pixel = shape.c * shape.r * shape.s
+    pixels = shape.n * shape.p * shape.q
     return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, packed, threads))
 
 
