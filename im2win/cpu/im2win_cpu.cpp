@@ -318,20 +318,20 @@ inline void transpose8x8(V8 r[8]) {
 // Phase "pack" from the filter's own order: every tap of input channels [c0, c0 + cn) of output
 // channels [k0, k0 + kvalid), in the window's order: dst[(j * cn + c - c0) * KB + kk] =
 // F[k0 + kk][c][r][s] for tap j = s * R + r, zero for kk >= kvalid. Each output channel's
-// F[k][c0 .. c0 + cn) is one run of cn * R * S floats in PyTorch's layout; it is read 8 floats at a
-// time from 8 output channels and transposed in registers into 8 vectors of 8 output channels,
-// each stored where its tap and channel go. (pack_panel's gather of TC consecutive window steps,
-// a float at a time at the stride of R * S floats, cost 0.7 ns a float with the filter in cache
-// and 2 ns without.) Each run is prefetched 4 cache lines ahead. Long runs (the whole filter,
-// pack_filter) take every 8 output channels at each 8 positions, so that each row of KB floats
-// is written whole at once; short ones (a block of channels, gemm_block_taps) 8 output channels
-// at a time along their runs, as before. Against the second order everywhere without prefetch,
-// the filter's packing time (min of 40 calls, Zen 5, batch 4): conv5 0.150 -> 0.108 ms, conv6
-// 0.139 -> 0.091, conv10 0.019 -> 0.015, conv11 0.059 -> 0.049, conv12 0.169 -> 0.155; kernel_ab,
-// 30 and 40 interleaved rounds: conv5 1.03x and 1.02x, conv10 1.01x and 1.03x, conv11 1.00x and
-// 1.03x, conv6 0.98x and 1.02x, conv12 1.00x and 0.99x. (The first order on short runs too:
-// conv12's packing 0.146 -> 0.161 ms; without the prefetch, slower on conv6, conv11 and conv12.)
-// (Long runs prefetched 8 or 16 lines ahead instead of 4: level on Zen 4, conv5, conv6 and conv11
+// F[k][c0 .. c0 + cn) is one run of cn * R * S floats in PyTorch's layout; 8 output channels at a
+// time, their runs are read 8 floats at a time and transposed in registers into 8 vectors of 8
+// output channels, each stored where its tap and channel go. Each run is prefetched 4 cache lines
+// ahead. (pack_panel's gather of TC consecutive window steps, a float at a time at the stride of
+// R * S floats, cost 0.7 ns a float with the filter in cache and 2 ns without. Against this order
+// without the prefetch, Zen 5, 40 calls: conv6's packing 0.139 -> 0.091 ms with long runs read
+// in another order, every KB output channels at each 8 positions so that each row of KB floats was
+// written whole; conv5 0.150 -> 0.108, conv11 0.059 -> 0.049. On Zen 4 (32 KB L1d) that order's
+// 32 runs at once, T floats apart (conv6 and conv11: 9216 bytes, a quarter of the L1 sets), took
+// longer than this order with its prefetch: packing conv6 0.30-0.38 -> 0.18-0.25 ms, conv5
+// 0.21-0.29 -> 0.14-0.19 ms, conv11 0.16-0.21 -> 0.14-0.18 ms; the calls conv6 1.02x, 1.04x,
+// 1.04x, conv5 1.00x, 1.03x, 1.02x, conv11 1.02x, 1.01x, 1.02x, the others level (kernel_ab, 25-30
+// rounds in cache, 20-30 with the caches flushed). Not retimed on Zen 5.)
+// (Runs prefetched 8 or 16 lines ahead instead of 4: level on Zen 4, conv5, conv6 and conv11
 // 0.99-1.02x in cache and with the caches flushed, 25 rounds each.)
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst) {
@@ -348,29 +348,17 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
     }
     return d;
   };
-  float* to[8];  // where run positions u .. u + 7 go
-  auto tile = [&](long u, int g) {  // output channels g .. g + 7 at positions u .. u + 7
+  for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7
     const int gv = std::clamp(kvalid - g, 0, 8);
-    if (u % 16 == 0)  // a cache line of each run, 4 lines on
-      for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
-    V8 v[8];
-    for (int i = 0; i < 8; ++i)
-      v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
-    transpose8x8(v);
-    for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(to[i] + g) = v[i];
-  };
-  if (n >= 512) {  // long runs: every 8 output channels at each 8 positions, KB floats a row
-    for (long u = 0; u < n8; u += 8) {
-      for (int i = 0; i < 8; ++i) to[i] = next();
-      for (int g = 0; g < KB; g += 8) tile(u, g);
-    }
-  } else {  // short runs: 8 output channels at a time along their runs
-    for (int g = 0; g < KB; g += 8) {
-      c = 0, r = 0, s = 0;
-      for (long u = 0; u < n8; u += 8) {
-        for (int i = 0; i < 8; ++i) to[i] = next();
-        tile(u, g);
-      }
+    c = 0, r = 0, s = 0;
+    for (long u = 0; u < n8; u += 8) {  // at run positions u .. u + 7
+      if (u % 16 == 0)  // a cache line of each run, 4 lines on
+        for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
+      V8 v[8];
+      for (int i = 0; i < 8; ++i)
+        v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
+      transpose8x8(v);
+      for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(next() + g) = v[i];
     }
   }
   for (long u = n8; u < n; ++u) {
