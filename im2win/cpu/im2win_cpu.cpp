@@ -191,7 +191,9 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   const float* bp = b + static_cast<long>(tc) * KB;
   // Assembler comments around the main loop, for its instruction mix (im2win.cpu.isa); they emit
   // no instruction. (Two software prefetches a step of the B rows 8 or 16 steps ahead cost 1-4% on
-  // conv4-conv11 on Zen 5: the loop is bound by issue, not by its loads from L2.)
+  // conv4-conv11 on Zen 5: the loop is bound by issue, not by its loads from L2. On Zen 4, 8, 16
+  // or 32 steps ahead: level, 0.99-1.02x on most layers, conv12 0.94-0.97x; the 12 window rows
+  // prefetched a line (32 or 64 floats) ahead every 16 steps: level, 0.99-1.03x; 25-40 rounds.)
   __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
   for (long t = -tc; t != 0; ++t) {
     V bv[NR];
@@ -277,6 +279,11 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // not gain: conv5 1.02x, conv10 0.97x, conv11 1.00x; with the caches flushed before each call
 // 0.95x, 0.99x, 0.97x (kernel_ab, 20-30 rounds). The destination rows prefetched for writing 2 or
 // 4 channels ahead: within the noise (conv5, conv10, conv11 0.94-1.06x, both ways; 20-30 rounds).
+// Packed instead a channel block at a time by the first thread to need it (a claim flag a block,
+// no barrier; each thread starting its rows at another block), so that the first use finds the
+// block in the packer's L2: level in cache (0.99-1.01x), with the caches flushed conv8 and conv10
+// 1.01x, conv11 0.91x, its packing 0.19 -> 0.41 ms waiting on the other thread's blocks (Zen 4,
+// 25-30 rounds).
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
@@ -559,6 +566,8 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       // 1.02x, conv3 1.01x and 1.03x, conv8 1.03x, conv9 1.01x and 1.02x, conv4, conv5, conv10
       // and conv11 1.00-1.01x, conv7 0.99x (Zen 5, kernel_ab --batch 32, 8 rounds, three runs);
       // at batch 4, in cache, level (30 rounds). (Two rows on: level at batch 4.)
+      // (All the input rows of a block prefetched at once before its bands, with the caches
+      // flushed: bands level on Zen 4, conv9 0.30 -> 0.27-0.32 ms, the calls 0.99-1.01x.)
       const long pf = h + sy < H ? sy * sh : 0;
       float* d = band + w_lo * RC + r * C;
       if (sc == 1) {  // channels_last input: each window column is one contiguous copy
