@@ -27,15 +27,18 @@ def transform_table(doc: dict) -> str:
 
 def breakdown_table(doc: dict) -> str:
     """Where im2win's time goes per layer (runs since 2026-12 time the filter packing too, runs
-    since 2026-12-02 the threads' wait)."""
+    since 2026-12-02 the threads' wait, runs since 2026-12-02 (evening) take every part from one
+    call)."""
     recs = {r["layer"]: r for r in doc["records"] if r["impl"] == "im2win"}
     micro = (doc.get("microkernel") or {}).get("gflops")
     if not micro or not any(r.get("pack_ms") is not None for r in recs.values()):
         return ""
     waits = any(r.get("wait_ms") is not None for r in recs.values())
+    one_call = all(r.get("phases_call_ms") is not None for r in recs.values())
     rows = []
     for layer, r in recs.items():
-        total, bands, pack = r["min_ms"], r.get("transform_ms"), r.get("pack_ms")
+        total = r["phases_call_ms"] if one_call else r["min_ms"]
+        bands, pack = r.get("transform_ms"), r.get("pack_ms")
         wait = r.get("wait_ms")
         if bands is None or pack is None:
             rows.append([layer, f"{total:.2f}", "-", "-", *(["-"] if waits else []), "-", "-"])
@@ -59,13 +62,20 @@ def breakdown_table(doc: dict) -> str:
             ]
         )
     wait_text = (
-        ", how long the first thread done waited for the last at the end (the threads' imbalance; "
-        "the median of the rounds)"
+        ", how long the first thread done waited for the last at the end (the threads' imbalance"
+        + ("" if one_call else "; the median of the rounds")
+        + ")"
         if waits
         else ""
     )
+    call_text = (
+        f"the whole call (the fastest of {doc['config']['repeat']} calls with the kernel's phase "
+        "timers, after the layer's timing rounds; every part below is from that call)"
+        if one_call
+        else "the whole call (best round; each part the least of its calls)"
+    )
     return (
-        "\n## Where im2win's time goes\n\nPer layer: the whole call (best round), the time spent "
+        f"\n## Where im2win's time goes\n\nPer layer: {call_text}, the time spent "
         "building window bands (the slowest thread's, from the kernel's own timers; on the whole "
         "window tensor's path, that transform timed on its own) and packing the filter (the "
         f"slowest thread's){wait_text}, and the GFLOP/s of what is left (the micro-kernel over the "

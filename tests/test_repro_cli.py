@@ -58,6 +58,11 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
     assert doc["peak"]["gflops"] >= max(doc["peak"]["round_probes_gflops"])
     assert "## The machine during each layer" in report
+    # im2win's breakdown comes from one call: its parts fit within that call's time
+    for rec in (r for r in doc["records"] if r["impl"] == "im2win"):
+        parts = rec["transform_ms"] + rec["pack_ms"] + rec["wait_ms"]
+        assert 0 < parts <= rec["phases_call_ms"]
+    assert "every part below is from that call" in report
     # the threads' round trip in every layer's rounds, where there are two threads
     trips = [r["round_trip_ns_in_rounds"] for r in doc["records"]]
     if torch.get_num_threads() >= 2:
