@@ -888,7 +888,11 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   // threads finish together (two threads may then each build the bands of one row block). Against
   // OpenMP's dynamic schedule over (row block, every channel block) items, 1-4 a grab, and each
   // item's window pointers computed with a division per pixel: conv7 1.10x, conv3 1.02x, conv8
-  // 1.02x, the others 1.00-1.01x on Zen 5 (30 interleaved rounds).
+  // 1.02x, the others 1.00-1.01x on Zen 5 (30 interleaved rounds). (Each thread on its own
+  // share of the channel blocks of the filter packed once, over every row, so that no thread
+  // reads what the other packed: on Zen 4 with the caches flushed, 0.97-0.99x with the vCPUs
+  // sharing a cache, and with them apart conv11 0.86-0.88x, conv10 0.97-1.00x (no thread can
+  // take over the other's share when it runs slower); 20-25 rounds.)
   // The last 2 * nthreads row blocks are split in halves (where there are 4 * nthreads blocks or
   // more, of 2 rows or more): the items handed out one at a time at the end are half as long, and
   // so is the first thread's wait for the last. The threads' wait (median of 40 calls) fell from
