@@ -483,3 +483,32 @@ def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
         shape = layer.with_batch(4)
         assert im2win_workspace_floats(shape, 2) <= 0.5 * im2col_elems(shape), name
     assert streams_windows(PAPER_LAYERS["conv11"].with_batch(4), 2)
+
+
+def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, capsys):
+    """Where a layer's rounds ran with the two threads both together and apart (a short round trip
+    before each round), kernel_ab prints each variant's best in each placement under the layer."""
+    from im2win.cpu import kernel_ab
+
+    trip = {"ns": 600.0}
+    monkeypatch.setattr(
+        kernel_ab, "thread_round_trip_ns", lambda n, **kw: trip["ns"] if n >= 2 else None
+    )
+    assert kernel_ab.placement(2) == "apart" and kernel_ab.placement(1) is None
+    trip["ns"] = 80.0
+    assert kernel_ab.placement(2) == "together"
+    places = {"together": (3, [220.0, 231.0]), "apart": (2, [180.0, 171.0])}
+    rows = [("conv9", [(200.0, 0.1, 0.2), (210.0, 0.1, 0.2)], places)]
+    monkeypatch.setattr(kernel_ab, "compare", lambda *args: rows)
+    a, b = tmp_path / "a.cpp", tmp_path / "b.cpp"
+    a.write_text(""), b.write_text("")
+    assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "conv9   a.cpp=  200.0 (0.10, 0.20 ms) x1.000  b.cpp=  210.0 (0.10, 0.20 ms) x1.050" in out
+    )
+    assert "  apart (2 rounds): a.cpp=  180.0 x1.000  b.cpp=  171.0 x0.950" in out
+    assert "  together (3 rounds): a.cpp=  220.0 x1.000  b.cpp=  231.0 x1.050" in out
+    rows[0] = ("conv9", rows[0][1], {"together": (5, [220.0, 231.0])})  # one placement: no split
+    assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
+    assert "rounds)" not in capsys.readouterr().out

@@ -10,7 +10,9 @@ variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
 im2win-cpu`. The threads' round trip is printed from before and after the rounds: on a VM whose
 vCPUs may or may not share a last-level cache (harness.peak.thread_round_trip_ns), variants
-compared in one placement may rank differently in the other.
+compared in one placement may rank differently in the other. A short round trip before each round
+tells where the threads sat in it; where a layer's rounds ran in both placements, each variant's
+best in each is printed below the layer too.
 
     python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --blocks 12x2 6x4 --layers conv8
 
@@ -53,11 +55,14 @@ def compare(
     impl: str,
     march: str = "native",
     cold: bool = False,
+    threads: int = 1,
 ) -> list:
-    """[(layer, [(gflops, band_ms, pack_ms) per variant])]: best of `rounds` interleaved calls each
-    (the bands and the filter's packing: the least of the kernel's own timers, im2win only); a
-    variant is a source and the -D definitions it is built with. cold: every call starts with the
-    caches flushed (see evictor)."""
+    """[(layer, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
+    interleaved calls each (the bands and the filter's packing: the least of the kernel's own
+    timers, im2win only); a variant is a source and the -D definitions it is built with. cold:
+    every call starts with the caches flushed (see evictor). by_placement: with 2 threads or more,
+    {placement: (rounds, [gflops per variant])}, the best of the rounds in which the threads sat
+    together or apart (placement(), measured before each round)."""
     flush = evictor() if cold else None
     rows = []
     for name in layers:
@@ -72,18 +77,26 @@ def compare(
         best = [math.inf] * len(variants)
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
+        by_placement: dict[str, tuple[int, list[float]]] = {}
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
                     run(x, w, b, shape.stride, shape.padding)
             for _ in range(rounds):
+                where = placement(threads)
+                if where:
+                    count, seconds = by_placement.get(where, (0, [math.inf] * len(variants)))
+                    by_placement[where] = (count + 1, seconds)
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
                         if flush is not None:
                             flush.add_(1.0)
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
-                        best[i] = min(best[i], time.perf_counter() - start)
+                        elapsed = time.perf_counter() - start
+                        best[i] = min(best[i], elapsed)
+                        if where:
+                            by_placement[where][1][i] = min(by_placement[where][1][i], elapsed)
                         if impl == "im2win":
                             if flush is not None:
                                 flush.add_(1.0)
@@ -91,8 +104,26 @@ def compare(
                             bands[i] = min(bands[i], phases["transform_ms"])
                             packs[i] = min(packs[i], phases["pack_ms"])
         cells = zip(best, bands, packs, strict=True)
-        rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells]))
+        places = {
+            where: (count, [shape.flops / t / 1e9 for t in seconds])
+            for where, (count, seconds) in by_placement.items()
+        }
+        rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells], places))
     return rows
+
+
+APART_NS = 250.0
+"""A threads' round trip above this: the two threads' cores do not share a last-level cache (about
+60-150 ns where they do, 300-800 ns where they do not, on the 2-vCPU Zen 4 VM)."""
+
+
+def placement(threads: int) -> str | None:
+    """Where OpenMP threads 0 and 1 sit now, from a short round trip (about 1 ms): "together"
+    (sharing a last-level cache), "apart", or None with one thread."""
+    ns = thread_round_trip_ns(threads, trips=2_000, max_seconds=0.005)
+    if ns is None:
+        return None
+    return "apart" if ns > APART_NS else "together"
 
 
 def evictor() -> torch.Tensor:
@@ -155,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     with timing.threads(args.threads) as n:
         trips = [thread_round_trip_ns(n)]
         rows = compare(
-            variants, args.layers, args.batch, args.rounds, args.impl, args.march, args.cold
+            variants, args.layers, args.batch, args.rounds, args.impl, args.march, args.cold, n
         )
         trips.append(thread_round_trip_ns(n))
     print(
@@ -172,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "GFLOP/s (im2win: window bands ms, filter packing ms) per variant; x: each against the "
         "first"
     )
-    for layer, cells in rows:
+    for layer, cells, places in rows:
         base = cells[0][0]
         text = "  ".join(
             f"{label}={g:7.1f}"
@@ -181,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             for label, (g, bm, pm) in zip(labels, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
+        if len(places) > 1:  # rounds in both placements: each variant's best in each
+            for where, (count, gflops) in sorted(places.items()):
+                text = "  ".join(
+                    f"{label}={g:7.1f} x{g / gflops[0]:.3f}"
+                    for label, g in zip(labels, gflops, strict=True)
+                )
+                print(f"  {where} ({count} rounds): {text}")
     return 0
 
 
