@@ -761,7 +761,9 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // taking channel blocks from either end of one count, so that each knows its next block and
 // prefetches that block's filter during the current one: conv6 and conv12 0.98-1.01x on Zen 4,
 // conv12's packing 0.77 -> 0.88 ms with the caches flushed (its item sweeps the 860 KB window
-// tensor, which evicts the prefetched lines from L2); 30 rounds.)
+// tensor, which evicts the prefetched lines from L2); 30 rounds. The same without the prefetch,
+// so that each thread packs and writes the same blocks from call to call, with the vCPUs apart:
+// conv6 1.02x, conv12 0.98x, 60 rounds.)
 // Work item = (block of about MC pixels, block of KB output channels). Per item, per step t0 of the
 // reduction: take the B panel from the packed filter or pack it (gemm_block), or per block of
 // channels (gemm_block_taps), then run the MR x KB micro-kernel over the item's pixels, whose
