@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from harness import environment, memory, timing
-from harness.peak import thread_round_trip_ns
+from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
@@ -110,11 +110,6 @@ def compare(
         }
         rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells], places))
     return rows
-
-
-APART_NS = 250.0
-"""A threads' round trip above this: the two threads' cores do not share a last-level cache (about
-60-150 ns where they do, 300-800 ns where they do not, on the 2-vCPU Zen 4 VM)."""
 
 
 def placement(threads: int) -> str | None:
