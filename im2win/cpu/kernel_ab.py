@@ -77,7 +77,8 @@ def compare(
         best = [math.inf] * len(variants)
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
-        by_placement: dict[str, tuple[int, list[float]]] = {}
+        rounds_in: dict[str, int] = {}  # rounds in each placement
+        best_in: dict[str, list[float]] = {}  # each variant's best time in each placement
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
@@ -85,8 +86,8 @@ def compare(
             for _ in range(rounds):
                 where = placement(threads)
                 if where:
-                    count, seconds = by_placement.get(where, (0, [math.inf] * len(variants)))
-                    by_placement[where] = (count + 1, seconds)
+                    rounds_in[where] = rounds_in.get(where, 0) + 1
+                    in_place = best_in.setdefault(where, [math.inf] * len(variants))
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
                         if flush is not None:
@@ -96,7 +97,7 @@ def compare(
                         elapsed = time.perf_counter() - start
                         best[i] = min(best[i], elapsed)
                         if where:
-                            by_placement[where][1][i] = min(by_placement[where][1][i], elapsed)
+                            in_place[i] = min(in_place[i], elapsed)
                         if impl == "im2win":
                             if flush is not None:
                                 flush.add_(1.0)
@@ -105,8 +106,8 @@ def compare(
                             packs[i] = min(packs[i], phases["pack_ms"])
         cells = zip(best, bands, packs, strict=True)
         places = {
-            where: (count, [shape.flops / t / 1e9 for t in seconds])
-            for where, (count, seconds) in by_placement.items()
+            where: (rounds_in[where], [shape.flops / t / 1e9 for t in seconds])
+            for where, seconds in best_in.items()
         }
         rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells], places))
     return rows
