@@ -487,7 +487,8 @@ def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
 
 def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, capsys):
     """Where a layer's rounds ran with the two threads both together and apart (a short round trip
-    before each round), kernel_ab prints each variant's best in each placement under the layer."""
+    before each round), kernel_ab prints each variant's best and median in each placement under the
+    layer, with the median window bands and filter packing of its phase-timed calls."""
     from im2win.cpu import kernel_ab
 
     trip = {"ns": 600.0}
@@ -497,8 +498,15 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     assert kernel_ab.placement(2) == "apart" and kernel_ab.placement(1) is None
     trip["ns"] = 80.0
     assert kernel_ab.placement(2) == "together"
-    places = {"together": (3, [220.0, 231.0]), "apart": (2, [180.0, 171.0])}
-    rows = [("conv9", [(200.0, 0.1, 0.2), (210.0, 0.1, 0.2)], places)]
+    flops = 1e9  # 1 GFLOP: GFLOP/s = 1 / seconds
+    together = kernel_ab.Placement(
+        3,
+        [[1 / 220, 1 / 200, 1 / 100], [1 / 231, 1 / 210, 1 / 105]],
+        [[(0.1, 0.2), (0.3, 0.4), (0.2, 0.9)], [(0.1, 0.2), (0.1, 0.2), (0.1, 0.2)]],
+    )
+    apart = kernel_ab.Placement(2, [[1 / 180, 1 / 150], [1 / 171, 1 / 171]], [[], []])
+    places = {"together": together, "apart": apart}
+    rows = [("conv9", flops, [(200.0, 0.1, 0.2), (210.0, 0.1, 0.2)], places)]
     monkeypatch.setattr(kernel_ab, "compare", lambda *args: rows)
     a, b = tmp_path / "a.cpp", tmp_path / "b.cpp"
     a.write_text(""), b.write_text("")
@@ -507,8 +515,15 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     assert (
         "conv9   a.cpp=  200.0 (0.10, 0.20 ms) x1.000  b.cpp=  210.0 (0.10, 0.20 ms) x1.050" in out
     )
-    assert "  apart (2 rounds): a.cpp=  180.0 x1.000  b.cpp=  171.0 x0.950" in out
-    assert "  together (3 rounds): a.cpp=  220.0 x1.000  b.cpp=  231.0 x1.050" in out
-    rows[0] = ("conv9", rows[0][1], {"together": (5, [220.0, 231.0])})  # one placement: no split
+    # median of two calls: 1 / mean of their seconds; no phases timed: none printed
+    assert (
+        "  apart (2 rounds): a.cpp=  180.0 x1.000 (median 163.6)  b.cpp=  171.0 x0.950 "
+        "(median 171.0)" in out
+    )
+    assert (
+        "  together (3 rounds): a.cpp=  220.0 x1.000 (median 200.0; 0.20, 0.40 ms)  "
+        "b.cpp=  231.0 x1.050 (median 210.0; 0.10, 0.20 ms)" in out
+    )
+    rows[0] = ("conv9", flops, rows[0][2], {"together": together})  # one placement: no split
     assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
     assert "rounds)" not in capsys.readouterr().out

@@ -339,7 +339,10 @@ inline void transpose8x8(V8 r[8]) {
 // 1.04x, conv5 1.00x, 1.03x, 1.02x, conv11 1.02x, 1.01x, 1.02x, the others level (kernel_ab, 25-30
 // rounds in cache, 20-30 with the caches flushed). Not retimed on Zen 5.)
 // (Runs prefetched 8 or 16 lines ahead instead of 4: level on Zen 4, conv5, conv6 and conv11
-// 0.99-1.02x in cache and with the caches flushed, 25 rounds each.)
+// 0.99-1.02x in cache and with the caches flushed, 25 rounds each. Specialised for 9 and 25 taps,
+// so that every vector's place is fixed and the stores need no counters: 1.3-1.4x faster alone
+// with the filter in L2, but level in the calls, conv12 1.01x, conv6 1.00x, conv5 and conv11
+// 1.00x in cache (Zen 4, 30 rounds): not kept.)
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
@@ -430,7 +433,10 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // on Zen 4 it did not hide behind the compute: the next block's filter lines prefetched a share
 // per micro-tile took packing from 1.04 to 0.92 ms with the caches flushed, and the call stayed
 // level (1.005x; into L2 0.96x); the same lines prefetched while this block is packed, level
-// (kernel_ab, 20-30 rounds; as on Zen 5, where the first ran 0.95x).
+// (kernel_ab, 20-30 rounds; as on Zen 5, where the first ran 0.95x). Retimed on Zen 4 one and two
+// blocks ahead, and each run prefetched a whole block ahead: 0.96-1.01x with the vCPUs together,
+// and with them apart the median packing of 100 s of calls stayed 1.04-1.18 ms (0.38-0.52 ms
+// together): on that VM the placement, not the prefetch distance, sets the packing's time.
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
@@ -894,7 +900,10 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   // share of the channel blocks of the filter packed once, over every row, so that no thread
   // reads what the other packed: on Zen 4 with the caches flushed, 0.97-0.99x with the vCPUs
   // sharing a cache, and with them apart conv11 0.86-0.88x, conv10 0.97-1.00x (no thread can
-  // take over the other's share when it runs slower); 20-25 rounds.)
+  // take over the other's share when it runs slower); 20-25 rounds. Each thread packing its own
+  // copy of the whole filter where the memory goal allows it (conv5, conv9, conv10 here), so no
+  // thread reads lines the other wrote: conv10 0.96x, conv9 0.98x, conv5 0.97x (packing 0.22 -> 0.52
+  // ms) with the vCPUs together, Zen 4, 40 rounds.)
   // The last 2 * nthreads row blocks are split in halves (where there are 4 * nthreads blocks or
   // more, of 2 rows or more): the items handed out one at a time at the end are half as long, and
   // so is the first thread's wait for the last. The threads' wait (median of 40 calls) fell from

@@ -12,7 +12,9 @@ im2win-cpu`. The threads' round trip is printed from before and after the rounds
 vCPUs may or may not share a last-level cache (harness.peak.thread_round_trip_ns), variants
 compared in one placement may rank differently in the other. A short round trip before each round
 tells where the threads sat in it; where a layer's rounds ran in both placements, each variant's
-best in each is printed below the layer too.
+best and median in each are printed below the layer too, with im2win's median window bands and
+filter packing: the median says what the placement does to a typical call, which the best of many
+rounds can hide.
 
     python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --blocks 12x2 6x4 --layers conv8
 
@@ -35,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +49,27 @@ from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
+
+
+@dataclass
+class Placement:
+    """The rounds of one layer in which the threads sat in one placement: per variant, the seconds
+    of its calls, and im2win's (window bands ms, filter packing ms) of its phase-timed calls."""
+
+    rounds: int = 0
+    seconds: list[list[float]] = field(default_factory=list)
+    phases: list[list[tuple[float, float]]] = field(default_factory=list)
+
+    def gflops(self, flops: float, stat) -> list[float]:
+        """Each variant's GFLOP/s at `stat` (min: its best call, statistics.median) of its times."""
+        return [flops / stat(times) / 1e9 for times in self.seconds]
+
+    def median_phases(self) -> list[tuple[float, float] | None]:
+        """Each variant's median bands and packing ms (None where it timed none)."""
+        return [
+            tuple(statistics.median(part) for part in zip(*runs, strict=True)) if runs else None
+            for runs in self.phases
+        ]
 
 
 def compare(
@@ -57,12 +82,12 @@ def compare(
     cold: bool = False,
     threads: int = 1,
 ) -> list:
-    """[(layer, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
+    """[(layer, flops, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
     interleaved calls each (the bands and the filter's packing: the least of the kernel's own
     timers, im2win only); a variant is a source and the -D definitions it is built with. cold:
     every call starts with the caches flushed (see evictor). by_placement: with 2 threads or more,
-    {placement: (rounds, [gflops per variant])}, the best of the rounds in which the threads sat
-    together or apart (placement(), measured before each round)."""
+    {"together" or "apart": Placement}, the rounds in which the threads sat so (placement(),
+    measured before each round)."""
     flush = evictor() if cold else None
     rows = []
     for name in layers:
@@ -77,8 +102,7 @@ def compare(
         best = [math.inf] * len(variants)
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
-        rounds_in: dict[str, int] = {}  # rounds in each placement
-        best_in: dict[str, list[float]] = {}  # each variant's best time in each placement
+        places: dict[str, Placement] = {}
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
@@ -86,8 +110,11 @@ def compare(
             for _ in range(rounds):
                 where = placement(threads)
                 if where:
-                    rounds_in[where] = rounds_in.get(where, 0) + 1
-                    in_place = best_in.setdefault(where, [math.inf] * len(variants))
+                    place = places.setdefault(
+                        where,
+                        Placement(0, [[] for _ in variants], [[] for _ in variants]),
+                    )
+                    place.rounds += 1
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
                         if flush is not None:
@@ -97,19 +124,24 @@ def compare(
                         elapsed = time.perf_counter() - start
                         best[i] = min(best[i], elapsed)
                         if where:
-                            in_place[i] = min(in_place[i], elapsed)
+                            place.seconds[i].append(elapsed)
                         if impl == "im2win":
                             if flush is not None:
                                 flush.add_(1.0)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                             bands[i] = min(bands[i], phases["transform_ms"])
                             packs[i] = min(packs[i], phases["pack_ms"])
+                            if where:
+                                place.phases[i].append((phases["transform_ms"], phases["pack_ms"]))
         cells = zip(best, bands, packs, strict=True)
-        places = {
-            where: (rounds_in[where], [shape.flops / t / 1e9 for t in seconds])
-            for where, seconds in best_in.items()
-        }
-        rows.append((name, [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells], places))
+        rows.append(
+            (
+                name,
+                shape.flops,
+                [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells],
+                places,
+            )
+        )
     return rows
 
 
@@ -199,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "GFLOP/s (im2win: window bands ms, filter packing ms) per variant; x: each against the "
         "first"
     )
-    for layer, cells, places in rows:
+    for layer, flops, cells, places in rows:
         base = cells[0][0]
         text = "  ".join(
             f"{label}={g:7.1f}"
@@ -208,13 +240,18 @@ def main(argv: list[str] | None = None) -> int:
             for label, (g, bm, pm) in zip(labels, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
-        if len(places) > 1:  # rounds in both placements: each variant's best in each
-            for where, (count, gflops) in sorted(places.items()):
+        if len(places) > 1:  # rounds in both placements: each variant's best and median in each
+            for where, place in sorted(places.items()):
+                best, median = place.gflops(flops, min), place.gflops(flops, statistics.median)
                 text = "  ".join(
-                    f"{label}={g:7.1f} x{g / gflops[0]:.3f}"
-                    for label, g in zip(labels, gflops, strict=True)
+                    f"{label}={g:7.1f} x{g / best[0]:.3f} (median {m:.1f}"
+                    + (f"; {ph[0]:.2f}, {ph[1]:.2f} ms" if ph else "")
+                    + ")"
+                    for label, g, m, ph in zip(
+                        labels, best, median, place.median_phases(), strict=True
+                    )
                 )
-                print(f"  {where} ({count} rounds): {text}")
+                print(f"  {where} ({place.rounds} rounds): {text}")
     return 0
 
 
