@@ -64,11 +64,31 @@ def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
     return module.render(doc, raw, results_dir / module.EXPERIMENT)
 
 
+def _at_least(minimum: float, kind=int):
+    """An argparse type: a `kind` number >= `minimum`, refused before anything runs (a thread
+    count of 0 or a negative repeat used to run on, or fail only after the first layer's checks)."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {noun}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a {noun} >= {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
 # every option an experiment may declare (its module's OPTIONS), by the keyword `run` takes
 RUN_OPTIONS: dict[str, tuple[str, dict]] = {
     "threads": (
         "--threads",
-        dict(type=int, help="threads for every implementation (default: all available cores)"),
+        dict(
+            type=_at_least(1),
+            help="threads for every implementation (default: all available cores)",
+        ),
     ),
     "layers": (
         "--layers",
@@ -78,17 +98,17 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
         "--impls",
         dict(nargs="+", choices=list(IMPLEMENTATIONS), help="subset of implementations"),
     ),
-    "repeat": ("--repeat", dict(type=int, help="timed calls per measurement")),
+    "repeat": ("--repeat", dict(type=_at_least(1), help="timed calls per measurement")),
     "min_time": (
         "--min-time",
         dict(
-            type=float,
+            type=_at_least(0, float),
             metavar="SECONDS",
             help="keep timing a fast implementation until its calls add up to this (default: "
             "the scale's; 0: exactly --repeat calls)",
         ),
     ),
-    "warmup": ("--warmup", dict(type=int, help="discarded calls before timing")),
+    "warmup": ("--warmup", dict(type=_at_least(0), help="discarded calls before timing")),
     "seed": ("--seed", dict(type=int, default=0, help="seed of the random inputs and choices")),
     "device": (
         "--device",

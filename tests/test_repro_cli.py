@@ -91,6 +91,26 @@ def test_unknown_scale_and_layer_are_usage_errors(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--threads", "0", "--threads: must be a whole number >= 1, got 0"),
+        ("--repeat", "-3", "--repeat: must be a whole number >= 1, got -3"),
+        ("--warmup", "x", "--warmup: expected a whole number, got 'x'"),
+        ("--min-time", "-1", "--min-time: must be a number >= 0, got -1"),
+    ],
+)
+def test_counts_out_of_range_are_refused_before_anything_runs(tmp_path, capsys, flag, value, says):
+    """--threads 0 once ran the whole quick measurement on every core, and --repeat -3 failed
+    only after the first layer's correctness checks: both are usage errors now, with nothing run."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "im2win-cpu", flag, value, "--results-dir", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not (tmp_path / "raw").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 def test_gpu_experiment_without_gpu_exits_nonzero_and_writes_nothing(tmp_path):
     with pytest.raises(SystemExit) as exc:
