@@ -8,6 +8,7 @@
     native       compiling and caching C++ sources for this host
     tuner        the OpenTuner ask/tell loop
     device       a user's --device string resolved to a torch.device
+    args         argparse types shared by the command lines
 
 It imports nothing from the rest of the project.
 """

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from harness import results
+from harness.args import at_least
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS
 from reproductions import (
@@ -64,29 +65,12 @@ def _render(module, raw: Path | None, results_dir: Path) -> list[Path]:
     return module.render(doc, raw, results_dir / module.EXPERIMENT)
 
 
-def _at_least(minimum: float, kind=int):
-    """An argparse type: a `kind` number >= `minimum`, refused before anything runs (a thread
-    count of 0 or a negative repeat used to run on, or fail only after the first layer's checks)."""
-    noun = "whole number" if kind is int else "number"
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {noun}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a {noun} >= {minimum:g}, got {text}")
-        return value
-
-    return parse
-
-
 # every option an experiment may declare (its module's OPTIONS), by the keyword `run` takes
 RUN_OPTIONS: dict[str, tuple[str, dict]] = {
     "threads": (
         "--threads",
         dict(
-            type=_at_least(1),
+            type=at_least(1),
             help="threads for every implementation (default: all available cores)",
         ),
     ),
@@ -98,17 +82,17 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
         "--impls",
         dict(nargs="+", choices=list(IMPLEMENTATIONS), help="subset of implementations"),
     ),
-    "repeat": ("--repeat", dict(type=_at_least(1), help="timed calls per measurement")),
+    "repeat": ("--repeat", dict(type=at_least(1), help="timed calls per measurement")),
     "min_time": (
         "--min-time",
         dict(
-            type=_at_least(0, float),
+            type=at_least(0, float),
             metavar="SECONDS",
             help="keep timing a fast implementation until its calls add up to this (default: "
             "the scale's; 0: exactly --repeat calls)",
         ),
     ),
-    "warmup": ("--warmup", dict(type=_at_least(0), help="discarded calls before timing")),
+    "warmup": ("--warmup", dict(type=at_least(0), help="discarded calls before timing")),
     "seed": ("--seed", dict(type=int, default=0, help="seed of the random inputs and choices")),
     "device": (
         "--device",

@@ -485,6 +485,19 @@ def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
     assert streams_windows(PAPER_LAYERS["conv11"].with_batch(4), 2)
 
 
+def test_kernel_ab_refuses_counts_below_one_before_running(tmp_path, capsys):
+    """--batch 0 reached the kernel and killed the process (an integer division by zero); --rounds
+    0 divided by zero in the report. Both are usage errors now, before anything is built."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    for flag in ("--batch", "--rounds", "--threads"):
+        with pytest.raises(SystemExit) as exc:
+            kernel_ab.main([str(cpu.SOURCE), "--layers", "conv9", flag, "0"])
+        assert exc.value.code == 2
+        assert f"argument {flag}: must be a whole number >= 1, got 0" in capsys.readouterr().err
+
+
 def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, capsys):
     """Where a layer's rounds ran with the two threads both together and apart (a short round trip
     before each round), kernel_ab prints each variant's best and median in each placement under the

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from harness import environment, memory, timing
+from harness.args import at_least
 from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
@@ -173,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--layers", nargs="+", default=list(PAPER_LAYERS), choices=list(PAPER_LAYERS)
     )
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved calls per variant")
-    parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
+    parser.add_argument("--batch", type=at_least(1), default=4)
+    parser.add_argument(
+        "--rounds", type=at_least(1), default=15, help="interleaved calls per variant"
+    )
+    parser.add_argument(
+        "--threads", type=at_least(1), default=None, help="default: the usable cores"
+    )
     parser.add_argument("--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct"])
     parser.add_argument(
         "--blocks",

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.args import at_least
 from harness.native import cache_dir
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, TileConfig
 from im2win.cuda.launch import for_shape
@@ -129,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--batch", type=int, default=128, help="batch of the tuned shapes")
-    parser.add_argument("--evaluations", type=int, default=40, help="measured configurations")
+    parser.add_argument("--batch", type=at_least(1), default=128, help="batch of the tuned shapes")
+    parser.add_argument(
+        "--evaluations", type=at_least(1), default=40, help="measured configurations"
+    )
     parser.add_argument(
         "--layers", nargs="+", default=list(PAPER_GPU_LAYERS), choices=PAPER_GPU_LAYERS
     )
     parser.add_argument(
         "--time-budget-s",
-        type=float,
+        type=at_least(0, float),
         default=None,
         help="stop the whole search after about this many seconds, shared evenly by the layers "
         "still to tune (each measures at least one configuration; the known-good tiles come "
