@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
+from harness.args import at_least
 from harness.native import cache_dir
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, VARIANTS, TileConfig
 from im2win.cuda.launch import for_shape, split_slices
@@ -194,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arch", required=True, help="target architecture, e.g. sm_90")
     parser.add_argument(
-        "--sms", type=int, default=None, help="the GPU's multiprocessors (for split-K)"
+        "--sms", type=at_least(1), default=None, help="the GPU's multiprocessors (for split-K)"
     )
-    parser.add_argument("--batch", type=int, default=128, help="batch of the layers")
-    parser.add_argument("--jobs", type=int, default=None, help="processes (default: every CPU)")
+    parser.add_argument("--batch", type=at_least(1), default=128, help="batch of the layers")
+    parser.add_argument(
+        "--jobs", type=at_least(1), default=None, help="processes (default: every CPU)"
+    )
     args = parser.parse_args(argv)
     if args.arch not in ARCHS and not re.fullmatch(r"sm_\d+a?", args.arch):
         parser.error(f"--arch {args.arch}: expected like {', '.join(ARCHS)}")
