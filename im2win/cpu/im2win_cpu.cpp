@@ -691,6 +691,15 @@ long memory_room_floats(long M, long T, long used, int nthreads) {
 // 16-channel ones, its AVX2 code 1.07x (kernel_ab, 30-40 interleaved rounds; 64-channel blocks
 // 1.00-1.03x); conv12's room (7680 floats a thread) leaves it 16. Measured interleaved against
 // the unblocked window (python -m im2win.cpu.kernel_ab, batch 4): see gemm_block_taps.
+// conv12's panels widened past the memory goal (Zen 4, batch 4), to 64-256 channels: 1.02-1.04x
+// in cache and 1.04-1.06x with the caches flushed with the vCPUs together; with them apart 1.11-
+// 1.13x at best and 1.12-1.19x at the median, its median packing 0.89 -> 0.40-0.52 ms (the
+// filter read in runs of 2.3-9.2 KB, not 576 bytes; kernel_ab, 300 and 100 rounds). Within the
+// goal, by building and running the window tensor in 2 groups of 256 input channels, one group's
+// window at a time in one buffer (0.39 of im2col, 128-channel panels, the second group adding
+// to the output): 2.61 against 2.51 ms at best together, 2.73 against 2.59 apart, and at the
+// median apart 3.09 against 3.36 ms (410 and 10,700 interleaved rounds): the second pass's
+// transform and parallel regions cost more than the longer runs save in the best call. Not kept.
 int im2win_window_block(int K, int C, int R, int S, long M, long window_floats, int nthreads) {
   if (im2win_filter_packed_once(K, M)) return C;
   const long room = memory_room_floats(M, static_cast<long>(C) * R * S, window_floats, nthreads);
