@@ -39,7 +39,7 @@ import argparse
 import math
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,9 +57,13 @@ class Placement:
     """The rounds of one layer in which the threads sat in one placement: per variant, the seconds
     of its calls, and im2win's (window bands ms, filter packing ms) of its phase-timed calls."""
 
-    rounds: int = 0
-    seconds: list[list[float]] = field(default_factory=list)
-    phases: list[list[tuple[float, float]]] = field(default_factory=list)
+    rounds: int
+    seconds: list[list[float]]
+    phases: list[list[tuple[float, float]]]
+
+    @classmethod
+    def empty(cls, variants: int) -> Placement:
+        return cls(0, [[] for _ in range(variants)], [[] for _ in range(variants)])
 
     def gflops(self, flops: float, stat) -> list[float]:
         """Each variant's GFLOP/s at `stat` (min: its best call, statistics.median) of its times."""
@@ -111,10 +115,7 @@ def compare(
             for _ in range(rounds):
                 where = placement(threads)
                 if where:
-                    place = places.setdefault(
-                        where,
-                        Placement(0, [[] for _ in variants], [[] for _ in variants]),
-                    )
+                    place = places.setdefault(where, Placement.empty(len(variants)))
                     place.rounds += 1
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
