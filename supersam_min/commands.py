@@ -217,7 +217,7 @@ def extract(
     """Save a subnet of a supernet (max, min or a subnet JSON file) as a standalone SAM."""
     dev = resolve_device(device)
     out = Path(out)
-    sup = storage.load_model(supernet, subnet, dev)
+    sup = storage.load_supernet(supernet, subnet, dev)
     with claimed(_model_paths(out), resume=False, overwrite=overwrite):
         sub = storage.save_subnet(sup, out)
     return {"model": str(out), "subnet": sup.active.to_dict(), "parameters": parameter_count(sub)}
@@ -263,7 +263,7 @@ def search(
         check_precision(precision, d)
     out = Path(out)
     samples = datasets.load_spec(data, "val")
-    sup = storage.load_model(supernet, "max", dev)
+    sup = storage.load_supernet(supernet, "max", dev)
     evaluator = Evaluator(
         sup,
         samples,

@@ -180,13 +180,32 @@ def load_model(
         sup = SuperSAM(sam, model)
         sup.set_active_subnet(subnet_from_spec(sup, subnet or "max"))
     else:
-        if subnet:
-            raise ValueError("--subnet applies to a supernet folder, not to a saved model")
         if not path.with_suffix(".pt").is_file():
             raise FileNotFoundError(
                 f"no saved model at {path}: expected {path.with_suffix('.pt')} and "
                 f"{path.with_suffix('.json')}, or a supernet folder"
             )
+        if subnet:
+            raise ValueError("--subnet applies to a supernet folder, not to a saved model")
         sam, model = load_subnet(path)
         sup = SuperSAM(sam, model)
     return sup.to(device)
+
+
+def load_supernet(
+    path: str | Path, subnet: str = "max", device: str | torch.device = "cpu"
+) -> SuperSAM:
+    """A supernet folder (what `supersam train --out` wrote) with `subnet` active, as load_model;
+    a saved model or a missing path is refused with what was found there."""
+    path = Path(path)
+    if not (path / SUPERNET_META).is_file():
+        if path.is_dir():
+            found = f"a folder without {SUPERNET_META}"
+        elif path.with_suffix(".pt").is_file():
+            found = "a saved model, not a supernet folder"
+        else:
+            found = "no such folder"
+        raise FileNotFoundError(
+            f"--supernet {path}: {found}; give the folder that `supersam train --out` wrote"
+        )
+    return load_model(path, subnet, device)

@@ -204,3 +204,21 @@ def test_repro_render_of_an_empty_run_is_one_line_and_keeps_the_outputs(tmp_path
 def test_bf16_without_a_gpu_is_one_line(made, capsys):
     argv = ["evaluate", "--model", str(made / "pre"), "--device", "cpu", "--precision", "bf16"]
     _fails(argv, capsys, "bf16 runs on a CUDA GPU")
+
+
+@pytest.mark.parametrize("command", ["extract", "search"])
+def test_a_supernet_argument_that_is_not_one_says_what_it_found(made, tmp_path, capsys, command):
+    """extract and search once answered a missing --supernet, or a saved model given as one, with
+    "--subnet applies to a supernet folder" (search has no --subnet)."""
+    (tmp_path / "empty").mkdir()
+    found = {
+        tmp_path / "missing": "no such folder",
+        tmp_path / "empty": "a folder without supernet.json",
+        made / "pre": "a saved model, not a supernet folder",
+    }
+    for path, says in found.items():
+        err = _fails(
+            [command, "--supernet", str(path), "--out", str(tmp_path / "out")], capsys, says
+        )
+        assert "--subnet" not in err and "supersam train --out" in err
+    assert not (tmp_path / "out").exists()
