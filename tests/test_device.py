@@ -66,7 +66,8 @@ def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_
         seen.append(device)
         raise _Reached
 
-    monkeypatch.setattr(storage, "load_model", stop)
+    monkeypatch.setattr(storage, "load_model", stop)  # evaluate's
+    monkeypatch.setattr(storage, "load_supernet", stop)  # extract's
     argv = {
         "evaluate": ["evaluate", "--model", str(tmp_path / "m")],
         "extract": ["extract", "--supernet", str(tmp_path), "--out", str(tmp_path / "o")],
