@@ -485,7 +485,7 @@ def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
     assert streams_windows(PAPER_LAYERS["conv11"].with_batch(4), 2)
 
 
-def test_kernel_ab_refuses_counts_below_one_before_running(tmp_path, capsys):
+def test_kernel_ab_refuses_counts_below_one_before_running(capsys):
     """--batch 0 reached the kernel and killed the process (an integer division by zero); --rounds
     0 divided by zero in the report. Both are usage errors now, before anything is built."""
     from im2win import cpu
