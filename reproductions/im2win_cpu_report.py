@@ -207,6 +207,72 @@ def goals_table(doc: dict) -> str:
     return table(["goal", "measured", "status"], rows)
 
 
+def _comparable(doc: dict) -> tuple:
+    """What two runs must share for their goals to be read side by side: the scale, layers,
+    implementations and thread count, and the CPU (model name, family and model numbers)."""
+    cfg, env = doc["config"], doc["environment"]
+    cpu = env.get("cpu_details") or {}
+    return (
+        cfg.get("scale"),
+        tuple(cfg.get("layers") or ()),
+        tuple(cfg.get("impls") or ()),
+        cfg.get("threads"),
+        env.get("cpu_model"),
+        cpu.get("family"),
+        cpu.get("model"),
+    )
+
+
+def goals_history(doc: dict, source: Path) -> str:
+    """The goals in every run comparable with `doc` (_comparable) whose raw file lies in the
+    folder of `source`, this one included, oldest first: on a shared machine one run is one
+    sample, and a goal met in one run and missed in the next is not robust. Also per run: in how
+    many layers' im2win rounds the two threads sat apart (a median round trip above APART_NS)."""
+    key = _comparable(doc)
+    runs = []
+    for path in sorted(Path(source).parent.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            other = results.load_run(path)
+        except ValueError:
+            continue  # not a run file: nothing to compare
+        if other.get("experiment") == doc.get("experiment") and other["records"]:
+            if _comparable(other) == key:
+                runs.append((path, other))
+    if len(runs) < 2:
+        return ""
+    names = list(dict.fromkeys(goal for _, other in runs for goal, _, _ in goals(other)))
+    met_count = dict.fromkeys(names, 0)
+    rows = []
+    for path, other in runs:
+        verdicts = {goal: met for goal, _, met in goals(other)}
+        for goal in names:
+            met_count[goal] += verdicts.get(goal) is True
+        _, _, trips = grid(other, "round_trip_ns_in_rounds")
+        layers = [l for (l, impl), trip in trips.items() if impl == "im2win" and trip]
+        apart = sum(trips[(l, "im2win")]["median"] > APART_NS for l in layers)
+        git = other["environment"].get("git") or {}
+        rows.append(
+            [
+                f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
+                str(git.get("commit"))[:7] + (" (dirty)" if git.get("dirty") else ""),
+                f"{apart} of {len(layers)}" if layers else "n/a",
+                *[{True: "met", False: "NOT met", None: "n/a"}[verdicts.get(g)] for g in names],
+            ]
+        )
+    rows.append(["met in", "", "", *[f"{met_count[g]} of {len(runs)}" for g in names]])
+    return (
+        "## The goals in every comparable run\n\n"
+        f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, layers, "
+        "implementations, thread count and CPU model, oldest first, judged as this run is above. "
+        "One run is one sample of a shared machine: a goal met in some runs and not in others is "
+        "not robust. Threads apart: in how many layers' im2win rounds the two threads' median "
+        f"round trip was above {APART_NS:.0f} ns (no shared last-level cache; n/a: runs before "
+        "2026-12-02 did not time it).\n\n" + table(["run", "commit", "threads apart", *names], rows)
+    )
+
+
 def _figures(doc: dict, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -295,6 +361,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             + ".\n",
             "## Goals\n",
             goals_table(doc),
+            goals_history(doc, source),
             "## Throughput\n",
             gflops_table(doc),
             "## Window transform\n",

@@ -371,3 +371,61 @@ def test_cpu_goals_say_which_missing_layers_ran_with_the_threads_apart():
     measured, met = goals["im2win >= 85% of the measured FMA peak on conv8-conv11"]
     assert not met and measured.endswith("(threads apart in the rounds of conv10)")  # conv9 too
     assert "conv9 80%" in measured  # missed with them together: not named
+
+
+def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
+    """The rendering lists the goals of every raw file beside it with the same scale, layers,
+    implementations, threads and CPU model (oldest first, this one marked), how many layers ran
+    with the threads apart, and in how many runs each goal was met; others are left out, and a
+    run with nothing to compare has no such section."""
+    from reproductions import im2win_cpu_report
+
+    def run(name, ours, trip, family="25", scale="quick"):
+        records = [
+            {
+                "layer": layer,
+                "impl": impl,
+                "gflops": gflops,
+                "fraction_of_peak": gflops / 200.0,
+                "extra_mem_bytes": None,
+                "round_trip_ns_in_rounds": {"min": trip, "median": trip, "max": trip},
+            }
+            for layer in ("conv9", "conv12")
+            for impl, gflops in (("im2win", ours[layer]), ("torch", 150.0))
+        ]
+        doc = {
+            "schema_version": 1,
+            "experiment": "im2win-cpu",
+            "created_utc": name,
+            "command": "repro run im2win-cpu",
+            "timing_method": "",
+            "environment": {
+                "cpu_model": "AMD EPYC",
+                "cpu_details": {"family": family, "model": "17"},
+                "git": {"commit": "abcdef123", "dirty": False},
+            },
+            "config": {
+                "scale": scale,
+                "layers": ["conv9", "conv12"],
+                "impls": ["im2win", "torch"],
+                "threads": 2,
+            },
+            "records": records,
+        }
+        path = tmp_path / f"{name}_{scale}.json"
+        path.write_text(json.dumps(doc))
+        return doc, path
+
+    first, first_path = run("1", {"conv9": 180.0, "conv12": 160.0}, 60.0)
+    assert im2win_cpu_report.goals_history(first, first_path) == ""  # nothing to compare
+    run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0)
+    run("3", {"conv9": 100.0, "conv12": 100.0}, 600.0, family="26")  # another CPU
+    run("4", {"conv9": 100.0, "conv12": 100.0}, 600.0, scale="paper")  # another scale
+    (tmp_path / "5_quick.json").write_text("{not json")  # not a run file: skipped
+    history = im2win_cpu_report.goals_history(first, first_path)
+    lines = history.splitlines()
+    # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
+    assert "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | met | met | met |" in lines
+    assert "| `2_quick.json` | abcdef1 | 2 of 2 | NOT met | NOT met | met |" in lines
+    assert lines[-1] == "| met in |  |  | 1 of 2 | 1 of 2 | 2 of 2 |"
+    assert "3_quick" not in history and "4_paper" not in history

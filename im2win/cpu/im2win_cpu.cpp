@@ -437,6 +437,12 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // blocks ahead, and each run prefetched a whole block ahead: 0.96-1.01x with the vCPUs together,
 // and with them apart the median packing of 100 s of calls stayed 1.04-1.18 ms (0.38-0.52 ms
 // together): on that VM the placement, not the prefetch distance, sets the packing's time.
+// Nor the reads' latency or which cache holds the filter, retimed there (kernel_ab, conv12): the
+// next 4 or 8 blocks' filter prefetched at each group's start, so in runs of 2.3-4.6 KB that the
+// hardware prefetchers follow, left the median packing apart at 0.90 ms against 0.89 (10,625
+// rounds apart; together level, 0.37 ms); each thread bound to its vCPU (OMP_PROC_BIND=true) and
+// packing the same half of the blocks every call (a static schedule), so its half stays in its
+// own caches: 0.97 ms against 0.99 (8,088 rounds apart; together 0.46 ms both).
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
