@@ -918,7 +918,9 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   // take over the other's share when it runs slower); 20-25 rounds. Each thread packing its own
   // copy of the whole filter where the memory goal allows it (conv5, conv9, conv10 here), so no
   // thread reads lines the other wrote: conv10 0.96x, conv9 0.98x, conv5 0.97x (packing 0.22 -> 0.52
-  // ms) with the vCPUs together, Zen 4, 40 rounds.)
+  // ms) with the vCPUs together, Zen 4, 40 rounds; with them apart, where it was meant to help,
+  // conv10 0.99x at best and 0.97x at the median, conv9 0.99x and 1.00x (8,531 and 13,843 rounds
+  // apart; kernel_ab).)
   // The last 2 * nthreads row blocks are split in halves (where there are 4 * nthreads blocks or
   // more, of 2 rows or more): the items handed out one at a time at the end are half as long, and
   // so is the first thread's wait for the last. The threads' wait (median of 40 calls) fell from
