@@ -443,6 +443,12 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // rounds apart; together level, 0.37 ms); each thread bound to its vCPU (OMP_PROC_BIND=true) and
 // packing the same half of the blocks every call (a static schedule), so its half stays in its
 // own caches: 0.97 ms against 0.99 (8,088 rounds apart; together 0.46 ms both).
+// Where the time goes: each block packed twice and only the second timed, which finds the
+// block's filter in L1 and L2, read a median 0.30 ms apart and 0.18 ms together (10,429 and 4,571
+// rounds), against 0.87 and 0.30 ms for the one pack: apart, the copy itself is 1.7x slower and
+// the filter's reads from beyond L2 add 0.57 ms against 0.12, 5x (those reads are what the
+// prefetches above did not shorten). torch's conv12 ran faster apart in the same runs (182-188
+// GFLOP/s against 141-151 together, repro run im2win-cpu, 2026-12-02/03).
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
