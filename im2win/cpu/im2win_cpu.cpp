@@ -449,6 +449,9 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // the filter's reads from beyond L2 add 0.57 ms against 0.12, 5x (those reads are what the
 // prefetches above did not shorten). torch's conv12 ran faster apart in the same runs (182-188
 // GFLOP/s against 141-151 together, repro run im2win-cpu, 2026-12-02/03).
+// Nor did plain loads: every 8 or 16 blocks, the group's runs read in order (4.6-9.2 KB each,
+// as the widened panels read them) before packing: median packing apart 0.98-1.00 ms against
+// 0.88, together 0.45 against 0.33; the calls 0.96-0.97x (8,256 and 3,744 rounds).
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
