@@ -418,9 +418,11 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     assert re.search(r"variant\.cpp=\s*[\d.]+ \([\d.]+, [\d.]+ ms\)", proc.stdout), proc.stdout
     assert f"-march={level}" in proc.stdout
     assert "round trip" not in proc.stdout  # one thread: no threads' round trip to report
-    two = [*small[:-1], "2", "--cold"]
+    assert "kernel_ab: 100%" in proc.stderr  # the rounds' progress bar, on stderr
+    two = [*small[:-1], "2", "--cold", "--no-progress"]
     proc = subprocess.run([*ab, *two], cwd=root, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert "kernel_ab" not in proc.stderr
     assert "threads' round trip: " in proc.stdout  # where the two threads ran, before and after
     assert "caches flushed before each call" in proc.stdout
     proc = subprocess.run(

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from harness import environment, memory, timing
 from harness.args import at_least
@@ -86,16 +87,19 @@ def compare(
     march: str = "native",
     cold: bool = False,
     threads: int = 1,
+    progress: bool = False,
 ) -> list:
     """[(layer, flops, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
     interleaved calls each (the bands and the filter's packing: the least of the kernel's own
     timers, im2win only); a variant is a source and the -D definitions it is built with. cold:
     every call starts with the caches flushed (see evictor). by_placement: with 2 threads or more,
     {"together" or "apart": Placement}, the rounds in which the threads sat so (placement(),
-    measured before each round)."""
+    measured before each round). progress: a progress bar of the rounds on stderr."""
     flush = evictor() if cold else None
     rows = []
+    bar = tqdm(total=len(layers) * rounds, desc="kernel_ab", unit="round", disable=not progress)
     for name in layers:
+        bar.set_postfix_str(name)
         shape = PAPER_LAYERS[name].with_batch(batch)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(shape.input_shape(), generator=gen)
@@ -113,6 +117,7 @@ def compare(
                 with kernels_from(src, march, defs):
                     run(x, w, b, shape.stride, shape.padding)
             for _ in range(rounds):
+                bar.update()
                 where = placement(threads)
                 if where:
                     place = places.setdefault(where, Placement.empty(len(variants)))
@@ -144,6 +149,7 @@ def compare(
                 places,
             )
         )
+    bar.close()
     return rows
 
 
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="flush the caches before every timed call (input, filter and output in memory)",
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar of the rounds on stderr"
+    )
     args = parser.parse_args(argv)
     if args.march != "native" and not (args.march in isa.LEVELS and isa.runs_here(args.march)):
         parser.error(
@@ -220,7 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     with timing.threads(args.threads) as n:
         trips = [thread_round_trip_ns(n)]
         rows = compare(
-            variants, args.layers, args.batch, args.rounds, args.impl, args.march, args.cold, n
+            variants,
+            args.layers,
+            args.batch,
+            args.rounds,
+            args.impl,
+            args.march,
+            args.cold,
+            n,
+            not args.no_progress,
         )
         trips.append(thread_round_trip_ns(n))
     print(
