@@ -71,6 +71,10 @@ def test_bad_configuration_and_arch_are_clear_errors():
         nvrtc.compile_cubin(TileConfig(bm=256, bn=256, tm=1, tn=1), "sm_90")
     with pytest.raises(ValueError, match="architecture"):
         nvrtc.compile_cubin(DEFAULT, "volta")
+    # a well-formed name this NVRTC does not compile for: one line that lists what it does
+    assert "sm_90" in nvrtc.supported_archs() and "sm_99" not in nvrtc.supported_archs()
+    with pytest.raises(ValueError, match=r"does not compile for sm_99; it compiles for .*sm_90"):
+        nvrtc.compile_cubin(DEFAULT, "sm_99")
 
 
 def test_prebuild_fills_the_cache_in_parallel(tmp_path, monkeypatch):
@@ -80,7 +84,11 @@ def test_prebuild_fills_the_cache_in_parallel(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cuda").glob("*.cubin"))) == 2
 
 
-def test_prebuild_command_line_errors_are_one_line():
+def test_prebuild_command_line_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         nvrtc.main(["--arch", "volta"])
     assert exc.value.code == 2  # argparse: "--arch volta: expected like sm_80, ..."
+    with pytest.raises(SystemExit) as exc:
+        nvrtc.main(["--arch", "sm_99"])  # before anything compiles, not NVRTC's empty log
+    assert exc.value.code == 2
+    assert "--arch sm_99: NVRTC" in capsys.readouterr().err

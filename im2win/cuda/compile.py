@@ -92,6 +92,25 @@ def nvrtc_version() -> str:
     return f"{major}.{minor}"
 
 
+@functools.cache
+def supported_archs() -> tuple[str, ...]:
+    """The architectures this NVRTC compiles for (sm_75, sm_80, ...)."""
+    nvrtc = _nvrtc()
+    return tuple(f"sm_{n}" for n in _check(nvrtc, nvrtc.nvrtcGetSupportedArchs()))
+
+
+def check_arch(arch: str) -> None:
+    """ValueError, one line, unless this NVRTC compiles for `arch` (sm_90, or sm_90a for its
+    architecture-specific features)."""
+    if not re.fullmatch(r"sm_\d+a?", arch):
+        raise ValueError(f"unknown architecture {arch!r}; expected like {', '.join(ARCHS)}")
+    if arch.rstrip("a") not in supported_archs():
+        raise ValueError(
+            f"NVRTC {nvrtc_version()} does not compile for {arch}; it compiles for "
+            f"{', '.join(supported_archs())}"
+        )
+
+
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
@@ -139,8 +158,7 @@ def compile_options(config: TileConfig, arch: str) -> list[str]:
 
 def compile_cubin(config: TileConfig, arch: str) -> Compiled:
     """CUBIN and resource report of the kernels for `config` on `arch` (cached on disk)."""
-    if arch not in ARCHS and not re.fullmatch(r"sm_\d+a?", arch):
-        raise ValueError(f"unknown architecture {arch!r}; expected like {', '.join(ARCHS)}")
+    check_arch(arch)
     problems = config.problems()
     if problems:
         raise ValueError(f"tile configuration {config} cannot be compiled: {'; '.join(problems)}")
@@ -202,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=at_least(1), default=None, help="processes (default: every CPU)"
     )
     args = parser.parse_args(argv)
-    if args.arch not in ARCHS and not re.fullmatch(r"sm_\d+a?", args.arch):
-        parser.error(f"--arch {args.arch}: expected like {', '.join(ARCHS)}")
+    try:
+        check_arch(args.arch)
+    except ValueError as exc:
+        parser.error(f"--arch {args.arch}: {exc}")
+    except NvrtcUnavailable as exc:
+        raise SystemExit(f"compile: {exc}") from None
     shapes = [shape.with_batch(args.batch) for shape in PAPER_GPU_LAYERS.values()]
     configs = [*VARIANTS.values(), *AUTOTUNE_CANDIDATES]
     try:
