@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import torch
 from tqdm import tqdm
 
@@ -26,7 +27,7 @@ from harness import environment, memory, results, timing
 from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak, thread_round_trip_ns
 from im2win.cpu import isa, lib
 from im2win.metrics import gflops
-from im2win.reference import conv2d_reference, error_bound
+from im2win.reference import CHUNK_BYTES, conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
 from reproductions.im2win_cpu_report import render
 
@@ -53,6 +54,36 @@ def layer_shapes(scale: str, layers=None) -> dict[str, ConvShape]:
         else (lambda s: s.with_batch(cfg["batch"]))
     )
     return {n: make(PAPER_LAYERS[n]) for n in names}
+
+
+def peak_bytes(shape: ConvShape, impl: str, threads: int) -> int:
+    """About the most memory `run` holds at once for one layer and implementation: the float32
+    input and filter, the float64 oracle (conv2d_reference and error_bound: slices of about
+    CHUNK_BYTES, then each whole float64 output, concatenated) and, while the implementation's
+    output is checked against it, that output, its workspace (its formula; none where none is
+    published, as for oneDNN) and the float64 difference."""
+    x = math.prod(shape.input_shape()) * 4
+    w = math.prod(shape.weight_shape()) * 4
+    out = shape.n * shape.k * max(0, shape.p) * max(0, shape.q) * 4
+    oracle = x + 2 * w + 6 * out + CHUNK_BYTES  # exact, the bound's slices and the bound
+    check = x + w + out + (im2win.IMPLEMENTATIONS[impl].extra_bytes(shape, threads) or 0)
+    return max(oracle, check + 10 * out)  # exact, bound, and the difference's float64 temporaries
+
+
+def check_memory(shapes: dict[str, ConvShape], impls: list[str], threads: int, scale: str) -> None:
+    """ValueError, one line, where a layer and implementation would need more memory than this
+    machine has available (peak_bytes): refused before anything runs, not killed in the middle."""
+    available = psutil.virtual_memory().available
+    need, name, impl = max(
+        (peak_bytes(s, i, threads), n, i) for n, s in shapes.items() for i in impls
+    )
+    if need > available:
+        raise ValueError(
+            f"--scale {scale}: {name} with {impl} needs about {need / 2**30:.1f} GiB, and this "
+            f"machine has {available / 2**30:.1f} GiB available; leave out the implementations "
+            "that need the most (--impls im2win torch torch_cl) or that layer (--layers), or "
+            "take a smaller --scale"
+        )
 
 
 def _inputs(shape: ConvShape, seed: int):
@@ -143,6 +174,7 @@ def run(
     shapes = layer_shapes(scale, layers)
     started = time.perf_counter()
     with timing.threads(threads) as n_threads:
+        check_memory(shapes, impls, n_threads, scale)
         partial = _Partial(results_dir, [scale, cfg, n_threads, seed, list(shapes), impls])
         state = partial.state
         # FMA peak: before, after every layer, at the end

@@ -298,6 +298,38 @@ def test_a_run_out_of_memory_is_one_line_with_what_to_shrink(tmp_path, monkeypat
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_a_run_that_needs_more_memory_than_the_machine_has_is_refused_before_it_starts(
+    tmp_path, monkeypatch, capsys
+):
+    """The layer and implementation that need the most memory (im2win_cpu.peak_bytes) are
+    weighed against what the machine has available before anything runs: more is a usage error
+    that names them and what to leave out, and nothing is written. At the paper scale im2col's
+    matrix alone is 18 GB on conv4, which the README says a 24 GB machine cannot hold."""
+    from types import SimpleNamespace
+
+    from reproductions import im2win_cpu
+
+    paper = im2win_cpu.layer_shapes("paper")
+    assert im2win_cpu.peak_bytes(paper["conv4"], "im2col_gemm", 2) > 18 * 2**30
+    assert im2win_cpu.peak_bytes(paper["conv4"], "im2win", 2) < 8 * 2**30
+    smoke = im2win_cpu.layer_shapes("smoke", ["conv1", "conv9"])
+    need = max(im2win_cpu.peak_bytes(s, i, 1) for s in smoke.values() for i in ("im2win", "torch"))
+    monkeypatch.setattr(
+        im2win_cpu.psutil, "virtual_memory", lambda: SimpleNamespace(available=need - 1)
+    )
+    argv = ["run", "im2win-cpu", "--scale", "smoke", "--layers", "conv1", "conv9", "--impls"]
+    argv += ["im2win", "torch", "--threads", "1", "--no-progress", "--results-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--scale smoke: " in err and "GiB available; leave out the implementations" in err
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob(".partial-*"))
+    memory = SimpleNamespace(available=need, total=need)  # total: the raw file's ram_bytes
+    monkeypatch.setattr(im2win_cpu.psutil, "virtual_memory", lambda: memory)
+    assert cli.main(argv) == 0  # just enough
+
+
 def test_an_interrupted_run_resumes_with_the_layers_it_had_timed(tmp_path, monkeypatch):
     """The same command at the same clean commit, run again after an interruption, times only
     the layers the first run had not finished; the raw file has them all and says which were
