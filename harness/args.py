@@ -21,3 +21,20 @@ def at_least(minimum: float, kind=int):
         return value
 
     return parse
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: threads from 1 to the cores this process may use (its affinity mask,
+    harness.timing.available_cores). More threads than cores time the operating system's time
+    slicing, not the code: `repro run im2win-cpu --scale smoke --threads 64` took 2 min on 2 cores,
+    where 2 threads take seconds."""
+    from harness.timing import available_cores  # imports torch: only when a count is given
+
+    value = at_least(1)(text)
+    cores = available_cores()
+    if value > cores:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {cores}, the cores this process may use (more threads than cores "
+            f"would time the operating system's time slicing), got {text}"
+        )
+    return value

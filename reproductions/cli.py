@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from harness import results
-from harness.args import at_least
+from harness.args import at_least, thread_count
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS
 from reproductions import (
@@ -70,8 +70,9 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
     "threads": (
         "--threads",
         dict(
-            type=at_least(1),
-            help="threads for every implementation (default: all available cores)",
+            type=thread_count,
+            help="threads for every implementation, at most the available cores (default: all "
+            "of them)",
         ),
     ),
     "layers": (

@@ -95,6 +95,7 @@ def test_unknown_scale_and_layer_are_usage_errors(tmp_path):
     ("flag", "value", "says"),
     [
         ("--threads", "0", "--threads: must be a whole number >= 1, got 0"),
+        ("--threads", "9999", "--threads: must be at most "),  # more than the cores: time slicing
         ("--repeat", "-3", "--repeat: must be a whole number >= 1, got -3"),
         ("--warmup", "x", "--warmup: expected a whole number, got 'x'"),
         ("--min-time", "-1", "--min-time: must be a number >= 0, got -1"),

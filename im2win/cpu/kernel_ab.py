@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from harness import environment, memory, timing
-from harness.args import at_least
+from harness.args import at_least, thread_count
 from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=at_least(1), default=15, help="interleaved calls per variant"
     )
     parser.add_argument(
-        "--threads", type=at_least(1), default=None, help="default: the usable cores"
+        "--threads", type=thread_count, default=None, help="default: the usable cores"
     )
     parser.add_argument("--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct"])
     parser.add_argument(
