@@ -140,9 +140,13 @@ def load_run(path: Path) -> dict:
 
 
 def run_files(experiment: str, results_dir: Path | None = None) -> list[Path]:
-    """Run files of an experiment, oldest first (a hidden .json, such as the ._ copies macOS
-    leaves beside files, is not a run file; a run's partial state and a write in progress are
-    not .json)."""
-    folder = (results_dir or default_results_dir()) / "raw" / experiment
+    """Run files of an experiment, oldest first (see run_files_in)."""
+    return run_files_in((results_dir or default_results_dir()) / "raw" / experiment)
+
+
+def run_files_in(folder: Path) -> list[Path]:
+    """The run files in `folder`, oldest first (a hidden .json, such as the ._ copies macOS leaves
+    beside files, is not a run file; a run's partial state and a write in progress are not
+    .json)."""
     files = folder.glob("*.json") if folder.is_dir() else []
     return sorted(p for p in files if not p.name.startswith("."))

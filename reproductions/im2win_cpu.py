@@ -64,7 +64,7 @@ def peak_bytes(shape: ConvShape, impl: str, threads: int) -> int:
     published, as for oneDNN) and the float64 difference."""
     x = math.prod(shape.input_shape()) * 4
     w = math.prod(shape.weight_shape()) * 4
-    out = shape.n * shape.k * max(0, shape.p) * max(0, shape.q) * 4
+    out = math.prod(shape.output_shape()) * 4
     oracle = x + 2 * w + 6 * out + CHUNK_BYTES  # exact, the bound's slices and the bound
     check = x + w + out + (im2win.IMPLEMENTATIONS[impl].extra_bytes(shape, threads) or 0)
     return max(oracle, check + 10 * out)  # exact, bound, and the difference's float64 temporaries

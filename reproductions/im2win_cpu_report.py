@@ -229,24 +229,21 @@ def goals_history(doc: dict, source: Path) -> str:
     sample, and a goal met in one run and missed in the next is not robust. Also per run: in how
     many layers' im2win rounds the two threads sat apart (a median round trip above APART_NS)."""
     key = _comparable(doc)
-    runs = []
-    for path in sorted(Path(source).parent.glob("*.json")):
-        if path.name.startswith("."):
-            continue
+    runs = []  # (path, run, {goal: met})
+    for path in results.run_files_in(Path(source).parent):
         try:
             other = results.load_run(path)
         except ValueError:
             continue  # not a run file: nothing to compare
         if other.get("experiment") == doc.get("experiment") and other["records"]:
             if _comparable(other) == key:
-                runs.append((path, other))
+                runs.append((path, other, {goal: met for goal, _, met in goals(other)}))
     if len(runs) < 2:
         return ""
-    names = list(dict.fromkeys(goal for _, other in runs for goal, _, _ in goals(other)))
+    names = list(dict.fromkeys(goal for _, _, verdicts in runs for goal in verdicts))
     met_count = dict.fromkeys(names, 0)
     rows = []
-    for path, other in runs:
-        verdicts = {goal: met for goal, _, met in goals(other)}
+    for path, other, verdicts in runs:
         for goal in names:
             met_count[goal] += verdicts.get(goal) is True
         _, _, trips = grid(other, "round_trip_ns_in_rounds")
