@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from harness import results
@@ -130,6 +131,11 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
 }
 
 
+def summary(module) -> str:
+    """An experiment's module docstring's first paragraph, on one line: what it reproduces."""
+    return " ".join(module.__doc__.split("\n\n")[0].split())
+
+
 def _results_dir(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--results-dir", type=Path, default=None, help=help_text)
 
@@ -146,7 +152,7 @@ def make_parser() -> argparse.ArgumentParser:
     for name, module in sorted(EXPERIMENTS.items()):
         p = experiments.add_parser(
             name,
-            help=module.__doc__.splitlines()[0],
+            help=summary(module),
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, module in EXPERIMENTS.items():
-            print(f"{name}: scales {', '.join(module.SCALES)}")
+            print(textwrap.fill(f"{name}: {summary(module)}", 100, subsequent_indent="    "))
+            print(f"    scales: {', '.join(module.SCALES)}")
         return 0
     args.results_dir = args.results_dir or results.default_results_dir()
     if args.command == "render" and args.experiment == "all":

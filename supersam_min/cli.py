@@ -27,6 +27,19 @@ def call(args: argparse.Namespace) -> dict:
     return args.func(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds each option's default to its help where the default says something: not for on/off
+    flags (`--no-progress (default: True)` read as "no progress bar by default"), options without
+    one (None), or help that already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supersam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,7 +69,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pretrain",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         parents=[*common],
         help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
     )
@@ -71,7 +84,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         parents=[*common, precision],
         help="train the supernet with the sandwich rule",
     )
@@ -109,7 +122,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "extract",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         parents=[device],
         help="save a subnet as a standalone SAM",
     )
@@ -121,7 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "search",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         parents=[*common, precision],
         help="find the best subnet within a size or latency budget (OpenTuner or random search)",
         description="Search the supernet's subnets (keep/drop per removable block, MLP width per "
@@ -143,7 +156,13 @@ def make_parser() -> argparse.ArgumentParser:
         default="params",
         help="what the budget limits: parameters, or the image encoder's measured latency",
     )
-    p.add_argument("--method", choices=["opentuner", "random"], default="opentuner")
+    p.add_argument(
+        "--method",
+        choices=["opentuner", "random"],
+        default="opentuner",
+        help="opentuner: OpenTuner steers the search; random: each parameter drawn uniformly, "
+        "subnets over the budget drawn again (the baseline OpenTuner is compared with)",
+    )
     p.add_argument(
         "--technique",
         default=None,
@@ -184,7 +203,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
         parents=[device, seed, precision],
         help="mIoU of a saved model on a dataset",
     )

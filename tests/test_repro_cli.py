@@ -462,3 +462,12 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     assert "| `2_quick.json` | abcdef1 | 2 of 2 | NOT met | NOT met | met |" in lines
     assert lines[-1] == "| met in |  |  | 1 of 2 | 1 of 2 | 2 of 2 |"
     assert "3_quick" not in history and "4_paper" not in history
+
+
+def test_list_says_what_each_experiment_reproduces_and_its_scales(capsys):
+    assert cli.main(["list"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name, module in cli.EXPERIMENTS.items():
+        assert f"{name}: {cli.summary(module)} scales: {', '.join(module.SCALES)}" in out
+    # the whole first paragraph, not its first line (`repro run --help` cut it mid-sentence)
+    assert "occupancy of every ablation variant and autotuning candidate" in out

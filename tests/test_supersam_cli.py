@@ -144,3 +144,14 @@ def test_every_option_is_a_keyword_of_its_command_function():
         options = {a.dest for a in p._actions if a.dest != "help"}
         params = set(inspect.signature(p.get_default("func")).parameters)
         assert options == params, (name, options ^ params)
+
+
+def test_help_shows_only_defaults_that_say_something(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--budget BUDGET largest allowed fraction" in out and "(default: 0.7)" in out
+    # an on/off flag's default read as "no progress bar by default"; None says nothing
+    assert "--no-progress no progress bar --precision" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "--method {opentuner,random} opentuner: OpenTuner steers" in out
