@@ -452,6 +452,13 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // Nor did plain loads: every 8 or 16 blocks, the group's runs read in order (4.6-9.2 KB each,
 // as the widened panels read them) before packing: median packing apart 0.98-1.00 ms against
 // 0.88, together 0.45 against 0.33; the calls 0.96-0.97x (8,256 and 3,744 rounds).
+// Nor sweeping the window less: each work item 2 or 4 channel blocks, the input channel block
+// outer, so each item reads the window once, not once a block: median packing apart 0.93 -> 0.78-
+// 0.80 ms, but the median call apart 0.95-0.97x (1,946 rounds); together 1.00-1.01x (1,054).
+// Nor each thread convolving the pixels whose window it built (the pixels split in halves, a
+// static schedule), so no window line crosses between the vCPUs: each then packs the whole
+// filter, 0.92x together, and apart 0.97x at best and 0.79x at the median (kernel_ab, conv12,
+// 1,500 rounds; conv6 0.96x and 0.99x). Both on Zen 4, 2026-12-03.
 // Flattened below AVX-512 (IM2WIN_FLATTEN): its own inlined copy of the micro-kernel. Calling
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
