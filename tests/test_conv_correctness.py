@@ -502,6 +502,31 @@ def test_kernel_ab_refuses_counts_below_one_before_running(capsys):
         assert f"argument {flag}: must be a whole number >= 1, got 0" in capsys.readouterr().err
 
 
+def test_kernel_ab_builds_every_variant_first_and_says_why_one_fails(tmp_path, capsys):
+    """A variant that does not compile, or lacks an entry point, is a message naming it before any
+    round runs (it was a traceback from the first round's call, under the progress bar)."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("int x\n")
+    renamed = tmp_path / "renamed.cpp"
+    renamed.write_text(
+        cpu.SOURCE.read_text().replace(
+            "double im2win_ukernel_gflops(", "double im2win_ukernel_gflops_renamed("
+        )
+    )
+    for variant, says in (
+        (broken, "kernel_ab: broken.cpp: compiling broken.cpp with"),
+        (renamed, "kernel_ab: renamed.cpp lacks an entry point of im2win_cpu.cpp"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            kernel_ab.main([str(cpu.SOURCE), str(variant), "--layers", "conv9", "--no-progress"])
+        assert str(exc.value.code).startswith(says)
+    assert "undefined symbol: im2win_ukernel_gflops" in str(exc.value.code)
+    assert capsys.readouterr().out == ""  # no round ran
+
+
 def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, capsys):
     """Where a layer's rounds ran with the two threads both together and apart (a short round trip
     before each round), kernel_ab prints each variant's best and median in each placement under the
@@ -527,6 +552,7 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     places = {"together": together, "apart": apart}
     rows = [("conv9", flops, [(200.0, 0.1, 0.2), (210.0, 0.1, 0.2)], places)]
     monkeypatch.setattr(kernel_ab, "compare", lambda *args: rows)
+    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)  # a.cpp and b.cpp are empty
     a, b = tmp_path / "a.cpp", tmp_path / "b.cpp"
     a.write_text(""), b.write_text("")
     assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0

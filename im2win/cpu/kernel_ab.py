@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from harness import environment, memory, timing
 from harness.args import at_least, thread_count
+from harness.native import CompilerError
 from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
@@ -169,6 +170,21 @@ def evictor() -> torch.Tensor:
     return torch.zeros(2 * llc // 4)
 
 
+def build(variants: list[tuple[Path, tuple[str, ...]]], labels: list[str], march: str) -> None:
+    """Every variant compiled and loaded before any round runs: one that does not compile, or
+    lacks an entry point, stops kernel_ab with a message that names it."""
+    for (source, defines), label in zip(variants, labels, strict=True):
+        try:
+            with kernels_from(source, march, defines):
+                pass
+        except CompilerError as err:
+            raise SystemExit(f"kernel_ab: {label}: {err}") from None
+        except AttributeError as err:  # ctypes: "LIB.so: undefined symbol: NAME"
+            raise SystemExit(
+                f"kernel_ab: {label} lacks an entry point of im2win_cpu.cpp ({err})"
+            ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m im2win.cpu.kernel_ab",
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     variants = [(src, defs) for src in args.sources for _, defs in blocks]
     labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
+    build(variants, labels, args.march)
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
         trips = [thread_round_trip_ns(n)]
