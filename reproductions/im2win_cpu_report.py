@@ -10,7 +10,7 @@ from pathlib import Path
 from harness import environment, results
 from harness.peak import APART_NS
 from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_table, transform_table
-from reproductions.tables import fmt, geomean, grid, table
+from reproductions.tables import against, fmt, geomean, grid, table
 
 LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
 PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
@@ -145,7 +145,7 @@ def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
             out.append(
                 (
                     f"im2win geomean >= {factor:.1f}x {peer}",
-                    f"{gm['im2win']:.1f} vs {gm[peer]:.1f} GFLOP/s ({ratio:.2f}x)",
+                    f"{gm['im2win']:.1f} vs {gm[peer]:.1f} GFLOP/s ({against(ratio, factor)}x)",
                     ratio >= factor,
                 )
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import results
-from reproductions.tables import fmt, geomean, grid, table
+from reproductions.tables import against, fmt, geomean, grid, table
 
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
 PAPER_TFLOPS_MACS = {
@@ -228,18 +228,18 @@ def _goals(layers, tf, mem, best_cudnn, best_im2col) -> list[str]:
         return "met" if ok else "NOT met"
 
     overall = geomean(vs_cudnn.values())
-    per_layer = ", ".join(f"{l} {vs_cudnn[l]:.2f}x" for l in gemm_layers)
+    per_layer = ", ".join(f"{l} {against(vs_cudnn[l], 1.0)}x" for l in gemm_layers)
     every = bool(gemm_layers) and all(vs_cudnn[l] >= 1 for l in gemm_layers)
     return [
         "## Goals\n",
-        f"- im2win geomean >= 0.85x the same-shape SGEMM: {fmt(vs_sgemm, '.2f')}x -> "
+        f"- im2win geomean >= 0.85x the same-shape SGEMM: {against(vs_sgemm, 0.85)}x -> "
         f"{verdict(vs_sgemm >= 0.85)}.",
         f"- im2win >= 1.0x the best cuDNN on every GEMM-type layer: {per_layer} -> "
-        f"{verdict(every)}; geomean over all: {fmt(overall, '.2f')}x -> {verdict(overall >= 1)}.",
+        f"{verdict(every)}; geomean over all: {against(overall, 1.0)}x -> {verdict(overall >= 1)}.",
         "- Per layer, the fastest cuDNN algorithm: "
         + ", ".join(f"{l} {best_cudnn[l][0]}" for l in layers if best_cudnn[l][0])
         + ".",
-        f"- im2win geomean >= 2.0x the strongest im2col + cuBLAS: {fmt(vs_im2col, '.2f')}x -> "
+        f"- im2win geomean >= 2.0x the strongest im2col + cuBLAS: {against(vs_im2col, 2.0)}x -> "
         f"{verdict(vs_im2col >= 2)}.",
         f"- Memory <= im2col on every layer: {verdict(mem_ok)}.",
         "",

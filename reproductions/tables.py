@@ -24,6 +24,18 @@ def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def against(value, goal: float) -> str:
+    """A ratio judged against a goal, with 2 decimals, or as many more as it takes for the number
+    shown to fall on the same side of the goal as the value (1.097 against 1.1 showed as 1.10 beside
+    "NOT met"); "n/a" when it is missing."""
+    if value is None:
+        return "n/a"
+    for digits in range(2, 7):
+        if (round(value, digits) >= goal) == (value >= goal):
+            return f"{value:.{digits}f}"
+    return f"{value:.6f}"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -471,3 +471,13 @@ def test_list_says_what_each_experiment_reproduces_and_its_scales(capsys):
         assert f"{name}: {cli.summary(module)} scales: {', '.join(module.SCALES)}" in out
     # the whole first paragraph, not its first line (`repro run --help` cut it mid-sentence)
     assert "occupancy of every ablation variant and autotuning candidate" in out
+
+
+def test_a_ratio_beside_its_goal_shows_the_side_it_falls_on():
+    """1.097x against the 1.1x goal was shown as "1.10x" beside "NOT met"."""
+    from reproductions.tables import against
+
+    assert against(1.097, 1.1) == "1.097" and against(1.0999, 1.1) == "1.0999"
+    assert against(1.104, 1.1) == "1.10" and against(1.1, 1.1) == "1.10"
+    assert against(0.8499, 0.85) == "0.8499" and against(2.004, 2.0) == "2.00"
+    assert against(None, 1.0) == "n/a"
