@@ -24,15 +24,15 @@ def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def against(value, goal: float) -> str:
-    """A ratio judged against a goal, with 2 decimals, or as many more as it takes for the number
-    shown to fall on the same side of the goal as the value (1.097 against 1.1 showed as 1.10 beside
-    "NOT met"); "n/a" when it is missing."""
+def against(value, goal: float, digits: int = 2) -> str:
+    """A number judged against a goal, with `digits` decimals, or as many more as it takes for the
+    number shown to fall on the same side of the goal as the value (1.097 against 1.1 showed as
+    1.10 beside "NOT met", 84.8% against 85% as 85%); "n/a" when it is missing."""
     if value is None:
         return "n/a"
-    for digits in range(2, 7):
-        if (round(value, digits) >= goal) == (value >= goal):
-            return f"{value:.{digits}f}"
+    for shown in range(digits, 7):
+        if (round(value, shown) >= goal) == (value >= goal):
+            return f"{value:.{shown}f}"
     return f"{value:.6f}"
 
 

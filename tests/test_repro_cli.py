@@ -481,3 +481,4 @@ def test_a_ratio_beside_its_goal_shows_the_side_it_falls_on():
     assert against(1.104, 1.1) == "1.10" and against(1.1, 1.1) == "1.10"
     assert against(0.8499, 0.85) == "0.8499" and against(2.004, 2.0) == "2.00"
     assert against(None, 1.0) == "n/a"
+    assert against(84.8, 85, 0) == "84.8" and against(85.2, 85, 0) == "85"
