@@ -31,13 +31,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from im2win.cpu import lib, per_kernels
+from im2win.cpu import lib
 from im2win.metrics import (
     filter_elems,
     im2col_elems,
     input_elems,
     window_nchw_elems,
     window_nhwc_elems,
+)
+from im2win.plan import (
+    filter_packed_once,
+    filter_work_floats,
+    im2win_workspace_floats,
+    path_plan,
+    window_planes,
 )
 from im2win.shapes import ConvShape
 from im2win.transform import window_block, window_nchw, window_nhwc
@@ -49,105 +56,6 @@ def _ptr(t: torch.Tensor | None):
 
 def _contiguous_params(weight, bias):
     return weight.contiguous(), None if bias is None else bias.contiguous()
-
-
-@per_kernels
-def _fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
-    """(floats of the streamed im2win's work buffer, whether it packs the whole filter once): the
-    kernel's plan (im2win_fused_plan). The buffer holds window bands a thread, and either the whole
-    filter packed once or one filter panel a thread."""
-    rows, band, work, packs_once = ctypes.c_long(), ctypes.c_long(), ctypes.c_long(), ctypes.c_int()
-    lib().im2win_fused_plan(
-        shape.n,
-        shape.c,
-        shape.k,
-        shape.r,
-        shape.s,
-        shape.stride[1],
-        shape.p,
-        shape.q,
-        threads,
-        ctypes.byref(rows),
-        ctypes.byref(band),
-        ctypes.byref(work),
-        ctypes.byref(packs_once),
-    )
-    return work.value, bool(packs_once.value)
-
-
-def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
-    """Whether the streamed im2win packs the whole filter once: where the NHWC kernels do
-    (filter_packed_once), and also where K <= M / 2 and the packed filter leaves room for window
-    bands of 2 rows a thread within 0.495 of the im2col matrix."""
-    return _fused_plan(shape, threads)[1]
-
-
-@per_kernels
-def filter_work_floats(shape: ConvShape, threads: int, block: int | None = None) -> int:
-    """Floats of the NHWC kernel's filter workspace on a window in blocks of `block` channels (None:
-    unblocked): the whole filter packed once, or one panel a thread where that would outgrow a
-    quarter of the im2col matrix (the kernel's plan)."""
-    m = shape.n * shape.p * shape.q
-    return lib().im2win_filter_work_floats(
-        shape.k, shape.c, shape.r, shape.s, m, block or shape.c, threads
-    )
-
-
-def _whole_window_floats(shape: ConvShape, threads: int) -> int:
-    """Workspace of the materialised path: the whole window tensor (in the channel blocks
-    window_block chooses) + the filter's workspace."""
-    return window_nhwc_elems(shape) + filter_work_floats(
-        shape, threads, window_block(shape, threads)
-    )
-
-
-@per_kernels
-def filter_packed_once(shape: ConvShape) -> bool:
-    """Whether the NHWC kernels pack the whole filter once for the call (K <= M / 4, M the output
-    pixels) rather than panel by panel in every work item."""
-    return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
-
-
-@per_kernels
-def streams_output(shape: ConvShape, threads: int) -> bool:
-    """Whether im2win writes the output with non-temporal stores (into an aligned output): each
-    output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
-    the whole filter packed once; a window in blocks of channels takes a call a block), K is a
-    multiple of the vector, and the output outgrows the threads' L2 caches."""
-    streams = _plan(shape, threads)[0]
-    if not streams and window_block(shape, threads) < shape.c:
-        return False
-    packed = streams or filter_packed_once(shape)  # the streamed bands always pack it once
-    macs_per_pixel = shape.c * shape.r * shape.s
-    pixels = shape.n * shape.p * shape.q
-    return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, packed, threads))
-
-
-@per_kernels
-def _plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
-    """(whether im2win streams window bands, the floats of workspace it allocates): see
-    streams_windows."""
-    fused, packs_once = _fused_plan(shape, threads)
-    whole = _whole_window_floats(shape, threads)
-    # Where both pack the filter once, the smaller workspace; where only the streamed plan does (in
-    # the room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
-    # that way against the whole window tensor with its filter in panels.
-    streams = packs_once and (fused < whole or not filter_packed_once(shape))
-    return streams, fused if streams else whole
-
-
-def streams_windows(shape: ConvShape, threads: int) -> bool:
-    """Whether im2win streams window bands (True) or builds the whole window tensor once (False).
-    It streams when it packs the filter once (every band block would otherwise pack it again)
-    and the bands need less memory than the whole window, or the whole window's kernel would pack
-    the filter panel by panel; small layers, whose threads would each hold most of the window
-    anyway, share one materialised window tensor."""
-    return _plan(shape, threads)[0]
-
-
-def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
-    """Floats of workspace im2win allocates for `shape` on `threads` threads (the path it takes)."""
-    return _plan(shape, threads)[1]
 
 
 PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
@@ -164,11 +72,17 @@ def _phases(seconds, transform_ms: float | None = None) -> dict:
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
     """im2win on validated arguments, and where its time went: {"transform_ms": building windows,
     "pack_ms": packing the filter, "wait_ms": how long the first thread done waited for the last,
-    "path": "streamed bands" or "whole window tensor"}. The kernel's own timers, the slowest
-    thread's times, except the materialised window tensor's transform, which is timed here."""
+    "path": "streamed bands", "window planes a thread" or "whole window tensor"}. The kernel's own
+    timers, the slowest thread's times, except the materialised window tensor's transform, which
+    is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    streams, work_floats = _plan(shape, threads)
+    streams, work_floats = path_plan(shape, threads)
+    if not streams and window_planes(shape, threads):
+        out, seconds = _convolve_fused(
+            x, shape, weight, bias, work_floats, lib().im2win_conv_planes
+        )
+        return out, _phases(seconds) | {"path": "window planes a thread"}
     if not streams:
         block = window_block(shape, threads)
         start = time.perf_counter()
@@ -180,17 +94,20 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     return out, _phases(seconds) | {"path": "streamed bands"}
 
 
-def _convolve_fused(x, shape, weight, bias, work_floats: int) -> tuple[torch.Tensor, ctypes.Array]:
+def _convolve_fused(
+    x, shape, weight, bias, work_floats: int, kernel=None
+) -> tuple[torch.Tensor, ctypes.Array]:
     """The streamed im2win (im2win_conv_fused) with a work buffer of `work_floats` (the kernel's
-    plan, _fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
+    plan, fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
     where the plan packs the whole filter once; the kernel also runs where it does not (the
-    filter panel by panel into every work item)."""
+    filter panel by panel into every work item). kernel: another with the same arguments
+    (im2win_conv_planes, with its own plan's work_floats)."""
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(work_floats)
     seconds = (ctypes.c_double * PHASE_SLOTS)()
     threads = torch.get_num_threads()
-    lib().im2win_conv_fused(
+    (kernel or lib().im2win_conv_fused)(
         x.data_ptr(),
         *x.stride(),
         *shape.kernel_args(),

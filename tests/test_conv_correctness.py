@@ -69,7 +69,7 @@ def test_empty_batch_gives_an_empty_output(impl):
 def test_plan_queries_of_an_empty_batch(threads):
     """The kernels' plans (workspace, path, output stores) of an empty batch: an answer, not a
     division by zero that kills the process (the streamed plan's row blocks)."""
-    from im2win.implementations import im2win_workspace_floats, streams_output, streams_windows
+    from im2win.plan import im2win_workspace_floats, streams_output, streams_windows
 
     for k in (4, 64, 512):
         shape = im2win.ConvShape(n=0, c=256, h=8, w=8, k=k, r=3, s=3)
@@ -169,7 +169,7 @@ def test_window_in_channel_blocks_is_the_window_of_each_block(layout):
 def test_im2win_window_in_channel_blocks(c, k, r, s, stride, padding, threads):
     """Few pixels and a deep filter: the materialised window in blocks of channels, each block's
     panel packed from the filter's own order (gemm_block_taps)."""
-    from im2win.implementations import streams_windows
+    from im2win.plan import streams_windows
     from im2win.transform import window_block
 
     x, w = torch.randn(1, c, 7, 8), torch.randn(k, c, r, s)
@@ -183,14 +183,63 @@ def test_im2win_window_in_channel_blocks(c, k, r, s, stride, padding, threads):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize(
+    "n, c, h, w, k, r, stride, padding",
+    [
+        (4, 512, 7, 7, 512, 3, (1, 1), (0, 0)),  # conv12 at batch 4: 128-channel planes
+        (2, 64, 9, 11, 256, 3, (2, 1), (1, 0)),  # strides and padding per axis
+        (3, 96, 6, 5, 200, 3, (1, 1), (1, 1)),  # K not a multiple of the register block
+        (1, 512, 7, 8, 40, 3, (1, 1), (0, 0)),  # two channel blocks: one a thread
+        (1, 48, 5, 5, 300, 2, (1, 1), (0, 0)),  # an even filter
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2win_window_planes_a_thread(n, c, h, w, k, r, stride, padding, threads):
+    """Few pixels and a deep filter that the whole window tensor would leave room for only the
+    narrowest panels: each thread builds the window of a block of channels at a time for itself
+    and convolves its share of the output channels (im2win_conv_planes), within half of the im2col
+    matrix. The same as the oracle, for every shape and thread count that takes the path."""
+    from im2win.implementations import im2win_with_phases
+    from im2win.metrics import im2col_elems
+    from im2win.plan import im2win_workspace_floats, window_planes
+
+    x, wt, b = torch.randn(n, c, h, w), torch.randn(k, c, r, r), torch.randn(k)
+    shape = im2win.ConvShape.of(x, wt, stride, padding)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        planes = window_planes(shape, threads)
+        out, phases = im2win_with_phases(x, wt, b, stride, padding)
+        assert max_violation(out, x, wt, b, stride, padding) <= 1.0
+        if planes:
+            assert phases["path"] == "window planes a thread" and c % planes == 0 and planes < c
+            assert im2win_workspace_floats(shape, threads) <= im2col_elems(shape) / 2
+        else:
+            assert phases["path"] != "window planes a thread"
+    finally:
+        torch.set_num_threads(old)
+    if (n, c, k, threads) == (4, 512, 512, 2):  # the layer the path is for
+        assert planes == 128
+
+
+def test_window_planes_only_where_the_whole_window_starves_the_panels():
+    """conv6 at batch 4: the room beside its whole window tensor allows 128-channel panels, and
+    the planes ran 0.98-1.00x there (see im2win_planes_plan): it keeps the whole window tensor."""
+    from im2win.plan import window_planes
+    from im2win.transform import window_block
+
+    shape = PAPER_LAYERS["conv6"].with_batch(4)
+    assert window_planes(shape, 2) == 0 and window_block(shape, 2) == 128
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_window_blocks_grow_into_the_memory_room(threads):
     """Where the memory goal leaves room beside the window tensor, its channel blocks (and their
     filter panels) are larger than the kernel's PANEL_FLOATS allows, and the workspace stays
     within half of the im2col matrix."""
     from im2win.cpu import lib
-    from im2win.implementations import im2win_workspace_floats, streams_windows
     from im2win.metrics import im2col_elems
+    from im2win.plan import im2win_workspace_floats, streams_windows
     from im2win.transform import window_block
 
     shape = im2win.ConvShape(n=2, c=256, h=12, w=12, k=128, r=3, s=3)
@@ -211,7 +260,7 @@ def test_window_blocks_grow_into_the_memory_room(threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_im2win_streamed_and_whole_window_paths(threads):
-    from im2win.implementations import streams_windows
+    from im2win.plan import streams_windows
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -232,7 +281,7 @@ def test_im2win_output_streamed_to_memory(threads):
     with non-temporal stores, on both paths, with and without bias; so does a reduction longer
     than a panel over the filter packed once (one micro-kernel call: each tile written once); K
     that is not a multiple of the vector keeps plain stores."""
-    from im2win.implementations import filter_packed_once, streams_output
+    from im2win.plan import filter_packed_once, streams_output
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -268,11 +317,7 @@ def test_im2win_plans(shape, plan):
     with the filter packed once: every band block would pack it again), or the whole window
     tensor with the filter packed once (K <= M / 4) or panel by panel (a late layer's filter
     outgrows its im2col matrix)."""
-    from im2win.implementations import (
-        filter_packed_once,
-        fused_packs_filter_once,
-        streams_windows,
-    )
+    from im2win.plan import filter_packed_once, fused_packs_filter_once, streams_windows
 
     threads = torch.get_num_threads()
     streamed = streams_windows(shape, threads)
@@ -289,13 +334,14 @@ def test_streamed_bands_with_the_filter_in_panels(threads):
     """The streamed kernel where its plan does not pack the whole filter once (K > M / 2: im2win
     then takes the whole window tensor instead), called directly: the filter goes panel by panel
     into every work item, each thread its own panel."""
-    from im2win.implementations import _convolve_fused, _fused_plan
+    from im2win.implementations import _convolve_fused
+    from im2win.plan import fused_plan
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         shape = im2win.ConvShape(n=2, c=24, h=7, w=9, k=70, r=3, s=2, padding=(1, 0))
-        work_floats, packs_once = _fused_plan(shape, threads)
+        work_floats, packs_once = fused_plan(shape, threads)
         assert not packs_once
         x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
         for b in (None, torch.randn(shape.k)):
@@ -331,7 +377,7 @@ def test_im2win_filter_panels_with_few_pixels(c, k, rs, stride):
 def test_band_rows_taken_from_the_previous_row(c, stride, padding):
     """Streamed bands of several output rows per block reuse the window rows the previous output
     row of the same image holds (stride < R), across padding rows and image boundaries."""
-    from im2win.implementations import streams_windows
+    from im2win.plan import streams_windows
 
     shape = im2win.ConvShape(3, c, 64, 57, 20, 5, 3, stride, padding)
     assert streams_windows(shape, torch.get_num_threads())
@@ -346,7 +392,7 @@ def test_band_rows_continued_across_work_items(threads, c, stride, padding):
     """Wide images: one output row per work item, handed out a few consecutive items at a time,
     so a thread's next item continues the rows its band holds and copies their overlap from it
     (in place: the band holds one row), but not across an image boundary."""
-    from im2win.implementations import streams_windows
+    from im2win.plan import streams_windows
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -360,7 +406,8 @@ def test_band_rows_continued_across_work_items(threads, c, stride, padding):
 
 
 def test_im2win_reports_where_its_time_went():
-    from im2win.implementations import im2win_with_phases, streams_windows
+    from im2win.implementations import im2win_with_phases
+    from im2win.plan import streams_windows, window_planes
     from im2win.shapes import ConvShape
 
     shape = ConvShape(n=2, c=32, h=40, w=40, k=40, r=3, s=3)
@@ -371,12 +418,17 @@ def test_im2win_reports_where_its_time_went():
     assert phases["transform_ms"] > 0 and phases["pack_ms"] > 0
     total = phases["transform_ms"] + phases["pack_ms"]
     assert 0 <= phases["wait_ms"] < 1e3 and total < 1e3  # the end wait: one thread's lead
-    late = ConvShape(n=1, c=64, h=9, w=9, k=256, r=3, s=3)  # the whole window tensor's path
-    assert not streams_windows(late, torch.get_num_threads())
-    x, w = torch.randn(late.input_shape()), torch.randn(late.weight_shape())
-    out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
-    assert max_violation(out, x, w) <= 1.0 and phases["path"] == "whole window tensor"
-    assert phases["pack_ms"] > 0 and phases["wait_ms"] >= 0
+    threads = torch.get_num_threads()
+    late = ConvShape(n=1, c=64, h=9, w=9, k=256, r=3, s=3)  # window planes, or the whole tensor
+    conv6 = PAPER_LAYERS["conv6"].with_batch(2)  # the whole window tensor
+    for shape in (late, conv6):
+        assert not streams_windows(shape, threads)
+        x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+        out, phases = im2win_with_phases(x, w, None, (1, 1), (0, 0))
+        planes = window_planes(shape, threads)
+        path = "window planes a thread" if planes else "whole window tensor"
+        assert max_violation(out, x, w) <= 1.0 and phases["path"] == path
+        assert phases["transform_ms"] > 0 and phases["pack_ms"] > 0 and phases["wait_ms"] >= 0
 
 
 def test_kernels_from_a_variant_source_then_back(tmp_path):
@@ -480,8 +532,8 @@ def test_im2win_workspace_within_half_of_im2col_at_the_quick_scale():
     """The memory goal's setting (batch 4, 2 threads): im2win's workspace stays under half of
     im2col's matrix on every paper layer; conv11 streams its bands with the filter packed once in
     the room that leaves (K = 256 > M / 4 = 144)."""
-    from im2win.implementations import im2win_workspace_floats, streams_windows
     from im2win.metrics import im2col_elems
+    from im2win.plan import im2win_workspace_floats, streams_windows
 
     for name, layer in PAPER_LAYERS.items():
         shape = layer.with_batch(4)

@@ -8,7 +8,7 @@ import im2win
 from harness import mca
 from im2win import cpu
 from im2win.cpu import CompilerError, isa
-from im2win.implementations import filter_work_floats, streams_output
+from im2win.plan import filter_work_floats, streams_output
 from im2win.reference import max_violation
 
 pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x86-64 host")

@@ -43,6 +43,13 @@ _SIGNATURES = {
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
         # phase_seconds: double[3] (bands, filter packing, threads' wait)
     ),
+    # N C K R S sx P Q threads, work floats (out) -> channels a plane (0: the path does not fit)
+    "im2win_planes_plan": (_I, [_I] * 9 + [ctypes.POINTER(_L)]),
+    # the arguments of im2win_conv_fused
+    "im2win_conv_planes": (
+        None,
+        [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
+    ),
     # f, K C R S, fw, threads
     "im2win_filter_nchw": (None, [_P, _I, _I, _I, _I, _P, _I]),
     # iw, fw, bias, out, N C K R S sx P Q, threads

@@ -1005,6 +1005,96 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
+// im2win in window planes a thread ("window planes"): where the filter is not packed once (few
+// pixels, a deep filter: conv6 and conv12 at batch 4), each thread builds, one block of cb input
+// channels at a time, the window tensor of that block for every pixel (its plane, [N*P][Wu][R][cb],
+// in cache) and convolves it with its own share of the output channels, each panel every tap of
+// the block (pack_taps), the output tiles added to block by block. No window line is read by a
+// thread other than the one that wrote it, and each thread reads only its share of the filter,
+// in runs of S*R*cb floats. Against the shared whole window tensor in blocks of 16 channels with
+// the filter packed a work item at a time (the path before; conv12's room beside that tensor left
+// no wider panels): conv12 at batch 4 on Zen 4, kernel_ab, 2,000 interleaved rounds, 1.04x at
+// best and 1.05x at the median with the vCPUs together (1,559 rounds), 1.09x and 1.18x with them
+// apart (441 rounds; median packing 0.99 -> 0.35 ms, the filter read 5x slower than together
+// there before). Retimed with this code (1,500 rounds): conv12 1.08x at best and at the median
+// together (268 rounds), 1.20x apart (1,232). Not where the room beside the whole window tensor
+// already allows wider panels: conv6 (its whole window in 128-channel blocks; here 64-channel
+// planes) 1.00x at best and 0.98x at the median together, 0.98x apart. (Static shares of output
+// channels: a thread slowed by a neighbour cannot hand work over.)
+// The plan: only where the whole window tensor's blocks would be the narrowest (a PANEL_FLOATS
+// panel each, im2win_window_block) or unblocked with the filter packed by gathers (gemm_block);
+// cb the largest multiple of 8 below C that divides C and whose plane and panel, one of each a
+// thread, fit the memory goal's room (memory_room_floats) and, together, half the L2 cache; 0
+// where none does (the whole window tensor then). work_floats (nullable): what the path
+// allocates, a plane and a panel a thread.
+int im2win_planes_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
+                       long* work_floats) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S, rows = static_cast<long>(N) * P;
+  const long M = rows * Q, T = static_cast<long>(C) * R * S;
+  const long per_channel = rows * Wu * R + static_cast<long>(R) * S * KB;  // plane + panel
+  const long room = std::min(memory_room_floats(M, T, 0, nthreads), band_cap_floats());
+  const int whole = im2win_window_block(K, C, R, S, M, rows * Wu * R * C, nthreads);
+  const bool starved = whole == C || static_cast<long>(R) * S * whole * KB <= PANEL_FLOATS;
+  int cb = 0;
+  if (starved && !im2win_filter_packed_once(K, M))
+    for (long c = room / per_channel / 8 * 8; c >= 8 && !cb; c -= 8)
+      if (C % c == 0 && c < C) cb = static_cast<int>(c);
+  if (work_floats) *work_floats = nthreads * per_channel * cb;
+  return cb;
+}
+
+// x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
+// out: [N][P][Q][K]; work: work_floats of im2win_planes_plan, whose cb this takes.
+// phase_seconds (nullable): as im2win_conv_fused's.
+void im2win_conv_planes(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                        int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                        const float* f, const float* bias, float* out, float* work,
+                        double* phase_seconds, int nthreads) {
+  const int cb = im2win_planes_plan(N, C, K, R, S, sx, P, Q, nthreads, nullptr);
+  const long Wu = static_cast<long>(Q - 1) * sx + S, rows = static_cast<long>(N) * P;
+  const long M = rows * Q, T = static_cast<long>(C) * R * S, kblocks = cdiv(K, KB);
+  const long plane_floats = rows * Wu * R * cb, panel_floats = static_cast<long>(R) * S * cb * KB;
+  double slowest = 0.0, slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
+#pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack, slowest_busy) \
+    reduction(min : fastest_busy)
+  {
+    const double start = omp_get_wtime();
+    const int thread = omp_get_thread_num(), threads = omp_get_num_threads();
+    float* plane = work + thread * (plane_floats + panel_floats);
+    float* panel = plane + plane_floats;
+    const long kb0 = kblocks * thread / threads, kb1 = kblocks * (thread + 1) / threads;
+    std::vector<const float*> arow(M);  // pixel m = (n, p, q) -> start of its window in the plane
+    for (long row = 0, m = 0; row < rows; ++row)
+      for (long q = 0; q < Q; ++q, ++m) arow[m] = plane + (row * Wu + q * sx) * R * cb;
+    double transform = 0.0, packing = 0.0;
+    const float* a[MR];
+    for (int c0 = 0; kb0 < kb1 && c0 < C; c0 += cb) {
+      const double t_start = omp_get_wtime();
+      build_bands(x + c0 * sc, sn, sc, sh, sw, cb, H, W, R, sy, py, px, P, Wu, 0, rows, plane);
+      transform += omp_get_wtime() - t_start;
+      for (long kb = kb0; kb < kb1; ++kb) {
+        const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
+        const double t_pack = omp_get_wtime();
+        pack_taps(f, T, R, S, k0, kvalid, c0, cb, panel);
+        packing += omp_get_wtime() - t_pack;
+        for (long m = 0; m < M;) {
+          const int mr = tile_rows(M - m);
+          for (int i = 0; i < mr; ++i) a[i] = arow[m + i];
+          ukernel_dispatch<MR>(mr, a, panel, R * S * cb, out + m * K + k0, K, kvalid, c0 == 0,
+                               bias ? bias + k0 : nullptr);
+          m += mr;
+        }
+      }
+    }
+    slowest = transform;
+    slowest_pack = packing;
+    slowest_busy = fastest_busy = omp_get_wtime() - start;  // then wait for the others
+  }
+  if (phase_seconds)
+    phase_seconds[0] = slowest, phase_seconds[1] = slowest_pack,
+    phase_seconds[2] = slowest_busy - fastest_busy;
+}
+
 // Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
 void im2win_transform_nchw(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                            int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,

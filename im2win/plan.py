@@ -1,0 +1,142 @@
+"""Which path im2win takes for a convolution, and the workspace it allocates there: window bands
+streamed a block of output rows at a time (the filter packed once), window planes a thread, or the
+whole window tensor (in blocks of channels where the filter is packed panel by panel). Each is the
+compiled kernel's own plan, read through ctypes, per kernel source (im2win.cpu.per_kernels)."""
+
+from __future__ import annotations
+
+import ctypes
+
+from im2win.cpu import lib, per_kernels
+from im2win.metrics import window_nhwc_elems
+from im2win.shapes import ConvShape
+from im2win.transform import window_block
+
+
+@per_kernels
+def fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
+    """(floats of the streamed im2win's work buffer, whether it packs the whole filter once): the
+    kernel's plan (im2win_fused_plan). The buffer holds window bands a thread, and either the whole
+    filter packed once or one filter panel a thread."""
+    rows, band, work, packs_once = ctypes.c_long(), ctypes.c_long(), ctypes.c_long(), ctypes.c_int()
+    lib().im2win_fused_plan(
+        shape.n,
+        shape.c,
+        shape.k,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        threads,
+        ctypes.byref(rows),
+        ctypes.byref(band),
+        ctypes.byref(work),
+        ctypes.byref(packs_once),
+    )
+    return work.value, bool(packs_once.value)
+
+
+def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
+    """Whether the streamed im2win packs the whole filter once: where the NHWC kernels do
+    (filter_packed_once), and also where K <= M / 2 and the packed filter leaves room for window
+    bands of 2 rows a thread within 0.495 of the im2col matrix."""
+    return fused_plan(shape, threads)[1]
+
+
+@per_kernels
+def filter_work_floats(shape: ConvShape, threads: int, block: int | None = None) -> int:
+    """Floats of the NHWC kernel's filter workspace on a window in blocks of `block` channels (None:
+    unblocked): the whole filter packed once, or one panel a thread where that would outgrow a
+    quarter of the im2col matrix (the kernel's plan)."""
+    m = shape.n * shape.p * shape.q
+    return lib().im2win_filter_work_floats(
+        shape.k, shape.c, shape.r, shape.s, m, block or shape.c, threads
+    )
+
+
+@per_kernels
+def planes_plan(shape: ConvShape, threads: int) -> tuple[int, int]:
+    """(channels a window plane, floats of the workspace: a plane and a filter panel a thread) of
+    im2win in window planes a thread (im2win_conv_planes); channels 0 where it does not fit the
+    memory goal or the filter is packed once."""
+    work = ctypes.c_long()
+    block = lib().im2win_planes_plan(
+        shape.n,
+        shape.c,
+        shape.k,
+        shape.r,
+        shape.s,
+        shape.stride[1],
+        shape.p,
+        shape.q,
+        threads,
+        ctypes.byref(work),
+    )
+    return block, work.value
+
+
+def window_planes(shape: ConvShape, threads: int) -> int:
+    """Channels a block of the window planes im2win builds a thread where it neither streams
+    bands nor materialises the whole window tensor (0 where it does one of those): few pixels and
+    a deep filter, not packed once."""
+    return 0 if path_plan(shape, threads)[0] else planes_plan(shape, threads)[0]
+
+
+def _whole_window_floats(shape: ConvShape, threads: int) -> int:
+    """Workspace of the materialised path: the whole window tensor (in the channel blocks
+    window_block chooses) + the filter's workspace."""
+    return window_nhwc_elems(shape) + filter_work_floats(
+        shape, threads, window_block(shape, threads)
+    )
+
+
+@per_kernels
+def filter_packed_once(shape: ConvShape) -> bool:
+    """Whether the NHWC kernels pack the whole filter once for the call (K <= M / 4, M the output
+    pixels) rather than panel by panel in every work item."""
+    return bool(lib().im2win_filter_packed_once(shape.k, shape.n * shape.p * shape.q))
+
+
+@per_kernels
+def streams_output(shape: ConvShape, threads: int) -> bool:
+    """Whether im2win writes the output with non-temporal stores (into an aligned output): each
+    output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
+    the whole filter packed once; a window in blocks of channels takes a call a block), K is a
+    multiple of the vector, and the output outgrows the threads' L2 caches."""
+    streams = path_plan(shape, threads)[0]
+    if not streams and (window_planes(shape, threads) or window_block(shape, threads) < shape.c):
+        return False
+    packed = streams or filter_packed_once(shape)  # the streamed bands always pack it once
+    macs_per_pixel = shape.c * shape.r * shape.s
+    pixels = shape.n * shape.p * shape.q
+    return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, packed, threads))
+
+
+@per_kernels
+def path_plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
+    """(whether im2win streams window bands, the floats of workspace it allocates on its path): see
+    streams_windows and window_planes."""
+    fused, packs_once = fused_plan(shape, threads)
+    whole = _whole_window_floats(shape, threads)
+    # Where both pack the filter once, the smaller workspace; where only the streamed plan does (in
+    # the room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
+    # that way against the whole window tensor with its filter in panels.
+    streams = packs_once and (fused < whole or not filter_packed_once(shape))
+    planes, planes_work = planes_plan(shape, threads)
+    return streams, fused if streams else planes_work if planes else whole
+
+
+def streams_windows(shape: ConvShape, threads: int) -> bool:
+    """Whether im2win streams window bands (True) or builds window planes a thread or the whole
+    window tensor once (False: window_planes tells which).
+    It streams when it packs the filter once (every band block would otherwise pack it again)
+    and the bands need less memory than the whole window, or the whole window's kernel would pack
+    the filter panel by panel; small layers, whose threads would each hold most of the window
+    anyway, share one materialised window tensor."""
+    return path_plan(shape, threads)[0]
+
+
+def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
+    """Floats of workspace im2win allocates for `shape` on `threads` threads (the path it takes)."""
+    return path_plan(shape, threads)[1]
