@@ -1017,7 +1017,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
 // best and 1.05x at the median with the vCPUs together (1,559 rounds), 1.09x and 1.18x with them
 // apart (441 rounds; median packing 0.99 -> 0.35 ms, the filter read 5x slower than together
 // there before). Retimed with this code (1,500 rounds): conv12 1.08x at best and at the median
-// together (268 rounds), 1.20x apart (1,232). Not where the room beside the whole window tensor
+// together (268 rounds), 1.20x apart (1,232); its AVX2 code (--march x86-64-v3, 600 rounds,
+// together) 1.10x at best, 1.04x at the median. Not where the room beside the whole window tensor
 // already allows wider panels: conv6 (its whole window in 128-channel blocks; here 64-channel
 // planes) 1.00x at best and 0.98x at the median together, 0.98x apart. (Static shares of output
 // channels: a thread slowed by a neighbour cannot hand work over.)
