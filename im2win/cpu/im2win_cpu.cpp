@@ -1020,8 +1020,10 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
 // together (268 rounds), 1.20x apart (1,232); its AVX2 code (--march x86-64-v3, 600 rounds,
 // together) 1.10x at best, 1.04x at the median. Not where the room beside the whole window tensor
 // already allows wider panels: conv6 (its whole window in 128-channel blocks; here 64-channel
-// planes) 1.00x at best and 0.98x at the median together, 0.98x apart. (Static shares of output
-// channels: a thread slowed by a neighbour cannot hand work over.)
+// planes) 1.00x at best and 0.98x at the median together, 0.98x apart. Nor instead of conv11's
+// streamed bands over the filter packed once: 32-channel planes 0.93x apart (1,500 rounds) and
+// 0.99x together, 64-channel ones (past half the L2 cache) 1.00x together (1,000 rounds). (Static
+// shares of output channels: a thread slowed by a neighbour cannot hand work over.)
 // The plan: only where the whole window tensor's blocks would be the narrowest (a PANEL_FLOATS
 // panel each, im2win_window_block) or unblocked with the filter packed by gathers (gemm_block);
 // cb the largest multiple of 8 below C that divides C and whose plane and panel, one of each a
