@@ -20,14 +20,7 @@ def fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
     filter packed once or one filter panel a thread."""
     rows, band, work, packs_once = ctypes.c_long(), ctypes.c_long(), ctypes.c_long(), ctypes.c_int()
     lib().im2win_fused_plan(
-        shape.n,
-        shape.c,
-        shape.k,
-        shape.r,
-        shape.s,
-        shape.stride[1],
-        shape.p,
-        shape.q,
+        *shape.window_args(),
         threads,
         ctypes.byref(rows),
         ctypes.byref(band),
@@ -62,14 +55,7 @@ def planes_plan(shape: ConvShape, threads: int) -> tuple[int, int]:
     memory goal or the filter is packed once."""
     work = ctypes.c_long()
     block = lib().im2win_planes_plan(
-        shape.n,
-        shape.c,
-        shape.k,
-        shape.r,
-        shape.s,
-        shape.stride[1],
-        shape.p,
-        shape.q,
+        *shape.window_args(),
         threads,
         ctypes.byref(work),
     )

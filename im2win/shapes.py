@@ -71,6 +71,11 @@ class ConvShape:
             self.q,
         )
 
+    def window_args(self) -> tuple[int, ...]:
+        """(N, C, K, R, S, sx, P, Q): the order the kernels over a window tensor (and their
+        plans) take; the window already holds the input's padding and row stride."""
+        return (self.n, self.c, self.k, self.r, self.s, self.stride[1], self.p, self.q)
+
     def with_batch(self, n: int) -> ConvShape:
         return dataclasses.replace(self, n=n)
 

@@ -195,14 +195,7 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
     t_split = slice_steps(shape, config, slices)
     args = (
         int(has_bias),
-        shape.n,
-        shape.c,
-        shape.k,
-        shape.r,
-        shape.s,
-        shape.stride[1],
-        shape.p,
-        shape.q,
+        *shape.window_args(),
         shape.window_width,
         vec_a,
         vec_b,
