@@ -40,11 +40,12 @@ from im2win.metrics import (
     window_nhwc_elems,
 )
 from im2win.plan import (
+    PLANES,
+    WHOLE,
     filter_packed_once,
     filter_work_floats,
     im2win_workspace_floats,
     path_plan,
-    window_planes,
 )
 from im2win.shapes import ConvShape
 from im2win.transform import window_block, window_nchw, window_nhwc
@@ -77,21 +78,17 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    streams, work_floats = path_plan(shape, threads)
-    if not streams and window_planes(shape, threads):
-        out, seconds = _convolve_fused(
-            x, shape, weight, bias, work_floats, lib().im2win_conv_planes
-        )
-        return out, _phases(seconds) | {"path": "window planes a thread"}
-    if not streams:
+    path, work_floats = path_plan(shape, threads)
+    if path == WHOLE:
         block = window_block(shape, threads)
         start = time.perf_counter()
         iw = window_nhwc(x, shape, block)
         transform_ms = (time.perf_counter() - start) * 1e3
         out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
-        return out, _phases(seconds, transform_ms) | {"path": "whole window tensor"}
-    out, seconds = _convolve_fused(x, shape, weight, bias, work_floats)
-    return out, _phases(seconds) | {"path": "streamed bands"}
+        return out, _phases(seconds, transform_ms) | {"path": path}
+    kernel = lib().im2win_conv_planes if path == PLANES else lib().im2win_conv_fused
+    out, seconds = _convolve_fused(x, shape, weight, bias, work_floats, kernel)
+    return out, _phases(seconds) | {"path": path}
 
 
 def _convolve_fused(

@@ -63,10 +63,10 @@ def planes_plan(shape: ConvShape, threads: int) -> tuple[int, int]:
 
 
 def window_planes(shape: ConvShape, threads: int) -> int:
-    """Channels a block of the window planes im2win builds a thread where it neither streams
-    bands nor materialises the whole window tensor (0 where it does one of those): few pixels and
-    a deep filter, not packed once."""
-    return 0 if path_plan(shape, threads)[0] else planes_plan(shape, threads)[0]
+    """Channels a block of the window planes im2win builds a thread where it takes that path (0
+    where it streams bands or materialises the whole window tensor): few pixels and a deep filter,
+    not packed once."""
+    return planes_plan(shape, threads)[0] if path_plan(shape, threads)[0] == PLANES else 0
 
 
 def _whole_window_floats(shape: ConvShape, threads: int) -> int:
@@ -90,27 +90,32 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
     output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
     the whole filter packed once; a window in blocks of channels takes a call a block), K is a
     multiple of the vector, and the output outgrows the threads' L2 caches."""
-    streams = path_plan(shape, threads)[0]
-    if not streams and (window_planes(shape, threads) or window_block(shape, threads) < shape.c):
+    path = path_plan(shape, threads)[0]
+    if path == PLANES or (path == WHOLE and window_block(shape, threads) < shape.c):
         return False
-    packed = streams or filter_packed_once(shape)  # the streamed bands always pack it once
+    packed = path == STREAMED or filter_packed_once(shape)  # the bands always pack it once
     macs_per_pixel = shape.c * shape.r * shape.s
     pixels = shape.n * shape.p * shape.q
     return bool(lib().im2win_streams_output(shape.k, pixels, macs_per_pixel, packed, threads))
 
 
+# im2win's paths, as its phases report them
+STREAMED, PLANES, WHOLE = "streamed bands", "window planes a thread", "whole window tensor"
+
+
 @per_kernels
-def path_plan(shape: ConvShape, threads: int) -> tuple[bool, int]:
-    """(whether im2win streams window bands, the floats of workspace it allocates on its path): see
-    streams_windows and window_planes."""
+def path_plan(shape: ConvShape, threads: int) -> tuple[str, int]:
+    """(the path im2win takes: STREAMED, PLANES or WHOLE, the floats of workspace it allocates
+    there): see streams_windows and window_planes."""
     fused, packs_once = fused_plan(shape, threads)
     whole = _whole_window_floats(shape, threads)
     # Where both pack the filter once, the smaller workspace; where only the streamed plan does (in
     # the room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
     # that way against the whole window tensor with its filter in panels.
-    streams = packs_once and (fused < whole or not filter_packed_once(shape))
+    if packs_once and (fused < whole or not filter_packed_once(shape)):
+        return STREAMED, fused
     planes, planes_work = planes_plan(shape, threads)
-    return streams, fused if streams else planes_work if planes else whole
+    return (PLANES, planes_work) if planes else (WHOLE, whole)
 
 
 def streams_windows(shape: ConvShape, threads: int) -> bool:
@@ -120,7 +125,7 @@ def streams_windows(shape: ConvShape, threads: int) -> bool:
     and the bands need less memory than the whole window, or the whole window's kernel would pack
     the filter panel by panel; small layers, whose threads would each hold most of the window
     anyway, share one materialised window tensor."""
-    return path_plan(shape, threads)[0]
+    return path_plan(shape, threads)[0] == STREAMED
 
 
 def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
