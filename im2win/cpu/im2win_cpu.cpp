@@ -463,18 +463,21 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 // gemm_block's made GCC 12 keep that one out of line, and its calls (register saves, the tile
 // through the stack) cost 5-13% on the layers of short reductions with AVX2 (conv3, conv7, conv9,
 // conv10; 20 interleaved rounds).
+// Over input channels [c_first, c_first + C): the window's blocks from arow's on (im2win_conv_nhwc
+// passes all of them, im2win_conv_planes one block); the output tiles start from the bias at
+// channel 0 and are added to after it.
 IM2WIN_FLATTEN void gemm_block_taps(const float* const* arow, long rows, const float* f, long T,
-                                    int R, int S, int C, int K, int k0, int kvalid,
+                                    int R, int S, int c_first, int C, int K, int k0, int kvalid,
                                     const float* bias, float* out, float* panel,
                                     double& pack_seconds, int cb, long plane) {
   const float* a[MR];
-  for (int c0 = 0; c0 < C; c0 += cb) {
+  for (int c0 = c_first; c0 < c_first + C; c0 += cb) {
     const double t_pack = omp_get_wtime();
     pack_taps(f, T, R, S, k0, kvalid, c0, cb, panel);
     pack_seconds += omp_get_wtime() - t_pack;
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
-      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + c0 / cb * plane;
+      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + (c0 - c_first) / cb * plane;
       ukernel_dispatch<MR>(mr, a, panel, R * S * cb, out + m * K + k0, K, kvalid, c0 == 0,
                            bias ? bias + k0 : nullptr);
       m += mr;
@@ -842,8 +845,8 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
           arow[m - m0] = iw + (n * P + p) * Wu * RC + q * sx * R * cb;
         }
         if (cb < C)
-          gemm_block_taps(arow.data(), m1 - m0, f, T, R, S, C, K, k0, kvalid, bias, out + m0 * K,
-                          panel, packing, cb, Wu * R * cb);
+          gemm_block_taps(arow.data(), m1 - m0, f, T, R, S, 0, C, K, k0, kvalid, bias,
+                          out + m0 * K, panel, packing, cb, Wu * R * cb);
         else
           gemm_block(arow.data(), m1 - m0, f, prepack ? work + kb * T * KB : nullptr, T, R, S, C,
                      K, k0, kvalid, bias, out + m0 * K, panel, packing, stream);
@@ -1070,23 +1073,14 @@ void im2win_conv_planes(const float* x, long sn, long sc, long sh, long sw, int 
     for (long row = 0, m = 0; row < rows; ++row)
       for (long q = 0; q < Q; ++q, ++m) arow[m] = plane + (row * Wu + q * sx) * R * cb;
     double transform = 0.0, packing = 0.0;
-    const float* a[MR];
     for (int c0 = 0; kb0 < kb1 && c0 < C; c0 += cb) {
       const double t_start = omp_get_wtime();
       build_bands(x + c0 * sc, sn, sc, sh, sw, cb, H, W, R, sy, py, px, P, Wu, 0, rows, plane);
       transform += omp_get_wtime() - t_start;
       for (long kb = kb0; kb < kb1; ++kb) {
         const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-        const double t_pack = omp_get_wtime();
-        pack_taps(f, T, R, S, k0, kvalid, c0, cb, panel);
-        packing += omp_get_wtime() - t_pack;
-        for (long m = 0; m < M;) {
-          const int mr = tile_rows(M - m);
-          for (int i = 0; i < mr; ++i) a[i] = arow[m + i];
-          ukernel_dispatch<MR>(mr, a, panel, R * S * cb, out + m * K + k0, K, kvalid, c0 == 0,
-                               bias ? bias + k0 : nullptr);
-          m += mr;
-        }
+        gemm_block_taps(arow.data(), M, f, T, R, S, c0, cb, K, k0, kvalid, bias, out, panel,
+                        packing, cb, 0);
       }
     }
     slowest = transform;
