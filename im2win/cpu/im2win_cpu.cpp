@@ -266,6 +266,12 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
 
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst);
+void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C, float* dst);
+// Whether pack_taps_stream can write at dst: a row of KB floats is whole cache lines (not with
+// SSE's 8), and dst starts one.
+bool streams_rows(const float* dst) {
+  return KB * sizeof(float) % 64 == 0 && reinterpret_cast<std::uintptr_t>(dst) % 64 == 0;
+}
 
 // The whole filter packed once, for every channel block: packed[kb][t][KB] = F[kb*KB + kk][c][r][s]
 // in window order t = (s, r, c), zero past K, each block through pack_taps (every tap of all C
@@ -273,12 +279,20 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // and wait for each other at the end; every panel gemm_block needs is then a slice of it. Returns
 // this thread's seconds, the wait included. (Through pack_panel's gather, a float at a time:
 // conv11's whole filter, 2.4 MB, took 0.13 ms a thread; through pack_taps 0.06 ms.) Written with
-// non-temporal stores (whole lines, no read for ownership, which on a VM whose vCPUs sit on two
-// core complexes fetches each line back from the other's cache), Zen 4's packing fell (conv5 0.31
-// -> 0.17 ms, conv11 0.24 -> 0.18 ms) but the calls, which then read the filter from memory, did
-// not gain: conv5 1.02x, conv10 0.97x, conv11 1.00x; with the caches flushed before each call
-// 0.95x, 0.99x, 0.97x (kernel_ab, 20-30 rounds). The destination rows prefetched for writing 2 or
-// 4 channels ahead: within the noise (conv5, conv10, conv11 0.94-1.06x, both ways; 20-30 rounds).
+// non-temporal stores where the rows are whole cache lines (pack_taps_stream; AVX2 and AVX-512).
+// On Zen 4 with the vCPUs apart, where each line written had been read by the other vCPU in the
+// call before, conv11's median packing fell 0.60 -> 0.17 ms with the caches flushed before each
+// call, 0.62 -> 0.10 in cache; the calls: conv11 1.06x at best and 1.09x at the median (flushed,
+// 746 rounds apart), 1.13x in cache (400 rounds), conv10 1.03x and 1.02x, conv5 1.02-1.03x; AVX2
+// code (--march x86-64-v3) conv11 1.12x at best and 1.11x at the median apart. With them
+// together, level: conv11 1.00x (254 rounds flushed, 48 AVX2), conv10 1.00x, conv5 0.99x; the
+// other layers level in both (kernel_ab, 300-1,000 rounds). (An earlier non-temporal packing,
+// timed before kernel_ab told the placements apart, 20-30 rounds: conv5 1.02x, conv10 0.97x,
+// conv11 1.00x; with the caches flushed before each call 0.95x, 0.99x, 0.97x.) The blocks split
+// between the threads as they come (dynamic) instead of in halves: conv11 0.97x apart (the slower
+// packing was both threads', not one waiting for the other). The destination rows prefetched for
+// writing 2 or 4 channels ahead: within the noise (conv5, conv10, conv11 0.94-1.06x, both ways;
+// 20-30 rounds).
 // Packed instead a channel block at a time by the first thread to need it (a claim flag a block,
 // no barrier; each thread starting its rows at another block), so that the first use finds the
 // block in the packer's L2: level in cache (0.99-1.01x), with the caches flushed conv8 and conv10
@@ -287,10 +301,14 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
+  const bool stream = streams_rows(packed);  // then every block's T * KB floats are whole lines
 #pragma omp for schedule(static)
   for (long kb = 0; kb < kblocks; ++kb) {
     const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-    pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB);
+    if (stream)
+      pack_taps_stream(f, T, R, S, k0, kvalid, C, packed + kb * T * KB);
+    else
+      pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB);
   }
   return omp_get_wtime() - start;
 }
@@ -375,6 +393,52 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
     float* d = next();
     for (int kk = 0; kk < KB; ++kk) d[kk] = kk < kvalid ? src[kk * T + u] : 0.0f;
   }
+}
+
+// pack_taps over all C input channels, each row of KB output channels written whole with
+// non-temporal stores (streams_rows(dst) must hold): no read for ownership of the destination's
+// lines, which on a VM whose vCPUs sit on two core complexes fetches each line back from the
+// cache of the other, that read the filter in the call before. At every 8 run positions, all KB
+// output channels' runs are transposed 8 at a time into a staging tile in L1, whose 8 rows then
+// go out whole. Fenced at the end, so that the stores are visible to every thread after the
+// barrier that follows.
+void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C,
+                      float* dst) {
+  const long n8 = T / 8 * 8;
+  const float* src = f + static_cast<long>(k0) * T;
+  long c = 0;
+  int r = 0, s = 0;  // run position u = (c * R + r) * S + s, advanced with u
+  auto next = [&]() {  // where run position u goes, then u + 1
+    float* d = dst + ((s * R + r) * static_cast<long>(C) + c) * KB;
+    if (++s == S) {
+      s = 0;
+      if (++r == R) r = 0, ++c;
+    }
+    return d;
+  };
+  alignas(64) float stage[8][KB];
+  for (long u = 0; u < n8; u += 8) {
+    for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7 at positions u .. u + 7
+      const int gv = std::clamp(kvalid - g, 0, 8);
+      if (u % 16 == 0)  // a cache line of each run, 4 lines on
+        for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
+      V8 v[8];
+      for (int i = 0; i < 8; ++i)
+        v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
+      transpose8x8(v);
+      for (int i = 0; i < 8; ++i) *reinterpret_cast<V8*>(&stage[i][g]) = v[i];
+    }
+    for (int i = 0; i < 8; ++i) {
+      float* d = next();
+      for (int kk = 0; kk < KB; kk += VL)
+        store_stream(d + kk, *reinterpret_cast<const V*>(&stage[i][kk]));
+    }
+  }
+  for (long u = n8; u < T; ++u) {
+    float* d = next();
+    for (int kk = 0; kk < KB; ++kk) d[kk] = kk < kvalid ? src[kk * T + u] : 0.0f;
+  }
+  _mm_sfence();
 }
 
 // Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
@@ -890,7 +954,7 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
   }
   const long target = std::min(cdiv(MC, Q), std::max<long>(1, cap / row_floats));
   *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
-  *band_floats = *rows_per_item * row_floats;
+  *band_floats = cdiv(*rows_per_item * row_floats, 16) * 16;  // the filter after them: whole lines
   *work_floats = nthreads * *band_floats +
                  (packed ? filter_floats : static_cast<long>(nthreads) * PANEL_FLOATS);
   *packs_once = packed;
@@ -939,7 +1003,10 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   // thread reads lines the other wrote: conv10 0.96x, conv9 0.98x, conv5 0.97x (packing 0.22 -> 0.52
   // ms) with the vCPUs together, Zen 4, 40 rounds; with them apart, where it was meant to help,
   // conv10 0.99x at best and 0.97x at the median, conv9 0.99x and 1.00x (8,531 and 13,843 rounds
-  // apart; kernel_ab).)
+  // apart; kernel_ab).) Each thread owning a contiguous range of row blocks, the same output rows
+  // every call, and taking single items from the back of the other's range once done with its own:
+  // 0.99-1.02x on every streamed layer in both placements, in cache and flushed (Zen 4, 300-1,000
+  // rounds).
   // The last 2 * nthreads row blocks are split in halves (where there are 4 * nthreads blocks or
   // more, of 2 rows or more): the items handed out one at a time at the end are half as long, and
   // so is the first thread's wait for the last. The threads' wait (median of 40 calls) fell from
