@@ -463,10 +463,15 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     ab = [sys.executable, "-m", "im2win.cpu.kernel_ab", str(cpu.SOURCE), str(variant)]
     small = ["--layers", "conv12", "--batch", "1", "--rounds", "1", "--threads", "1"]
     proc = subprocess.run(
-        [*ab, *small, "--march", level], cwd=root, capture_output=True, text=True, check=False
+        [*ab, *small, "--march", level, "--between", "torch"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "conv12" in proc.stdout and "variant.cpp=" in proc.stdout
+    assert "torch run before each call" in proc.stdout  # the peers run between the timed calls
     # each variant's window bands and filter packing (the kernel's own timers), in ms
     assert re.search(r"variant\.cpp=\s*[\d.]+ \([\d.]+, [\d.]+ ms\)", proc.stdout), proc.stdout
     assert f"-march={level}" in proc.stdout

@@ -31,6 +31,12 @@ writes a buffer twice the size of the last-level cache before every timed call, 
 finds its input, filter and output in memory, not cache: as at batch 128, or in `repro run
 im2win-cpu`, where the other implementations run between im2win's calls. (Prefetches and memory
 layouts can win there and be level in cache; the window bands' input prefetch was chosen so.)
+
+    python -m im2win.cpu.kernel_ab base.cpp variant.cpp --between torch_cl
+
+runs oneDNN's channels_last convolution (untimed) before every timed call, as the other
+implementations run between im2win's calls in `repro run im2win-cpu`: its threads and buffers
+leave lines of im2win's freed buffers in either core's cache, which a flush does not.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ from harness.peak import APART_NS, thread_round_trip_ns
 from im2win.cpu import block_defines, isa, kernels_from
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
+
+# Peers --between may run: those not built from the kernel source being timed.
+BETWEEN = ("torch", "torch_cl", "im2col_gemm")
 
 
 @dataclass
@@ -89,13 +98,15 @@ def compare(
     cold: bool = False,
     threads: int = 1,
     progress: bool = False,
+    between: tuple[str, ...] = (),
 ) -> list:
     """[(layer, flops, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
     interleaved calls each (the bands and the filter's packing: the least of the kernel's own
     timers, im2win only); a variant is a source and the -D definitions it is built with. cold:
     every call starts with the caches flushed (see evictor). by_placement: with 2 threads or more,
     {"together" or "apart": Placement}, the rounds in which the threads sat so (placement(),
-    measured before each round). progress: a progress bar of the rounds on stderr."""
+    measured before each round). progress: a progress bar of the rounds on stderr. between: peers
+    (BETWEEN) run untimed before every timed call, as in `repro run im2win-cpu`."""
     flush = evictor() if cold else None
     rows = []
     bar = tqdm(total=len(layers) * rounds, desc="kernel_ab", unit="round", disable=not progress)
@@ -125,6 +136,8 @@ def compare(
                     place.rounds += 1
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
+                        for peer in between:
+                            IMPLEMENTATIONS[peer].run(x, w, b, shape.stride, shape.padding)
                         if flush is not None:
                             flush.add_(1.0)
                         start = time.perf_counter()
@@ -134,6 +147,8 @@ def compare(
                         if where:
                             place.seconds[i].append(elapsed)
                         if impl == "im2win":
+                            for peer in between:
+                                IMPLEMENTATIONS[peer].run(x, w, b, shape.stride, shape.padding)
                             if flush is not None:
                                 flush.add_(1.0)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
@@ -224,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         help="flush the caches before every timed call (input, filter and output in memory)",
     )
     parser.add_argument(
+        "--between",
+        nargs="+",
+        default=[],
+        choices=BETWEEN,
+        help="run these peers (untimed) before every timed call, as the other implementations run "
+        "between im2win's calls in `repro run im2win-cpu`: their threads and buffers leave the "
+        "caches as there",
+    )
+    parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar of the rounds on stderr"
     )
     args = parser.parse_args(argv)
@@ -255,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
             args.cold,
             n,
             not args.no_progress,
+            tuple(args.between),
         )
         trips.append(thread_round_trip_ns(n))
     print(
         f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
         + (", caches flushed before each call" if args.cold else "")
+        + (f", {' and '.join(args.between)} run before each call" if args.between else "")
     )
     if None not in trips:  # where the threads ran: see harness.peak.thread_round_trip_ns
         print(
