@@ -625,6 +625,8 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
     // rows (the next column's first ones) is written again below. conv7's bands fell from 0.30 to
     // 0.16 ms (1.05x the whole call), conv3's from 0.21 to 0.16 ms on Zen 5; with every layer
     // copying so, conv4's and conv8's bands got slower (long columns: a third more to copy).
+    // (The next row's band lines, or this row's, prefetched for writing at the row's start: conv9
+    // and conv10 1.00x with torch_cl run between the calls, kernel_ab --between, 300 rounds.)
     int r_first = 0;
     const float* prev = row > row0 ? band - ld_row : before;
     if (prev && p > 0 && sy < R) {
@@ -821,7 +823,9 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // The late layers' outputs outgrow the L2 caches at larger batches; there, on Zen 4: batch 32
 // (10 rounds) conv5 1.02x, conv6 0.99x, conv10 1.03x, conv11 0.99x, conv8 1.02x, conv1 1.07x;
 // batch 128 (6 and 12 rounds) conv6 1.08x and 1.02x, conv11 1.01x and 1.05x, conv12 0.98x and
-// 1.05x, conv5 1.02x, conv10 1.02x.
+// 1.05x, conv5 1.02x, conv10 1.02x. With torch_cl run between the calls (kernel_ab --between,
+// Zen 4, 200 rounds), against plain stores: conv3 1.12x, conv8 1.02x, conv9 1.01x together and
+// 1.05x apart.
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 &&
