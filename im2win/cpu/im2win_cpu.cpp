@@ -340,6 +340,46 @@ inline void transpose8x8(V8 r[8]) {
   for (int j = 0; j < 8; ++j) r[j] = t[j];
 }
 
+// Where run position u = (c * R + r) * S + s of an output channel's filter run (its taps of cn
+// input channels, in PyTorch's order) goes in a panel of every tap of those channels, in the
+// window's order: row (s * R + r) * cn + c of KB floats. next(): that row for u, then u + 1.
+struct TapRows {
+  float* dst;
+  int R, S;
+  long cn;
+  long c = 0;
+  int r = 0, s = 0;
+  void restart() { c = 0, r = 0, s = 0; }
+  float* next() {
+    float* d = dst + ((s * R + r) * cn + c) * KB;
+    if (++s == S) {
+      s = 0;
+      if (++r == R) r = 0, ++c;
+    }
+    return d;
+  }
+};
+
+// Output channels g .. g + 7 (zero from kvalid on) of 8 runs T floats apart, at run positions
+// u .. u + 7, transposed: v[i] holds position u + i's 8 channels. Each run prefetched 4 cache
+// lines ahead, a line at a time.
+inline void load_runs8(const float* src, long T, long u, int g, int kvalid, V8 v[8]) {
+  const int gv = std::clamp(kvalid - g, 0, 8);
+  if (u % 16 == 0)
+    for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
+  for (int i = 0; i < 8; ++i)
+    v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
+  transpose8x8(v);
+}
+
+// The run positions past the last multiple of 8 (of n), a float at a time, into rows' next rows.
+inline void pack_run_tail(const float* src, long T, long n, int kvalid, TapRows& rows) {
+  for (long u = n / 8 * 8; u < n; ++u) {
+    float* d = rows.next();
+    for (int kk = 0; kk < KB; ++kk) d[kk] = kk < kvalid ? src[kk * T + u] : 0.0f;
+  }
+}
+
 // Phase "pack" from the filter's own order: every tap of input channels [c0, c0 + cn) of output
 // channels [k0, k0 + kvalid), in the window's order: dst[(j * cn + c - c0) * KB + kk] =
 // F[k0 + kk][c][r][s] for tap j = s * R + r, zero for kk >= kvalid. Each output channel's
@@ -364,35 +404,17 @@ inline void transpose8x8(V8 r[8]) {
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
-  const long n8 = n / 8 * 8;
   const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
-  long c = 0;
-  int r = 0, s = 0;  // run position u = (c * R + r) * S + s, advanced with u
-  auto next = [&]() {  // where run position u goes, then u + 1
-    float* d = dst + ((s * R + r) * static_cast<long>(cn) + c) * KB;
-    if (++s == S) {
-      s = 0;
-      if (++r == R) r = 0, ++c;
-    }
-    return d;
-  };
+  TapRows rows{dst, R, S, cn};
   for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7
-    const int gv = std::clamp(kvalid - g, 0, 8);
-    c = 0, r = 0, s = 0;
-    for (long u = 0; u < n8; u += 8) {  // at run positions u .. u + 7
-      if (u % 16 == 0)  // a cache line of each run, 4 lines on
-        for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
+    rows.restart();
+    for (long u = 0; u < n / 8 * 8; u += 8) {  // at run positions u .. u + 7
       V8 v[8];
-      for (int i = 0; i < 8; ++i)
-        v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
-      transpose8x8(v);
-      for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(next() + g) = v[i];
+      load_runs8(src, T, u, g, kvalid, v);
+      for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(rows.next() + g) = v[i];
     }
   }
-  for (long u = n8; u < n; ++u) {
-    float* d = next();
-    for (int kk = 0; kk < KB; ++kk) d[kk] = kk < kvalid ? src[kk * T + u] : 0.0f;
-  }
+  pack_run_tail(src, T, n, kvalid, rows);
 }
 
 // pack_taps over all C input channels, each row of KB output channels written whole with
@@ -404,40 +426,22 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // barrier that follows.
 void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C,
                       float* dst) {
-  const long n8 = T / 8 * 8;
   const float* src = f + static_cast<long>(k0) * T;
-  long c = 0;
-  int r = 0, s = 0;  // run position u = (c * R + r) * S + s, advanced with u
-  auto next = [&]() {  // where run position u goes, then u + 1
-    float* d = dst + ((s * R + r) * static_cast<long>(C) + c) * KB;
-    if (++s == S) {
-      s = 0;
-      if (++r == R) r = 0, ++c;
-    }
-    return d;
-  };
+  TapRows rows{dst, R, S, C};
   alignas(64) float stage[8][KB];
-  for (long u = 0; u < n8; u += 8) {
+  for (long u = 0; u < T / 8 * 8; u += 8) {
     for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7 at positions u .. u + 7
-      const int gv = std::clamp(kvalid - g, 0, 8);
-      if (u % 16 == 0)  // a cache line of each run, 4 lines on
-        for (int i = 0; i < gv; ++i) __builtin_prefetch(src + (g + i) * T + u + 64, 0, 3);
       V8 v[8];
-      for (int i = 0; i < 8; ++i)
-        v[i] = i < gv ? *reinterpret_cast<const V8u*>(src + (g + i) * T + u) : (V8){};
-      transpose8x8(v);
+      load_runs8(src, T, u, g, kvalid, v);
       for (int i = 0; i < 8; ++i) *reinterpret_cast<V8*>(&stage[i][g]) = v[i];
     }
     for (int i = 0; i < 8; ++i) {
-      float* d = next();
+      float* d = rows.next();
       for (int kk = 0; kk < KB; kk += VL)
         store_stream(d + kk, *reinterpret_cast<const V*>(&stage[i][kk]));
     }
   }
-  for (long u = n8; u < T; ++u) {
-    float* d = next();
-    for (int kk = 0; kk < KB; ++kk) d[kk] = kk < kvalid ? src[kk * T + u] : 0.0f;
-  }
+  pack_run_tail(src, T, T, kvalid, rows);
   _mm_sfence();
 }
 
