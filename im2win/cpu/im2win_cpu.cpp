@@ -815,7 +815,8 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // pixels, K output channels and T reduction steps, whose filter is packed once (packed) or panel
 // by panel: where the whole reduction is one micro-kernel call (T <= TC_PACKED from the filter
 // packed once, T <= TC from a panel), each output tile is written once and never read, and an
-// output larger than the threads' L2 caches leaves them anyway. Plain stores read each line in
+// output larger than half a core's L2 cache (the room beside a thread's window bands,
+// band_cap_floats) does not stay there beside them. Plain stores read each line in
 // before writing it (write-allocate): twice the memory traffic for a layer whose time is its
 // output. conv7 (T = 27, 50 MB of output at batch 4) ran 1.37x on Zen 5 with AVX-512, conv3 (T =
 // 147, 12.6 MB) 1.02x (30 interleaved rounds, python -m im2win.cpu.kernel_ab). The layers whose
@@ -829,11 +830,17 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // batch 128 (6 and 12 rounds) conv6 1.08x and 1.02x, conv11 1.01x and 1.05x, conv12 0.98x and
 // 1.05x, conv5 1.02x, conv10 1.02x. With torch_cl run between the calls (kernel_ab --between,
 // Zen 4, 200 rounds), against plain stores: conv3 1.12x, conv8 1.02x, conv9 1.01x together and
-// 1.05x apart.
+// 1.05x apart. Below the threads' whole L2 caches, down to half of one (conv5 and conv10 at
+// batch 4, 1.6 MB of output, conv11 590 KB; before, only outputs past the threads' L2 caches):
+// Zen 4, 300-400 rounds, in cache conv10 1.03x, conv11 1.01x, conv5 1.00x; with the caches
+// flushed conv10 1.03x, conv11 1.02x, conv5 1.01x; with torch_cl between conv10 1.03x, conv11
+// 1.02x (1.03x apart), conv5 1.01x. (The next layer then reads that output from memory, not
+// from the cache: at most 1.6 MB, 0.05 ms at this VM's 30 GB/s.)
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
+  (void)nthreads;  // half of one core's L2, whatever the threads
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 &&
-         M * K * static_cast<long>(sizeof(float)) > nthreads * l2_bytes();
+         M * K > band_cap_floats();
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
