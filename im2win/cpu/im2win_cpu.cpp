@@ -716,6 +716,14 @@ long l2_bytes() {
 // rows, 1.00x interleaved, its bands taking 17% longer.)
 long band_cap_floats() { return l2_bytes() / 2 / static_cast<long>(sizeof(float)); }
 
+// A block of input channels: the largest multiple of 8, at most `most` and below C, that divides
+// C; 0 where none does.
+int channel_block(long most, int C) {
+  for (long cb = most / 8 * 8; cb >= 8; cb -= 8)
+    if (C % cb == 0 && cb < C) return static_cast<int>(cb);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -799,9 +807,8 @@ int im2win_window_block(int K, int C, int R, int S, long M, long window_floats, 
   if (im2win_filter_packed_once(K, M)) return C;
   const long room = memory_room_floats(M, static_cast<long>(C) * R * S, window_floats, nthreads);
   const long panel = std::max<long>(PANEL_FLOATS, std::min(room, band_cap_floats()));
-  for (long cb = panel / KB / (R * S) / 8 * 8; cb >= 8; cb -= 8)
-    if (C % cb == 0 && cb < C) return static_cast<int>(cb);
-  return C;
+  const int cb = channel_block(panel / KB / (R * S), C);
+  return cb ? cb : C;
 }
 
 // cb: the channel block of the window im2win_conv_nhwc will run on (C: the unblocked window).
@@ -838,7 +845,9 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // from the cache: at most 1.6 MB, 0.05 ms at this VM's 30 GB/s.)
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
-  (void)nthreads;  // half of one core's L2, whatever the threads
+  // nthreads no longer counts (half of one core's L2, whatever the threads); kept, so that the
+  // entry point takes the arguments older sources' does (kernel_ab loads them under one signature)
+  (void)nthreads;
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 &&
          M * K > band_cap_floats();
 }
@@ -1128,10 +1137,8 @@ int im2win_planes_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
   const long room = std::min(memory_room_floats(M, T, 0, nthreads), band_cap_floats());
   const int whole = im2win_window_block(K, C, R, S, M, rows * Wu * R * C, nthreads);
   const bool starved = whole == C || static_cast<long>(R) * S * whole * KB <= PANEL_FLOATS;
-  int cb = 0;
-  if (starved && !im2win_filter_packed_once(K, M))
-    for (long c = room / per_channel / 8 * 8; c >= 8 && !cb; c -= 8)
-      if (C % c == 0 && c < C) cb = static_cast<int>(c);
+  const int cb =
+      starved && !im2win_filter_packed_once(K, M) ? channel_block(room / per_channel, C) : 0;
   if (work_floats) *work_floats = nthreads * per_channel * cb;
   return cb;
 }

@@ -124,6 +124,7 @@ def compare(
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
         places: dict[str, Placement] = {}
+
         with torch.no_grad():
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
@@ -136,10 +137,7 @@ def compare(
                     place.rounds += 1
                 for i, (src, defs) in enumerate(variants):
                     with kernels_from(src, march, defs):
-                        for peer in between:
-                            IMPLEMENTATIONS[peer].run(x, w, b, shape.stride, shape.padding)
-                        if flush is not None:
-                            flush.add_(1.0)
+                        settle(between, flush, x, w, b, shape)
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
                         elapsed = time.perf_counter() - start
@@ -147,10 +145,7 @@ def compare(
                         if where:
                             place.seconds[i].append(elapsed)
                         if impl == "im2win":
-                            for peer in between:
-                                IMPLEMENTATIONS[peer].run(x, w, b, shape.stride, shape.padding)
-                            if flush is not None:
-                                flush.add_(1.0)
+                            settle(between, flush, x, w, b, shape)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                             bands[i] = min(bands[i], phases["transform_ms"])
                             packs[i] = min(packs[i], phases["pack_ms"])
@@ -167,6 +162,15 @@ def compare(
         )
     bar.close()
     return rows
+
+
+def settle(between: tuple[str, ...], flush: torch.Tensor | None, x, w, b, shape) -> None:
+    """Before a timed call: the peers `between` on the same arguments, then the flush (None:
+    none)."""
+    for peer in between:
+        IMPLEMENTATIONS[peer].run(x, w, b, shape.stride, shape.padding)
+    if flush is not None:
+        flush.add_(1.0)
 
 
 def placement(threads: int) -> str | None:
