@@ -250,15 +250,20 @@ def goals_history(doc: dict, source: Path) -> str:
         layers = [l for (l, impl), trip in trips.items() if impl == "im2win" and trip]
         apart = sum(trips[(l, "im2win")]["median"] > APART_NS for l in layers)
         git = other["environment"].get("git") or {}
+        peak = (other.get("peak") or {}).get("gflops")
+        _, _, g = grid(other, "gflops")
+        torch_big = [g[(l, "torch")] for l in LARGE_3X3 if g.get((l, "torch"))]
         rows.append(
             [
                 f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
                 str(git.get("commit"))[:7] + (" (dirty)" if git.get("dirty") else ""),
                 f"{apart} of {len(layers)}" if layers else "n/a",
+                f"{peak:.0f}" if peak else "n/a",
+                f"{geomean(torch_big):.0f}" if torch_big else "n/a",
                 *[{True: "met", False: "NOT met", None: "n/a"}[verdicts.get(g)] for g in names],
             ]
         )
-    rows.append(["met in", "", "", *[f"{met_count[g]} of {len(runs)}" for g in names]])
+    rows.append(["met in", "", "", "", "", *[f"{met_count[g]} of {len(runs)}" for g in names]])
     return (
         "## The goals in every comparable run\n\n"
         f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, layers, "
@@ -266,7 +271,11 @@ def goals_history(doc: dict, source: Path) -> str:
         "One run is one sample of a shared machine: a goal met in some runs and not in others is "
         "not robust. Threads apart: in how many layers' im2win rounds the two threads' median "
         f"round trip was above {APART_NS:.0f} ns (no shared last-level cache; n/a: runs before "
-        "2026-12-02 did not time it).\n\n" + table(["run", "commit", "threads apart", *names], rows)
+        "2026-12-02 did not time it). What the machine gave each run, so that a goal missed on a "
+        "slow machine can be told from one missed by the code: its FMA peak (the best probe of "
+        "the run, GFLOP/s) and torch's own geomean on conv8-conv11 (GFLOP/s), the same layers "
+        "run by a peer that im2win's code does not touch.\n\n"
+        + table(["run", "commit", "threads apart", "FMA peak", "torch on conv8-11", *names], rows)
     )
 
 

@@ -413,7 +413,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     run with nothing to compare has no such section."""
     from reproductions import im2win_cpu_report
 
-    def run(name, ours, trip, family="25", scale="quick"):
+    def run(name, ours, trip, family="25", scale="quick", peak=None):
         records = [
             {
                 "layer": layer,
@@ -445,22 +445,25 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
             },
             "records": records,
         }
+        if peak:
+            doc["peak"] = {"gflops": peak}
         path = tmp_path / f"{name}_{scale}.json"
         path.write_text(json.dumps(doc))
         return doc, path
 
     first, first_path = run("1", {"conv9": 180.0, "conv12": 160.0}, 60.0)
     assert im2win_cpu_report.goals_history(first, first_path) == ""  # nothing to compare
-    run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0)
+    run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0, peak=234.6)
     run("3", {"conv9": 100.0, "conv12": 100.0}, 600.0, family="26")  # another CPU
     run("4", {"conv9": 100.0, "conv12": 100.0}, 600.0, scale="paper")  # another scale
     (tmp_path / "5_quick.json").write_text("{not json")  # not a run file: skipped
     history = im2win_cpu_report.goals_history(first, first_path)
     lines = history.splitlines()
     # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
-    assert "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | met | met | met |" in lines
-    assert "| `2_quick.json` | abcdef1 | 2 of 2 | NOT met | NOT met | met |" in lines
-    assert lines[-1] == "| met in |  |  | 1 of 2 | 1 of 2 | 2 of 2 |"
+    # the machine's state beside them: the FMA peak (where recorded) and torch on conv8-11
+    assert "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | n/a | 150 | met | met | met |" in lines
+    assert "| `2_quick.json` | abcdef1 | 2 of 2 | 235 | 150 | NOT met | NOT met | met |" in lines
+    assert lines[-1] == "| met in |  |  |  |  | 1 of 2 | 1 of 2 | 2 of 2 |"
     assert "3_quick" not in history and "4_paper" not in history
 
 
