@@ -558,7 +558,9 @@ IM2WIN_FLATTEN void gemm_block_taps(const float* const* arow, long rows, const f
 // the tile before, the same values), the last channels and rows narrower than 8 one by one.
 // (The last columns one by one: conv4's bands 3.55 ms, with the overlapping tile 3.32 ms;
 // kernel_ab on Zen 5, 30 rounds. AVX-512 16 x 16 tiles, 64 unpacks and 128-bit lane shuffles
-// each, took 1.0-2.2x as long as these in L1 on Zen 5: conv9's rows 379 against 203 ns.) pf (0:
+// each, took 1.0-2.2x as long as these in L1 on Zen 5: conv9's rows 379 against 203 ns. Two
+// 8 x 8 tiles of 16 channels, each column's 16 floats one whole-line store: conv9 0.997x, conv10
+// 0.992x, conv4 1.004x on Zen 4, torch_cl run between the calls, 100 rounds.) pf (0:
 // none): prefetch the same columns pf floats on (see build_bands).
 void transpose_rows(const float* src, long sc, int C, long cols, float* d, long ld, long pf) {
   const int c8 = C / 8 * 8;
