@@ -175,6 +175,8 @@ def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
             measured += "; of the FMA probe in each layer's own rounds: " + ", ".join(
                 f"{l} {g[(l, 'im2win')] / during[(l, 'im2win')]:.0%}" for l in big
             )
+        if all(frac.get((l, "torch")) for l in big):  # how fast the machine ran them for a peer
+            measured += "; torch's own: " + ", ".join(f"{l} {frac[(l, 'torch')]:.0%}" for l in big)
         measured += apart([l for l in big if 100 * frac[(l, "im2win")] < 85])
         out.append(
             ("im2win >= 85% of the measured FMA peak on conv8-conv11", measured, 100 * worst >= 85)
