@@ -13,6 +13,7 @@ from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_tab
 from reproductions.tables import against, fmt, geomean, grid, table
 
 LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
+VERDICT = {True: "met", False: "NOT met", None: "n/a"}  # a goal's status, as the tables show it
 PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
     "memory_saving_vs_im2col": 0.416,
     "speedup_vs_im2col": 3.6,
@@ -202,10 +203,7 @@ def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
 
 
 def goals_table(doc: dict) -> str:
-    rows = [
-        [goal, measured, {True: "met", False: "NOT met", None: "n/a"}[met]]
-        for goal, measured, met in goals(doc)
-    ]
+    rows = [[goal, measured, VERDICT[met]] for goal, measured, met in goals(doc)]
     return table(["goal", "measured", "status"], rows)
 
 
@@ -253,8 +251,8 @@ def goals_history(doc: dict, source: Path) -> str:
         apart = sum(trips[(l, "im2win")]["median"] > APART_NS for l in layers)
         git = other["environment"].get("git") or {}
         peak = (other.get("peak") or {}).get("gflops")
-        _, _, g = grid(other, "gflops")
-        torch_big = [g[(l, "torch")] for l in LARGE_3X3 if g.get((l, "torch"))]
+        _, _, gflops = grid(other, "gflops")
+        torch_big = [gflops[(l, "torch")] for l in LARGE_3X3 if gflops.get((l, "torch"))]
         rows.append(
             [
                 f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
@@ -262,10 +260,13 @@ def goals_history(doc: dict, source: Path) -> str:
                 f"{apart} of {len(layers)}" if layers else "n/a",
                 f"{peak:.0f}" if peak else "n/a",
                 f"{geomean(torch_big):.0f}" if torch_big else "n/a",
-                *[{True: "met", False: "NOT met", None: "n/a"}[verdicts.get(g)] for g in names],
+                *[VERDICT[verdicts.get(goal)] for goal in names],
             ]
         )
-    rows.append(["met in", "", "", "", "", *[f"{met_count[g]} of {len(runs)}" for g in names]])
+    columns = ["run", "commit", "threads apart", "FMA peak", "torch on conv8-11"]
+    rows.append(
+        ["met in", *[""] * (len(columns) - 1), *[f"{met_count[g]} of {len(runs)}" for g in names]]
+    )
     return (
         "## The goals in every comparable run\n\n"
         f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, layers, "
@@ -276,8 +277,7 @@ def goals_history(doc: dict, source: Path) -> str:
         "2026-12-02 did not time it). What the machine gave each run, so that a goal missed on a "
         "slow machine can be told from one missed by the code: its FMA peak (the best probe of "
         "the run, GFLOP/s) and torch's own geomean on conv8-conv11 (GFLOP/s), the same layers "
-        "run by a peer that im2win's code does not touch.\n\n"
-        + table(["run", "commit", "threads apart", "FMA peak", "torch on conv8-11", *names], rows)
+        "run by a peer that im2win's code does not touch.\n\n" + table([*columns, *names], rows)
     )
 
 
