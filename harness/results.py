@@ -63,6 +63,25 @@ def atomic_write(path: Path, data: str | bytes, overwrite: bool = True) -> None:
         raise
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse, before any work starts, a folder that files could not be written in (ValueError
+    naming it and why): its nearest existing ancestor must be a folder this process can create a
+    file in. Creates nothing. (`repro run im2win-cpu --results-dir FILE` once measured a whole layer
+    and then died in a traceback at the first save.)"""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write in {folder}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"cannot write in {folder}: {reason} ({existing})") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

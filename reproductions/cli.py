@@ -211,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    scales: {', '.join(module.SCALES)}")
         return 0
     args.results_dir = args.results_dir or results.default_results_dir()
+    try:
+        results.check_writable(args.results_dir)
+    except ValueError as exc:
+        raise SystemExit(f"repro: {exc}; give --results-dir a folder you can write in") from None
+    try:
+        return _command(parser, args)
+    except OSError as exc:  # e.g. the disk filled up: one line, not a traceback
+        raise SystemExit(f"repro {args.command} {args.experiment}: {exc}") from exc
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`repro run` or `repro render`, the results folder checked."""
     if args.command == "render" and args.experiment == "all":
         for name, module in EXPERIMENTS.items():
             if not results.run_files(name, args.results_dir):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from harness.device import check_precision, resolve_device
-from harness.results import atomic_write
+from harness.results import atomic_write, check_writable
 from supersam_min import data as datasets
 from supersam_min import storage
 from supersam_min.build import build
@@ -48,7 +48,8 @@ def claimed(
 ) -> Iterator[None]:
     """Guard a run's outputs `paths` (the first names them in errors).
 
-    Existing outputs: refused unless resume or overwrite (overwrite removes them first). On failure,
+    Existing outputs: refused unless resume or overwrite (overwrite removes them first), and so is
+    a folder the outputs could not be written in (harness.results.check_writable). On failure,
     outputs this run created are removed unless `resumable` exists (a checkpoint to --resume from).
     """
     existing = [p for p in paths if p.exists()]
@@ -59,6 +60,8 @@ def claimed(
             f"{paths[0]} exists (an earlier run's output); pass --resume to continue it, "
             "--overwrite to replace it, or choose another --out"
         )
+    for folder in dict.fromkeys(p.parent for p in paths):
+        _check_out_folder(folder)
     if overwrite:
         _remove(existing)
     try:
@@ -67,6 +70,13 @@ def claimed(
         if not resume and not (resumable is not None and resumable.exists()):
             _remove(paths)
         raise
+
+
+def _check_out_folder(folder: Path) -> None:
+    try:
+        check_writable(folder)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; choose another --out") from None
 
 
 def _model_paths(path: Path) -> list[Path]:
@@ -321,6 +331,8 @@ def evaluate(
         raise ValueError(f"unknown prompt {prompt!r}; choose point or box")
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExists(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out is not None:
+        _check_out_folder(Path(out).parent)
     dev = resolve_device(device)
     check_precision(precision, dev)
     samples = datasets.load_spec(data, "test")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -264,3 +265,20 @@ def test_the_microkernel_probe_stays_under_the_fma_peak():
         micro = max(micro, lib().im2win_ukernel_gflops(20_000, 1))
         peak = max(peak, measure_peak(1, iters=2_000_000, trials=1).gflops)
     assert micro < 1.3 * peak, (micro, peak)
+
+
+def test_check_writable_creates_nothing_and_names_what_is_in_the_way(tmp_path):
+    from harness.results import check_writable
+
+    check_writable(tmp_path / "new" / "deeper")  # a folder that can be made: fine
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match=r"cannot write in .*/f/x: .*/f is a file, not a folder"):
+        check_writable(tmp_path / "f" / "x")
+    if Path("/proc/self").is_dir():  # a folder no one can create files in, root included
+        with pytest.raises(ValueError, match=r"cannot write in /proc/x: .* \(/proc\)"):
+            check_writable(Path("/proc/x"))
+    if os.geteuid() != 0:  # root writes anywhere else
+        (tmp_path / "ro").mkdir(mode=0o500)
+        with pytest.raises(ValueError, match="Permission denied"):
+            check_writable(tmp_path / "ro" / "results")

@@ -112,6 +112,34 @@ def test_counts_out_of_range_are_refused_before_anything_runs(tmp_path, capsys, 
     assert not (tmp_path / "raw").exists()
 
 
+@pytest.mark.parametrize("command", [["run", "im2win-cpu", "--scale", "smoke"], ["render", "all"]])
+def test_a_results_dir_that_cannot_be_written_is_refused_before_anything_runs(
+    tmp_path, capsys, monkeypatch, command
+):
+    """--results-dir under a file once measured a whole layer and then died in a traceback at the
+    first save."""
+    from reproductions import im2win_cpu
+
+    monkeypatch.setattr(im2win_cpu, "run", lambda **_: pytest.fail("measured before the check"))
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--results-dir", str(tmp_path / "a_file" / "results")])
+    assert "a_file is a file, not a folder; give --results-dir a folder" in str(exc.value.code)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failed_write_during_a_run_is_one_line(tmp_path, monkeypatch):
+    from reproductions import im2win_cpu
+
+    def disk_full(**_):
+        raise OSError(28, "No space left on device", str(tmp_path / "raw"))
+
+    monkeypatch.setattr(im2win_cpu, "run", disk_full)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "im2win-cpu", "--scale", "smoke", "--results-dir", str(tmp_path)])
+    assert str(exc.value.code).startswith("repro run im2win-cpu: [Errno 28] No space left")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 def test_gpu_experiment_without_gpu_exits_nonzero_and_writes_nothing(tmp_path):
     with pytest.raises(SystemExit) as exc:

@@ -222,3 +222,16 @@ def test_a_supernet_argument_that_is_not_one_says_what_it_found(made, tmp_path, 
         )
         assert "--subnet" not in err and "supersam train --out" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("under", ["a_file", "a_file/deeper"])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(
+    made, tmp_path, capsys, monkeypatch, under
+):
+    """--out under a file once trained to the end and then failed at the save."""
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr(commands, "train", lambda *_, **__: pytest.fail("trained before the check"))
+    out = tmp_path / under / "sup"
+    _fails(_train(made, out), capsys, "a_file is a file, not a folder", "--out")
+    argv = ["evaluate", "--model", str(made / "pre"), "--out", str(tmp_path / under / "r.json")]
+    _fails(argv, capsys, "a_file is a file, not a folder", "--out")
