@@ -3,13 +3,26 @@ the OpenCL emulation), so each refuses bad input with the same one-line ValueErr
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
+def _ints(values) -> tuple[int, int] | None:
+    """A pair of integers (anything with __index__ but bool) as Python ints, else None."""
+    if len(values) != 2 or any(isinstance(v, bool) for v in values):
+        return None
+    try:
+        return tuple(operator.index(v) for v in values)
+    except TypeError:
+        return None
+
+
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """`value` (an int or a pair of ints, each >= minimum) as a pair; a clear ValueError otherwise."""
-    both = (value, value) if isinstance(value, int) else tuple(value)
-    if len(both) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in both):
+    """`value` (an int or a pair of ints, each >= minimum; any integer type, e.g. numpy's, as
+    F.conv2d takes them) as a pair of Python ints; a clear ValueError otherwise."""
+    both = _ints(value if isinstance(value, tuple | list) else (value, value))
+    if both is None:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(both) < minimum:
         raise ValueError(f"{name} must be >= {minimum} on both axes, got {value!r}")

@@ -22,6 +22,9 @@ W = torch.randn(4, 3, 3, 3)
         ({"stride": (1, -2)}, "stride"),
         ({"padding": -1}, "padding"),
         ({"padding": (1, 2, 3)}, "padding"),
+        ({"stride": 1.5}, "stride must be an int or a pair of ints, got 1.5"),
+        ({"padding": "same"}, "padding must be an int or a pair of ints, got 'same'"),
+        ({"stride": (True, 1)}, "stride must be an int or a pair of ints"),
         ({"impl": "winograd"}, "unknown impl"),
         ({"bias": torch.randn(5)}, "bias"),
         ({"input": [[1.0]]}, "torch.Tensor"),
@@ -43,6 +46,15 @@ def test_inputs_requiring_grad_are_refused_not_detached(grad_of):
         im2win.conv2d(**args)
     with torch.no_grad():
         assert im2win.conv2d(**args).shape == (1, 4, 6, 6)
+
+
+def test_integer_types_other_than_int_are_taken_as_f_conv2d_takes_them():
+    import numpy as np
+
+    want = torch.nn.functional.conv2d(X, W, None, 2, 1)
+    for stride, padding in [(np.int64(2), np.int32(1)), ((np.int64(2), 2), [1, torch.tensor(1)])]:
+        got = im2win.conv2d(X, W, stride=stride, padding=padding)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_padding_makes_a_large_filter_valid():
