@@ -236,7 +236,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in (*module.OPTIONS, "scale", "progress")}
         try:
             raw = module.run(results_dir=args.results_dir, **options)
-        except im2win_gpu.NoGpu as exc:
+        except (im2win_gpu.NoGpu, im2win_gpu.ContextLost) as exc:
             raise SystemExit(f"repro: {exc}") from exc
         except ValueError as exc:
             parser.error(str(exc))

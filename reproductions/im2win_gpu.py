@@ -39,6 +39,37 @@ class NoGpu(RuntimeError):
     """The experiment needs a CUDA GPU and none is visible."""
 
 
+class ContextLost(RuntimeError):
+    """A failure that left the CUDA context unusable (a sticky error, such as an illegal address:
+    every later call would fail too)."""
+
+
+def _guarded(name: str, impl: str, measure) -> list[dict]:
+    """`measure()`'s records; where it raises (a launch the GPU refuses, a cuDNN engine that errors
+    when run, memory), one record saying how (`failed`), so that a failure costs the run that
+    measurement, not the layers after it: on a GPU lent for minutes, one bad variant must not take
+    every other number with it. A failure that leaves the CUDA context unusable raises ContextLost,
+    and the run keeps the layers measured before it."""
+    try:
+        return measure()
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and the run goes on
+        failure = _first_line(exc)
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        except Exception as lost:  # noqa: BLE001 - any error here means the context is gone
+            message = (
+                f"{impl} on {name} failed ({failure}); the GPU failed after it: {_first_line(lost)}"
+            )
+            raise ContextLost(message) from lost
+        return [{"layer": name, "impl": impl, "failed": failure}]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def gpu_shapes(batch: int) -> dict[str, ConvShape]:
     return {name: shape.with_batch(batch) for name, shape in PAPER_GPU_LAYERS.items()}
 
@@ -118,15 +149,17 @@ def run(
     started = time.perf_counter()
     records = []
     gen = torch.Generator().manual_seed(seed)
-    done, interrupted = [], False
+    done, interrupted, stopped_by = [], False, None
     try:
         for name, shape in tqdm(shapes.items(), desc=EXPERIMENT, disable=not progress):
             records += _layer(name, shape, gen, cfg)
             done.append(name)
-    except KeyboardInterrupt:  # Ctrl-C or a time limit's SIGINT: keep the layers measured so far
-        interrupted = True  # (an unfinished layer's records were never added)
+    except (KeyboardInterrupt, ContextLost) as exc:  # Ctrl-C, a time limit's SIGINT, a lost GPU:
+        interrupted = True  # keep the layers measured so far (an unfinished layer's are dropped)
         if not done:
             raise
+        if isinstance(exc, ContextLost):
+            stopped_by = str(exc)
     config = {
         "scale": scale,
         **cfg,
@@ -139,6 +172,8 @@ def run(
     }
     if interrupted:
         config["interrupted_before"] = [n for n in shapes if n not in done]
+    if stopped_by:
+        config["stopped_by"] = stopped_by
     return results.write_run(
         EXPERIMENT,
         config=config,
@@ -168,10 +203,13 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     xc, wc, bc = x.cuda(), w.cuda(), b.cuda()
     check = functools.partial(_measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg)
     for impl, call in _impls(xc, wc, bc, shape).items():
-        records.append(check(impl, call, analytic_bytes(impl, shape)))
-        records[-1].update(_kernel_record(impl, shape))
-    records += _cudnn_engines(xc, wc, name, shape, check)
-    records.append(_sgemm(name, shape, cfg))
+
+        def measure(impl=impl, call=call):
+            return [check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)]
+
+        records += _guarded(name, impl, measure)
+    records += _guarded(name, "cudnn_engines", lambda: _cudnn_engines(xc, wc, name, shape, check))
+    records += _guarded(name, "sgemm", lambda: [_sgemm(name, shape, cfg)])
     return records
 
 
@@ -215,7 +253,11 @@ def _cudnn_engines(x, w, name: str, shape: ConvShape, check) -> list[dict]:
         if e.run is None:
             out.append({"layer": name, "impl": impl, "skipped": e.reason})
             continue
-        out.append(check(impl, e.run, None) | {"workspace_bytes": e.workspace_bytes})
+
+        def measure(e=e, impl=impl):
+            return [check(impl, e.run, None) | {"workspace_bytes": e.workspace_bytes}]
+
+        out += _guarded(name, impl, measure)
     return out
 
 
@@ -235,4 +277,4 @@ def _sgemm(name: str, shape: ConvShape, cfg: dict) -> dict:
     }
 
 
-__all__ = ["EXPERIMENT", "OPTIONS", "SCALES", "NoGpu", "render", "run"]
+__all__ = ["EXPERIMENT", "OPTIONS", "SCALES", "ContextLost", "NoGpu", "render", "run"]

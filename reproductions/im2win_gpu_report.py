@@ -48,11 +48,16 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     _, _, correct = grid(doc, "correct")
     _, _, workspace = grid(doc, "workspace_bytes")
     _, _, skipped = grid(doc, "skipped")
+    _, _, failed = grid(doc, "failed")
     _, _, split = grid(doc, "split_k")
     _, _, tile_source = grid(doc, "tile_source")
     engines = [i for i in impls if i.startswith("cudnn_") and i != "cudnn_engines"]
     cudnn_all = ["torch", *engines]
     main = [i for i in impls if not i.startswith(("im2win_", "cudnn_")) and i != "sgemm"]
+
+    def cell(layer: str, impl: str) -> str:
+        return "failed" if failed.get((layer, impl)) else fmt(tf.get((layer, impl)), ".2f")
+
     ablation = [i for i in impls if i == "im2win" or i.startswith("im2win_")]
     gpu = (doc["environment"].get("gpu") or {}).get("name", "unknown GPU")
     mib = lambda v: fmt(None if v is None else v / 2**20, ".1f")  # noqa: E731
@@ -64,8 +69,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         name, cu = best_cudnn[l]
         rows.append(
             [l]
-            + [fmt(tf.get((l, i)), ".2f") for i in main]
-            + [f"{fmt(cu, '.2f')} ({name or '-'})", fmt(sg, ".2f")]
+            + [cell(l, i) for i in main]
+            + [f"{fmt(cu, '.2f')} ({name or '-'})", cell(l, "sgemm")]
             + [
                 fmt(im / sg if im and sg else None, ".2f"),
                 fmt(im / cu if im and cu else None, ".2f"),
@@ -79,15 +84,11 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         + [fmt(gm_cudnn, ".2f"), fmt(gm["sgemm"], ".2f")]
         + [
             fmt(
-                geomean(
-                    tf.get((l, "im2win")) / tf[(l, "sgemm")] for l in layers if tf.get((l, "sgemm"))
-                ),
+                geomean(_ratio(tf.get((l, "im2win")), tf.get((l, "sgemm"))) for l in layers),
                 ".2f",
             ),
             fmt(
-                geomean(
-                    tf.get((l, "im2win")) / best_cudnn[l][1] for l in layers if best_cudnn[l][1]
-                ),
+                geomean(_ratio(tf.get((l, "im2win")), best_cudnn[l][1]) for l in layers),
                 ".2f",
             ),
         ]
@@ -101,6 +102,11 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
                 f"{', '.join(doc['config']['interrupted_before'])}.\n"
             ]
             if doc["config"].get("interrupted_before")
+            else []
+        ),
+        *(
+            [f"Stopped: {doc['config']['stopped_by']}.\n"]
+            if doc["config"].get("stopped_by")
             else []
         ),
         "## TFLOPS (2 x MACs / best time)\n",
@@ -141,7 +147,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             ["layer", *ablation, "im2win tile", "im2win split-K"],
             [
                 [l]
-                + [fmt(tf.get((l, i)), ".2f") for i in ablation]
+                + [cell(l, i) for i in ablation]
                 + [tile_source.get((l, "im2win")) or "n/a", fmt(split.get((l, "im2win")), "d")]
                 for l in layers
             ],
@@ -184,22 +190,49 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         )
         + "\n",
         *_goals(layers, tf, mem, best_cudnn, best_im2col),
+        *_failures(doc),
     ]
     path = out_dir / "README.md"
     results.atomic_write(path, "\n".join(parts))
     return [path]
 
 
+def _ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def _failures(doc: dict) -> list[str]:
+    """The measurements that raised, each with its error (a failed one is "failed" in the tables
+    and counts as missing in the goals)."""
+    failed = [r for r in doc["records"] if r.get("failed")]
+    if not failed:
+        return []
+    return [
+        "## Failed measurements\n",
+        table(
+            ["layer", "impl", "error"],
+            [[r["layer"], r["impl"], r["failed"].replace("|", "\\|")] for r in failed],
+        ),
+    ]
+
+
 def _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib) -> str:
     missing = [r for r in doc["records"] if r["impl"] == "cudnn_engines"]
-    if missing:
-        return f"Not measured: {missing[0]['skipped']}\n"
+    if missing and not engines:
+        reason = missing[0].get("skipped") or f"failed: {missing[0].get('failed')}"
+        return f"Not measured: {reason}\n"
     rows = []
     for l in layers:
         cells = []
         for e in engines:
             if skipped.get((l, e)):
                 cells.append(f"n/a: {skipped[(l, e)][:60]}")
+            elif any(
+                r.get("failed")
+                for r in doc["records"]
+                if r["layer"] == l and r["impl"] in (e, "cudnn_engines")
+            ):
+                cells.append("failed")
             elif (l, e) not in tf:
                 cells.append("-")
             else:
@@ -210,13 +243,10 @@ def _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib) ->
 
 
 def _goals(layers, tf, mem, best_cudnn, best_im2col) -> list[str]:
-    def ratio(a, b):
-        return a / b if a and b else None
-
     im = {l: tf.get((l, "im2win")) for l in layers}
-    vs_sgemm = geomean(ratio(im[l], tf.get((l, "sgemm"))) for l in layers)
-    vs_cudnn = {l: ratio(im[l], best_cudnn[l][1]) for l in layers}
-    vs_im2col = geomean(ratio(im[l], best_im2col[l][1]) for l in layers)
+    vs_sgemm = geomean(_ratio(im[l], tf.get((l, "sgemm"))) for l in layers)
+    vs_cudnn = {l: _ratio(im[l], best_cudnn[l][1]) for l in layers}
+    vs_im2col = geomean(_ratio(im[l], best_im2col[l][1]) for l in layers)
     gemm_layers = [l for l in layers if l in GEMM_TYPE_LAYERS and vs_cudnn[l]]
     mem_ok = all(
         mem.get((l, "im2win")) is not None

@@ -102,3 +102,60 @@ def test_repro_im2win_gpu_keeps_the_finished_layers_when_interrupted(
     assert [r["layer"] for r in doc["records"]] == ["conv1"]
     assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
     assert "Interrupted" in (tmp_path / "im2win-gpu" / "README.md").read_text()
+
+
+def test_a_failed_measurement_is_recorded_and_the_run_goes_on(monkeypatch):
+    """One variant the GPU refuses (or a cuDNN engine that errors when run) costs the run that
+    measurement, recorded with its error, not every layer after it."""
+    from reproductions import im2win_gpu
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    def refused():
+        raise RuntimeError("CUDA_ERROR_INVALID_VALUE: too many resources requested\nmore")
+
+    assert im2win_gpu._guarded("conv1", "im2win_band", refused) == [
+        {
+            "layer": "conv1",
+            "impl": "im2win_band",
+            "failed": "RuntimeError: CUDA_ERROR_INVALID_VALUE: too many resources requested",
+        }
+    ]
+    assert im2win_gpu._guarded("conv1", "im2win", lambda: [{"tflops": 1.0}]) == [{"tflops": 1.0}]
+
+    def lost():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lost)
+    with pytest.raises(im2win_gpu.ContextLost, match="im2win_band on conv1 failed .*illegal"):
+        im2win_gpu._guarded("conv1", "im2win_band", refused)
+
+
+def test_a_lost_gpu_keeps_the_layers_measured_before_it(fake_gpu, monkeypatch, tmp_path):
+    import json
+
+    from reproductions import im2win_gpu
+    from reproductions.cli import main
+
+    def layer(name, shape, gen, cfg):
+        if name == "conv2":
+            raise im2win_gpu.ContextLost("im2win on conv2 failed (x); the GPU failed after it: y")
+        return [
+            {"layer": name, "impl": "im2win", "tflops": 1.0, "correct": True},
+            {"layer": name, "impl": "im2win_band", "failed": "RuntimeError: a | b"},
+            {"layer": name, "impl": "sgemm", "failed": "RuntimeError: no"},
+        ]
+
+    monkeypatch.setattr(im2win_gpu, "_layer", layer)
+    monkeypatch.setattr(im2win_gpu.runtime, "device_arch", lambda index: "sm_90")
+    monkeypatch.setattr(im2win_gpu.environment, "capture", lambda: {"gpu": {"name": "FakeGPU"}})
+    raw = im2win_gpu.run(scale="quick", device="cuda", progress=False, results_dir=tmp_path)
+    doc = json.loads(raw.read_text())
+    assert doc["config"]["layers"] == ["conv1"]
+    assert doc["config"]["stopped_by"].startswith("im2win on conv2 failed")
+    assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "im2win-gpu" / "README.md").read_text()
+    assert "Stopped: im2win on conv2 failed" in text
+    assert "| conv1 | im2win_band | RuntimeError: a \\| b |" in text  # the failures, listed
+    assert "| conv1 | 1.00 | n/a (-) | failed | n/a | n/a |" in text  # sgemm failed: no ratio
