@@ -57,3 +57,21 @@ def autocast(device: torch.device, precision: str = "fp32"):
     """The context a forward pass runs in: bf16 autocast on CUDA for "bf16", plain fp32 else."""
     check_precision(precision, device)
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message` of an exception, for a one-line record or report."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def gpu_failure_after(exc: Exception) -> str | None:
+    """After `exc` was raised by GPU work: None where the CUDA context still runs work (the
+    failure was that call's alone, e.g. a launch the GPU refused or memory), else why it does
+    not (a sticky error, such as an illegal address, fails every later call too)."""
+    try:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+    except Exception as lost:  # noqa: BLE001 - any error here means the context is gone
+        return first_line(lost)
+    return None

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import im2win
 from harness import environment, results, timing
-from harness.device import resolve_device
+from harness.device import first_line, gpu_failure_after, resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.launch import split_slices
@@ -53,21 +53,13 @@ def _guarded(name: str, impl: str, measure) -> list[dict]:
     try:
         return measure()
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and the run goes on
-        failure = _first_line(exc)
-        try:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-        except Exception as lost:  # noqa: BLE001 - any error here means the context is gone
-            message = (
-                f"{impl} on {name} failed ({failure}); the GPU failed after it: {_first_line(lost)}"
-            )
-            raise ContextLost(message) from lost
+        failure = first_line(exc)
+        lost = gpu_failure_after(exc)
+        if lost:
+            raise ContextLost(
+                f"{impl} on {name} failed ({failure}); the GPU failed after it: {lost}"
+            ) from exc
         return [{"layer": name, "impl": impl, "failed": failure}]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def gpu_shapes(batch: int) -> dict[str, ConvShape]:

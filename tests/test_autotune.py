@@ -63,3 +63,34 @@ def test_a_shipped_search_records_what_it_measured(tmp_path, monkeypatch):
     local = json.loads(tuned_path("emulated", tmp_path).read_text())
     shipped = json.loads(tuned_path("emulated", tmp_path / "shipped").read_text())
     assert local == shipped and next(iter(shipped.values()))["evaluations"] == 1
+
+
+def test_a_candidate_that_fails_is_told_as_an_error_and_the_search_goes_on(
+    tmp_path, monkeypatch, capsys
+):
+    """One configuration the GPU refuses at launch ends no search; one that leaves the GPU
+    unusable does, naming both errors."""
+    shape = ConvShape(1, 4, 9, 9, 8, 3, 3)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    seen = []
+
+    def objective(config):
+        seen.append(config)
+        if len(seen) == 1:
+            raise RuntimeError("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES")
+        return float(len(seen))
+
+    best, ms = tune(shape, "emulated", objective, evaluations=2, folder=tmp_path)
+    assert len(seen) == 3 and (best, ms) == (seen[1], 2.0)
+    assert "told as an error: RuntimeError: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES" in (
+        capsys.readouterr().err
+    )
+
+    def lost():
+        raise RuntimeError("an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lost)
+    seen.clear()
+    with pytest.raises(RuntimeError, match="OUT_OF_RESOURCES.*then RuntimeError: an illegal"):
+        tune(shape, "emulated", objective, evaluations=2, folder=tmp_path / "b")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +106,19 @@ def tune(
                 if launchable(config):  # cannot run: reported as failed, never measured
                     tuner.tell(handle, math.inf)
                     continue
-                ms = objective(config)
+                try:
+                    ms = objective(config)
+                except Exception as exc:  # noqa: BLE001 - one failed candidate ends no search
+                    from harness.device import first_line, gpu_failure_after
+
+                    failure, lost = first_line(exc), gpu_failure_after(exc)
+                    if lost:  # every later candidate would fail too
+                        raise RuntimeError(f"{values} failed ({failure}); then {lost}") from exc
+                    print(
+                        f"autotune: {values} failed, told as an error: {failure}", file=sys.stderr
+                    )
+                    tuner.tell(handle, math.inf)
+                    continue
                 measured += 1
                 tuner.tell(handle, ms)
                 if ms < best_ms:
@@ -162,9 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_budget_s is not None:
             left = args.time_budget_s - (time.monotonic() - started)
             seconds = max(0.0, left) / (len(args.layers) - i)
-        best, ms = tune(
-            shape, arch, cuda_objective(shape), args.evaluations, seconds=seconds, ship=args.ship
-        )
+        try:
+            best, ms = tune(
+                shape,
+                arch,
+                cuda_objective(shape),
+                args.evaluations,
+                seconds=seconds,
+                ship=args.ship,
+            )
+        except RuntimeError as exc:  # the layers before this one are stored already
+            kept = ", ".join(args.layers[:i]) or "no layer"
+            raise SystemExit(
+                f"autotune: {layer}: {exc}; {kept} stored in {tuned_path(arch)}"
+            ) from exc
         print(f"{layer}: {ms:.3f} ms with {best}")
     print(
         f"stored in {tuned_path(arch)}" + (f" and {tuned_path(arch, SHIPPED)}" if args.ship else "")
