@@ -159,3 +159,48 @@ def test_a_lost_gpu_keeps_the_layers_measured_before_it(fake_gpu, monkeypatch, t
     assert "Stopped: im2win on conv2 failed" in text
     assert "| conv1 | im2win_band | RuntimeError: a \\| b |" in text  # the failures, listed
     assert "| conv1 | 1.00 | n/a (-) | failed | n/a | n/a |" in text  # sgemm failed: no ratio
+
+
+def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(fake_gpu, monkeypatch):
+    """The whole of a layer's measurement on a GPU that is not there: the kernels run under the
+    OpenCL emulation, the CUDA-only calls are stood in for. Each implementation and ablation
+    variant gets its record (tile, split-K, analytic memory) without failing, and every output
+    passes the float64 check: what a GPU run would lose if this bookkeeping broke."""
+    import types
+
+    from harness import timing
+    from im2win.cuda import opencl
+    from im2win.shapes import PAPER_GPU_LAYERS, reduced
+    from reproductions import im2win_gpu
+
+    try:
+        opencl.device_name()
+    except opencl.OpenCLUnavailable as exc:
+        pytest.skip(f"no OpenCL CPU device: {exc}")
+    props = types.SimpleNamespace(
+        name="PretendGPU", multi_processor_count=132, shared_memory_per_block=48 * 1024
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 0)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 4096)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(im2win_gpu.runtime, "conv2d", opencl.conv2d)
+    monkeypatch.setattr(timing, "measure_cuda", lambda fn, warmup, repeat: timing.measure(fn, 0, 1))
+
+    shape = reduced(PAPER_GPU_LAYERS["conv5"], max_out=3)
+    cfg = {"batch": 1, "warmup": 0, "repeat": 1}
+    records = im2win_gpu._layer("conv5", shape, torch.Generator().manual_seed(0), cfg)
+    by_impl = {r["impl"]: r for r in records}
+    assert by_impl["sgemm"]["failed"]  # its operands are made on the device: none here
+    measured = [r for r in records if r["impl"] not in ("sgemm", "cudnn_engines")]
+    assert [r["impl"] for r in measured if r.get("failed")] == []
+    assert all(r["correct"] for r in measured), [r["impl"] for r in measured if not r["correct"]]
+    variants = [f"im2win_{v}" for v in im2win_gpu.VARIANTS if v != "im2win"]
+    assert {"im2win", "direct", "im2col_gemm", "torch", *variants} <= set(by_impl)
+    for impl in ["im2win", *variants]:
+        assert by_impl[impl]["tile"] and by_impl[impl]["split_k"] >= 1, impl
+        assert by_impl[impl]["analytic_mem_bytes"] > 0, impl
+    assert by_impl["im2win"]["tile_source"] == "default"
