@@ -204,3 +204,96 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(fake_gpu, mo
         assert by_impl[impl]["tile"] and by_impl[impl]["split_k"] >= 1, impl
         assert by_impl[impl]["analytic_mem_bytes"] > 0, impl
     assert by_impl["im2win"]["tile_source"] == "default"
+
+
+def test_cudnn_engines_on_a_stand_in_frontend_share_one_workspace(monkeypatch):
+    """The calls im2win.cuda.cudnn_engines makes, with the arguments nvidia-cudnn-frontend 1.32
+    takes (checked against that package up to graph.validate(), which needs a driver), on a
+    stand-in that computes with F.conv2d: an engine that cannot be built is kept with the reason,
+    and the engines share one workspace grown to the largest asked, never one each."""
+    import sys
+    import types
+
+    from im2win.cuda import cudnn_engines
+
+    sizes = {0: 64, 1: 4096, 2: 1024}
+    seen_workspaces = []
+
+    class Tensor:
+        def __init__(self, dim, stride=None):
+            self.dim, self.stride = dim, stride
+
+        def set_output(self, value):
+            return self
+
+        def set_data_type(self, dtype):
+            return self
+
+        def get_dim(self):
+            return self.dim
+
+        def get_stride(self):
+            return torch.empty(self.dim).stride()
+
+    class Graph:
+        def __init__(self, io_data_type, intermediate_data_type, compute_data_type, handle):
+            self.built = None
+
+        def tensor(self, name, dim, stride, data_type):
+            return Tensor(dim, stride)
+
+        def conv_fprop(self, image, weight, padding, stride, dilation):
+            self.conv = (padding, stride)
+            x, w = image.dim, weight.dim
+            p = [(x[i + 2] + 2 * padding[i] - w[i + 2]) // stride[i] + 1 for i in range(2)]
+            return Tensor([x[0], w[0], *p])
+
+        def validate(self):
+            pass
+
+        def build_operation_graph(self):
+            pass
+
+        def create_execution_plans(self, heuristics):
+            assert heuristics == ["A", "B", "FALLBACK"]
+
+        def get_execution_plan_count(self):
+            return 4
+
+        def get_plan_name_at_index(self, index):
+            return f"eng{index}"
+
+        def build_plan_at_index(self, index):
+            if index == 3:
+                raise RuntimeError("CUDNN_STATUS_NOT_SUPPORTED: no kernel for this problem\nmore")
+
+        def get_workspace_size_plan_at_index(self, index):
+            return sizes[index]
+
+        def execute_plan_at_index(self, tensor_dict, workspace, index, handle):
+            assert workspace.numel() >= sizes[index]
+            seen_workspaces.append(workspace.numel())
+            x, w, y = tensor_dict.values()
+            padding, stride = self.conv
+            y.copy_(torch.nn.functional.conv2d(x, w, None, stride, padding))
+
+    fake = types.SimpleNamespace(
+        create_handle=lambda: "handle",
+        data_type=types.SimpleNamespace(FLOAT="float"),
+        heur_mode=types.SimpleNamespace(A="A", B="B", FALLBACK="FALLBACK"),
+        pygraph=Graph,
+    )
+    monkeypatch.setitem(sys.modules, "cudnn", fake)
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    found = cudnn_engines.engines(x, w, (2, 1), (1, 0))
+    assert [(e.name, e.workspace_bytes) for e in found] == [
+        ("eng0", 64),
+        ("eng1", 4096),
+        ("eng2", 1024),
+        ("eng3", None),
+    ]
+    assert found[3].run is None and found[3].reason.startswith("CUDNN_STATUS_NOT_SUPPORTED")
+    want = torch.nn.functional.conv2d(x, w, None, (2, 1), (1, 0))
+    for e in found[:3]:
+        torch.testing.assert_close(e.run(), want)
+    assert seen_workspaces == [64, 4096, 4096]  # grown once to the largest, then kept

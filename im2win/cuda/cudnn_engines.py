@@ -53,6 +53,9 @@ def engines(
     graph.build_operation_graph()
     graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK])
     y = torch.empty(ty.get_dim(), device=x.device).as_strided(ty.get_dim(), ty.get_stride())
+    # One workspace for every engine, grown to the largest asked so far when an engine first runs
+    # (not one each, allocated up front: at batch 128 an FFT engine's alone can take gigabytes).
+    workspace = [torch.empty(1, device=x.device, dtype=torch.uint8)]
     out = []
     for i in range(graph.get_execution_plan_count()):
         name = graph.get_plan_name_at_index(i)
@@ -62,10 +65,12 @@ def engines(
         except Exception as exc:  # cudnn raises its own error types per failure
             out.append(Engine(name, None, None, str(exc).splitlines()[0][:200]))
             continue
-        workspace = torch.empty(max(ws, 1), device=x.device, dtype=torch.uint8)
 
-        def run(i=i, workspace=workspace):
-            graph.execute_plan_at_index({tx: x, tw: w, ty: y}, workspace, index=i, handle=handle)
+        def run(i=i, ws=ws):
+            if workspace[0].numel() < ws:
+                workspace[0] = torch.empty(0, device=x.device, dtype=torch.uint8)  # free first
+                workspace[0] = torch.empty(ws, device=x.device, dtype=torch.uint8)
+            graph.execute_plan_at_index({tx: x, tw: w, ty: y}, workspace[0], index=i, handle=handle)
             return y
 
         out.append(Engine(name, ws, run))
