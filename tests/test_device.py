@@ -77,31 +77,38 @@ def test_supersam_commands_get_past_device_selection(fake_gpu, monkeypatch, tmp_
     assert seen == [torch.device("cuda", 0)]
 
 
+def _gpu_run_with(layer, monkeypatch, tmp_path) -> tuple[dict, str]:
+    """`repro run im2win-gpu` on the pretended GPU with `layer` measuring each layer: the raw
+    file and its rendering."""
+    import json
+
+    from reproductions import im2win_gpu
+    from reproductions.cli import main
+
+    monkeypatch.setattr(im2win_gpu, "_layer", layer)
+    monkeypatch.setattr(im2win_gpu.runtime, "device_arch", lambda index: "sm_90")
+    monkeypatch.setattr(im2win_gpu.environment, "capture", lambda: {"gpu": {"name": "FakeGPU"}})
+    raw = im2win_gpu.run(scale="quick", device="cuda", progress=False, results_dir=tmp_path)
+    assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
+    return json.loads(raw.read_text()), (tmp_path / "im2win-gpu" / "README.md").read_text()
+
+
 def test_repro_im2win_gpu_keeps_the_finished_layers_when_interrupted(
     fake_gpu, monkeypatch, tmp_path
 ):
     """A time limit's SIGINT (or Ctrl-C) mid-run writes the layers measured so far, says which
     were not, and the report says so; nothing measured is lost."""
-    import json
-
-    from reproductions import im2win_gpu
-    from reproductions.cli import main
 
     def layer(name, shape, gen, cfg):
         if name == "conv2":
             raise KeyboardInterrupt
         return [{"layer": name, "impl": "im2win", "tflops": 1.0, "correct": True}]
 
-    monkeypatch.setattr(im2win_gpu, "_layer", layer)
-    monkeypatch.setattr(im2win_gpu.runtime, "device_arch", lambda index: "sm_90")
-    monkeypatch.setattr(im2win_gpu.environment, "capture", lambda: {"gpu": {"name": "FakeGPU"}})
-    raw = im2win_gpu.run(scale="quick", device="cuda", progress=False, results_dir=tmp_path)
-    doc = json.loads(raw.read_text())
+    doc, text = _gpu_run_with(layer, monkeypatch, tmp_path)
     assert doc["config"]["layers"] == ["conv1"]
     assert doc["config"]["interrupted_before"][:2] == ["conv2", "conv3"]
     assert [r["layer"] for r in doc["records"]] == ["conv1"]
-    assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
-    assert "Interrupted" in (tmp_path / "im2win-gpu" / "README.md").read_text()
+    assert "Interrupted" in text
 
 
 def test_a_failed_measurement_is_recorded_and_the_run_goes_on(monkeypatch):
@@ -133,10 +140,7 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(monkeypatch):
 
 
 def test_a_lost_gpu_keeps_the_layers_measured_before_it(fake_gpu, monkeypatch, tmp_path):
-    import json
-
     from reproductions import im2win_gpu
-    from reproductions.cli import main
 
     def layer(name, shape, gen, cfg):
         if name == "conv2":
@@ -147,15 +151,9 @@ def test_a_lost_gpu_keeps_the_layers_measured_before_it(fake_gpu, monkeypatch, t
             {"layer": name, "impl": "sgemm", "failed": "RuntimeError: no"},
         ]
 
-    monkeypatch.setattr(im2win_gpu, "_layer", layer)
-    monkeypatch.setattr(im2win_gpu.runtime, "device_arch", lambda index: "sm_90")
-    monkeypatch.setattr(im2win_gpu.environment, "capture", lambda: {"gpu": {"name": "FakeGPU"}})
-    raw = im2win_gpu.run(scale="quick", device="cuda", progress=False, results_dir=tmp_path)
-    doc = json.loads(raw.read_text())
+    doc, text = _gpu_run_with(layer, monkeypatch, tmp_path)
     assert doc["config"]["layers"] == ["conv1"]
     assert doc["config"]["stopped_by"].startswith("im2win on conv2 failed")
-    assert main(["render", "im2win-gpu", "--raw", str(raw), "--results-dir", str(tmp_path)]) == 0
-    text = (tmp_path / "im2win-gpu" / "README.md").read_text()
     assert "Stopped: im2win on conv2 failed" in text
     assert "| conv1 | im2win_band | RuntimeError: a \\| b |" in text  # the failures, listed
     assert "| conv1 | 1.00 | n/a (-) | failed | n/a | n/a |" in text  # sgemm failed: no ratio
