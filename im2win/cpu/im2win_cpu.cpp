@@ -672,7 +672,12 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       // and conv11 1.00-1.01x, conv7 0.99x (Zen 5, kernel_ab --batch 32, 8 rounds, three runs);
       // at batch 4, in cache, level (30 rounds). (Two rows on: level at batch 4.)
       // (All the input rows of a block prefetched at once before its bands, with the caches
-      // flushed: bands level on Zen 4, conv9 0.30 -> 0.27-0.32 ms, the calls 0.99-1.01x.)
+      // flushed: bands level on Zen 4, conv9 0.30 -> 0.27-0.32 ms, the calls 0.99-1.01x. The next
+      // row block's input rows instead prefetched a share after each micro-kernel tile of the
+      // block before (the next block of the same grab, else the first not yet taken): with the
+      // caches flushed, bands 5.99 -> 5.05 ms on conv4, 1.25 -> 0.91 on conv8, 0.31 -> 0.26 on
+      // conv9, but the calls 0.97-1.00x (Zen 4, 30 rounds); with torch_cl run between the calls
+      // 0.985-1.016x (50 rounds): what the bands saved, the tiles lost.)
       const long pf = h + sy < H ? sy * sh : 0;
       float* d = band + w_lo * RC + r * C;
       if (sc == 1) {  // channels_last input: each window column is one contiguous copy
