@@ -612,6 +612,13 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 // channels of a wider row). Same values as im2win_transform_nhwc.
 // before (nullable): where the window row of output row row0 - 1 already is (anywhere, dst
 // itself included), so that row0's first R - sy window rows are copied from it.
+// (Tried instead, for a block of output rows of one image: "column bands" [Wu][HB][C], each window
+// column's HB = (rows - 1) * sy + R input rows once, not R rows a output row, so that each
+// window is S runs of R * C floats, HB * C apart, the micro-kernel stepping from run to run with
+// its accumulators in registers. The bands' writes fell by up to two thirds (conv9 0.41 -> 0.31
+// ms, conv8 1.49 -> 1.29), but the calls ran level: conv8 1.001x, conv9 1.006x (1.028x in a
+// shorter run), conv11 0.996x (0.955x), conv4 0.990x (one row a block: no rows shared); with a
+// micro-kernel call a run, 0.94-0.97x. Zen 4, torch_cl run between the calls, 30-60 rounds.)
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
                  const float* before = nullptr, long ld_row = 0) {
