@@ -613,7 +613,7 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 // before (nullable): where the window row of output row row0 - 1 already is (anywhere, dst
 // itself included), so that row0's first R - sy window rows are copied from it.
 // (Tried instead, for a block of output rows of one image: "column bands" [Wu][HB][C], each window
-// column's HB = (rows - 1) * sy + R input rows once, not R rows a output row, so that each
+// column's HB = (rows - 1) * sy + R input rows once, not R rows an output row, so that each
 // window is S runs of R * C floats, HB * C apart, the micro-kernel stepping from run to run with
 // its accumulators in registers. The bands' writes fell by up to two thirds (conv9 0.41 -> 0.31
 // ms, conv8 1.49 -> 1.29), but the calls ran level: conv8 1.001x, conv9 1.006x (1.028x in a
