@@ -65,10 +65,10 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def gpu_failure_after(exc: Exception) -> str | None:
-    """After `exc` was raised by GPU work: None where the CUDA context still runs work (the
-    failure was that call's alone, e.g. a launch the GPU refused or memory), else why it does
-    not (a sticky error, such as an illegal address, fails every later call too)."""
+def gpu_lost() -> str | None:
+    """After GPU work raised: None where the CUDA context still runs work (the failure was that
+    call's alone, e.g. a launch the GPU refused or memory), else why it does not (a sticky error,
+    such as an illegal address, fails every later call too)."""
     try:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()

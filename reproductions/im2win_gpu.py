@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import im2win
 from harness import environment, results, timing
-from harness.device import first_line, gpu_failure_after, resolve_device
+from harness.device import first_line, gpu_lost, resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.launch import split_slices
@@ -54,7 +54,7 @@ def _guarded(name: str, impl: str, measure) -> list[dict]:
         return measure()
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and the run goes on
         failure = first_line(exc)
-        lost = gpu_failure_after(exc)
+        lost = gpu_lost()
         if lost:
             raise ContextLost(
                 f"{impl} on {name} failed ({failure}); the GPU failed after it: {lost}"

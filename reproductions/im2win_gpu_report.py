@@ -128,7 +128,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     if engines or any(r["impl"] == "cudnn_engines" for r in doc["records"]):
         parts += [
             "## cuDNN engines one by one (TFLOPS; workspace MiB)\n",
-            _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib),
+            _engine_table(layers, engines, tf, correct, workspace, skipped, failed, doc, mib),
         ]
     parts += [
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
@@ -216,7 +216,7 @@ def _failures(doc: dict) -> list[str]:
     ]
 
 
-def _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib) -> str:
+def _engine_table(layers, engines, tf, correct, workspace, skipped, failed, doc, mib) -> str:
     missing = [r for r in doc["records"] if r["impl"] == "cudnn_engines"]
     if missing and not engines:
         reason = missing[0].get("skipped") or f"failed: {missing[0].get('failed')}"
@@ -227,11 +227,7 @@ def _engine_table(layers, engines, tf, correct, workspace, skipped, doc, mib) ->
         for e in engines:
             if skipped.get((l, e)):
                 cells.append(f"n/a: {skipped[(l, e)][:60]}")
-            elif any(
-                r.get("failed")
-                for r in doc["records"]
-                if r["layer"] == l and r["impl"] in (e, "cudnn_engines")
-            ):
+            elif failed.get((l, e)) or failed.get((l, "cudnn_engines")):
                 cells.append("failed")
             elif (l, e) not in tf:
                 cells.append("-")

@@ -109,9 +109,9 @@ def tune(
                 try:
                     ms = objective(config)
                 except Exception as exc:  # noqa: BLE001 - one failed candidate ends no search
-                    from harness.device import first_line, gpu_failure_after
+                    from harness.device import first_line, gpu_lost
 
-                    failure, lost = first_line(exc), gpu_failure_after(exc)
+                    failure, lost = first_line(exc), gpu_lost()
                     if lost:  # every later candidate would fail too
                         raise RuntimeError(f"{values} failed ({failure}); then {lost}") from exc
                     print(
