@@ -203,7 +203,17 @@ def capture(threads: int | None = None) -> dict:
     env["git"] = git_state()
     env["env_vars"] = {
         k: os.environ[k]
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "CXX")
+        for k in (
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "OPENBLAS_CORETYPE",
+            "CXX",
+            # what holds PyTorch's CPU code to an instruction set (im2win.cpu.isa.hold_torch)
+            "ONEDNN_MAX_CPU_ISA",
+            "DNNL_MAX_CPU_ISA",
+            "ATEN_CPU_CAPABILITY",
+            "MKL_ENABLE_INSTRUCTIONS",
+        )
         if k in os.environ
     }
     return env

@@ -18,7 +18,7 @@ from harness.native import load
 SOURCE = Path(__file__).with_name("peak.cpp")
 METHOD = (
     "independent chains of FP32 vector FMAs per thread (16 with AVX-512, 12 otherwise: as many "
-    "as the vector registers hold; widest SIMD of -march=native), "
+    "as the vector registers hold; widest SIMD of -march={march}), "
     "all threads at once; best of {trials} trials of {iters} iterations; FLOPs = 2 per lane"
 )
 
@@ -35,8 +35,8 @@ class Peak:
 
 
 @functools.cache
-def _lib() -> ctypes.CDLL:
-    lib = load(SOURCE)
+def _lib(march: str = "native") -> ctypes.CDLL:
+    lib = load(SOURCE, march)
     lib.peak_fma.restype = ctypes.c_double
     lib.peak_fma.argtypes = [
         ctypes.c_long,
@@ -50,16 +50,20 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-def measure_peak(threads: int, iters: int = 20_000_000, trials: int = 5) -> Peak:
-    """Best FP32 GFLOP/s of `trials` runs of the FMA probe on `threads` threads (~0.1 s each)."""
-    lib = _lib()
+def measure_peak(
+    threads: int, iters: int = 20_000_000, trials: int = 5, march: str = "native"
+) -> Peak:
+    """Best FP32 GFLOP/s of `trials` runs of the FMA probe on `threads` threads (~0.1 s each),
+    built for -march=`march` (another x86 level: the peak of its vectors)."""
+    lib = _lib(march)
     flops = ctypes.c_double()
     sink = (ctypes.c_float * threads)()
     best = 0.0
     for _ in range(trials):
         seconds = lib.peak_fma(iters, threads, ctypes.byref(flops), sink)
         best = max(best, flops.value / seconds / 1e9)
-    return Peak(best, threads, lib.peak_simd_width(), METHOD.format(trials=trials, iters=iters))
+    method = METHOD.format(trials=trials, iters=iters, march=march)
+    return Peak(best, threads, lib.peak_simd_width(), method)
 
 
 ROUND_TRIP_METHOD = (

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from harness import results
 from harness.args import at_least, thread_count
+from im2win.cpu.isa import LEVELS
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS
 from reproductions import (
@@ -96,6 +97,17 @@ RUN_OPTIONS: dict[str, tuple[str, dict]] = {
     ),
     "warmup": ("--warmup", dict(type=at_least(0), help="discarded calls before timing")),
     "seed": ("--seed", dict(type=int, default=0, help="seed of the random inputs and choices")),
+    "isa_level": (
+        "--isa",
+        dict(
+            choices=["native", *LEVELS],
+            default="native",
+            help="the x86 level every implementation runs at (default: native, this CPU's "
+            "widest SIMD). x86-64-v3 times the AVX2 code a CPU without AVX-512 runs, on one that "
+            "has it: im2win's kernels and the FMA probe are built for the level, and PyTorch's "
+            "oneDNN, ATen and MKL are held to it",
+        ),
+    ),
     "device": (
         "--device",
         dict(

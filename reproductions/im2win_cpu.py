@@ -9,6 +9,7 @@ against direct convolution, im2col + GEMM and PyTorch/oneDNN, on the paper's twe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -25,7 +26,7 @@ from tqdm import tqdm
 import im2win
 from harness import environment, memory, results, timing
 from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak, thread_round_trip_ns
-from im2win.cpu import isa, lib
+from im2win.cpu import SOURCE, isa, kernels_from, lib
 from im2win.metrics import gflops
 from im2win.reference import CHUNK_BYTES, conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
@@ -141,7 +142,7 @@ class _RoundTrips:
 
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
-OPTIONS = ("threads", "layers", "impls", "repeat", "min_time", "warmup", "seed")
+OPTIONS = ("threads", "layers", "impls", "repeat", "min_time", "warmup", "seed", "isa_level")
 
 
 def run(
@@ -153,10 +154,16 @@ def run(
     min_time: float | None = None,
     warmup: int | None = None,
     seed: int = 0,
+    isa_level: str = "native",
     results_dir: Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Measure every (layer, implementation) pair and write one run file; returns its path."""
+    """Measure every (layer, implementation) pair and write one run file; returns its path.
+
+    isa_level: "native" (this CPU's widest SIMD), or an x86 level (im2win.cpu.isa.LEVELS) that
+    every implementation is held to: the project's kernels and the FMA probe built for it, and
+    PyTorch's oneDNN, ATen and MKL held to it (isa.hold_torch; before the process's first
+    convolution)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     impls = list(impls or im2win.IMPLEMENTATIONS)
@@ -172,13 +179,19 @@ def run(
     if cfg["min_time_s"] < 0:
         raise ValueError(f"--min-time must be >= 0 seconds, got {cfg['min_time_s']}")
     shapes = layer_shapes(scale, layers)
+    held = None if isa_level == "native" else isa.hold_torch(isa_level)
+    march = "native" if held is None else isa_level
     started = time.perf_counter()
-    with timing.threads(threads) as n_threads:
+    with (
+        timing.threads(threads) as n_threads,
+        contextlib.nullcontext() if held is None else kernels_from(SOURCE, isa_level),
+    ):
         check_memory(shapes, impls, n_threads, scale)
-        partial = _Partial(results_dir, [scale, cfg, n_threads, seed, list(shapes), impls])
+        command = [scale, cfg, n_threads, seed, list(shapes), impls, isa_level]
+        partial = _Partial(results_dir, command)
         state = partial.state
         # FMA peak: before, after every layer, at the end
-        probes = [Peak(**p) for p in state["probes"]] + [measure_peak(n_threads)]
+        probes = [Peak(**p) for p in state["probes"]] + [measure_peak(n_threads, march=march)]
         round_probes = list(state["round_probes"])  # each layer's best short FMA probe
         records = list(state["records"])
         bar = tqdm(
@@ -210,7 +223,7 @@ def run(
                 bar.update()
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
-            fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, trials=1).gflops)
+            fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, march).gflops)
             micro_now = _Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
             trips = _RoundTrips(n_threads)
             timings = timing.measure_interleaved(
@@ -224,7 +237,7 @@ def run(
                 cfg["repeat"],
                 min_time_s=cfg["min_time_s"],
             )
-            probes.append(measure_peak(n_threads, trials=2))
+            probes.append(measure_peak(n_threads, trials=2, march=march))
             round_probes.append(fma.best)
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
@@ -291,7 +304,7 @@ def run(
         bar.close()
         # The clock of a shared or turbo-boosted CPU drifts: the roof is the best FMA probe of the
         # run, the short ones in the layers' rounds included.
-        probes.append(measure_peak(n_threads))
+        probes.append(measure_peak(n_threads, march=march))
         peak = max(probes, key=lambda p: p.gflops)
         if round_probes and max(round_probes) > peak.gflops:
             peak = replace(
@@ -309,6 +322,9 @@ def run(
         **cfg,
         "threads": n_threads,
         "seed": seed,
+        # the x86 level every implementation was held to ("native": none), and how
+        "isa": isa_level,
+        "isa_held": held,
         "layers": list(shapes),
         "impls": impls,
         "dtype": "float32",

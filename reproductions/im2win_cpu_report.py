@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness import environment, results
 from harness.peak import APART_NS
+from im2win.cpu.isa import LEVELS
 from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_table, transform_table
 from reproductions.tables import against, fmt, geomean, grid, table
 
@@ -208,12 +209,14 @@ def goals_table(doc: dict) -> str:
 
 
 def _comparable(doc: dict) -> tuple:
-    """What two runs must share for their goals to be read side by side: the scale, layers,
-    implementations and thread count, and the CPU (model name, family and model numbers)."""
+    """What two runs must share for their goals to be read side by side: the scale, the x86 level
+    held to, layers, implementations and thread count, and the CPU (model name, family and model
+    numbers)."""
     cfg, env = doc["config"], doc["environment"]
     cpu = env.get("cpu_details") or {}
     return (
         cfg.get("scale"),
+        cfg.get("isa", "native"),
         tuple(cfg.get("layers") or ()),
         tuple(cfg.get("impls") or ()),
         cfg.get("threads"),
@@ -269,7 +272,8 @@ def goals_history(doc: dict, source: Path) -> str:
     )
     return (
         "## The goals in every comparable run\n\n"
-        f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, layers, "
+        f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, x86 level, "
+        "layers, "
         "implementations, thread count and CPU model, oldest first, judged as this run is above. "
         "One run is one sample of a shared machine: a goal met in some runs and not in others is "
         "not robust. Threads apart: in how many layers' im2win rounds the two threads' median "
@@ -348,14 +352,35 @@ def _relative(path: Path) -> str:
         return Path(path).as_posix()
 
 
+def held_line(doc: dict) -> str:
+    """What a run held to one x86 level (repro run im2win-cpu --isa) ran; "" for a native run."""
+    level, held = doc["config"].get("isa", "native"), doc["config"].get("isa_held")
+    if level == "native" or not held:
+        return ""
+    env = " ".join(f"{k}={v}" for k, v in held["environment"].items())
+    return (
+        f"\nEvery implementation held to {level} ({LEVELS[level].simd}), whatever wider SIMD "
+        f"this CPU has: im2win's kernels and the FMA probe built with -march={level}, and PyTorch held "
+        f"by {env}; seen: oneDNN ran its {held['onednn_convolution']} convolution and ATen its "
+        f"{held['aten_capability']} kernels (MKL cannot be asked which it runs). So the peak, "
+        "the peers and im2win are those of this level's vectors, as on a CPU without the wider "
+        "ones; the caches, clock and memory are this CPU's.\n"
+    )
+
+
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
-    """Write the tables (one Markdown report) and figures of run `doc` into out_dir."""
+    """Write the tables (one Markdown report) and figures of run `doc` into out_dir (a run held to
+    an x86 level, into its subfolder named after the level)."""
+    level = doc["config"].get("isa", "native")
+    if level != "native":
+        out_dir = out_dir / level
     out_dir.mkdir(parents=True, exist_ok=True)
     env = doc["environment"]
     git = env.get("git") or {}
+    title = doc["config"]["scale"] + " scale" + ("" if level == "native" else f", {level}")
     report = "\n".join(
         [
-            f"# im2win on CPU ({doc['config']['scale']} scale)\n",
+            f"# im2win on CPU ({title})\n",
             f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
             f"on {environment.describe_cpu(env)}, {doc['config']['threads']} threads, torch "
             f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
@@ -366,7 +391,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
                 if doc.get("resumed_layers")
                 else ""
             )
-            + ".\n",
+            + ".\n"
+            + held_line(doc),
             "## Goals\n",
             goals_table(doc),
             goals_history(doc, source),

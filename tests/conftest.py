@@ -17,6 +17,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def narrower_level() -> str:
+    """An x86 level narrower than this CPU's widest that PyTorch can be held to
+    (im2win.cpu.isa.hold_torch): AVX2 on an AVX-512 host; skips where there is none."""
+    from im2win.cpu import isa
+
+    here = [name for name in isa.LEVELS if isa.runs_here(name)]
+    below = [name for name in here[:-1] if isa.LEVELS[name].onednn]
+    if not below:
+        pytest.skip("no x86 level narrower than this CPU's that PyTorch can be held to")
+    return below[-1]
+
+
+@pytest.fixture
 def fake_gpu(monkeypatch):
     """`torch.cuda` pretending one GPU exists, without one: `set_device` checks its argument the way
     the real one does (an index, an int, or a torch.device with an index) and records it.

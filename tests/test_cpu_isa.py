@@ -1,6 +1,8 @@
 """The CPU kernels on every x86 level: each level this host runs is built and checked against the
 float64 oracle; AVX-512, where the host lacks it, is checked from its assembly."""
 
+import os
+
 import pytest
 import torch
 
@@ -200,3 +202,35 @@ def test_the_command_models_a_block_it_is_given(capsys):
     isa.main(["--level", "x86-64-v3", "--block", "4x3"])
     out = capsys.readouterr().out
     assert "| x86-64-v3 | 4x3 | znver3" in out and "of that peak" in out
+
+
+def test_a_level_this_cpu_lacks_names_the_ones_it_runs(monkeypatch):
+    monkeypatch.setattr(isa, "_cpu_flags", lambda: frozenset(isa.LEVELS["x86-64"].flags))
+    with pytest.raises(
+        ValueError, match=r"does not run x86-64-v3 \(AVX2 \+ FMA\); it runs x86-64$"
+    ):
+        isa.check_runs_here("x86-64-v3")
+    with pytest.raises(ValueError, match="unknown x86 level 'avx9'"):
+        isa.check_runs_here("avx9")
+
+
+def test_torch_cannot_be_held_below_sse41():
+    with pytest.raises(ValueError, match="oneDNN has no code below SSE4.1; choose x86-64-v2"):
+        isa.hold_torch("x86-64")
+
+
+def test_torch_held_after_its_first_convolution_is_refused_and_left_as_it_was(
+    monkeypatch, narrower_level
+):
+    """oneDNN and ATen read their variables once: a process that has run a convolution is not
+    held, and says so (naming the variables to set instead); nothing of the attempt stays."""
+    level = narrower_level
+    for key in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    torch.nn.functional.conv2d(torch.ones(2, 16, 10, 10), torch.ones(16, 16, 3, 3))
+    if torch.backends.cpu.get_cpu_capability().lower() == isa.LEVELS[level].aten:
+        pytest.skip(f"this process's PyTorch already runs {level}'s code")
+    wanted = isa.LEVELS[level].onednn.upper()
+    with pytest.raises(ValueError, match=f"run the command in a fresh process.*={wanted}"):
+        isa.hold_torch(level)
+    assert "ONEDNN_MAX_CPU_ISA" not in os.environ

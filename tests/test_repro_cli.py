@@ -1,6 +1,7 @@
 """The `repro` command end to end at the smoke scale: raw JSON, tables, figures, re-render."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -437,13 +438,13 @@ def test_cpu_goals_say_which_missing_layers_ran_with_the_threads_apart():
 
 
 def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
-    """The rendering lists the goals of every raw file beside it with the same scale, layers,
-    implementations, threads and CPU model (oldest first, this one marked), how many layers ran
-    with the threads apart, and in how many runs each goal was met; others are left out, and a
-    run with nothing to compare has no such section."""
+    """The rendering lists the goals of every raw file beside it with the same scale, x86 level,
+    layers, implementations, threads and CPU model (oldest first, this one marked), how many
+    layers ran with the threads apart, and in how many runs each goal was met; others are left
+    out, and a run with nothing to compare has no such section."""
     from reproductions import im2win_cpu_report
 
-    def run(name, ours, trip, family="25", scale="quick", peak=None):
+    def run(name, ours, trip, family="25", scale="quick", peak=None, level=None):
         records = [
             {
                 "layer": layer,
@@ -475,6 +476,8 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
             },
             "records": records,
         }
+        if level:  # held to an x86 level (--isa); runs before 2026-12-03 do not say: native
+            doc["config"]["isa"] = level
         if peak:
             doc["peak"] = {"gflops": peak}
         path = tmp_path / f"{name}_{scale}.json"
@@ -487,14 +490,16 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     run("3", {"conv9": 100.0, "conv12": 100.0}, 600.0, family="26")  # another CPU
     run("4", {"conv9": 100.0, "conv12": 100.0}, 600.0, scale="paper")  # another scale
     (tmp_path / "5_quick.json").write_text("{not json")  # not a run file: skipped
+    run("6", {"conv9": 100.0, "conv12": 100.0}, 600.0, level="x86-64-v3")  # AVX2 code
+    run("7", {"conv9": 180.0, "conv12": 160.0}, 60.0, level="native")  # a native run says so
     history = im2win_cpu_report.goals_history(first, first_path)
     lines = history.splitlines()
     # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
     # the machine's state beside them: the FMA peak (where recorded) and torch on conv8-11
     assert "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | n/a | 150 | met | met | met |" in lines
     assert "| `2_quick.json` | abcdef1 | 2 of 2 | 235 | 150 | NOT met | NOT met | met |" in lines
-    assert lines[-1] == "| met in |  |  |  |  | 1 of 2 | 1 of 2 | 2 of 2 |"
-    assert "3_quick" not in history and "4_paper" not in history
+    assert lines[-1] == "| met in |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
+    assert "3_quick" not in history and "4_paper" not in history and "6_quick" not in history
 
 
 def test_list_says_what_each_experiment_reproduces_and_its_scales(capsys):
@@ -515,3 +520,38 @@ def test_a_ratio_beside_its_goal_shows_the_side_it_falls_on():
     assert against(0.8499, 0.85) == "0.8499" and against(2.004, 2.0) == "2.00"
     assert against(None, 1.0) == "n/a"
     assert against(84.8, 85, 0) == "84.8" and against(85.2, 85, 0) == "85"
+
+
+def test_a_run_held_to_a_narrower_x86_level_holds_every_implementation_to_it(
+    tmp_path, narrower_level
+):
+    """`--isa LEVEL` in a fresh process (PyTorch is held before its first convolution): im2win's
+    kernels, the FMA probe and PyTorch's oneDNN all run the level's vectors, the raw file says so,
+    and the report goes into the level's own folder, away from the native runs'."""
+    import subprocess
+    import sys
+
+    from harness import results
+
+    level = narrower_level
+    argv = ["run", "im2win-cpu", "--scale", "smoke", "--isa", level, "--layers", "conv12"]
+    argv += ["--impls", "im2win", "torch_cl", "--results-dir", str(tmp_path), "--no-progress"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "reproductions", *argv],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (raw,) = results.run_files("im2win-cpu", tmp_path)
+    doc = results.load_run(raw)
+    held = doc["config"]["isa_held"]
+    assert doc["config"]["isa"] == level and held["onednn_convolution"] == isa.LEVELS[level].onednn
+    assert doc["peak"]["simd_width"] == isa.LEVELS[level].lanes
+    assert doc["environment"]["env_vars"]["ONEDNN_MAX_CPU_ISA"] == isa.LEVELS[level].onednn.upper()
+    assert all(r["correct"] for r in doc["records"])
+    report = (tmp_path / "im2win-cpu" / level / "README.md").read_text()
+    assert f"Every implementation held to {level}" in report
+    assert not (tmp_path / "im2win-cpu" / "README.md").exists()
