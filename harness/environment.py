@@ -208,7 +208,7 @@ def capture(threads: int | None = None) -> dict:
             "MKL_NUM_THREADS",
             "OPENBLAS_CORETYPE",
             "CXX",
-            # what holds PyTorch's CPU code to an instruction set (im2win.cpu.isa.hold_torch)
+            # what holds PyTorch's CPU code to an instruction set (im2win.cpu.levels.hold_torch)
             "ONEDNN_MAX_CPU_ISA",
             "DNNL_MAX_CPU_ISA",
             "ATEN_CPU_CAPABILITY",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness import results
 from harness.args import at_least, thread_count
-from im2win.cpu.isa import LEVELS
+from im2win.cpu.levels import LEVELS
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS
 from reproductions import (

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import im2win
 from harness import environment, memory, results, timing
 from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak, thread_round_trip_ns
-from im2win.cpu import SOURCE, isa, kernels_from, lib
+from im2win.cpu import SOURCE, isa, kernels_from, levels, lib
 from im2win.metrics import gflops
 from im2win.reference import CHUNK_BYTES, conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
@@ -160,9 +160,9 @@ def run(
 ) -> Path:
     """Measure every (layer, implementation) pair and write one run file; returns its path.
 
-    isa_level: "native" (this CPU's widest SIMD), or an x86 level (im2win.cpu.isa.LEVELS) that
-    every implementation is held to: the project's kernels and the FMA probe built for it, and
-    PyTorch's oneDNN, ATen and MKL held to it (isa.hold_torch; before the process's first
+    isa_level: "native" (this CPU's widest SIMD), or an x86 level (im2win.cpu.levels.LEVELS)
+    that every implementation is held to: the project's kernels and the FMA probe built for it, and
+    PyTorch's oneDNN, ATen and MKL held to it (levels.hold_torch; before the process's first
     convolution)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
@@ -179,7 +179,7 @@ def run(
     if cfg["min_time_s"] < 0:
         raise ValueError(f"--min-time must be >= 0 seconds, got {cfg['min_time_s']}")
     shapes = layer_shapes(scale, layers)
-    held = None if isa_level == "native" else isa.hold_torch(isa_level)
+    held = None if isa_level == "native" else levels.hold_torch(isa_level)
     march = "native" if held is None else isa_level
     started = time.perf_counter()
     with (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import environment, results
 from harness.peak import APART_NS
-from im2win.cpu.isa import LEVELS
+from im2win.cpu.levels import LEVELS
 from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_table, transform_table
 from reproductions.tables import against, fmt, geomean, grid, table
 

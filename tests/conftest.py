@@ -19,11 +19,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def narrower_level() -> str:
     """An x86 level narrower than this CPU's widest that PyTorch can be held to
-    (im2win.cpu.isa.hold_torch): AVX2 on an AVX-512 host; skips where there is none."""
-    from im2win.cpu import isa
+    (im2win.cpu.levels.hold_torch): AVX2 on an AVX-512 host; skips where there is none."""
+    from im2win.cpu import levels
 
-    here = [name for name in isa.LEVELS if isa.runs_here(name)]
-    below = [name for name in here[:-1] if isa.LEVELS[name].onednn]
+    here = [name for name in levels.LEVELS if levels.runs_here(name)]
+    below = [name for name in here[:-1] if levels.LEVELS[name].onednn]
     if not below:
         pytest.skip("no x86 level narrower than this CPU's that PyTorch can be held to")
     return below[-1]

@@ -440,7 +440,7 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
 
     from harness import timing
     from im2win import cpu
-    from im2win.cpu import isa
+    from im2win.cpu import levels
 
     variant = tmp_path / "variant.cpp"
     variant.write_text(
@@ -459,7 +459,7 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
         _check("im2win", x, w, None, 1, 0)
     assert cpu.lib() is own
     root = Path(__file__).resolve().parents[1]
-    level = "x86-64-v2" if isa.runs_here("x86-64-v2") else "native"  # a narrower level, if x86
+    level = "x86-64-v2" if levels.runs_here("x86-64-v2") else "native"  # a narrower level, if x86
     ab = [sys.executable, "-m", "im2win.cpu.kernel_ab", str(cpu.SOURCE), str(variant)]
     small = ["--layers", "conv12", "--batch", "1", "--rounds", "1", "--threads", "1"]
     proc = subprocess.run(

@@ -9,11 +9,11 @@ import torch
 import im2win
 from harness import mca
 from im2win import cpu
-from im2win.cpu import CompilerError, isa
+from im2win.cpu import CompilerError, isa, levels
 from im2win.plan import filter_work_floats, streams_output
 from im2win.reference import max_violation
 
-pytestmark = pytest.mark.skipif(not isa.x86_host(), reason="x86 levels: not an x86-64 host")
+pytestmark = pytest.mark.skipif(not levels.x86_host(), reason="x86 levels: not an x86-64 host")
 
 # The implementations whose kernels are in im2win_cpu.cpp.
 NATIVE = ["im2win", "im2win_nhwc", "im2win_nchw", "direct"]
@@ -29,14 +29,14 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("level", list(isa.LEVELS))
+@pytest.mark.parametrize("level", list(levels.LEVELS))
 def test_every_level_this_host_runs_matches_the_oracle(level):
-    if not isa.runs_here(level):
-        pytest.skip(f"this CPU does not run {level} ({isa.LEVELS[level].simd})")
+    if not levels.runs_here(level):
+        pytest.skip(f"this CPU does not run {level} ({levels.LEVELS[level].simd})")
     torch.manual_seed(0)
     own = cpu.lib()
     with cpu.kernels_from(cpu.SOURCE, level) as handle:
-        assert handle.im2win_simd_width() == isa.LEVELS[level].lanes
+        assert handle.im2win_simd_width() == levels.LEVELS[level].lanes
         streamed = [
             streams_output(
                 im2win.ConvShape.of(torch.empty(xs), torch.empty(ws), st, pd),
@@ -53,7 +53,7 @@ def test_every_level_this_host_runs_matches_the_oracle(level):
     assert cpu.lib() is own
 
 
-@pytest.mark.parametrize("level", list(isa.LEVELS))
+@pytest.mark.parametrize("level", list(levels.LEVELS))
 def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level):
     """From the compiler's assembly: one pass of the main loop does M x NR multiply-adds (NR = 2
     vectors of output channels) on the level's widest registers, loads one B row and M pixel values
@@ -62,7 +62,7 @@ def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level):
         mix = isa.ukernel_loop(level)
     except CompilerError as err:
         pytest.skip(f"the compiler does not build -march={level}: {str(err).splitlines()[-1]}")
-    lanes = isa.LEVELS[level].lanes
+    lanes = levels.LEVELS[level].lanes
     assert mix.rows == (12 if lanes == 16 else 6)
     assert mix.multiply_adds == 2 * mix.rows
     assert mix.vector_width == {4: "xmm", 8: "ymm", 16: "zmm"}[lanes]
@@ -205,18 +205,18 @@ def test_the_command_models_a_block_it_is_given(capsys):
 
 
 def test_a_level_this_cpu_lacks_names_the_ones_it_runs(monkeypatch):
-    monkeypatch.setattr(isa, "_cpu_flags", lambda: frozenset(isa.LEVELS["x86-64"].flags))
+    monkeypatch.setattr(levels, "_cpu_flags", lambda: frozenset(levels.LEVELS["x86-64"].flags))
     with pytest.raises(
         ValueError, match=r"does not run x86-64-v3 \(AVX2 \+ FMA\); it runs x86-64$"
     ):
-        isa.check_runs_here("x86-64-v3")
+        levels.check_runs_here("x86-64-v3")
     with pytest.raises(ValueError, match="unknown x86 level 'avx9'"):
-        isa.check_runs_here("avx9")
+        levels.check_runs_here("avx9")
 
 
 def test_torch_cannot_be_held_below_sse41():
     with pytest.raises(ValueError, match="oneDNN has no code below SSE4.1; choose x86-64-v2"):
-        isa.hold_torch("x86-64")
+        levels.hold_torch("x86-64")
 
 
 def test_torch_held_after_its_first_convolution_is_refused_and_left_as_it_was(
@@ -228,9 +228,9 @@ def test_torch_held_after_its_first_convolution_is_refused_and_left_as_it_was(
     for key in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"):
         monkeypatch.delenv(key, raising=False)
     torch.nn.functional.conv2d(torch.ones(2, 16, 10, 10), torch.ones(16, 16, 3, 3))
-    if torch.backends.cpu.get_cpu_capability().lower() == isa.LEVELS[level].aten:
+    if torch.backends.cpu.get_cpu_capability().lower() == levels.LEVELS[level].aten:
         pytest.skip(f"this process's PyTorch already runs {level}'s code")
-    wanted = isa.LEVELS[level].onednn.upper()
+    wanted = levels.LEVELS[level].onednn.upper()
     with pytest.raises(ValueError, match=f"run the command in a fresh process.*={wanted}"):
-        isa.hold_torch(level)
+        levels.hold_torch(level)
     assert "ONEDNN_MAX_CPU_ISA" not in os.environ

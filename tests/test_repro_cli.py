@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import im2win
-from im2win.cpu import isa
+from im2win.cpu import levels
 from reproductions import cli
 
 
@@ -71,9 +71,9 @@ def test_run_and_render_smoke(tmp_path, capsys):
         assert "threads' round trip ns, median (min-max)" in report
     else:
         assert trips == [None] * len(trips)
-    if isa.x86_host():  # the micro-kernel's code per level
-        levels = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
-        assert levels["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
+    if levels.x86_host():  # the micro-kernel's code per level
+        code = {lv["level"]: lv for lv in doc["microkernel_code"]["levels"]}
+        assert code["x86-64-v4"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
         assert "| x86-64-v4 | AVX-512 |" in report and "| x86-64 | SSE2 | yes |" in report
 
 
@@ -548,9 +548,13 @@ def test_a_run_held_to_a_narrower_x86_level_holds_every_implementation_to_it(
     (raw,) = results.run_files("im2win-cpu", tmp_path)
     doc = results.load_run(raw)
     held = doc["config"]["isa_held"]
-    assert doc["config"]["isa"] == level and held["onednn_convolution"] == isa.LEVELS[level].onednn
-    assert doc["peak"]["simd_width"] == isa.LEVELS[level].lanes
-    assert doc["environment"]["env_vars"]["ONEDNN_MAX_CPU_ISA"] == isa.LEVELS[level].onednn.upper()
+    assert (
+        doc["config"]["isa"] == level and held["onednn_convolution"] == levels.LEVELS[level].onednn
+    )
+    assert doc["peak"]["simd_width"] == levels.LEVELS[level].lanes
+    assert (
+        doc["environment"]["env_vars"]["ONEDNN_MAX_CPU_ISA"] == levels.LEVELS[level].onednn.upper()
+    )
     assert all(r["correct"] for r in doc["records"])
     report = (tmp_path / "im2win-cpu" / level / "README.md").read_text()
     assert f"Every implementation held to {level}" in report

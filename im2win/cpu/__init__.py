@@ -98,9 +98,9 @@ def kernels_from(
     """Within the block, every CPU implementation runs on the kernels compiled from `source` for
     -march=`march`: a variant of im2win_cpu.cpp with the same entry points, for timing kernel
     changes side by side in one process (python -m im2win.cpu.kernel_ab), or the package's own
-    source built for a narrower x86 level than this CPU's (im2win.cpu.isa), to run its SSE or AVX2
+    source built for a narrower x86 level than this CPU's (im2win.cpu.levels), to run its SSE or AVX2
     code paths. `defines` ("NAME=VALUE") build it with -D: another register block
-    (block_defines). A level this CPU lacks dies with SIGILL: check im2win.cpu.isa.runs_here
+    (block_defines). A level this CPU lacks dies with SIGILL: check im2win.cpu.levels.runs_here
     first."""
     source = Path(source).resolve()
     handle = _load(source, march, tuple(defines))

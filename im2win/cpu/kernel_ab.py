@@ -55,7 +55,7 @@ from harness import environment, memory, timing
 from harness.args import at_least, thread_count
 from harness.native import CompilerError
 from harness.peak import APART_NS, thread_round_trip_ns
-from im2win.cpu import block_defines, isa, kernels_from
+from im2win.cpu import block_defines, kernels_from, levels
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
 
@@ -255,10 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-progress", action="store_true", help="no progress bar of the rounds on stderr"
     )
     args = parser.parse_args(argv)
-    if args.march != "native" and not (args.march in isa.LEVELS and isa.runs_here(args.march)):
+    if args.march != "native" and not (
+        args.march in levels.LEVELS and levels.runs_here(args.march)
+    ):
         parser.error(
             f"--march {args.march}: give native or an x86 level this CPU runs "
-            f"({', '.join(name for name in isa.LEVELS if isa.runs_here(name)) or 'none'})"
+            f"({', '.join(name for name in levels.LEVELS if levels.runs_here(name)) or 'none'})"
         )
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
