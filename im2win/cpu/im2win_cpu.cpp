@@ -58,6 +58,12 @@ namespace {
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
+// AVX2's 16 vector registers: 6 x 2 (12 accumulators, 8 loads per 12 FMAs). 3 x 4 (7 loads per 12
+// FMAs, 32 channels a panel as on AVX-512) was timed against it on Zen 4 (kernel_ab --march
+// x86-64-v3 --blocks 6x2 3x4 --between torch_cl, three runs of 30 interleaved rounds): conv7
+// 1.03-1.11x and conv9 1.02-1.04x in all three, conv4 0.98-0.99x and conv12 0.97-0.99x in all
+// three, the others on both sides of 1.0 (conv5 0.96-1.04x, conv8 0.98-1.07x): not kept. 4 x 3
+// (24-channel panels) ran 0.90-0.93x on conv8-conv11, 5 x 2 0.91-1.02x (12 rounds).
 constexpr int VL = 8;
 #define IM2WIN_DEFAULT_MR 6
 #else
