@@ -23,7 +23,8 @@ the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2
 
     python -m im2win.cpu.kernel_ab base.cpp variant.cpp --march x86-64-v3
 
-times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs).
+times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs; the peers of
+--between held to it too, as by `repro run im2win-cpu --isa`).
 
     python -m im2win.cpu.kernel_ab base.cpp variant.cpp --cold
 
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         "--march",
         default="native",
         help="build every variant for this x86 level (e.g. x86-64-v3: the AVX2 code on an AVX-512 "
-        "host); it must be one this CPU runs",
+        "host), and hold the --between peers to it (x86-64-v2 and wider); it must be one this "
+        "CPU runs",
     )
     parser.add_argument(
         "--cold",
@@ -255,13 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         "--no-progress", action="store_true", help="no progress bar of the rounds on stderr"
     )
     args = parser.parse_args(argv)
-    if args.march != "native" and not (
-        args.march in levels.LEVELS and levels.runs_here(args.march)
-    ):
-        parser.error(
-            f"--march {args.march}: give native or an x86 level this CPU runs "
-            f"({', '.join(name for name in levels.LEVELS if levels.runs_here(name)) or 'none'})"
-        )
+    held = False  # the peers run between the calls at --march's level too, where oneDNN has it
+    if args.march != "native":
+        try:
+            levels.check_runs_here(args.march)
+            if args.between and levels.LEVELS[args.march].onednn:
+                held = bool(levels.hold_torch(args.march))
+        except ValueError as err:
+            parser.error(f"--march {args.march}: {err}")
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         parser.error(f"no such kernel source: {', '.join(missing)}")
@@ -293,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         f"best of {args.rounds} interleaved rounds"
         + (", caches flushed before each call" if args.cold else "")
         + (f", {' and '.join(args.between)} run before each call" if args.between else "")
+        + (f" (held to {args.march})" if held else "")
     )
     if None not in trips:  # where the threads ran: see harness.peak.thread_round_trip_ns
         print(
