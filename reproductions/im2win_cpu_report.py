@@ -273,8 +273,8 @@ def goals_history(doc: dict, source: Path) -> str:
     return (
         "## The goals in every comparable run\n\n"
         f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, x86 level, "
-        "layers, "
-        "implementations, thread count and CPU model, oldest first, judged as this run is above. "
+        "layers, implementations, thread count and CPU model, oldest first, judged as this run is "
+        "above. "
         "One run is one sample of a shared machine: a goal met in some runs and not in others is "
         "not robust. Threads apart: in how many layers' im2win rounds the two threads' median "
         f"round trip was above {APART_NS:.0f} ns (no shared last-level cache; n/a: runs before "
@@ -294,6 +294,8 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     layers, impls, _ = grid(doc, "gflops")
     width = 0.8 / len(impls)
     paths = []
+    level = doc["config"].get("isa", "native")
+    held = "" if level == "native" else f", every implementation held to {level}"
     specs = [
         (
             "gflops.png",
@@ -301,14 +303,14 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
             "GFLOP/s",
             1.0,
             f"FP32 convolution throughput, batch {doc['config']['batch']}, "
-            f"{doc['config']['threads']} threads",
+            f"{doc['config']['threads']} threads{held}",
         ),
         (
             "fraction_of_peak.png",
             "fraction_of_peak",
             "fraction of measured FP32 peak",
             1.0,
-            f"Fraction of this machine's FMA peak ({doc['peak']['gflops']:.0f} GFLOP/s)",
+            f"Fraction of this machine's FMA peak ({doc['peak']['gflops']:.0f} GFLOP/s){held}",
         ),
         (
             "memory.png",
