@@ -6,7 +6,12 @@ Timing wants the opposite: `steady_allocator()` lets glibc keep freed memory and
 caching allocator would, so that no implementation's time includes the page faults of buffers that
 a fresh mmap hands out zeroed on every call (a 50 MiB output costs more in page faults than its
 convolution on a 2-core VM). glibc coalesces freed chunks lazily, so the first few rounds may still
-take fresh pages; the best of the timing rounds is the settled state.
+take fresh pages; the best of the timing rounds is the settled state. Not for every block: on glibc
+2.36, blocks of 1 GiB and more allocated 64-byte aligned (posix_memalign, as PyTorch allocates) were
+faulted in anew on every call even so, and torch's conv7 at batch 128 (two 1.6 GB buffers) took
+375,000-770,000 page faults a call in rounds with im2win and torch_cl. timing.measure_interleaved
+counts each best round's page faults (faults_in_best), and the reports name the calls that took
+them.
 
 To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
 allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import statistics
 import time
@@ -10,6 +11,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+
+try:
+    import resource  # POSIX: getrusage's page-fault count
+except ImportError:  # pragma: no cover (Windows)
+    resource = None
 
 MAX_REPEAT = 200  # rounds a fast implementation may take at most under min_time_s
 
@@ -29,7 +35,8 @@ def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = 
         "(interleaved, so a burst of machine noise hits all of them alike); each implementation "
         f"takes part in {rounds}; reported per implementation: min_ms (best round, as the "
         "im2win papers report: minimum of N runs), time_ms (median) and iqr_ms; gflops is "
-        "computed from min_ms"
+        "computed from min_ms; faults_in_best: the process's minor page faults during the best "
+        "round's call (getrusage), pages the allocator handed out fresh within that time"
     )
 
 
@@ -39,6 +46,9 @@ class Timing:
     min_ms: float
     iqr_ms: float
     repeats: int
+    # minor page faults the process took during the best round's call (measure_interleaved; None
+    # elsewhere): pages the allocator handed out fresh, whose faulting is in that call's time
+    faults_in_best: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +89,7 @@ def measure_interleaved(
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    faults: dict[str, list[int]] = {name: [] for name in fns}
 
     def wants_more(name: str) -> bool:
         done = times[name]
@@ -86,10 +97,20 @@ def measure_interleaved(
 
     while playing := [name for name in fns if wants_more(name)]:
         for name in playing:
+            before = _minor_faults()
             start = time.perf_counter()
             fns[name]()
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: _summary(ts) for name, ts in times.items()}
+            faults[name].append(_minor_faults() - before)
+    return {
+        name: dataclasses.replace(_summary(ts), faults_in_best=faults[name][ts.index(min(ts))])
+        for name, ts in times.items()
+    }
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far, all threads (0 where the OS does not count them)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
 def _summary(times: list[float]) -> Timing:

@@ -42,6 +42,35 @@ def gflops_table(doc: dict) -> str:
         + _microkernel_line(doc)
         + "\n\n"
         + table(["layer", *impls], rows)
+        + _faults_line(doc)
+    )
+
+
+FAULTS_SHOWN = 256  # minor page faults in a best round worth naming: 1 MiB of 4 KiB pages
+
+
+def _faults_line(doc: dict) -> str:
+    """The implementations whose best round took page faults (runs since 2026-12-03 count them):
+    the allocator handed them fresh pages, and faulting those in is part of their time."""
+    faulted = [
+        (r["layer"], r["impl"], r["faults_in_best"])
+        for r in doc["records"]
+        if (r.get("faults_in_best") or 0) >= FAULTS_SHOWN
+    ]
+    if not any("faults_in_best" in r for r in doc["records"]):
+        return ""
+    if not faulted:
+        return (
+            f"\nNo implementation's best round took {FAULTS_SHOWN} minor page faults or more: "
+            "every time above is of buffers the allocator had handed out before.\n"
+        )
+    return (
+        "\nPage faults in the best round (minor faults of the process during that call, "
+        "getrusage): there the allocator handed the implementation fresh pages, and faulting "
+        "them in is part of its time, although the timing allocator keeps freed memory (glibc "
+        "still returns some large blocks): "
+        + ", ".join(f"{layer} {impl} {n:,}" for layer, impl, n in faulted)
+        + ".\n"
     )
 
 

@@ -174,6 +174,25 @@ def test_measure_interleaved_calls_in_rounds():
     assert set(out) == {"a", "b"} and out["a"].repeats == 3
 
 
+def test_measure_interleaved_counts_the_page_faults_of_the_best_round():
+    """A call that writes a fresh anonymous mapping of 8 MiB faults in each of its pages, in every
+    round; one that allocates nothing takes none."""
+    import mmap
+
+    size = 8 << 20
+
+    def fresh():
+        pages = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            pages[offset] = 1
+        pages.close()
+
+    out = timing.measure_interleaved({"fresh": fresh, "none": lambda: None}, warmup=1, repeat=3)
+    assert out["fresh"].faults_in_best >= size // mmap.PAGESIZE
+    assert out["none"].faults_in_best == 0
+    assert "faults_in_best" in timing.method(1, 3)
+
+
 def test_measure_interleaved_keeps_the_fast_ones_until_their_time_adds_up(monkeypatch):
     """A call of 1 ms stays in the rounds until 10 ms add up; one of 4 ms leaves after 3 rounds."""
     clock = [0.0]

@@ -54,6 +54,9 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert "conv12" in report
     assert max(r["repeats"] for r in doc["records"]) > 1  # the fast ones timed for 0.02 s
     assert "more until its calls add up to 0.02 s" in report
+    # the page faults of each best round, counted and said in the report either way
+    assert all(r["faults_in_best"] >= 0 for r in doc["records"])
+    assert "page faults" in report
     # the FMA and micro-kernel probes timed in every layer's rounds, and the run's roof above them
     assert all(r["peak_in_rounds_gflops"] > 0 for r in doc["records"])
     assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
@@ -559,3 +562,21 @@ def test_a_run_held_to_a_narrower_x86_level_holds_every_implementation_to_it(
     report = (tmp_path / "im2win-cpu" / level / "README.md").read_text()
     assert f"Every implementation held to {level}" in report
     assert not (tmp_path / "im2win-cpu" / "README.md").exists()
+
+
+def test_cpu_report_names_the_best_rounds_that_took_page_faults():
+    """A peer whose best round was handed fresh pages is named with its fault count; runs before
+    the count say nothing of it."""
+    from reproductions import im2win_cpu_report
+
+    def doc(faults):
+        return {"records": [{"layer": "conv7", "impl": i, **f} for i, f in faults.items()]}
+
+    shown = im2win_cpu_report.FAULTS_SHOWN
+    line = im2win_cpu_report._faults_line(
+        doc({"im2win": {"faults_in_best": 2}, "torch": {"faults_in_best": 788_000}})
+    )
+    assert "conv7 torch 788,000" in line and "im2win" not in line
+    quiet = im2win_cpu_report._faults_line(doc({"torch": {"faults_in_best": shown - 1}}))
+    assert quiet.startswith(f"\nNo implementation's best round took {shown} minor page faults")
+    assert im2win_cpu_report._faults_line(doc({"torch": {}})) == ""
