@@ -179,19 +179,19 @@ def run(
     if cfg["min_time_s"] < 0:
         raise ValueError(f"--min-time must be >= 0 seconds, got {cfg['min_time_s']}")
     shapes = layer_shapes(scale, layers)
-    held = None if isa_level == "native" else levels.hold_torch(isa_level)
-    march = "native" if held is None else isa_level
+    native = isa_level == "native"
+    held = None if native else levels.hold_torch(isa_level)
     started = time.perf_counter()
     with (
         timing.threads(threads) as n_threads,
-        contextlib.nullcontext() if held is None else kernels_from(SOURCE, isa_level),
+        contextlib.nullcontext() if native else kernels_from(SOURCE, isa_level),
     ):
         check_memory(shapes, impls, n_threads, scale)
         command = [scale, cfg, n_threads, seed, list(shapes), impls, isa_level]
         partial = _Partial(results_dir, command)
         state = partial.state
         # FMA peak: before, after every layer, at the end
-        probes = [Peak(**p) for p in state["probes"]] + [measure_peak(n_threads, march=march)]
+        probes = [Peak(**p) for p in state["probes"]] + [measure_peak(n_threads, march=isa_level)]
         round_probes = list(state["round_probes"])  # each layer's best short FMA probe
         records = list(state["records"])
         bar = tqdm(
@@ -223,7 +223,7 @@ def run(
                 bar.update()
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
-            fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, march).gflops)
+            fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops)
             micro_now = _Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
             trips = _RoundTrips(n_threads)
             timings = timing.measure_interleaved(
@@ -237,7 +237,7 @@ def run(
                 cfg["repeat"],
                 min_time_s=cfg["min_time_s"],
             )
-            probes.append(measure_peak(n_threads, trials=2, march=march))
+            probes.append(measure_peak(n_threads, trials=2, march=isa_level))
             round_probes.append(fma.best)
             for impl in impls:
                 entry = im2win.IMPLEMENTATIONS[impl]
@@ -304,7 +304,7 @@ def run(
         bar.close()
         # The clock of a shared or turbo-boosted CPU drifts: the roof is the best FMA probe of the
         # run, the short ones in the layers' rounds included.
-        probes.append(measure_peak(n_threads, march=march))
+        probes.append(measure_peak(n_threads, march=isa_level))
         peak = max(probes, key=lambda p: p.gflops)
         if round_probes and max(round_probes) > peak.gflops:
             peak = replace(

@@ -237,6 +237,11 @@ def goals_table(doc: dict) -> str:
     return table(["goal", "measured", "status"], rows)
 
 
+def _level(doc: dict) -> str:
+    """The x86 level a run held every implementation to (--isa); "native" for runs before it."""
+    return doc["config"].get("isa", "native")
+
+
 def _comparable(doc: dict) -> tuple:
     """What two runs must share for their goals to be read side by side: the scale, the x86 level
     held to, layers, implementations and thread count, and the CPU (model name, family and model
@@ -245,7 +250,7 @@ def _comparable(doc: dict) -> tuple:
     cpu = env.get("cpu_details") or {}
     return (
         cfg.get("scale"),
-        cfg.get("isa", "native"),
+        _level(doc),
         tuple(cfg.get("layers") or ()),
         tuple(cfg.get("impls") or ()),
         cfg.get("threads"),
@@ -323,7 +328,7 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     layers, impls, _ = grid(doc, "gflops")
     width = 0.8 / len(impls)
     paths = []
-    level = doc["config"].get("isa", "native")
+    level = _level(doc)
     held = "" if level == "native" else f", every implementation held to {level}"
     specs = [
         (
@@ -385,7 +390,7 @@ def _relative(path: Path) -> str:
 
 def held_line(doc: dict) -> str:
     """What a run held to one x86 level (repro run im2win-cpu --isa) ran; "" for a native run."""
-    level, held = doc["config"].get("isa", "native"), doc["config"].get("isa_held")
+    level, held = _level(doc), doc["config"].get("isa_held")
     if level == "native" or not held:
         return ""
     env = " ".join(f"{k}={v}" for k, v in held["environment"].items())
@@ -402,7 +407,7 @@ def held_line(doc: dict) -> str:
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     """Write the tables (one Markdown report) and figures of run `doc` into out_dir (a run held to
     an x86 level, into its subfolder named after the level)."""
-    level = doc["config"].get("isa", "native")
+    level = _level(doc)
     if level != "native":
         out_dir = out_dir / level
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -72,8 +72,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             + [cell(l, i) for i in main]
             + [f"{fmt(cu, '.2f')} ({name or '-'})", cell(l, "sgemm")]
             + [
-                fmt(im / sg if im and sg else None, ".2f"),
-                fmt(im / cu if im and cu else None, ".2f"),
+                fmt(_ratio(im, sg), ".2f"),
+                fmt(_ratio(im, cu), ".2f"),
             ]
         )
     gm = {i: geomean(tf.get((l, i)) for l in layers) for i in [*main, "sgemm"]}
