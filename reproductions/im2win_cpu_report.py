@@ -10,7 +10,13 @@ from pathlib import Path
 from harness import environment, results
 from harness.peak import APART_NS
 from im2win.cpu.levels import LEVELS
-from reproductions.im2win_cpu_time import breakdown_table, isa_table, rounds_table, transform_table
+from reproductions.im2win_cpu_time import (
+    breakdown_table,
+    faults_line,
+    isa_table,
+    rounds_table,
+    transform_table,
+)
 from reproductions.tables import against, fmt, geomean, grid, table
 
 LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
@@ -42,35 +48,7 @@ def gflops_table(doc: dict) -> str:
         + _microkernel_line(doc)
         + "\n\n"
         + table(["layer", *impls], rows)
-        + _faults_line(doc)
-    )
-
-
-FAULTS_SHOWN = 256  # minor page faults in a best round worth naming: 1 MiB of 4 KiB pages
-
-
-def _faults_line(doc: dict) -> str:
-    """The implementations whose best round took page faults (runs since 2026-12-03 count them):
-    the allocator handed them fresh pages, and faulting those in is part of their time."""
-    faulted = [
-        (r["layer"], r["impl"], r["faults_in_best"])
-        for r in doc["records"]
-        if (r.get("faults_in_best") or 0) >= FAULTS_SHOWN
-    ]
-    if not any("faults_in_best" in r for r in doc["records"]):
-        return ""
-    if not faulted:
-        return (
-            f"\nNo implementation's best round took {FAULTS_SHOWN} minor page faults or more: "
-            "every time above is of buffers the allocator had handed out before.\n"
-        )
-    return (
-        "\nPage faults in the best round (minor faults of the process during that call, "
-        "getrusage): there the allocator handed the implementation fresh pages, and faulting "
-        "them in is part of its time, although the timing allocator keeps freed memory (glibc "
-        "still returns some large blocks): "
-        + ", ".join(f"{layer} {impl} {n:,}" for layer, impl, n in faulted)
-        + ".\n"
+        + faults_line(doc)
     )
 
 

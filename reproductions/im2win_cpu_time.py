@@ -1,7 +1,7 @@
 """Where im2win's CPU time goes, drawn from a `repro run im2win-cpu` raw file: the window transform
 against the whole call, the breakdown of a call (bands, filter packing, the threads' wait, the
 rest against the micro-kernel), the machine during each layer's timing rounds, and the
-micro-kernel's code and llvm-mca model on each x86 level."""
+micro-kernel's code and llvm-mca model on each x86 level, and the page faults of the timed calls."""
 
 from __future__ import annotations
 
@@ -198,4 +198,32 @@ def model_section(modelled: dict | None) -> str:
         "with -DIM2WIN_MR/-DIM2WIN_NR (python -m im2win.cpu.isa --model --block MRxNR). "
         '"Bound by" is LLVM\'s name for the pipe the model keeps busiest (a CPU modelled with '
         "another's resources shows that one's names).\n\n" + isa.model_table(modelled)
+    )
+
+
+FAULTS_SHOWN = 256  # minor page faults in a best round worth naming: 1 MiB of 4 KiB pages
+
+
+def faults_line(doc: dict) -> str:
+    """The implementations whose best round took page faults (runs since 2026-12-03 count them):
+    the allocator handed them fresh pages, and faulting those in is part of their time."""
+    faulted = [
+        (r["layer"], r["impl"], r["faults_in_best"])
+        for r in doc["records"]
+        if (r.get("faults_in_best") or 0) >= FAULTS_SHOWN
+    ]
+    if not any("faults_in_best" in r for r in doc["records"]):
+        return ""
+    if not faulted:
+        return (
+            f"\nNo implementation's best round took {FAULTS_SHOWN} minor page faults or more: "
+            "every time above is of buffers the allocator had handed out before.\n"
+        )
+    return (
+        "\nPage faults in the best round (minor faults of the process during that call, "
+        "getrusage): there the allocator handed the implementation fresh pages, and faulting "
+        "them in is part of its time, although the timing allocator keeps freed memory (glibc "
+        "still returns some large blocks): "
+        + ", ".join(f"{layer} {impl} {n:,}" for layer, impl, n in faulted)
+        + ".\n"
     )

@@ -567,16 +567,16 @@ def test_a_run_held_to_a_narrower_x86_level_holds_every_implementation_to_it(
 def test_cpu_report_names_the_best_rounds_that_took_page_faults():
     """A peer whose best round was handed fresh pages is named with its fault count; runs before
     the count say nothing of it."""
-    from reproductions import im2win_cpu_report
+    from reproductions import im2win_cpu_time
 
     def doc(faults):
         return {"records": [{"layer": "conv7", "impl": i, **f} for i, f in faults.items()]}
 
-    shown = im2win_cpu_report.FAULTS_SHOWN
-    line = im2win_cpu_report._faults_line(
+    shown = im2win_cpu_time.FAULTS_SHOWN
+    line = im2win_cpu_time.faults_line(
         doc({"im2win": {"faults_in_best": 2}, "torch": {"faults_in_best": 788_000}})
     )
     assert "conv7 torch 788,000" in line and "im2win" not in line
-    quiet = im2win_cpu_report._faults_line(doc({"torch": {"faults_in_best": shown - 1}}))
+    quiet = im2win_cpu_time.faults_line(doc({"torch": {"faults_in_best": shown - 1}}))
     assert quiet.startswith(f"\nNo implementation's best round took {shown} minor page faults")
-    assert im2win_cpu_report._faults_line(doc({"torch": {}})) == ""
+    assert im2win_cpu_time.faults_line(doc({"torch": {}})) == ""
