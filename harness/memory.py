@@ -2,16 +2,23 @@
 high-water mark (Linux: /proc/self/clear_refs resets VmHWM, /proc/self/status reads it).
 
 Timing wants the opposite: `steady_allocator()` lets glibc keep freed memory and hand it out again
-(no mmap below 2 GiB, the most mallopt takes, and no trimming), as a long-running process or a
-caching allocator would, so that no implementation's time includes the page faults of buffers that
-a fresh mmap hands out zeroed on every call (a 50 MiB output costs more in page faults than its
-convolution on a 2-core VM). glibc coalesces freed chunks lazily, so the first few rounds may still
-take fresh pages; the best of the timing rounds is the settled state. Not for every block: on glibc
-2.36, blocks of 1 GiB and more allocated 64-byte aligned (posix_memalign, as PyTorch allocates) were
-faulted in anew on every call even so, and torch's conv7 at batch 128 (two 1.6 GB buffers) took
-375,000-770,000 page faults a call in rounds with im2win and torch_cl. timing.measure_interleaved
-counts each best round's page faults (faults_in_best), and the reports name the calls that took
-them.
+(no mmap for any size, and no trimming), as a long-running process or a caching allocator would, so
+that no implementation's time includes the page faults of buffers that a fresh mmap hands out zeroed
+on every call (a 50 MiB output costs more in page faults than its convolution on a 2-core VM). glibc
+coalesces freed chunks lazily, so the first few rounds may still take fresh pages; the best of the
+timing rounds is the settled state. timing.measure_interleaved counts each best round's page faults
+(faults_in_best), and the reports name the calls that took them.
+
+Why "never" and not a large threshold: mallopt takes an int, so a threshold stops at 2 GiB - 1. With
+the trim threshold there, torch's conv7 at batch 128 (two 1.6 GB buffers, freed together) left more
+than 2 GiB free at the top of the heap, glibc gave it back to the OS (brk shrank by 3.3 GB, seen with
+strace), and the next call faulted 380,000 pages in anew: 0.6-0.7 s a call instead of 0.3 s, in every
+round interleaved with im2win and torch_cl. M_TRIM_THRESHOLD -1 turns trimming off and M_MMAP_MAX 0
+turns mmap off (both as mallopt(3) documents), for blocks of any size.
+Blocks allocated aligned (posix_memalign, as PyTorch allocates) may still take a few rounds to
+settle: glibc gives the slack around an aligned block back to its per-thread cache, where it does not
+coalesce, so the next block of the same size may not fit the hole the last one left (seen with one
+2.25 GiB tensor allocated and freed in a loop: faulted anew 1-4 times, then reused).
 
 To make freed and re-allocated buffers visible, `exact_large_allocations()` asks glibc to serve every
 allocation of 64 KiB or more with a fresh mmap and to unmap it on free (mallopt), so each call's
@@ -36,13 +43,12 @@ METHOD = (
     "extra_mem_bytes = that increase minus the output tensor's bytes"
 )
 STEADY_METHOD = (
-    "glibc mallopt: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD 2 GiB - 1 (the most mallopt takes), "
-    "M_TOP_PAD 256 MiB: freed "
-    "buffers are kept and, once the heap has settled, reused instead of being unmapped and "
-    "faulted in anew"
+    "glibc mallopt: M_MMAP_MAX 0 (no mmap for any size), M_TRIM_THRESHOLD -1 (the heap never "
+    "shrinks), M_TOP_PAD 256 MiB: freed buffers are kept and, once the heap has settled, reused "
+    "instead of being unmapped and faulted in anew"
 )
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-STEADY_REUSE_BYTES = (1 << 31) - 1  # steady_allocator's thresholds: the most mallopt takes (an int)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's M_MMAP_MAX default
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -67,19 +73,24 @@ def _mallopt(**settings: int) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    codes = {"mmap": _M_MMAP_THRESHOLD, "trim": _M_TRIM_THRESHOLD, "top_pad": _M_TOP_PAD}
+    codes = {
+        "mmap": _M_MMAP_THRESHOLD,
+        "mmap_max": _M_MMAP_MAX,
+        "trim": _M_TRIM_THRESHOLD,
+        "top_pad": _M_TOP_PAD,
+    }
     return all(bool(libc.mallopt(codes[k], ctypes.c_int(v))) for k, v in settings.items())
 
 
 def steady_allocator() -> bool:
     """Let freed memory be reused without page faults, for timing (glibc only; process-wide until
     exact_large_allocations). Returns whether it took effect."""
-    return _mallopt(mmap=STEADY_REUSE_BYTES, trim=STEADY_REUSE_BYTES, top_pad=256 << 20)
+    return _mallopt(mmap_max=0, trim=-1, top_pad=256 << 20)
 
 
 def exact_large_allocations() -> bool:
     """Make every allocation >= 64 KiB a fresh mmap (glibc only). Returns whether it took effect."""
-    return _mallopt(mmap=64 * 1024, trim=128 * 1024, top_pad=128 * 1024)
+    return _mallopt(mmap_max=_DEFAULT_MMAP_MAX, mmap=64 * 1024, trim=128 * 1024, top_pad=128 * 1024)
 
 
 def _status_kib(field: str) -> int:
