@@ -93,6 +93,13 @@ def exact_large_allocations() -> bool:
     return _mallopt(mmap_max=_DEFAULT_MMAP_MAX, mmap=64 * 1024, trim=128 * 1024, top_pad=128 * 1024)
 
 
+def release_free() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim; nothing elsewhere): between
+    layers while timing, so that what steady_allocator keeps is one layer's, not every layer's."""
+    if _libc() is not None:
+        _libc().malloc_trim(0)
+
+
 def _status_kib(field: str) -> int:
     for line in _STATUS.read_text().splitlines():
         if line.startswith(field + ":"):
@@ -103,8 +110,7 @@ def _status_kib(field: str) -> int:
 def peak_increase_bytes(fn: Callable[[], object]) -> tuple[int, object]:
     """(bytes by which the resident set peaked above its starting level during fn(), fn's result)."""
     gc.collect()
-    if _libc() is not None:
-        _libc().malloc_trim(0)  # hand free heap pages back, so reusing them shows as an increase
+    release_free()  # so that reusing freed pages shows as an increase
     _CLEAR_REFS.write_text("5")
     before = _status_kib("VmRSS")
     result = fn()

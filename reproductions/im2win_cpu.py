@@ -281,6 +281,7 @@ def run(
                 )
                 bar.update()
             partial.save(records, probes, round_probes, time.perf_counter() - started)
+            memory.release_free()  # the next layer's rounds settle anew; this layer's heap goes
         # Phase 2: memory (after all timing: the allocator setting it needs changes allocation cost).
         mem_ok = memory.supported() and memory.exact_large_allocations()
         by_key = {(r["layer"], r["impl"]): r for r in records}
