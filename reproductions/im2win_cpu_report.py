@@ -11,7 +11,9 @@ from harness import environment, results
 from harness.peak import APART_NS
 from im2win.cpu.levels import LEVELS
 from reproductions.im2win_cpu_time import (
+    FAULTS_SHOWN,
     breakdown_table,
+    faulted,
     faults_line,
     isa_table,
     rounds_table,
@@ -268,6 +270,7 @@ def goals_history(doc: dict, source: Path) -> str:
         peak = (other.get("peak") or {}).get("gflops")
         _, _, gflops = grid(other, "gflops")
         torch_big = [gflops[(l, "torch")] for l in LARGE_3X3 if gflops.get((l, "torch"))]
+        faults = faulted(other)
         rows.append(
             [
                 f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
@@ -275,10 +278,11 @@ def goals_history(doc: dict, source: Path) -> str:
                 f"{apart} of {len(layers)}" if layers else "n/a",
                 f"{peak:.0f}" if peak else "n/a",
                 f"{geomean(torch_big):.0f}" if torch_big else "n/a",
+                "n/a" if faults is None else ", ".join(f"{i} {l}" for l, i, _ in faults) or "none",
                 *[VERDICT[verdicts.get(goal)] for goal in names],
             ]
         )
-    columns = ["run", "commit", "threads apart", "FMA peak", "torch on conv8-11"]
+    columns = ["run", "commit", "threads apart", "FMA peak", "torch on conv8-11", "page faults"]
     rows.append(
         ["met in", *[""] * (len(columns) - 1), *[f"{met_count[g]} of {len(runs)}" for g in names]]
     )
@@ -293,7 +297,9 @@ def goals_history(doc: dict, source: Path) -> str:
         "2026-12-02 did not time it). What the machine gave each run, so that a goal missed on a "
         "slow machine can be told from one missed by the code: its FMA peak (the best probe of "
         "the run, GFLOP/s) and torch's own geomean on conv8-conv11 (GFLOP/s), the same layers "
-        "run by a peer that im2win's code does not touch.\n\n" + table([*columns, *names], rows)
+        "run by a peer that im2win's code does not touch. Page faults: the best rounds that took "
+        f"{FAULTS_SHOWN} or more (their time includes faulting fresh pages in; n/a: not counted "
+        "before 2026-12-03).\n\n" + table([*columns, *names], rows)
     )
 
 

@@ -204,17 +204,25 @@ def model_section(modelled: dict | None) -> str:
 FAULTS_SHOWN = 256  # minor page faults in a best round worth naming: 1 MiB of 4 KiB pages
 
 
-def faults_line(doc: dict) -> str:
-    """The implementations whose best round took page faults (runs since 2026-12-03 count them):
-    the allocator handed them fresh pages, and faulting those in is part of their time."""
-    faulted = [
+def faulted(doc: dict) -> list[tuple[str, str, int]] | None:
+    """(layer, impl, faults) of every best round that took FAULTS_SHOWN page faults or more; None
+    for runs that did not count them (before 2026-12-03)."""
+    if not any("faults_in_best" in r for r in doc["records"]):
+        return None
+    return [
         (r["layer"], r["impl"], r["faults_in_best"])
         for r in doc["records"]
         if (r.get("faults_in_best") or 0) >= FAULTS_SHOWN
     ]
-    if not any("faults_in_best" in r for r in doc["records"]):
+
+
+def faults_line(doc: dict) -> str:
+    """The implementations whose best round took page faults: the allocator handed them fresh
+    pages, and faulting those in is part of their time."""
+    found = faulted(doc)
+    if found is None:
         return ""
-    if not faulted:
+    if not found:
         return (
             f"\nNo implementation's best round took {FAULTS_SHOWN} minor page faults or more: "
             "every time above is of buffers the allocator had handed out before.\n"
@@ -222,8 +230,7 @@ def faults_line(doc: dict) -> str:
     return (
         "\nPage faults in the best round (minor faults of the process during that call, "
         "getrusage): there the allocator handed the implementation fresh pages, and faulting "
-        "them in is part of its time, although the timing allocator keeps freed memory (glibc "
-        "still returns some large blocks): "
-        + ", ".join(f"{layer} {impl} {n:,}" for layer, impl, n in faulted)
+        "them in is part of its time, although the timing allocator keeps freed memory: "
+        + ", ".join(f"{layer} {impl} {n:,}" for layer, impl, n in found)
         + ".\n"
     )

@@ -443,11 +443,12 @@ def test_cpu_goals_say_which_missing_layers_ran_with_the_threads_apart():
 def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     """The rendering lists the goals of every raw file beside it with the same scale, x86 level,
     layers, implementations, threads and CPU model (oldest first, this one marked), how many
-    layers ran with the threads apart, and in how many runs each goal was met; others are left
-    out, and a run with nothing to compare has no such section."""
+    layers ran with the threads apart, which best rounds took page faults, and in how many runs
+    each goal was met; others are left out, and a run with nothing to compare has no such
+    section."""
     from reproductions import im2win_cpu_report
 
-    def run(name, ours, trip, family="25", scale="quick", peak=None, level=None):
+    def run(name, ours, trip, family="25", scale="quick", peak=None, level=None, faults=None):
         records = [
             {
                 "layer": layer,
@@ -481,6 +482,8 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
         }
         if level:  # held to an x86 level (--isa); runs before 2026-12-03 do not say: native
             doc["config"]["isa"] = level
+        for r in records if faults is not None else ():  # counted since 2026-12-03
+            r["faults_in_best"] = faults.get((r["layer"], r["impl"]), 3)
         if peak:
             doc["peak"] = {"gflops": peak}
         path = tmp_path / f"{name}_{scale}.json"
@@ -489,19 +492,35 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
 
     first, first_path = run("1", {"conv9": 180.0, "conv12": 160.0}, 60.0)
     assert im2win_cpu_report.goals_history(first, first_path) == ""  # nothing to compare
-    run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0, peak=234.6)
+    run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0, peak=234.6, faults={})
     run("3", {"conv9": 100.0, "conv12": 100.0}, 600.0, family="26")  # another CPU
     run("4", {"conv9": 100.0, "conv12": 100.0}, 600.0, scale="paper")  # another scale
     (tmp_path / "5_quick.json").write_text("{not json")  # not a run file: skipped
     run("6", {"conv9": 100.0, "conv12": 100.0}, 600.0, level="x86-64-v3")  # AVX2 code
-    run("7", {"conv9": 180.0, "conv12": 160.0}, 60.0, level="native")  # a native run says so
+    run(
+        "7",
+        {"conv9": 180.0, "conv12": 160.0},
+        60.0,
+        level="native",
+        faults={("conv9", "torch"): 9e5},
+    )
     history = im2win_cpu_report.goals_history(first, first_path)
     lines = history.splitlines()
     # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
     # the machine's state beside them: the FMA peak (where recorded) and torch on conv8-11
-    assert "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | n/a | 150 | met | met | met |" in lines
-    assert "| `2_quick.json` | abcdef1 | 2 of 2 | 235 | 150 | NOT met | NOT met | met |" in lines
-    assert lines[-1] == "| met in |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
+    # and which best rounds took page faults: n/a where not counted, none below FAULTS_SHOWN
+    assert (
+        "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | n/a | 150 | n/a | met | met | met |"
+        in lines
+    )
+    assert (
+        "| `2_quick.json` | abcdef1 | 2 of 2 | 235 | 150 | none | NOT met | NOT met | met |"
+        in lines
+    )
+    assert (
+        "| `7_quick.json` | abcdef1 | 0 of 2 | n/a | 150 | torch conv9 | met | met | met |" in lines
+    )
+    assert lines[-1] == "| met in |  |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
     assert "3_quick" not in history and "4_paper" not in history and "6_quick" not in history
 
 
