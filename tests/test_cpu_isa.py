@@ -53,21 +53,23 @@ def test_every_level_this_host_runs_matches_the_oracle(level):
     assert cpu.lib() is own
 
 
+@pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("level", list(levels.LEVELS))
-def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level):
-    """From the compiler's assembly: one pass of the main loop does M x NR multiply-adds (NR = 2
-    vectors of output channels) on the level's widest registers, loads one B row and M pixel values
-    and stores nothing, and never touches the stack (spills) or parks a pointer in a vector register."""
+def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level, steps):
+    """From the compiler's assembly: each reduction step of the main loop (one a pass, or two on
+    Intel CPUs) does M x NR multiply-adds (NR = 2 vectors of output channels) on the level's widest
+    registers, loads one B row and M pixel values and stores nothing, and the loop never touches the
+    stack (spills) or parks a pointer in a vector register."""
     try:
-        mix = isa.ukernel_loop(level)
+        mix = isa.ukernel_loop(level, steps=steps)
     except CompilerError as err:
         pytest.skip(f"the compiler does not build -march={level}: {str(err).splitlines()[-1]}")
     lanes = levels.LEVELS[level].lanes
-    assert mix.rows == (12 if lanes == 16 else 6)
-    assert mix.multiply_adds == 2 * mix.rows
+    assert (mix.rows, mix.steps) == (12 if lanes == 16 else 6, steps)
+    assert mix.multiply_adds == 2 * mix.rows * steps
     assert mix.vector_width == {4: "xmm", 8: "ymm", 16: "zmm"}[lanes]
     assert mix.stores == 0
-    assert mix.loads >= 2 + mix.rows
+    assert mix.loads >= (2 + mix.rows) * steps
     # AVX-512's 12 row pointers, the panel pointer and the step fill 14 general registers: the
     # loop counts its step up to zero so that no bound needs one more (with a bound, GCC 12 kept a
     # row pointer in a vector register and reloaded the bound from the stack at every step).
@@ -120,6 +122,20 @@ def test_other_register_blocks_match_the_oracle(block):
     mix = isa.ukernel_loop("x86-64-v3", block=block)
     mr, nr = map(int, block.split("x"))
     assert (mix.rows, mix.multiply_adds) == (mr, mr * nr)
+
+
+@pytest.mark.parametrize("intel", [0, 1])
+def test_either_vendors_tuning_matches_the_oracle(intel):
+    """im2win_cpu.cpp picks its main loop (two reduction steps a pass or one) and how it writes the
+    packed filter (plain or non-temporal stores) by the CPU's vendor; built for either
+    (-DIM2WIN_INTEL), both paths run on any host and compute the same convolution."""
+    torch.manual_seed(0)
+    with cpu.kernels_from(cpu.SOURCE, "native", (f"IM2WIN_INTEL={intel}",)):
+        for x_shape, w_shape, stride, padding in SHAPES:
+            x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+            for impl in ("im2win", "im2win_nhwc"):
+                out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
+                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (intel, impl, x_shape)
 
 
 def test_the_plans_are_cached_per_kernel_library():

@@ -54,7 +54,9 @@ namespace {
 // conv4 and conv5, 0.93-1.05x on conv3, conv6, conv7 and conv10-conv12 (on both sides of 1.0 from
 // one run to the other), 0.77x on conv1-conv2 (K = 96); 8 x 3 0.56-1.03x. There the AVX2 code
 // (8 lanes, 6 x 2; this source built without __AVX512F__) ran 0.86-0.96x of the AVX-512 code on
-// every layer (15 rounds). (Not timed on any Xeon.)
+// every layer (15 rounds). On a Xeon (Intel family 6 model 167, 48 KB L1d, 2 MB L2; kernel_ab,
+// 25-30 interleaved rounds, two runs) 6 x 4 ran 0.65-0.71x on conv1-conv2 (K = 96), 1.06-1.09x
+// on conv7 and 1.00-1.07x on conv3, conv6, conv9, 0.97-1.02x on the others; 8 x 3 0.37-0.98x.
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
@@ -88,8 +90,9 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // 1.03x, conv9 1.04x, conv10 1.05x; 576 and 1152 steps gave 1.02-1.04x. The AVX2 code on Zen 5
 // (kernel_ab --march x86-64-v3, 20 and 30 rounds): conv11 1.07x and 1.09x, conv5 1.06x, conv10
 // 1.04x and 1.05x, conv4 1.02x and 1.04x, conv8 1.01x and 1.02x, conv7 0.98x and 0.99x (the same
-// code: its 27 steps are one slice either way), the others level. (Not timed on Zen 3 or a Xeon;
-// there, only slices of 160-288 steps, level with TC.) Zen 4 (32 KB L1: TC x KB is 24 KB of it),
+// code: its 27 steps are one slice either way), the others level. (Not timed on Zen 3.) On a Xeon
+// (48 KB L1d, 2 MB L2; 25 rounds) against 192 and 576 steps: conv1-conv2 1.03-1.05x, conv9-conv11
+// 1.01-1.04x, the others 0.98-1.02x. Zen 4 (32 KB L1: TC x KB is 24 KB of it),
 // 20 rounds, against 192 and 576 steps: conv5 0.95x and 0.96x, conv10 0.95x and 0.97x, conv11
 // 0.95x and 0.99x, conv9 0.98x and 1.00x, conv8 0.99x and 1.02x, conv1 level: kept there too.
 constexpr int TC_PACKED = 4608;
@@ -128,6 +131,23 @@ inline void store_stream(float* p, V v) {
 bool aligned(const float* p) { return reinterpret_cast<std::uintptr_t>(p) % sizeof(V) == 0; }
 
 long cdiv(long a, long b) { return (a + b - 1) / b; }
+
+// Tuning that differs between the x86 vendors' cores, from the CPU this runs on; -DIM2WIN_INTEL=0
+// or =1 builds the other's (the tests run both on any host). Intel's cores issue scalar integer
+// ops on the ports of the vector FMAs (0 and 5), AMD's Zen on separate integer pipes: on Intel the
+// micro-kernel's main loop runs two reduction steps a pass (ukernel_full), so that its counter and
+// panel pointer cost one FMA slot every two steps instead of every step. And the packed filter is
+// written with plain stores on Intel, where the threads' cores share one last-level cache that the
+// next reads then hit, and non-temporal ones on AMD (pack_filter).
+#ifdef IM2WIN_INTEL
+constexpr bool kIntel = IM2WIN_INTEL;
+#else
+bool cpu_is_intel() {
+  __builtin_cpu_init();  // before main: the loader runs this initialiser
+  return __builtin_cpu_is("intel");
+}
+const bool kIntel = cpu_is_intel();
+#endif
 
 // Split n units into blocks of at most `target` (and at least `align`-aligned) units such that the
 // number of blocks is a multiple of nthreads and blocks are near-equal: on threads that run at the
@@ -200,8 +220,7 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   // conv4-conv11 on Zen 5: the loop is bound by issue, not by its loads from L2. On Zen 4, 8, 16
   // or 32 steps ahead: level, 0.99-1.02x on most layers, conv12 0.94-0.97x; the 12 window rows
   // prefetched a line (32 or 64 floats) ahead every 16 steps: level, 0.99-1.03x; 25-40 rounds.)
-  __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
-  for (long t = -tc; t != 0; ++t) {
+  auto step = [&](long t) __attribute__((always_inline)) {
     V bv[NR];
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) bv[j] = loadu(bp + t * KB + j * VL);
@@ -211,8 +230,24 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
 #pragma GCC unroll 4
       for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
     }
+  };
+  long t = -tc;
+  if (kIntel) {
+    // Two steps a pass (see kIntel). On a Xeon (Intel family 6 model 167, AVX-512), kernel_ab,
+    // 25-30 interleaved rounds, with the filter packed with plain stores in both: conv11
+    // 1.04-1.05x, conv6 1.03-1.09x, conv10 1.01-1.04x, conv4 1.02-1.03x, the others level
+    // (0.99-1.02x); the AVX2 code (--march x86-64-v3) 1.04-1.06x on conv4-conv6, conv10, conv11
+    // and conv12. The micro-kernel alone in L1 stays level (192-step calls: 382 against 380
+    // GFLOP/s).
+    __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
+#pragma GCC unroll 2
+    for (; t != 0; ++t) step(t);
+    __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+  } else {
+    __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
+    for (; t != 0; ++t) step(t);
+    __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
   }
-  __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
   // c and ldc opaque here: the stores compute their addresses anew, instead of GCC computing all
   // 2 * M of them before the main loop and keeping them on the stack, which cost the loop a
   // register (its bound then compared from the stack at every step).
@@ -285,7 +320,8 @@ bool streams_rows(const float* dst) {
 // and wait for each other at the end; every panel gemm_block needs is then a slice of it. Returns
 // this thread's seconds, the wait included. (Through pack_panel's gather, a float at a time:
 // conv11's whole filter, 2.4 MB, took 0.13 ms a thread; through pack_taps 0.06 ms.) Written with
-// non-temporal stores where the rows are whole cache lines (pack_taps_stream; AVX2 and AVX-512).
+// non-temporal stores where the rows are whole cache lines (pack_taps_stream; AVX2 and AVX-512),
+// except on Intel (kIntel).
 // On Zen 4 with the vCPUs apart, where each line written had been read by the other vCPU in the
 // call before, conv11's median packing fell 0.60 -> 0.17 ms with the caches flushed before each
 // call, 0.62 -> 0.10 in cache; the calls: conv11 1.06x at best and 1.09x at the median (flushed,
@@ -307,7 +343,12 @@ bool streams_rows(const float* dst) {
 double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
-  const bool stream = streams_rows(packed);  // then every block's T * KB floats are whole lines
+  // Non-temporal where every block's T * KB floats are whole lines, but not on Intel (kIntel): on
+  // a Xeon (family 6 model 167, the two threads' cores sharing its last-level cache), kernel_ab,
+  // 25-30 interleaved rounds with and without torch_cl between the calls, plain stores ran conv11
+  // 1.07-1.11x, conv5 1.03-1.06x, conv10 1.01-1.02x, the others level (0.98-1.04x); the AVX2 code
+  // conv11 1.08x, conv5 1.06x.
+  const bool stream = !kIntel && streams_rows(packed);
 #pragma omp for schedule(static)
   for (long kb = 0; kb < kblocks; ++kb) {
     const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);

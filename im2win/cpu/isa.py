@@ -30,11 +30,13 @@ from im2win.cpu.levels import LEVELS, runs_here, x86_host
 
 @dataclass(frozen=True)
 class LoopMix:
-    """Instructions of one pass of the micro-kernel's main loop (one step of the reduction, or more
-    where the compiler unrolled it) for a tile of `rows` pixels."""
+    """Instructions of one pass of the micro-kernel's main loop for a tile of `rows` pixels: one
+    step of the reduction a pass, or `steps` of them (the loop im2win_cpu.cpp runs on Intel CPUs,
+    kIntel there)."""
 
     level: str
     rows: int
+    steps: int  # reduction steps a pass
     instructions: int
     # vector FMAs, or multiplies where the level has no FMA (each then has an add)
     multiply_adds: int
@@ -53,7 +55,8 @@ class LoopMix:
 _INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9]*)\s*(.*)$")
 _LABEL = re.compile(r"^(\.?[A-Za-z_][\w.$]*):")
 _JUMP = re.compile(r"^j[a-z]+$")
-_MARK = re.compile(r"im2win-ukernel-loop-(begin|end) M=(\d+)")
+_MARK = re.compile(r"im2win-ukernel-(loop|pairs)-(begin|end) M=(\d+)")
+_STEPS = {"loop": 1, "pairs": 2}  # reduction steps a pass of the loop each mark names
 _MULTIPLY_ADD = re.compile(r"^v?f[n]?m(add|sub)[0-9]*ps$")
 
 
@@ -72,7 +75,9 @@ def _operands(text: str) -> list[str]:
     return out
 
 
-def _mix(level: str, rows: int, body: list[tuple[str, list[str]]], code: list[str]) -> LoopMix:
+def _mix(
+    level: str, rows: int, steps: int, body: list[tuple[str, list[str]]], code: list[str]
+) -> LoopMix:
     fma = [ops for op, ops in body if _MULTIPLY_ADD.match(op)]
     mul = [ops for op, ops in body if op in ("mulps", "vmulps")]
     products = fma or mul
@@ -92,6 +97,7 @@ def _mix(level: str, rows: int, body: list[tuple[str, list[str]]], code: list[st
     return LoopMix(
         level=level,
         rows=rows,
+        steps=steps,
         instructions=len(body),
         multiply_adds=len(products),
         vector_width=widths[0] if widths else "none",
@@ -104,21 +110,23 @@ def _mix(level: str, rows: int, body: list[tuple[str, list[str]]], code: list[st
     )
 
 
-def main_loops(asm: str, level: str = "native") -> dict[int, LoopMix]:
-    """Per tile height M: the micro-kernel's main loop in `asm`, the loop between its marks with the
-    most multiply-adds. Of the copies the compiler made of ukernel<M> (one a caller it is inlined
-    into), the one with the most stack accesses and GPR-vector moves: every copy runs, so the
-    worst one is the one to read."""
+def main_loops(asm: str, level: str = "native", steps: int = 1) -> dict[int, LoopMix]:
+    """Per tile height M: the micro-kernel's main loop of `steps` reduction steps a pass in `asm`,
+    the loop between its marks with the most multiply-adds. Of the copies the compiler made of
+    ukernel<M> (one a caller it is inlined into), the one with the most stack accesses and
+    GPR-vector moves: every copy runs, so the worst one is the one to read."""
     best: dict[int, LoopMix] = {}
     region: list[str] | None = None
     rows = 0
     for line in asm.splitlines():
         mark = _MARK.search(line)
-        if mark and mark.group(1) == "begin":
-            region, rows = [], int(mark.group(2))
+        if mark and _STEPS[mark.group(1)] != steps:
+            continue
+        if mark and mark.group(2) == "begin":
+            region, rows = [], int(mark.group(3))
             continue
         if mark and region is not None:
-            for mix in _loops(region, level, rows):
+            for mix in _loops(region, level, rows, steps):
                 if rows not in best or _rank(mix) > _rank(best[rows]):
                     best[rows] = mix
             region = None
@@ -131,7 +139,7 @@ def _rank(mix: LoopMix) -> tuple[int, int]:
     return mix.multiply_adds, mix.stack_accesses + mix.gpr_vector_moves
 
 
-def _loops(lines: list[str], level: str, rows: int) -> list[LoopMix]:
+def _loops(lines: list[str], level: str, rows: int, steps: int) -> list[LoopMix]:
     """The loops in one marked region: from a label to a jump back to it."""
     labels: dict[str, int] = {}
     body: list[tuple[str, list[str]]] = []
@@ -151,17 +159,26 @@ def _loops(lines: list[str], level: str, rows: int) -> list[LoopMix]:
         if _JUMP.match(op) and ops and ops[0] in labels:
             start = labels[ops[0]]
             loops.append(
-                _mix(level, rows, body[start:], [".Lloop:", *code[start:-1], f"\t{op}\t.Lloop"])
+                _mix(
+                    level,
+                    rows,
+                    steps,
+                    body[start:],
+                    [".Lloop:", *code[start:-1], f"\t{op}\t.Lloop"],
+                )
             )
     return loops
 
 
 @functools.cache
-def ukernel_loop(level: str, source: Path = SOURCE, block: str | None = None) -> LoopMix:
+def ukernel_loop(
+    level: str, source: Path = SOURCE, block: str | None = None, steps: int = 1
+) -> LoopMix:
     """The main loop of the full-height micro-kernel (the largest M) built for -march=`level`, with
-    the source's register block or `block` ("MRxNR")."""
+    the source's register block or `block` ("MRxNR"): the one of `steps` reduction steps a pass
+    (1: on AMD and other CPUs; 2: on Intel)."""
     defines = block_defines(block) if block else ()
-    loops = main_loops(assembly(source, level, defines), level)
+    loops = main_loops(assembly(source, level, defines), level, steps)
     if not loops:
         raise RuntimeError(
             f"no marked micro-kernel loop in the assembly of {source.name} ({level})"
@@ -177,18 +194,21 @@ def report(levels: list[str] | None = None) -> dict:
         return {"skipped": f"x86 levels only: this host is {platform.machine()}"}
     entries = []
     for name in levels or list(LEVELS):
-        entry = {"level": name, "simd": LEVELS[name].simd, "runs_here": runs_here(name)}
-        try:
-            entry |= ukernel_loop(name).as_dict()
-        except (CompilerError, RuntimeError) as err:
-            entry["error"] = str(err).splitlines()[0]
-        entries.append(entry)
+        for steps in sorted(set(_STEPS.values())):
+            entry = {"level": name, "simd": LEVELS[name].simd, "runs_here": runs_here(name)}
+            try:
+                entry |= ukernel_loop(name, steps=steps).as_dict()
+            except (CompilerError, RuntimeError) as err:
+                entry |= {"steps": steps, "error": str(err).splitlines()[0]}
+            entries.append(entry)
     return {
         "compiler": compiler_version(),
         "method": "the compiler's assembly of im2win_cpu.cpp (-O3 -march=LEVEL): the loop with "
         "the most multiply-adds between the micro-kernel's marks, for the largest tile height M "
         "(of the copies the compiler made, one a caller, the one with the most stack accesses "
-        "and GPR-vector moves)",
+        "and GPR-vector moves); of each of its two main loops, one reduction step a pass (run on "
+        "AMD and other CPUs) and two (run on Intel's, whose FMA ports also issue the loop's "
+        "integer ops)",
         "levels": entries,
     }
 
@@ -196,18 +216,22 @@ def report(levels: list[str] | None = None) -> dict:
 def table(code: dict) -> str:
     """report()'s levels as a Markdown table (one row a level; a level not built says why)."""
     head = (
-        "| level | SIMD | runs here | tile (pixels x vectors) | multiply-adds | loads | "
-        "of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| level | SIMD | runs here | steps a pass | tile (pixels x vectors) | multiply-adds | "
+        "loads | of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for lv in code["levels"]:
-        start = f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} |"
+        steps = lv.get("steps", 1)  # runs before the two-step loop read the one-step loop only
+        start = (
+            f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
+            f"{steps}{' (Intel)' if steps > 1 else ''} |"
+        )
         if "error" in lv:
             rows.append(f"{start} not built: {lv['error']} |" + " |" * 7)
             continue
         rows.append(
-            f"{start} {lv['rows']} x {lv['multiply_adds'] // max(lv['rows'], 1)} "
+            f"{start} {lv['rows']} x {lv['multiply_adds'] // max(lv['rows'] * steps, 1)} "
             f"{lv['vector_width']} | {lv['multiply_adds']} | {lv['loads']} | {lv['broadcasts']} | "
             f"{lv['stores']} | {lv['stack_accesses']} | {lv['gpr_vector_moves']} | "
             f"{lv['instructions']} |"
