@@ -305,8 +305,10 @@ def test_im2win_output_streamed_to_memory(threads):
         (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "whole, packed once"),
         (im2win.ConvShape(n=1, c=4, h=40, w=40, k=800, r=3, s=3), "whole, panels"),  # K > M / 2
-        # a reduction longer than one micro-kernel call takes from the filter packed once
-        (im2win.ConvShape(n=1, c=600, h=14, w=14, k=20, r=3, s=3, padding=(1, 1)), "streamed"),
+        # a reduction longer than one micro-kernel call takes from the filter packed once, over
+        # rows whose whole window outgrows two threads' bands on any L2 up to 16 MB (at 14 x 14 it
+        # took the whole window on a 2 MB L2)
+        (im2win.ConvShape(n=1, c=600, h=40, w=40, k=20, r=3, s=3, padding=(1, 1)), "streamed"),
         (im2win.ConvShape(n=1, c=64, h=5, w=5, k=64, r=3, s=3), "whole, panels"),
         # M / 4 < K <= M / 2 (M = 196): the filter packed once, bands of 2+ rows in the room left
         (im2win.ConvShape(n=1, c=64, h=16, w=16, k=64, r=3, s=3), "streamed"),
