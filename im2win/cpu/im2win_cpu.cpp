@@ -349,7 +349,9 @@ double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   // 1.07-1.11x, conv5 1.03-1.06x, conv10 1.01-1.02x, the others level (0.98-1.04x); the AVX2 code
   // conv11 1.08x, conv5 1.06x. With both Intel changes against neither, the threads apart (their
   // round trip 310 ns; torch_cl between, 30 rounds): conv11 1.10x, conv1-conv2 and conv4-conv6
-  // 1.04-1.05x, the others 0.98-1.02x.
+  // 1.04-1.05x, the others 0.98-1.02x; in 150 rounds (round trip 330-370 ns; 30 rounds can be
+  // 10% apart on conv11 between two copies of one source): conv11 1.13x, conv5 1.08x, conv6 1.07x,
+  // conv10 1.06x, conv12 1.03x, conv1 1.00x.
   const bool stream = !kIntel && streams_rows(packed);
 #pragma omp for schedule(static)
   for (long kb = 0; kb < kblocks; ++kb) {
