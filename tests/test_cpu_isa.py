@@ -53,23 +53,28 @@ def test_every_level_this_host_runs_matches_the_oracle(level):
     assert cpu.lib() is own
 
 
-@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("loop", list(isa.LOOPS))
 @pytest.mark.parametrize("level", list(levels.LEVELS))
-def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level, steps):
-    """From the compiler's assembly: each reduction step of the main loop (one a pass, or two on
+def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level, loop):
+    """From the compiler's assembly: each reduction step of each main loop (one a pass, or two on
     Intel CPUs) does M x NR multiply-adds (NR = 2 vectors of output channels) on the level's widest
-    registers, loads one B row and M pixel values and stores nothing, and the loop never touches the
-    stack (spills) or parks a pointer in a vector register."""
+    registers, loads one B row and M pixel values and stores nothing (the prefetching loop also
+    prefetches the B rows' lines), and the loop never touches the stack (spills) or parks a pointer
+    in a vector register."""
+    if loop not in isa.loops_of(level):
+        pytest.skip(f"{level} has no {loop} loop ({levels.LEVELS[level].simd}: one step a pass)")
     try:
-        mix = isa.ukernel_loop(level, steps=steps)
+        mix = isa.ukernel_loop(level, loop=loop)
     except CompilerError as err:
         pytest.skip(f"the compiler does not build -march={level}: {str(err).splitlines()[-1]}")
-    lanes = levels.LEVELS[level].lanes
-    assert (mix.rows, mix.steps) == (12 if lanes == 16 else 6, steps)
+    lanes, steps = levels.LEVELS[level].lanes, isa.LOOPS[loop][0]
+    assert (mix.rows, mix.loop, mix.steps) == (12 if lanes == 16 else 6, loop, steps)
     assert mix.multiply_adds == 2 * mix.rows * steps
     assert mix.vector_width == {4: "xmm", 8: "ymm", 16: "zmm"}[lanes]
     assert mix.stores == 0
     assert mix.loads >= (2 + mix.rows) * steps
+    b_row_lines = max(1, 2 * lanes * 4 // 64)  # NR = 2 vectors of 4-byte floats
+    assert mix.prefetches == (steps * b_row_lines if loop == "prefetch" else 0)
     # AVX-512's 12 row pointers, the panel pointer and the step fill 14 general registers: the
     # loop counts its step up to zero so that no bound needs one more (with a bound, GCC 12 kept a
     # row pointer in a vector register and reloaded the bound from the stack at every step).
@@ -126,12 +131,16 @@ def test_other_register_blocks_match_the_oracle(block):
 
 @pytest.mark.parametrize("intel", [0, 1])
 def test_either_vendors_tuning_matches_the_oracle(intel):
-    """im2win_cpu.cpp picks its main loop (two reduction steps a pass or one) and how it writes the
-    packed filter (plain or non-temporal stores) by the CPU's vendor; built for either
+    """im2win_cpu.cpp picks its main loops (two reduction steps a pass, prefetching B where the
+    window rows are wide, or one) and how it writes the packed filter (plain or non-temporal
+    stores) by the CPU's vendor; built for either
     (-DIM2WIN_INTEL), both paths run on any host and compute the same convolution."""
     torch.manual_seed(0)
+    # tiles whose window rows span more than 2/3 of a 64 KB L1 (AVX-512's 12 rows: 11 * 3 * 321
+    # + 2889 floats, 54 KB), where Intel's loop prefetches; an odd reduction (9 * 321 steps)
+    wide = ((1, 321, 9, 9), (40, 321, 3, 3), (1, 1), (1, 1))
     with cpu.kernels_from(cpu.SOURCE, "native", (f"IM2WIN_INTEL={intel}",)):
-        for x_shape, w_shape, stride, padding in SHAPES:
+        for x_shape, w_shape, stride, padding in [*SHAPES, wide]:
             x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
             for impl in ("im2win", "im2win_nhwc"):
                 out = im2win.conv2d(x, w, b, stride, padding, impl=impl)

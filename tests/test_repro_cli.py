@@ -75,9 +75,9 @@ def test_run_and_render_smoke(tmp_path, capsys):
     else:
         assert trips == [None] * len(trips)
     if levels.x86_host():  # the micro-kernel's code per level
-        code = {(lv["level"], lv["steps"]): lv for lv in doc["microkernel_code"]["levels"]}
-        assert code["x86-64-v4", 1]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
-        assert code["x86-64-v4", 2]["multiply_adds"] == 48  # two steps a pass: Intel's loop
+        code = {(lv["level"], lv["loop"]): lv for lv in doc["microkernel_code"]["levels"]}
+        assert code["x86-64-v4", "loop"]["multiply_adds"] == 24  # 12 x 2 zmm, read even without it
+        assert code["x86-64-v4", "pairs"]["multiply_adds"] == 48  # two steps a pass: Intel's loop
         assert "| x86-64-v4 | AVX-512 |" in report and "| x86-64 | SSE2 | yes |" in report
 
 

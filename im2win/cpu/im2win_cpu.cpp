@@ -136,7 +136,8 @@ long cdiv(long a, long b) { return (a + b - 1) / b; }
 // or =1 builds the other's (the tests run both on any host). Intel's cores issue scalar integer
 // ops on the ports of the vector FMAs (0 and 5), AMD's Zen on separate integer pipes: on Intel the
 // micro-kernel's main loop runs two reduction steps a pass (ukernel_full), so that its counter and
-// panel pointer cost one FMA slot every two steps instead of every step. And the packed filter is
+// panel pointer cost one FMA slot every two steps instead of every step, and prefetches its B rows
+// where a tile's window rows fill most of L1 (tuned on Intel only). And the packed filter is
 // written with plain stores on Intel, where the threads' cores share one last-level cache that the
 // next reads then hit, and non-temporal ones on AMD (pack_filter).
 #ifdef IM2WIN_INTEL
@@ -148,6 +149,11 @@ bool cpu_is_intel() {
 }
 const bool kIntel = cpu_is_intel();
 #endif
+// The L1 data cache in bytes (sysconf; 32 KiB if the system does not say).
+const long kL1Bytes = [] {
+  const long bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+  return bytes > 0 ? bytes : 32l << 10;
+}();
 
 // Split n units into blocks of at most `target` (and at least `align`-aligned) units such that the
 // number of blocks is a multiple of nthreads and blocks are near-equal: on threads that run at the
@@ -232,17 +238,41 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
     }
   };
   long t = -tc;
-  if (kIntel) {
+  if (kIntel && VL >= 8) {  // AVX and wider: SSE's 16 registers spill in two steps a pass
     // Two steps a pass (see kIntel). On a Xeon (Intel family 6 model 167, AVX-512), kernel_ab,
     // 25-30 interleaved rounds, with the filter packed with plain stores in both: conv11
     // 1.04-1.05x, conv6 1.03-1.09x, conv10 1.01-1.04x, conv4 1.02-1.03x, the others level
     // (0.99-1.02x); the AVX2 code (--march x86-64-v3) 1.04-1.06x on conv4-conv6, conv10, conv11
     // and conv12. The micro-kernel alone in L1 stays level (192-step calls: 382 against 380
     // GFLOP/s).
-    __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
+    //
+    // Where the tile's window rows span more than two thirds of L1 (from its first row's start to
+    // its last row's end: conv4 and conv11 at 52 and 43 KB of the Xeon's 48; with AVX2's 6-row
+    // tiles no paper layer's), the B rows are also prefetched 8 steps ahead, as the hardware's
+    // prefetches of them into L1 seem not to survive beside the rows there. On the Xeon, kernel_ab,
+    // torch_cl between: conv11 1.14x (60 rounds) and 1.13x (250; threads together), 1.14x (400,
+    // apart), conv4 1.03x and 1.05x, the others 0.99-1.02x; the AVX2 code 0.98-1.02x. Prefetched
+    // at every tile: conv11 1.09x and 1.10x (300 rounds), but 0.92-0.98x on conv1-conv4 and
+    // conv7-conv10 (50 rounds).
+    const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ap[0]) - tc * sizeof(float),
+                         last = reinterpret_cast<std::uintptr_t>(ap[M - 1]);
+    if (3 * static_cast<long>(std::max(first, last) - std::min(first, last)) > 2 * kL1Bytes) {
+      if (tc & 1) step(t++);
+      __asm__ volatile("# im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
+      for (; t != 0; t += 2) {  // the two B rows 8 steps ahead, each of their lines
+#pragma GCC unroll 8
+        for (int j = 0; j < 2 * KB; j += 64 / sizeof(float))
+          __builtin_prefetch(bp + (t + 8) * KB + j, 0, 3);
+        step(t);
+        step(t + 1);
+      }
+      __asm__ volatile("# im2win-ukernel-prefetch-end M=%c0" ::"i"(M));
+    } else {
+      __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
 #pragma GCC unroll 2
-    for (; t != 0; ++t) step(t);
-    __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+      for (; t != 0; ++t) step(t);
+      __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+    }
   } else {
     __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
     for (; t != 0; ++t) step(t);

@@ -30,12 +30,12 @@ from im2win.cpu.levels import LEVELS, runs_here, x86_host
 
 @dataclass(frozen=True)
 class LoopMix:
-    """Instructions of one pass of the micro-kernel's main loop for a tile of `rows` pixels: one
-    step of the reduction a pass, or `steps` of them (the loop im2win_cpu.cpp runs on Intel CPUs,
-    kIntel there)."""
+    """Instructions of one pass of one of the micro-kernel's main loops (LOOPS) for a tile of
+    `rows` pixels."""
 
     level: str
     rows: int
+    loop: str  # which of LOOPS
     steps: int  # reduction steps a pass
     instructions: int
     # vector FMAs, or multiplies where the level has no FMA (each then has an add)
@@ -44,6 +44,7 @@ class LoopMix:
     loads: int  # instructions that read memory
     broadcasts: int  # of which broadcasts of one float (the tile's pixel values)
     stores: int
+    prefetches: int  # software prefetches (not counted in loads)
     stack_accesses: int  # reads or writes of the stack: spills (must be 0)
     gpr_vector_moves: int  # moves between general and vector registers: row pointers parked
     code: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the loop's assembly
@@ -55,8 +56,23 @@ class LoopMix:
 _INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9]*)\s*(.*)$")
 _LABEL = re.compile(r"^(\.?[A-Za-z_][\w.$]*):")
 _JUMP = re.compile(r"^j[a-z]+$")
-_MARK = re.compile(r"im2win-ukernel-(loop|pairs)-(begin|end) M=(\d+)")
-_STEPS = {"loop": 1, "pairs": 2}  # reduction steps a pass of the loop each mark names
+_MARK = re.compile(r"im2win-ukernel-([a-z]+)-(begin|end) M=(\d+)")
+# The main loops im2win_cpu.cpp marks, by the name in their marks: reduction steps a pass, where
+# each runs (kIntel in the source: on Intel, whose FMA ports also issue the loop's integer ops, two
+# steps a pass, and the B rows prefetched where a tile's window rows fill most of L1), and the
+# fewest SIMD lanes of a level that has it (SSE's 16 registers would spill in two steps a pass).
+LOOPS = {
+    "loop": (1, "AMD and other CPUs", 4),
+    "pairs": (2, "Intel", 8),
+    "prefetch": (2, "Intel, tiles whose window rows span over 2/3 of L1; B rows prefetched", 8),
+}
+
+
+def loops_of(level: str) -> list[str]:
+    """The main loops (LOOPS) the source has on x86 level `level`."""
+    return [name for name, (_, _, lanes) in LOOPS.items() if LEVELS[level].lanes >= lanes]
+
+
 _MULTIPLY_ADD = re.compile(r"^v?f[n]?m(add|sub)[0-9]*ps$")
 
 
@@ -76,7 +92,7 @@ def _operands(text: str) -> list[str]:
 
 
 def _mix(
-    level: str, rows: int, steps: int, body: list[tuple[str, list[str]]], code: list[str]
+    level: str, rows: int, loop: str, body: list[tuple[str, list[str]]], code: list[str]
 ) -> LoopMix:
     fma = [ops for op, ops in body if _MULTIPLY_ADD.match(op)]
     mul = [ops for op, ops in body if op in ("mulps", "vmulps")]
@@ -84,7 +100,12 @@ def _mix(
     widths = [
         w for w in ("zmm", "ymm", "xmm") if any(f"%{w}" in o for ops in products for o in ops)
     ]
-    memory = [(op, ops) for op, ops in body if any("(" in o for o in ops)]
+    prefetches = [op for op, _ in body if op.startswith("prefetch")]
+    memory = [
+        (op, ops)
+        for op, ops in body
+        if any("(" in o for o in ops) and not op.startswith("prefetch")
+    ]
     stores = [ops for op, ops in memory if "(" in ops[-1] and op.startswith(("mov", "vmov"))]
     moves = [
         ops
@@ -97,22 +118,24 @@ def _mix(
     return LoopMix(
         level=level,
         rows=rows,
-        steps=steps,
+        loop=loop,
+        steps=LOOPS[loop][0],
         instructions=len(body),
         multiply_adds=len(products),
         vector_width=widths[0] if widths else "none",
         loads=len(memory) - len(stores),
         broadcasts=sum(op.startswith("vbroadcast") or "{1to" in " ".join(ops) for op, ops in body),
         stores=len(stores),
+        prefetches=len(prefetches),
         stack_accesses=sum(any("(%rsp" in o or "(%rbp" in o for o in ops) for _, ops in body),
         gpr_vector_moves=len(moves),
         code=tuple(code),
     )
 
 
-def main_loops(asm: str, level: str = "native", steps: int = 1) -> dict[int, LoopMix]:
-    """Per tile height M: the micro-kernel's main loop of `steps` reduction steps a pass in `asm`,
-    the loop between its marks with the most multiply-adds. Of the copies the compiler made of
+def main_loops(asm: str, level: str = "native", loop: str = "loop") -> dict[int, LoopMix]:
+    """Per tile height M: the micro-kernel's main loop `loop` (one of LOOPS) in `asm`, the loop
+    between its marks with the most multiply-adds. Of the copies the compiler made of
     ukernel<M> (one a caller it is inlined into), the one with the most stack accesses and
     GPR-vector moves: every copy runs, so the worst one is the one to read."""
     best: dict[int, LoopMix] = {}
@@ -120,13 +143,13 @@ def main_loops(asm: str, level: str = "native", steps: int = 1) -> dict[int, Loo
     rows = 0
     for line in asm.splitlines():
         mark = _MARK.search(line)
-        if mark and _STEPS[mark.group(1)] != steps:
+        if mark and mark.group(1) != loop:
             continue
         if mark and mark.group(2) == "begin":
             region, rows = [], int(mark.group(3))
             continue
         if mark and region is not None:
-            for mix in _loops(region, level, rows, steps):
+            for mix in _loops(region, level, rows, loop):
                 if rows not in best or _rank(mix) > _rank(best[rows]):
                     best[rows] = mix
             region = None
@@ -139,7 +162,7 @@ def _rank(mix: LoopMix) -> tuple[int, int]:
     return mix.multiply_adds, mix.stack_accesses + mix.gpr_vector_moves
 
 
-def _loops(lines: list[str], level: str, rows: int, steps: int) -> list[LoopMix]:
+def _loops(lines: list[str], level: str, rows: int, loop: str) -> list[LoopMix]:
     """The loops in one marked region: from a label to a jump back to it."""
     labels: dict[str, int] = {}
     body: list[tuple[str, list[str]]] = []
@@ -162,7 +185,7 @@ def _loops(lines: list[str], level: str, rows: int, steps: int) -> list[LoopMix]
                 _mix(
                     level,
                     rows,
-                    steps,
+                    loop,
                     body[start:],
                     [".Lloop:", *code[start:-1], f"\t{op}\t.Lloop"],
                 )
@@ -172,13 +195,12 @@ def _loops(lines: list[str], level: str, rows: int, steps: int) -> list[LoopMix]
 
 @functools.cache
 def ukernel_loop(
-    level: str, source: Path = SOURCE, block: str | None = None, steps: int = 1
+    level: str, source: Path = SOURCE, block: str | None = None, loop: str = "loop"
 ) -> LoopMix:
     """The main loop of the full-height micro-kernel (the largest M) built for -march=`level`, with
-    the source's register block or `block` ("MRxNR"): the one of `steps` reduction steps a pass
-    (1: on AMD and other CPUs; 2: on Intel)."""
+    the source's register block or `block` ("MRxNR"): `loop`, one of LOOPS."""
     defines = block_defines(block) if block else ()
-    loops = main_loops(assembly(source, level, defines), level, steps)
+    loops = main_loops(assembly(source, level, defines), level, loop)
     if not loops:
         raise RuntimeError(
             f"no marked micro-kernel loop in the assembly of {source.name} ({level})"
@@ -194,21 +216,23 @@ def report(levels: list[str] | None = None) -> dict:
         return {"skipped": f"x86 levels only: this host is {platform.machine()}"}
     entries = []
     for name in levels or list(LEVELS):
-        for steps in sorted(set(_STEPS.values())):
+        for loop in loops_of(name):
             entry = {"level": name, "simd": LEVELS[name].simd, "runs_here": runs_here(name)}
             try:
-                entry |= ukernel_loop(name, steps=steps).as_dict()
+                entry |= ukernel_loop(name, loop=loop).as_dict()
             except (CompilerError, RuntimeError) as err:
-                entry |= {"steps": steps, "error": str(err).splitlines()[0]}
+                entry |= {"loop": loop, "error": str(err).splitlines()[0]}
             entries.append(entry)
     return {
         "compiler": compiler_version(),
         "method": "the compiler's assembly of im2win_cpu.cpp (-O3 -march=LEVEL): the loop with "
         "the most multiply-adds between the micro-kernel's marks, for the largest tile height M "
         "(of the copies the compiler made, one a caller, the one with the most stack accesses "
-        "and GPR-vector moves); of each of its two main loops, one reduction step a pass (run on "
-        "AMD and other CPUs) and two (run on Intel's, whose FMA ports also issue the loop's "
-        "integer ops)",
+        "and GPR-vector moves); of each of its main loops: "
+        + "; ".join(
+            f"{name}: {steps} reduction step{'s' if steps > 1 else ''} a pass, run on {where}"
+            for name, (steps, where, _) in LOOPS.items()
+        ),
         "levels": entries,
     }
 
@@ -216,25 +240,27 @@ def report(levels: list[str] | None = None) -> dict:
 def table(code: dict) -> str:
     """report()'s levels as a Markdown table (one row a level; a level not built says why)."""
     head = (
-        "| level | SIMD | runs here | steps a pass | tile (pixels x vectors) | multiply-adds | "
-        "loads | of them broadcasts | stores | stack accesses | GPR-vector moves | instructions |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| level | SIMD | runs here | loop (steps a pass) | tile (pixels x vectors) | "
+        "multiply-adds | loads | of them broadcasts | stores | prefetches | stack accesses | "
+        "GPR-vector moves | instructions |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for lv in code["levels"]:
-        steps = lv.get("steps", 1)  # runs before the two-step loop read the one-step loop only
+        loop = lv.get("loop", "loop")  # runs before 2026-12-03 read the one-step loop only
+        steps = LOOPS[loop][0]
         start = (
             f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
-            f"{steps}{' (Intel)' if steps > 1 else ''} |"
+            f"{loop} ({steps}) |"
         )
         if "error" in lv:
-            rows.append(f"{start} not built: {lv['error']} |" + " |" * 7)
+            rows.append(f"{start} not built: {lv['error']} |" + " |" * 8)
             continue
         rows.append(
             f"{start} {lv['rows']} x {lv['multiply_adds'] // max(lv['rows'] * steps, 1)} "
             f"{lv['vector_width']} | {lv['multiply_adds']} | {lv['loads']} | {lv['broadcasts']} | "
-            f"{lv['stores']} | {lv['stack_accesses']} | {lv['gpr_vector_moves']} | "
-            f"{lv['instructions']} |"
+            f"{lv['stores']} | {lv.get('prefetches', 0)} | {lv['stack_accesses']} | "
+            f"{lv['gpr_vector_moves']} | {lv['instructions']} |"
         )
     return head + "\n".join(rows) + "\n"
 
