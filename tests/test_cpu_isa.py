@@ -119,11 +119,7 @@ def test_other_register_blocks_match_the_oracle(block):
     torch.manual_seed(0)
     with cpu.kernels_from(cpu.SOURCE, "native", cpu.block_defines(block)) as handle:
         assert handle is not cpu._load(cpu.SOURCE.resolve(), "native", ())
-        for x_shape, w_shape, stride, padding in SHAPES:
-            x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
-            for impl in ("im2win", "im2win_nhwc"):
-                out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
-                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (block, impl, x_shape)
+        _im2win_matches_the_oracle(SHAPES, block)
     mix = isa.ukernel_loop("x86-64-v3", block=block)
     mr, nr = map(int, block.split("x"))
     assert (mix.rows, mix.multiply_adds) == (mr, mr * nr)
@@ -140,11 +136,16 @@ def test_either_vendors_tuning_matches_the_oracle(intel):
     # + 2889 floats, 54 KB), where Intel's loop prefetches; an odd reduction (9 * 321 steps)
     wide = ((1, 321, 9, 9), (40, 321, 3, 3), (1, 1), (1, 1))
     with cpu.kernels_from(cpu.SOURCE, "native", (f"IM2WIN_INTEL={intel}",)):
-        for x_shape, w_shape, stride, padding in [*SHAPES, wide]:
-            x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
-            for impl in ("im2win", "im2win_nhwc"):
-                out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
-                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (intel, impl, x_shape)
+        _im2win_matches_the_oracle([*SHAPES, wide], intel)
+
+
+def _im2win_matches_the_oracle(shapes, variant):
+    """Both im2win paths of the loaded kernels against the float64 oracle on `shapes`."""
+    for x_shape, w_shape, stride, padding in shapes:
+        x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+        for impl in ("im2win", "im2win_nhwc"):
+            out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
+            assert max_violation(out, x, w, b, stride, padding) <= 1.0, (variant, impl, x_shape)
 
 
 def test_the_plans_are_cached_per_kernel_library():
