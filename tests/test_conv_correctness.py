@@ -611,15 +611,16 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     )
     apart = kernel_ab.Placement(2, [[1 / 180, 1 / 150], [1 / 171, 1 / 171]], [[], []])
     places = {"together": together, "apart": apart}
-    rows = [("conv9", flops, [(200.0, 0.1, 0.2), (210.0, 0.1, 0.2)], places)]
+    rows = [("conv9", flops, [(200.0, 0.1, 0.2, 180.0), (210.0, 0.1, 0.2, 171.0)], places)]
     monkeypatch.setattr(kernel_ab, "compare", lambda *args: rows)
     monkeypatch.setattr(kernel_ab, "build", lambda *args: None)  # a.cpp and b.cpp are empty
     a, b = tmp_path / "a.cpp", tmp_path / "b.cpp"
     a.write_text(""), b.write_text("")
     assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
     out = capsys.readouterr().out
-    assert (
-        "conv9   a.cpp=  200.0 (0.10, 0.20 ms) x1.000  b.cpp=  210.0 (0.10, 0.20 ms) x1.050" in out
+    assert (  # each variant's best call, then its median call, against the first's
+        "conv9   a.cpp=  200.0 (0.10, 0.20 ms) x1.000 median 180.0 x1.000  "
+        "b.cpp=  210.0 (0.10, 0.20 ms) x1.050 median 171.0 x0.950" in out
     )
     # median of two calls: 1 / mean of their seconds; no phases timed: none printed
     assert (
@@ -632,4 +633,4 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     )
     rows[0] = ("conv9", flops, rows[0][2], {"together": together})  # one placement: no split
     assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
-    assert "rounds)" not in capsys.readouterr().out
+    assert "  together (" not in capsys.readouterr().out

@@ -3,10 +3,11 @@
 Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled
 like the package's kernels and loaded into one process; im2win then runs on each in turn, call by
 call, for `--rounds` rounds per layer, so a burst of machine noise hits every variant alike (on a
-shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are within a few
-percent of each other when equal). Reported per layer: the best time's GFLOP/s of each variant,
-the slowest thread's time building window bands and packing the filter (best of each), and each
-variant against the first.
+shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are mostly within a
+few percent of each other when equal, but on a Xeon the best of 30 rounds put two copies of one
+source 10% apart on conv11, level in 150). Reported per layer: the best and the median time's
+GFLOP/s of each variant, the slowest thread's time building window bands and packing the filter
+(best of each), and each variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
 im2win-cpu`. The threads' round trip is printed from before and after the rounds: on a VM whose
 vCPUs may or may not share a last-level cache (harness.peak.thread_round_trip_ns), variants
@@ -101,13 +102,14 @@ def compare(
     progress: bool = False,
     between: tuple[str, ...] = (),
 ) -> list:
-    """[(layer, flops, [(gflops, band_ms, pack_ms) per variant], by_placement)]: best of `rounds`
-    interleaved calls each (the bands and the filter's packing: the least of the kernel's own
-    timers, im2win only); a variant is a source and the -D definitions it is built with. cold:
-    every call starts with the caches flushed (see evictor). by_placement: with 2 threads or more,
-    {"together" or "apart": Placement}, the rounds in which the threads sat so (placement(),
-    measured before each round). progress: a progress bar of the rounds on stderr. between: peers
-    (BETWEEN) run untimed before every timed call, as in `repro run im2win-cpu`."""
+    """[(layer, flops, [(gflops, band_ms, pack_ms, median_gflops) per variant], by_placement)]:
+    best (and median) of `rounds` interleaved calls each (the bands and the filter's packing: the
+    least of the kernel's own timers, im2win only); a variant is a source and the -D definitions
+    it is built with. cold: every call starts with the caches flushed (see evictor).
+    by_placement: with 2 threads or more, {"together" or "apart": Placement}, the rounds in which
+    the threads sat so (placement(), measured before each round). progress: a progress bar of the
+    rounds on stderr. between: peers (BETWEEN) run untimed before every timed call, as in `repro
+    run im2win-cpu`."""
     flush = evictor() if cold else None
     rows = []
     bar = tqdm(total=len(layers) * rounds, desc="kernel_ab", unit="round", disable=not progress)
@@ -122,6 +124,7 @@ def compare(
         b = torch.randn(shape.k, generator=gen)
         run = IMPLEMENTATIONS[impl].run
         best = [math.inf] * len(variants)
+        times: list[list[float]] = [[] for _ in variants]
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
         places: dict[str, Placement] = {}
@@ -143,6 +146,7 @@ def compare(
                         run(x, w, b, shape.stride, shape.padding)
                         elapsed = time.perf_counter() - start
                         best[i] = min(best[i], elapsed)
+                        times[i].append(elapsed)
                         if where:
                             place.seconds[i].append(elapsed)
                         if impl == "im2win":
@@ -152,12 +156,15 @@ def compare(
                             packs[i] = min(packs[i], phases["pack_ms"])
                             if where:
                                 place.phases[i].append((phases["transform_ms"], phases["pack_ms"]))
-        cells = zip(best, bands, packs, strict=True)
+        cells = zip(best, bands, packs, map(statistics.median, times), strict=True)
         rows.append(
             (
                 name,
                 shape.flops,
-                [(shape.flops / t / 1e9, bm, pm) for t, bm, pm in cells],
+                [
+                    (shape.flops / t / 1e9, bm, pm, shape.flops / mt / 1e9)
+                    for t, bm, pm, mt in cells
+                ],
                 places,
             )
         )
@@ -304,16 +311,18 @@ def main(argv: list[str] | None = None) -> int:
             "their cores share a last-level cache; several times that: they do not)"
         )
     print(
-        "GFLOP/s (im2win: window bands ms, filter packing ms) per variant; x: each against the "
-        "first"
+        "GFLOP/s of the best call (im2win: window bands ms, filter packing ms) per variant; x: "
+        "each against the first; then the median call's GFLOP/s and x (on a shared VM the best "
+        "of 30 rounds put two copies of one source 10% apart on conv11: read both, and more "
+        "rounds)"
     )
     for layer, flops, cells, places in rows:
-        base = cells[0][0]
+        base, base_median = cells[0][0], cells[0][3]
         text = "  ".join(
             f"{label}={g:7.1f}"
             + (f" ({bm:.2f}, {pm:.2f} ms)" if math.isfinite(bm) else "")
-            + f" x{g / base:.3f}"
-            for label, (g, bm, pm) in zip(labels, cells, strict=True)
+            + f" x{g / base:.3f} median {mg:.1f} x{mg / base_median:.3f}"
+            for label, (g, bm, pm, mg) in zip(labels, cells, strict=True)
         )
         print(f"{layer:7s} {text}")
         if len(places) > 1:  # rounds in both placements: each variant's best and median in each
