@@ -563,6 +563,36 @@ def test_kernel_ab_refuses_counts_below_one_before_running(capsys):
         assert f"argument {flag}: must be a whole number >= 1, got 0" in capsys.readouterr().err
 
 
+def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
+    """--defines: every source built with each -D definition apart (crossed with --blocks), each
+    labelled with it; a definition not of the form NAME=VALUE is a usage error, before anything is
+    built or reaches the compiler's command line."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    seen = {}
+
+    def compare(variants, layers, *args):
+        seen["variants"] = variants
+        return [("conv9", 1e9, [(100.0, 0.1, 0.1, 90.0)] * len(variants), {})]
+
+    monkeypatch.setattr(kernel_ab, "compare", compare)
+    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
+    argv = [str(cpu.SOURCE), "--layers", "conv9", "--threads", "1", "--blocks", "12x2", "6x4"]
+    assert kernel_ab.main([*argv, "--defines", "IM2WIN_INTEL=0", "IM2WIN_INTEL=1"]) == 0
+    assert [defs for _, defs in seen["variants"]] == [
+        (*cpu.block_defines(block), f"IM2WIN_INTEL={intel}")
+        for block in ("12x2", "6x4")
+        for intel in (0, 1)
+    ]
+    assert "im2win_cpu.cpp@6x4+IM2WIN_INTEL=1=" in capsys.readouterr().out
+    for bad in ("IM2WIN_INTEL", "X=1;rm", "1X=2"):
+        with pytest.raises(SystemExit) as exc:
+            kernel_ab.main([*argv, "--defines", bad])
+        assert exc.value.code == 2
+        assert f"--defines {bad}: give each as NAME=VALUE" in capsys.readouterr().err
+
+
 def test_kernel_ab_builds_every_variant_first_and_says_why_one_fails(tmp_path, capsys):
     """A variant that does not compile, or lacks an entry point, is a message naming it before any
     round runs (it was a traceback from the first round's call, under the progress bar)."""

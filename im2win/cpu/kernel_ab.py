@@ -22,6 +22,11 @@ rounds can hide.
 times register blocks of one source against each other (on AVX-512, where the source's 12 x 2 and
 the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2win.cpu.isa --model).
 
+    python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --defines IM2WIN_INTEL=0 IM2WIN_INTEL=1
+
+times the source's AMD and Intel tuning (kIntel there: the main loop's steps a pass, its B-row
+prefetch, the packed filter's stores) side by side on whichever CPU this is.
+
     python -m im2win.cpu.kernel_ab base.cpp variant.cpp --march x86-64-v3
 
 times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs; the peers of
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -61,6 +67,8 @@ from im2win.cpu import block_defines, kernels_from, levels
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
 
+# A -D definition --defines takes: NAME=VALUE (a C identifier, a value without spaces).
+_DEFINE = re.compile(r"[A-Za-z_]\w*=[\w.+-]+")
 # Peers --between may run: those not built from the kernel source being timed.
 BETWEEN = ("torch", "torch_cl", "im2col_gemm")
 
@@ -240,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         "NR vectors of output channels, set through -DIM2WIN_MR/-DIM2WIN_NR)",
     )
     parser.add_argument(
+        "--defines",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="time every source built with each of these -D definitions apart (e.g. "
+        "IM2WIN_INTEL=0 IM2WIN_INTEL=1: AMD's and Intel's tuning, both on this CPU)",
+    )
+    parser.add_argument(
         "--march",
         default="native",
         help="build every variant for this x86 level (e.g. x86-64-v3: the AVX2 code on an AVX-512 "
@@ -279,8 +294,19 @@ def main(argv: list[str] | None = None) -> int:
         blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
     except ValueError as err:
         parser.error(str(err))
-    variants = [(src, defs) for src in args.sources for _, defs in blocks]
-    labels = [f"{src.name}{'@' + b if b else ''}" for src in args.sources for b, _ in blocks]
+    bad = [d for d in args.defines or () if not _DEFINE.fullmatch(d)]
+    if bad:
+        parser.error(f"--defines {' '.join(bad)}: give each as NAME=VALUE, e.g. IM2WIN_INTEL=1")
+    defines = [(d, (d,)) for d in args.defines or ()] or [("", ())]
+    variants = [
+        (src, bdefs + ddefs) for src in args.sources for _, bdefs in blocks for _, ddefs in defines
+    ]
+    labels = [
+        f"{src.name}{'@' + b if b else ''}{'+' + d if d else ''}"
+        for src in args.sources
+        for b, _ in blocks
+        for d, _ in defines
+    ]
     build(variants, labels, args.march)
     memory.steady_allocator()
     with timing.threads(args.threads) as n:
