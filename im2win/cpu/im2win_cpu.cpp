@@ -149,11 +149,12 @@ bool cpu_is_intel() {
 }
 const bool kIntel = cpu_is_intel();
 #endif
-// The L1 data cache in bytes (sysconf; 32 KiB if the system does not say).
-const long kL1Bytes = [] {
-  const long bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-  return bytes > 0 ? bytes : 32l << 10;
-}();
+// A cache's size in bytes (sysconf `name`), or `otherwise` where the system does not say.
+long cache_bytes(int name, long otherwise) {
+  const long bytes = sysconf(name);
+  return bytes > 0 ? bytes : otherwise;
+}
+const long kL1Bytes = cache_bytes(_SC_LEVEL1_DCACHE_SIZE, 32l << 10);  // the L1 data cache
 
 // Split n units into blocks of at most `target` (and at least `align`-aligned) units such that the
 // number of blocks is a multiple of nthreads and blocks are near-equal: on threads that run at the
@@ -257,6 +258,8 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
     const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ap[0]) - tc * sizeof(float),
                          last = reinterpret_cast<std::uintptr_t>(ap[M - 1]);
     if (3 * static_cast<long>(std::max(first, last) - std::min(first, last)) > 2 * kL1Bytes) {
+      // Paired by hand: with the prefetches inside step and `#pragma GCC unroll 2`, GCC 12 built
+      // each step's prefetch address apart and parked a row pointer on the stack (isa reads it).
       if (tc & 1) step(t++);
       __asm__ volatile("# im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
       for (; t != 0; t += 2) {  // the two B rows 8 steps ahead, each of their lines
@@ -802,10 +805,7 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
 }
 
 // The per-core L2 cache in bytes (sysconf; 1 MiB if the system does not say).
-long l2_bytes() {
-  const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  return l2 > 0 ? l2 : 1l << 20;
-}
+long l2_bytes() { return cache_bytes(_SC_LEVEL2_CACHE_SIZE, 1l << 20); }
 
 // Half the per-core L2 cache in floats: what a thread's window band may take, so that it stays in
 // L2 while every channel block sweeps it again. (One row of conv4's bands is 400 KB at batch 4;

@@ -131,8 +131,7 @@ def compare(
         )
         b = torch.randn(shape.k, generator=gen)
         run = IMPLEMENTATIONS[impl].run
-        best = [math.inf] * len(variants)
-        times: list[list[float]] = [[] for _ in variants]
+        times: list[list[float]] = [[] for _ in variants]  # every call's seconds, per variant
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
         places: dict[str, Placement] = {}
@@ -153,7 +152,6 @@ def compare(
                         start = time.perf_counter()
                         run(x, w, b, shape.stride, shape.padding)
                         elapsed = time.perf_counter() - start
-                        best[i] = min(best[i], elapsed)
                         times[i].append(elapsed)
                         if where:
                             place.seconds[i].append(elapsed)
@@ -164,7 +162,7 @@ def compare(
                             packs[i] = min(packs[i], phases["pack_ms"])
                             if where:
                                 place.phases[i].append((phases["transform_ms"], phases["pack_ms"]))
-        cells = zip(best, bands, packs, map(statistics.median, times), strict=True)
+        cells = zip(map(min, times), bands, packs, map(statistics.median, times), strict=True)
         rows.append(
             (
                 name,
