@@ -57,6 +57,15 @@ namespace {
 // every layer (15 rounds). On a Xeon (Intel family 6 model 167, 48 KB L1d, 2 MB L2; kernel_ab,
 // 25-30 interleaved rounds, two runs) 6 x 4 ran 0.65-0.71x on conv1-conv2 (K = 96), 1.06-1.09x
 // on conv7 and 1.00-1.07x on conv3, conv6, conv9, 0.97-1.02x on the others; 8 x 3 0.37-0.98x.
+// Nor a band tile, tried on that Xeon for the stride-1 3 x 3 layers: 12 pixels side by side in one
+// output row, whose windows are shifted views of one band (pixel i's tap s is column i + s), so
+// each step broadcasts each of the 14 columns once for its 3 taps against the taps' 6 B vectors:
+// 72 FMAs from 14 broadcasts and 6 loads, where 12 x 2 takes 36 and 6 (31 vector registers, no
+// spills; each row's last pixels went to 12 x 2 tiles gathered across rows). Alone in L1 it ran
+// 204-208 GFLOP/s on one thread against 12 x 2's 191-197 (405-412 against 380-392 on two), but
+// not in the layers: kernel_ab with it built in and out, 150 interleaved rounds, torch_cl between,
+// two runs: conv8-conv11 0.98-1.03x at best and 0.99-1.01x at the median; one thread (100
+// rounds): 0.99-1.02x, where conv8 ran at 205 GFLOP/s either way, above both kernels' L1 probes.
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
