@@ -563,6 +563,20 @@ def test_kernel_ab_refuses_counts_below_one_before_running(capsys):
         assert f"argument {flag}: must be a whole number >= 1, got 0" in capsys.readouterr().err
 
 
+def test_kernel_ab_refuses_a_file_that_is_not_cpp_before_compiling(tmp_path, capsys):
+    """Given a file without a C++ suffix, the compiler took it for a linker script and failed in
+    the linker's words; it is a usage error now, naming the file."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not a kernel\n")
+    with pytest.raises(SystemExit) as exc:
+        kernel_ab.main([str(cpu.SOURCE), str(notes), "--layers", "conv9"])
+    assert exc.value.code == 2
+    assert f"not a C++ source (.cpp, .cc, .cxx, .C): {notes}" in capsys.readouterr().err
+
+
 def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
     """--defines: every source built with each -D definition apart (crossed with --blocks), each
     labelled with it; a definition not of the form NAME=VALUE is a usage error, before anything is

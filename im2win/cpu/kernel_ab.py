@@ -69,6 +69,7 @@ from im2win.shapes import PAPER_LAYERS
 
 # A -D definition --defines takes: NAME=VALUE (a C identifier, a value without spaces).
 _DEFINE = re.compile(r"[A-Za-z_]\w*=[\w.+-]+")
+CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".C")  # what the compiler reads as C++ by its name
 # Peers --between may run: those not built from the kernel source being timed.
 BETWEEN = ("torch", "torch_cl", "im2col_gemm")
 
@@ -288,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(s) for s in args.sources if not s.is_file()]
     if missing:
         parser.error(f"no such kernel source: {', '.join(missing)}")
+    # the compiler takes what it does not know for a linker script, and fails with the linker's words
+    foreign = [str(s) for s in args.sources if s.suffix not in CXX_SUFFIXES]
+    if foreign:
+        parser.error(
+            f"not a C++ source ({', '.join(CXX_SUFFIXES)}): {', '.join(foreign)}; give copies of "
+            "im2win/cpu/im2win_cpu.cpp"
+        )
     try:
         blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
     except ValueError as err:
