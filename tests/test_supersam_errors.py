@@ -235,3 +235,18 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(
     _fails(_train(made, out), capsys, "a_file is a file, not a folder", "--out")
     argv = ["evaluate", "--model", str(made / "pre"), "--out", str(tmp_path / under / "r.json")]
     _fails(argv, capsys, "a_file is a file, not a folder", "--out")
+
+
+def test_python_dash_m_runs_the_command_line_in_a_checkout():
+    """`python -m supersam_min` is the `supersam` command, for a checkout that is not installed
+    (it said "No module named supersam_min.__main__"); a usage error exits 2 in one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = [sys.executable, "-m", "supersam_min"]
+    ok = subprocess.run([*run, "--help"], cwd=root, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout.startswith("usage: supersam "), ok.stderr
+    bad = subprocess.run([*run, "bogus"], cwd=root, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'bogus'" in bad.stderr
