@@ -239,7 +239,7 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(
 
 def test_python_dash_m_runs_the_command_line_in_a_checkout():
     """`python -m supersam_min` is the `supersam` command, for a checkout that is not installed
-    (it said "No module named supersam_min.__main__"); a usage error exits 2 in one line."""
+    (it said "No module named supersam_min.__main__"); a usage error exits 2, naming it."""
     import subprocess
     import sys
     from pathlib import Path

@@ -304,14 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--defines {' '.join(bad)}: give each as NAME=VALUE, e.g. IM2WIN_INTEL=1")
     defines = [(d, (d,)) for d in args.defines or ()] or [("", ())]
-    variants = [
-        (src, bdefs + ddefs) for src in args.sources for _, bdefs in blocks for _, ddefs in defines
-    ]
+    crossed = [(s, b, d) for s in args.sources for b in blocks for d in defines]  # in this order
+    variants = [(src, bdefs + ddefs) for src, (_, bdefs), (_, ddefs) in crossed]
     labels = [
-        f"{src.name}{'@' + b if b else ''}{'+' + d if d else ''}"
-        for src in args.sources
-        for b, _ in blocks
-        for d, _ in defines
+        f"{src.name}{'@' + b if b else ''}{'+' + d if d else ''}" for src, (b, _), (d, _) in crossed
     ]
     build(variants, labels, args.march)
     memory.steady_allocator()
