@@ -8,30 +8,47 @@ from im2win.implementations import IMPLEMENTATIONS
 from im2win.validation import validate
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, impl: str = "im2win") -> torch.Tensor:
-    """2-D convolution (cross-correlation) of float32 tensors, like torch.nn.functional.conv2d.
+def conv2d(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, impl: str = "im2win"
+) -> torch.Tensor:
+    """2-D convolution (cross-correlation) of float32 tensors, like torch.nn.functional.conv2d,
+    whose positional arguments it takes in the same order: a call written for F.conv2d runs
+    unchanged where its dilation and groups are 1.
 
     CPU tensors: every implementation. CUDA tensors: `im2win` and `direct` (the NVRTC-compiled
     kernels of im2win/cuda), `im2col_gemm` (unfold + cuBLAS) and `torch` (cuDNN).
 
     Args:
-        input: [N, C, H, W] float32, any memory format or strides.
+        input: [N, C, H, W] float32, any memory format or strides; or [C, H, W] (one image,
+            unbatched, as F.conv2d takes it).
         weight: [K, C, R, S] float32.
         bias: [K] float32 or None.
         stride: int or (sy, sx), each >= 1.
-        padding: int or (py, px) zeros on each side, each >= 0.
+        padding: int or (py, px) zeros on each side, each >= 0; "valid" (none) or "same" (stride 1
+            and an odd filter: the output as large as the input).
+        dilation, groups: 1 (any other value is refused: im2win has neither).
         impl: an id from im2win.IMPLEMENTATIONS ("im2win", "im2win_nchw", "direct", "im2col_gemm",
-            "torch", "torch_cl").
+            "torch", "torch_cl"); keyword only.
 
     Returns:
-        [N, K, P, Q] float32 with P = (H + 2py - R) // sy + 1 and Q = (W + 2px - S) // sx + 1.
+        [N, K, P, Q] float32 with P = (H + 2py - R) // sy + 1 and Q = (W + 2px - S) // sx + 1
+        ([K, P, Q] for an unbatched input).
         `im2win` and `torch_cl` return channels_last memory, the others contiguous NCHW.
         Threads: torch.get_num_threads(). Forward only: under grad mode, an argument that
         requires grad is refused with ValueError (use torch.no_grad()).
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
-    stride, padding = validate(input, weight, bias, stride, padding)
+    if isinstance(input, torch.Tensor) and input.dim() == 3:  # one image, as F.conv2d takes it
+        batched = conv2d(
+            input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, impl=impl
+        )
+        return batched.squeeze(0)
+    if isinstance(input, torch.Tensor) and input.dim() != 4:
+        raise ValueError(
+            f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {tuple(input.shape)}"
+        )
+    stride, padding = validate(input, weight, bias, stride, padding, dilation, groups)
     implementation = IMPLEMENTATIONS[impl]
     run = implementation.cuda_run if input.is_cuda else implementation.run
     if run is None:

@@ -29,7 +29,7 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
     return both
 
 
-def _check(name: str, t, dims: int) -> None:
+def _check(name: str, t, dims: int, layout: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.float32:
@@ -39,18 +39,42 @@ def _check(name: str, t, dims: int) -> None:
     if t.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} is on {t.device}; im2win runs on the CPU or on CUDA GPUs")
     if t.dim() != dims:
-        raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be {dims}-D {layout}, got shape {tuple(t.shape)}")
 
 
-def validate(input, weight, bias, stride, padding):
+def _padding(padding, stride: tuple[int, int], weight: torch.Tensor):
+    """F.conv2d's string paddings as a pair: "valid" none, "same" (stride 1) half the filter on
+    each side where the filter's size is odd; an int or a pair of ints as they are."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return 0
+    if padding != "same":
+        raise ValueError(
+            f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}"
+        )
+    if stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as in F.conv2d), got stride {stride}")
+    r, s = weight.shape[2:]
+    if r % 2 == 0 or s % 2 == 0:
+        raise ValueError(
+            f"padding='same' with the even filter {r}x{s} pads one side more than the other, which "
+            "im2win does not: pad the input with F.pad and pass padding=0"
+        )
+    return (r - 1) // 2, (s - 1) // 2
+
+
+def validate(input, weight, bias, stride, padding, dilation=1, groups=1):
     """Check conv2d's tensors and hyper-parameters; returns (stride, padding) as pairs.
 
+    padding may also be F.conv2d's "valid" or "same"; dilation and groups must be 1 (F.conv2d's
+    defaults, taken so that a call written for F.conv2d runs unchanged).
     Raises ValueError naming the problem and the fix.
     """
-    _check("input", input, 4)
-    _check("weight", weight, 4)
+    _check("input", input, 4, "(N, C, H, W)")
+    _check("weight", weight, 4, "(K, C, R, S)")
     if bias is not None:
-        _check("bias", bias, 1)
+        _check("bias", bias, 1, "(K,)")
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(
                 f"bias has {bias.shape[0]} entries but weight has K={weight.shape[0]} "
@@ -63,7 +87,17 @@ def validate(input, weight, bias, stride, padding):
             "move them to one device with .to(device)"
         )
     stride = pair(stride, "stride", 1)
-    padding = pair(padding, "padding", 0)
+    padding = pair(_padding(padding, stride, weight), "padding", 0)
+    if pair(dilation, "dilation", 1) != (1, 1):
+        raise ValueError(
+            f"dilation {dilation!r} is not supported (im2win convolves with dilation 1): "
+            "use torch.nn.functional.conv2d"
+        )
+    if isinstance(groups, bool) or _ints((groups, groups)) != (1, 1):
+        raise ValueError(
+            f"groups={groups!r} is not supported (im2win convolves with groups=1): "
+            "use torch.nn.functional.conv2d"
+        )
     n, c, h, w = input.shape
     k, cw, r, s = weight.shape
     if c != cw:

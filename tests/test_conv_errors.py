@@ -14,7 +14,8 @@ W = torch.randn(4, 3, 3, 3)
     [
         ({"input": X.double()}, "float32"),
         ({"weight": W.half()}, "float32"),
-        ({"input": X[0]}, "4-D"),
+        ({"input": X[0, 0]}, "4-D \\(N, C, H, W\\) or 3-D \\(C, H, W\\), got shape \\(8, 8\\)"),
+        ({"input": X[None]}, "4-D"),
         ({"weight": W[0]}, "4-D"),
         ({"weight": torch.randn(4, 5, 3, 3)}, "channel mismatch"),
         ({"weight": torch.randn(4, 3, 11, 3)}, "larger than the padded input"),
@@ -23,7 +24,16 @@ W = torch.randn(4, 3, 3, 3)
         ({"padding": -1}, "padding"),
         ({"padding": (1, 2, 3)}, "padding"),
         ({"stride": 1.5}, "stride must be an int or a pair of ints, got 1.5"),
-        ({"padding": "same"}, "padding must be an int or a pair of ints, got 'same'"),
+        (
+            {"padding": "full"},
+            "padding must be an int, a pair of ints, 'valid' or 'same', got 'full'",
+        ),
+        ({"padding": "same", "stride": 2}, "padding='same' needs stride 1"),
+        ({"padding": "same", "weight": torch.randn(4, 3, 3, 2)}, "even filter 3x2.*F.pad"),
+        ({"dilation": 2}, "dilation 2 is not supported.*torch.nn.functional.conv2d"),
+        ({"dilation": (1, 0)}, "dilation must be >= 1"),
+        ({"groups": 3}, "groups=3 is not supported"),
+        ({"groups": True}, "groups=True is not supported"),
         ({"stride": (True, 1)}, "stride must be an int or a pair of ints"),
         ({"impl": "winograd"}, "unknown impl"),
         ({"bias": torch.randn(5)}, "bias"),
@@ -46,6 +56,22 @@ def test_inputs_requiring_grad_are_refused_not_detached(grad_of):
         im2win.conv2d(**args)
     with torch.no_grad():
         assert im2win.conv2d(**args).shape == (1, 4, 6, 6)
+
+
+@pytest.mark.parametrize("impl", ["im2win", "direct"])
+def test_a_call_written_for_f_conv2d_runs_unchanged(impl):
+    """F.conv2d's positional order (dilation and groups after padding), its string paddings and
+    its unbatched (C, H, W) input give F.conv2d's result."""
+    F = torch.nn.functional
+    x, w, b = torch.randn(2, 3, 9, 7), torch.randn(4, 3, 3, 5), torch.randn(4)
+    for args in [(b, 1, "same", 1, 1), (b, 2, "valid", (1, 1), 1), (None, (1, 2), (1, 0), 1, 1)]:
+        torch.testing.assert_close(
+            im2win.conv2d(x, w, *args, impl=impl), F.conv2d(x, w, *args), rtol=1e-4, atol=1e-4
+        )
+        one = im2win.conv2d(x[1], w, *args, impl=impl)
+        assert one.shape == F.conv2d(x[1], w, *args).shape
+        torch.testing.assert_close(one, F.conv2d(x[1], w, *args), rtol=1e-4, atol=1e-4)
+    assert im2win.conv2d(x, w, padding="same", impl=impl).shape == x.shape[:1] + (4,) + x.shape[2:]
 
 
 def test_integer_types_other_than_int_are_taken_as_f_conv2d_takes_them():
