@@ -41,9 +41,12 @@ from im2win.metrics import (
 )
 from im2win.plan import (
     PLANES,
+    STREAMED,
+    STREAMED_SPLIT,
     WHOLE,
     filter_packed_once,
     filter_work_floats,
+    fused_splits_channels,
     im2win_workspace_floats,
     path_plan,
 )
@@ -73,7 +76,8 @@ def _phases(seconds, transform_ms: float | None = None) -> dict:
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
     """im2win on validated arguments, and where its time went: {"transform_ms": building windows,
     "pack_ms": packing the filter, "wait_ms": how long the first thread done waited for the last,
-    "path": "streamed bands", "window planes a thread" or "whole window tensor"}. The kernel's own
+    "path": "streamed bands" (", output channels split": each thread its share of them over
+    every row), "window planes a thread" or "whole window tensor"}. The kernel's own
     timers, the slowest thread's times, except the materialised window tensor's transform, which
     is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
@@ -88,6 +92,8 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         return out, _phases(seconds, transform_ms) | {"path": path}
     kernel = lib().im2win_conv_planes if path == PLANES else lib().im2win_conv_fused
     out, seconds = _convolve_fused(x, shape, weight, bias, work_floats, kernel)
+    if path == STREAMED and fused_splits_channels(shape, threads):
+        path = STREAMED_SPLIT
     return out, _phases(seconds) | {"path": path}
 
 

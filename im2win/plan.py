@@ -30,6 +30,15 @@ def fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
     return work.value, bool(packs_once.value)
 
 
+@per_kernels
+def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
+    """Whether the streamed im2win gives each thread a fixed share of the output channels over every
+    row (each thread building every band) instead of handing out (rows, channels) items: where
+    the packed filter outgrows a core's L2 cache but a thread's share fits, and the memory goal
+    leaves row blocks of few pixels (the kernel's im2win_fused_splits_k)."""
+    return bool(lib().im2win_fused_splits_k(*shape.window_args(), threads))
+
+
 def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
     """Whether the streamed im2win packs the whole filter once: where the NHWC kernels do
     (filter_packed_once), and also where K <= M / 2 and the packed filter leaves room for window
@@ -102,6 +111,7 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
 
 # im2win's paths, as its phases report them
 STREAMED, PLANES, WHOLE = "streamed bands", "window planes a thread", "whole window tensor"
+STREAMED_SPLIT = "streamed bands, output channels split"  # STREAMED where fused_splits_channels
 
 
 @per_kernels

@@ -407,6 +407,44 @@ def test_band_rows_continued_across_work_items(threads, c, stride, padding):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracle(threads):
+    """The streamed path's other schedule (im2win_fused_splits_k): each thread packs and convolves
+    its own share of the channel blocks over every row, building every band itself. The host's
+    caches decide where it runs (conv11 at batch 4 on cores with 2 MB of L2); built with
+    -DIM2WIN_SPLIT_K=1 it runs wherever a thread has a channel block, on any host. Shares of
+    unequal length (3 or 4 blocks over the threads), a partial last block, strides, padding, an
+    even filter, a 1 x 1 filter; the first two through im2win (its path and label), the others
+    through the streamed kernel itself (im2win would materialise their small windows)."""
+    from im2win import cpu
+    from im2win.implementations import _convolve_fused, im2win_with_phases
+    from im2win.plan import STREAMED_SPLIT, fused_plan, fused_splits_channels
+
+    torch.manual_seed(0)
+    shapes = [  # (x, w, stride, padding)
+        ((3, 8, 12, 9), (70, 8, 3, 3), (1, 1), (1, 1)),
+        ((3, 3, 20, 16), (70, 3, 2, 4), (2, 2), (2, 0)),
+        ((2, 16, 27, 21), (96, 16, 5, 3), (2, 1), (2, 0)),
+        ((3, 24, 12, 12), (128, 24, 1, 1), (1, 1), (0, 0)),
+    ]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu.kernels_from(cpu.SOURCE, "native", ("IM2WIN_SPLIT_K=1",)):
+            for i, (x_shape, w_shape, stride, padding) in enumerate(shapes):
+                x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+                shape = im2win.ConvShape.of(x, w, stride, padding)
+                assert fused_splits_channels(shape, threads), x_shape
+                if i < 2:
+                    out, phases = im2win_with_phases(x, w, b, stride, padding)
+                    assert phases["path"] == STREAMED_SPLIT
+                else:
+                    out, _ = _convolve_fused(x, shape, w, b, fused_plan(shape, threads)[0])
+                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_im2win_reports_where_its_time_went():
     from im2win.implementations import im2win_with_phases
     from im2win.plan import streams_windows, window_planes

@@ -37,6 +37,8 @@ _SIGNATURES = {
     # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all,
     # whether it packs the whole filter once
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3 + [ctypes.POINTER(_I)]),
+    # N C K R S sx P Q threads -> whether each thread convolves its own share of the output channels
+    "im2win_fused_splits_k": (_I, [_I] * 9),
     # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
     "im2win_conv_fused": (
         None,

@@ -356,6 +356,14 @@ bool streams_rows(const float* dst) {
   return KB * sizeof(float) % 64 == 0 && reinterpret_cast<std::uintptr_t>(dst) % 64 == 0;
 }
 
+// The calling OpenMP thread's share [*b0, *b1) of n units: contiguous, in thread order, the first
+// n % threads threads one more.
+void thread_share(long n, long* b0, long* b1) {
+  const long t = omp_get_thread_num(), threads = omp_get_num_threads();
+  *b0 = t * (n / threads) + std::min(t, n % threads);
+  *b1 = *b0 + n / threads + (t < n % threads);
+}
+
 // The whole filter packed once, for every channel block: packed[kb][t][KB] = F[kb*KB + kk][c][r][s]
 // in window order t = (s, r, c), zero past K, each block through pack_taps (every tap of all C
 // channels). Called by every thread of a parallel region: the threads split the channel blocks,
@@ -395,14 +403,16 @@ double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   // 10% apart on conv11 between two copies of one source): conv11 1.13x, conv5 1.08x, conv6 1.07x,
   // conv10 1.06x, conv12 1.03x, conv1 1.00x.
   const bool stream = !kIntel && streams_rows(packed);
-#pragma omp for schedule(static)
-  for (long kb = 0; kb < kblocks; ++kb) {
+  long kb0, kb1;  // this thread's share, the one im2win_conv_fused then convolves where it splits K
+  thread_share(kblocks, &kb0, &kb1);
+  for (long kb = kb0; kb < kb1; ++kb) {
     const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
     if (stream)
       pack_taps_stream(f, T, R, S, k0, kvalid, C, packed + kb * T * KB);
     else
       pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB);
   }
+#pragma omp barrier
   return omp_get_wtime() - start;
 }
 
@@ -1095,12 +1105,42 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
   *packs_once = packed;
 }
 
+// Whether im2win_conv_fused gives each thread a fixed share of the channel blocks of the filter
+// packed once (their panels packed by that thread) and runs it over every row, each thread building
+// every band for itself, instead of handing out (row block, channel block) items: where the
+// packed filter outgrows a core's L2 cache, so that sweeping every channel block for a row block
+// reads it from the last-level cache each time, the memory goal cut the row blocks to fewer than
+// MC / 4 pixels (few tiles use each panel read in), and a thread's share beside its band fits in
+// 3/4 of its L2: its panels stay there from the packing on. Only conv11 at batch 4 of the paper
+// layers, on cores with 2 MB of L2: on the Xeon (family 6 model 167), kernel_ab, torch_cl between
+// the calls, three runs of 150, 300 and 300 rounds, conv11 1.06x, 1.07x and 1.05x at best, 1.05x,
+// 1.02x and 1.04x at the median (the third with the threads' cores apart, a 330 ns round trip);
+// applied to every streamed layer, conv5 0.97x, conv8 1.00x, conv9 0.96x and conv10 0.98x at best
+// (their row blocks use each panel read in for 33-65 tiles, and building every band twice costs
+// more). (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
+// thread's share did not fit there; see the grabs in im2win_conv_fused.) A thread slowed by a
+// neighbour cannot hand its share over.
+int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
+  long rows_per_item, band_floats, work_floats;
+  int packs_once;
+  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
+                    &packs_once);
+  const long kblocks = cdiv(K, KB), filter_bytes = kblocks * KB * C * R * S * 4l;
+  const long share_bytes = cdiv(kblocks, nthreads) * KB * C * R * S * 4l + band_floats * 4;
+#ifdef IM2WIN_SPLIT_K  // 0: never; 1: wherever a thread has a channel block (the tests: any host)
+  if (packs_once && nthreads > 1 && kblocks >= nthreads) return IM2WIN_SPLIT_K;
+#endif
+  return packs_once && nthreads > 1 && kblocks >= nthreads && filter_bytes > l2_bytes() &&
+         4 * share_bytes <= 3 * l2_bytes() && 4 * rows_per_item * Q < MC;
+}
+
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
 // into this thread's band buffer (phase "transform", in cache) and consumed at once by the same
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
-// Work item = (block of output rows, block of KB output channels), handed out in grabs (below).
+// Work item = (block of output rows, block of KB output channels), handed out in grabs (below),
+// or, where im2win_fused_splits_k, each thread's own channel blocks over every row block.
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
 // threads' imbalance).
@@ -1120,6 +1160,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
   const long M = static_cast<long>(N) * P * Q;
   const bool prepack = packs_once;
+  const bool split_k = im2win_fused_splits_k(N, C, K, R, S, sx, P, Q, nthreads);
   float* packed = prepack ? filter_work : nullptr;
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
@@ -1176,16 +1217,27 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
     long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
-    for (;;) {
-      long first = next_item.load(std::memory_order_relaxed), take = 0;
-      do {
+    long kb0 = 0, kb1 = kblocks;  // split_k: this thread's channel blocks, the ones it packed
+    if (split_k) thread_share(kblocks, &kb0, &kb1);
+    const long mine = kb1 - kb0;
+    for (long it_mine = 0;;) {
+      long first = 0, take = 0;
+      if (split_k) {  // this thread's items in order: every row block, its channel blocks
+        first = it_mine, take = mine;
+        it_mine += take;
+      } else {
+        first = next_item.load(std::memory_order_relaxed);
+      }
+      while (!split_k && first < items) {
         const long left = items - first;  // whole row blocks while there is work for all threads
         take = left >= 2 * nthreads * kblocks
                    ? kblocks * std::clamp(left / kblocks / (4l * nthreads), 1l, 4l) : 1;
-      } while (first < items && !next_item.compare_exchange_weak(first, first + take));
-      if (first >= items) break;
+        if (next_item.compare_exchange_weak(first, first + take)) break;
+      }
+      if (first >= (split_k ? (row_blocks + tail) * mine : items)) break;
       for (long it = first; it < std::min(items, first + take); ++it) {
-        const long rb = it / kblocks, kb = it % kblocks;
+        const long rb = split_k ? it / mine : it / kblocks;
+        const long kb = split_k ? kb0 + it % mine : it % kblocks;
         long row0, rows;  // at most rows_per_item rows: block_rows
         block_rows(rb, row0, rows);
         const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
