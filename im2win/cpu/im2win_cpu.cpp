@@ -1115,6 +1115,7 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // layers, on cores with 2 MB of L2: on the Xeon (family 6 model 167), kernel_ab, torch_cl between
 // the calls, three runs of 150, 300 and 300 rounds, conv11 1.06x, 1.07x and 1.05x at best, 1.05x,
 // 1.02x and 1.04x at the median (the third with the threads' cores apart, a 330 ns round trip);
+// its AVX2 code (--march x86-64-v3, 300 rounds) 1.08x at best and 1.06x at the median;
 // applied to every streamed layer, conv5 0.97x, conv8 1.00x, conv9 0.96x and conv10 0.98x at best
 // (their row blocks use each panel read in for 33-65 tiles, and building every band twice costs
 // more). (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
