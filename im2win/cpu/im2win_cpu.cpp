@@ -104,6 +104,11 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // 1.01-1.04x, the others 0.98-1.02x. Zen 4 (32 KB L1: TC x KB is 24 KB of it),
 // 20 rounds, against 192 and 576 steps: conv5 0.95x and 0.96x, conv10 0.95x and 0.97x, conv11
 // 0.95x and 0.99x, conv9 0.98x and 1.00x, conv8 0.99x and 1.02x, conv1 level: kept there too.
+// Where the rest of the time goes on the Xeon: each work item's gemm_block run twice over the
+// same bands (the second pass hot: bands in L2, B rows from L2; kernel_ab, 100 rounds, whole call
+// time twice minus once) ran conv8 372, conv9 362, conv10 386 and conv11 391 GFLOP/s against
+// 335-358 for the whole call and 400-430 for the micro-kernel alone in L1 (FMA probe 430-480):
+// the B rows streamed from L2 cost as much as the bands, cold input and packing together.
 constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
