@@ -107,8 +107,9 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // Where the rest of the time goes on the Xeon: each work item's gemm_block run twice over the
 // same bands (the second pass hot: bands in L2, B rows from L2; kernel_ab, 100 rounds, whole call
 // time twice minus once) ran conv8 372, conv9 362, conv10 386 and conv11 391 GFLOP/s against
-// 335-358 for the whole call and 400-430 for the micro-kernel alone in L1 (FMA probe 430-480):
-// the B rows streamed from L2 cost as much as the bands, cold input and packing together.
+// 324-358 for the whole call in the same rounds; in the reproduction's rounds of these layers the
+// micro-kernel alone in L1 ran 371-431 and the FMA probe 403-471 (two runs): the micro-kernel on
+// the layer's own bands and B rows (from L2), not what surrounds it, is most of the gap.
 constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
