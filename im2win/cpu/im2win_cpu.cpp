@@ -66,6 +66,10 @@ namespace {
 // not in the layers: kernel_ab with it built in and out, 150 interleaved rounds, torch_cl between,
 // two runs: conv8-conv11 0.98-1.03x at best and 0.99-1.01x at the median; one thread (100
 // rounds): 0.99-1.02x, where conv8 ran at 205 GFLOP/s either way, above both kernels' L1 probes.
+// Nor with its B rows in L1: each band tile's reduction in slices of 64 or 32 steps (the 3 taps'
+// B rows 24 or 12 KB), a slice over every band tile of the work item before the next: 0.90x and
+// 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
+// whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
