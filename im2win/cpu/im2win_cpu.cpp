@@ -70,6 +70,12 @@ namespace {
 // B rows 24 or 12 KB), a slice over every band tile of the work item before the next: 0.90x and
 // 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
 // whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
+// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its loads, not its FMAs: a standalone
+// copy of its loop (intrinsics, 192 steps on L1-resident rows and B; one core, six interleaved
+// rounds; not part of this repository) ran at 88-92% of the same 24 FMAs a step on registers
+// alone, at 98-102% with its 2 B loads but without the 12 broadcasts, and at 69-74% with each FMA
+// broadcasting from memory ({1to16}: 24 loads a step). Its AVX2 build (6 x 2) runs at 99-100%
+// of the AVX2 probe there (im2win_ukernel_gflops against harness.peak, x86-64-v3).
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
