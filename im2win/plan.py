@@ -33,9 +33,9 @@ def fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
 @per_kernels
 def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
     """Whether the streamed im2win gives each thread a fixed share of the output channels over every
-    row (each thread building every band) instead of handing out (rows, channels) items: where
-    the packed filter outgrows a core's L2 cache but a thread's share fits, and the memory goal
-    leaves row blocks of few pixels (the kernel's im2win_fused_splits_k)."""
+    row (each thread building every band) instead of handing out (rows, channels) items: on two
+    threads, where the packed filter outgrows a core's L2 cache but a thread's share fits, and the
+    memory goal leaves row blocks of few pixels (the kernel's im2win_fused_splits_k)."""
     return bool(lib().im2win_fused_splits_k(*shape.window_args(), threads))
 
 

@@ -1136,7 +1136,9 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // (their row blocks use each panel read in for 33-65 tiles, and building every band twice costs
 // more). (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
 // thread's share did not fit there; see the grabs in im2win_conv_fused.) A thread slowed by a
-// neighbour cannot hand its share over.
+// neighbour cannot hand its share over. Two threads only, the count it was timed with: each
+// thread builds every band, so with n threads the bands take n times the work they share now,
+// against a 1/n share of the multiply-adds.
 int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
   long rows_per_item, band_floats, work_floats;
   int packs_once;
@@ -1147,7 +1149,7 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 #ifdef IM2WIN_SPLIT_K  // 0: never; 1: wherever a thread has a channel block (the tests: any host)
   if (packs_once && nthreads > 1 && kblocks >= nthreads) return IM2WIN_SPLIT_K;
 #endif
-  return packs_once && nthreads > 1 && kblocks >= nthreads && filter_bytes > l2_bytes() &&
+  return packs_once && nthreads == 2 && kblocks >= nthreads && filter_bytes > l2_bytes() &&
          4 * share_bytes <= 3 * l2_bytes() && 4 * rows_per_item * Q < MC;
 }
 
