@@ -445,6 +445,18 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
         torch.set_num_threads(old)
 
 
+def test_the_output_channels_are_split_only_where_timed():
+    """Without -DIM2WIN_SPLIT_K the split takes two threads (each thread builds every band: with
+    more, the bands' work would grow with the count) and a filter that outgrows the L2 cache:
+    never on one or three threads, nor on the paper layers whose filter fits in L2 at batch 4."""
+    from im2win.plan import fused_splits_channels
+
+    conv11 = PAPER_LAYERS["conv11"].with_batch(4)
+    assert not fused_splits_channels(conv11, 1) and not fused_splits_channels(conv11, 3)
+    for name in ("conv1", "conv3", "conv4", "conv7", "conv8", "conv9", "conv10"):
+        assert not fused_splits_channels(PAPER_LAYERS[name].with_batch(4), 2), name
+
+
 def test_im2win_reports_where_its_time_went():
     from im2win.implementations import im2win_with_phases
     from im2win.plan import streams_windows, window_planes
