@@ -44,11 +44,9 @@ def conv2d(
             input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, impl=impl
         )
         return batched.squeeze(0)
-    if isinstance(input, torch.Tensor) and input.dim() != 4:
-        raise ValueError(
-            f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {tuple(input.shape)}"
-        )
-    stride, padding = validate(input, weight, bias, stride, padding, dilation, groups)
+    stride, padding = validate(
+        input, weight, bias, stride, padding, dilation, groups, "(N, C, H, W) or 3-D (C, H, W)"
+    )
     implementation = IMPLEMENTATIONS[impl]
     run = implementation.cuda_run if input.is_cuda else implementation.run
     if run is None:

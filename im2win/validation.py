@@ -64,14 +64,17 @@ def _padding(padding, stride: tuple[int, int], weight: torch.Tensor):
     return (r - 1) // 2, (s - 1) // 2
 
 
-def validate(input, weight, bias, stride, padding, dilation=1, groups=1):
+def validate(
+    input, weight, bias, stride, padding, dilation=1, groups=1, input_layout="(N, C, H, W)"
+):
     """Check conv2d's tensors and hyper-parameters; returns (stride, padding) as pairs.
 
     padding may also be F.conv2d's "valid" or "same"; dilation and groups must be 1 (F.conv2d's
-    defaults, taken so that a call written for F.conv2d runs unchanged).
+    defaults, taken so that a call written for F.conv2d runs unchanged). input_layout: what the
+    error for an input that is not 4-D says the caller takes.
     Raises ValueError naming the problem and the fix.
     """
-    _check("input", input, 4, "(N, C, H, W)")
+    _check("input", input, 4, input_layout)
     _check("weight", weight, 4, "(K, C, R, S)")
     if bias is not None:
         _check("bias", bias, 1, "(K,)")
@@ -93,7 +96,7 @@ def validate(input, weight, bias, stride, padding, dilation=1, groups=1):
             f"dilation {dilation!r} is not supported (im2win convolves with dilation 1): "
             "use torch.nn.functional.conv2d"
         )
-    if isinstance(groups, bool) or _ints((groups, groups)) != (1, 1):
+    if _ints((groups, groups)) != (1, 1):  # an integer 1 (not True, which _ints refuses)
         raise ValueError(
             f"groups={groups!r} is not supported (im2win convolves with groups=1): "
             "use torch.nn.functional.conv2d"

@@ -1139,18 +1139,26 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
 // neighbour cannot hand its share over. Two threads only, the count it was timed with: each
 // thread builds every band, so with n threads the bands take n times the work they share now,
 // against a 1/n share of the multiply-adds.
-int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
-  long rows_per_item, band_floats, work_floats;
-  int packs_once;
-  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
-                    &packs_once);
-  const long kblocks = cdiv(K, KB), filter_bytes = kblocks * KB * C * R * S * 4l;
-  const long share_bytes = cdiv(kblocks, nthreads) * KB * C * R * S * 4l + band_floats * 4;
+// From the plan's values (im2win_fused_plan), which im2win_conv_fused has at hand; T = C * R * S.
+static bool splits_k(int K, long T, int Q, int nthreads, long rows_per_item, long band_floats,
+                     int packs_once) {
+  const long kblocks = cdiv(K, KB), filter_bytes = kblocks * KB * T * 4l;
+  const long share_bytes = cdiv(kblocks, nthreads) * KB * T * 4l + band_floats * 4;
 #ifdef IM2WIN_SPLIT_K  // 0: never; 1: wherever a thread has a channel block (the tests: any host)
   if (packs_once && nthreads > 1 && kblocks >= nthreads) return IM2WIN_SPLIT_K;
 #endif
   return packs_once && nthreads == 2 && kblocks >= nthreads && filter_bytes > l2_bytes() &&
          4 * share_bytes <= 3 * l2_bytes() && 4 * rows_per_item * Q < MC;
+}
+
+// The same for a shape (its plan computed here), for the Python side's plan.
+int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
+  long rows_per_item, band_floats, work_floats;
+  int packs_once;
+  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
+                    &packs_once);
+  return splits_k(K, static_cast<long>(C) * R * S, Q, nthreads, rows_per_item, band_floats,
+                  packs_once);
 }
 
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
@@ -1179,7 +1187,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
   const long M = static_cast<long>(N) * P * Q;
   const bool prepack = packs_once;
-  const bool split_k = im2win_fused_splits_k(N, C, K, R, S, sx, P, Q, nthreads);
+  const bool split_k = splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once);
   float* packed = prepack ? filter_work : nullptr;
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
@@ -1236,27 +1244,30 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     std::vector<const float*> arow(rows_per_item * Q);
     double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
     long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
-    long kb0 = 0, kb1 = kblocks;  // split_k: this thread's channel blocks, the ones it packed
+    // The channel blocks this thread convolves: every one, or where split_k its own share (the
+    // blocks it packed). Its items, (row block rb, its block kb0 + j) numbered rb * mine + j, come
+    // in grabs [first, first + take): from the shared counter, or where split_k its own items one
+    // row block at a time.
+    long kb0 = 0, kb1 = kblocks;
     if (split_k) thread_share(kblocks, &kb0, &kb1);
-    const long mine = kb1 - kb0;
-    for (long it_mine = 0;;) {
-      long first = 0, take = 0;
-      if (split_k) {  // this thread's items in order: every row block, its channel blocks
-        first = it_mine, take = mine;
-        it_mine += take;
-      } else {
-        first = next_item.load(std::memory_order_relaxed);
+    const long mine = kb1 - kb0, my_items = (row_blocks + tail) * mine;
+    long own = 0;  // split_k: this thread's next item
+    auto grab = [&](long& first, long& take) {
+      if (split_k) {
+        first = own, take = mine, own += mine;
+        return first < my_items;
       }
-      while (!split_k && first < items) {
+      first = next_item.load(std::memory_order_relaxed);
+      do {
         const long left = items - first;  // whole row blocks while there is work for all threads
         take = left >= 2 * nthreads * kblocks
                    ? kblocks * std::clamp(left / kblocks / (4l * nthreads), 1l, 4l) : 1;
-        if (next_item.compare_exchange_weak(first, first + take)) break;
-      }
-      if (first >= (split_k ? (row_blocks + tail) * mine : items)) break;
-      for (long it = first; it < std::min(items, first + take); ++it) {
-        const long rb = split_k ? it / mine : it / kblocks;
-        const long kb = split_k ? kb0 + it % mine : it % kblocks;
+      } while (first < items && !next_item.compare_exchange_weak(first, first + take));
+      return first < items;
+    };
+    for (long first, take; grab(first, take);) {
+      for (long it = first; it < std::min(my_items, first + take); ++it) {
+        const long rb = it / mine, kb = kb0 + it % mine;
         long row0, rows;  // at most rows_per_item rows: block_rows
         block_rows(rb, row0, rows);
         const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
