@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import math
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,11 +24,20 @@ from tqdm import tqdm
 
 import im2win
 from harness import environment, memory, results, timing
-from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak, thread_round_trip_ns
+from harness.peak import ROUND_TRIP_METHOD, Peak, measure_peak
 from im2win.cpu import SOURCE, isa, kernels_from, levels, lib
 from im2win.metrics import gflops
 from im2win.reference import CHUNK_BYTES, conv2d_reference, error_bound
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
+from reproductions.im2win_cpu_probes import (
+    MICRO_REPS,
+    ROUND_FMA_ITERS,
+    ROUND_MICRO_REPS,
+    ROUND_TRIPS,
+    Probe,
+    RoundTrips,
+    microkernel_parts,
+)
 from reproductions.im2win_cpu_report import render
 
 EXPERIMENT = "im2win-cpu"
@@ -93,52 +101,6 @@ def _inputs(shape: ConvShape, seed: int):
     w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(shape.c * shape.r * shape.s)
     b = torch.randn(shape.k, generator=gen)
     return x, w, b
-
-
-MICRO_REPS = 400_000  # calls of the micro-kernel per thread in its L1 probe (0.2-0.5 s)
-# The two probes that also take part in every layer's timing rounds, as if implementations: a
-# short FMA probe and a short L1 micro-kernel probe (5-15 ms each), so that each layer's GFLOP/s
-# can be read against what the machine gave at the same moments (a shared VM's speed drifts by
-# up to 2x within a run).
-ROUND_FMA_ITERS = 2_000_000
-ROUND_MICRO_REPS = 20_000
-# And a third: the threads' round trip (about 2-9 ms), since whether the two threads' cores share
-# a last-level cache changes the time of everything the threads share; on the 2-vCPU VM this
-# project runs on it changed within minutes (100 or 420 ns), and conv11 ran 14% slower at 420.
-ROUND_TRIPS = 20_000
-
-
-class _Probe:
-    """A callable for measure_interleaved that keeps the best GFLOP/s `measure()` returned."""
-
-    def __init__(self, measure):
-        self.measure, self.best = measure, 0.0
-
-    def __call__(self):
-        self.best = max(self.best, self.measure())
-
-
-class _RoundTrips:
-    """A callable for measure_interleaved that keeps every threads' round trip it measures
-    (harness.peak.thread_round_trip_ns): where the threads ran during a layer's rounds."""
-
-    def __init__(self, threads: int):
-        self.threads, self.samples = threads, []
-
-    def __call__(self):
-        ns = thread_round_trip_ns(self.threads, ROUND_TRIPS)
-        if ns is not None:
-            self.samples.append(ns)
-
-    def summary(self) -> dict | None:
-        """{"min", "median", "max"} nanoseconds, None without two threads."""
-        if not self.samples:
-            return None
-        return {
-            "min": min(self.samples),
-            "median": statistics.median(self.samples),
-            "max": max(self.samples),
-        }
 
 
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
@@ -223,9 +185,9 @@ def run(
                 bar.update()
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
-            fma = _Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops)
-            micro_now = _Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
-            trips = _RoundTrips(n_threads)
+            fma = Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops)
+            micro_now = Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
+            trips = RoundTrips(n_threads)
             timings = timing.measure_interleaved(
                 {
                     **calls,
@@ -315,6 +277,8 @@ def run(
             )
         # the micro-kernel alone in L1: the ceiling the convolution could reach with perfect data
         micro = max(lib().im2win_ukernel_gflops(MICRO_REPS, n_threads) for _ in range(5))
+        # and its loop taken apart: what its loads and its broadcasts cost on this CPU
+        parts = microkernel_parts(n_threads, isa_level)
         for rec in records:
             rec["fraction_of_peak"] = rec["gflops"] / peak.gflops
         env = environment.capture(n_threads)
@@ -355,6 +319,7 @@ def run(
                 "method": f"im2win_ukernel_gflops: the MR x KB micro-kernel on L1-resident "
                 f"data, {MICRO_REPS} calls per thread on every thread, best of 5",
             },
+            "microkernel_parts": parts,
             # static: what the compiler makes of the micro-kernel on each x86 level (AVX-512 too),
             # and how fast that code issues in llvm-mca's models of Zen and Xeon CPUs
             "microkernel_code": isa.report(),

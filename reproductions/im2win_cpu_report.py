@@ -16,6 +16,7 @@ from reproductions.im2win_cpu_time import (
     faulted,
     faults_line,
     isa_table,
+    parts_table,
     rounds_table,
     transform_table,
 )
@@ -422,6 +423,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             transform_table(doc),
             breakdown_table(doc),
             rounds_table(doc),
+            parts_table(doc),
             isa_table(doc),
             "## Memory\n",
             memory_table(doc),

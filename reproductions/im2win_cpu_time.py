@@ -1,7 +1,8 @@
 """Where im2win's CPU time goes, drawn from a `repro run im2win-cpu` raw file: the window transform
 against the whole call, the breakdown of a call (bands, filter packing, the threads' wait, the
 rest against the micro-kernel), the machine during each layer's timing rounds, and the
-micro-kernel's code and llvm-mca model on each x86 level, and the page faults of the timed calls."""
+micro-kernel taken apart, its code and llvm-mca model on each x86 level, and the page faults of
+the timed calls."""
 
 from __future__ import annotations
 
@@ -156,6 +157,26 @@ def rounds_table(doc: dict) -> str:
             ],
             rows,
         )
+    )
+
+
+def parts_table(doc: dict) -> str:
+    """The micro-kernel's main loop taken apart (runs since 2026-12-03 evening)."""
+    parts = doc.get("microkernel_parts")
+    if not parts:
+        return ""
+    gflops, probe = parts["gflops"], parts["gflops"]["fma_probe"]
+    rows = [
+        [what, f"{gflops[name]:.1f}", f"{gflops[name] / probe:.0%}"]
+        for name, what in parts["parts"].items()
+    ]
+    return (
+        "## The micro-kernel taken apart\n\n"
+        "Its main loop on its L1-resident data, one kind of instruction added at a time "
+        f"(`im2win_ukernel_part_gflops`): {parts['method']}. Each row adds to the one above; "
+        "where the GFLOP/s falls, that kind of instruction is what holds the micro-kernel (and so "
+        "each layer) below the FMA probe on this CPU.\n\n"
+        + table(["loop", "GFLOP/s", "of the FMA probe"], rows)
     )
 
 

@@ -81,6 +81,24 @@ def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level, loop):
     assert mix.stack_accesses == 0 and mix.gpr_vector_moves == 0
 
 
+@pytest.mark.parametrize("level", ["x86-64-v3", "x86-64-v4"])
+def test_the_micro_kernel_taken_apart_keeps_its_multiply_adds(level):
+    """The loops im2win_ukernel_part_gflops times are the micro-kernel's own, less one kind of
+    instruction each: the same multiply-adds on the same registers, no spills; the first loads
+    nothing (had GCC computed a product once for every step or row, it would count fewer
+    multiply-adds), the second only the micro-kernel's B rows, neither broadcasts."""
+    try:
+        kernel, parts = isa.ukernel_loop(level, loop="pairs"), isa.part_loops(level)
+    except CompilerError as err:
+        pytest.skip(f"the compiler does not build -march={level}: {str(err).splitlines()[-1]}")
+    for mix in parts.values():
+        assert (mix.rows, mix.multiply_adds) == (kernel.rows, kernel.multiply_adds)
+        assert mix.vector_width == kernel.vector_width
+        assert mix.broadcasts == mix.stores == mix.stack_accesses == 0
+    assert parts["fmas"].loads == 0
+    assert parts["bloads"].loads == kernel.loads - kernel.broadcasts == 2 * kernel.steps
+
+
 def test_the_loop_reader_finds_loops_between_the_marks():
     asm = "\n".join(
         [

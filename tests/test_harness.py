@@ -298,6 +298,14 @@ def test_the_microkernel_probe_measures_something():
     assert lib().im2win_ukernel_gflops(200, 1) > 0.5
 
 
+def test_the_microkernel_taken_apart_measures_each_part():
+    from im2win.cpu import lib
+
+    assert lib().im2win_ukernel_part_gflops(0, 200, 1) > 0.5  # the multiply-adds alone
+    assert lib().im2win_ukernel_part_gflops(1, 200, 1) > 0.5  # with the B loads
+    assert lib().im2win_ukernel_part_gflops(2, 200, 1) == 0.0  # no such part
+
+
 def test_the_microkernel_probe_stays_under_the_fma_peak():
     """A probe the compiler optimised (the micro-kernel inlined, its calls fused) read twice the
     FMA peak. Best of 3 each, interleaved; 1.3x leaves room for a shared machine's drift."""

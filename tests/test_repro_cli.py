@@ -62,6 +62,15 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
     assert doc["peak"]["gflops"] >= max(doc["peak"]["round_probes_gflops"])
     assert "## The machine during each layer" in report
+    # the micro-kernel's loop taken apart, beside the FMA probe in the same rounds
+    assert list(doc["microkernel_parts"]["gflops"]) == [
+        "fma_probe",
+        "fmas",
+        "b_loads",
+        "micro_kernel",
+    ]
+    assert all(g > 0 for g in doc["microkernel_parts"]["gflops"].values())
+    assert "## The micro-kernel taken apart" in report
     # im2win's breakdown comes from one call: its parts fit within that call's time
     for rec in (r for r in doc["records"] if r["impl"] == "im2win"):
         parts = rec["transform_ms"] + rec["pack_ms"] + rec["wait_ms"]
@@ -375,9 +384,10 @@ def test_an_interrupted_run_resumes_with_the_layers_it_had_timed(tmp_path, monke
     timed = []
 
     def measure(calls, *args, **kwargs):
-        timed.append(len(timed))
-        if interrupt_at == len(timed):
-            raise KeyboardInterrupt
+        if "im2win" in calls:  # a layer's rounds, not the micro-kernel's parts after them
+            timed.append(len(timed))
+            if interrupt_at == len(timed):
+                raise KeyboardInterrupt
         return real(calls, *args, **kwargs)
 
     monkeypatch.setattr(timing, "measure_interleaved", measure)

@@ -22,6 +22,7 @@ _SIGNATURES = {
     "im2win_filter_packed_once": (_I, [_I, _L]),  # K M
     "im2win_filter_work_floats": (_L, [_I, _I, _I, _I, _L, _I, _I]),  # K C R S M cb threads
     "im2win_ukernel_gflops": (ctypes.c_double, [_L, _I]),  # reps, threads
+    "im2win_ukernel_part_gflops": (ctypes.c_double, [_I, _L, _I]),  # part, reps, threads
     # K C R S M, floats of the window tensor, threads -> channels a block
     "im2win_window_block": (_I, [_I, _I, _I, _I, _L, _L, _I]),
     "im2win_streams_output": (_I, [_I, _L, _L, _I, _I]),  # K M T packed-once threads

@@ -70,12 +70,14 @@ namespace {
 // B rows 24 or 12 KB), a slice over every band tile of the work item before the next: 0.90x and
 // 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
 // whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
-// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its loads, not its FMAs: a standalone
-// copy of its loop (intrinsics, 192 steps on L1-resident rows and B; one core, six interleaved
-// rounds; not part of this repository) ran at 88-92% of the same 24 FMAs a step on registers
-// alone, at 98-102% with its 2 B loads but without the 12 broadcasts, and at 69-74% with each FMA
-// broadcasting from memory ({1to16}: 24 loads a step). Its AVX2 build (6 x 2) runs at 99-100%
-// of the AVX2 probe there (im2win_ukernel_gflops against harness.peak, x86-64-v3).
+// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its 12 broadcasts a step, not its
+// FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every `repro
+// run im2win-cpu`: "The micro-kernel taken apart"), two threads, interleaved with the FMA probe:
+// the multiply-adds alone on registers 102% of the probe, with the 2 B loads 100-103%, the whole
+// micro-kernel 86-90% (8 and 20 rounds). A standalone copy of the loop (intrinsics, one core; not
+// part of this repository) with each FMA broadcasting from memory ({1to16}: 24 loads a step) ran
+// at 69-74% of the same FMAs on registers. Its AVX2 build (6 x 2) runs at 99-100% of the AVX2
+// probe there (im2win_ukernel_gflops against harness.peak, x86-64-v3).
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
@@ -856,16 +858,61 @@ int channel_block(long most, int C) {
   return 0;
 }
 
-}  // namespace
+// The micro-kernel's main loop with some of its operands in registers (im2win_ukernel_part_gflops):
+// the MR x NR accumulators and their multiply-adds of ukernel_full, in the same loop (two steps a
+// pass on Intel), the window value a vector register instead of a broadcast from a row; Part 0:
+// the B vectors registers too, Part 1: loaded from the panel every step, as ukernel_full does.
+// The empty asm statements change nothing but make the registers opaque at every step, so that
+// GCC computes no product once for all steps or all rows.
+template <int Part>
+void ukernel_part(const float* b, int tc, float* c) {
+  V acc[MR][NR], breg[NR], av = V{} + 1e-3f;
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[i][j] = loadu(c + (i * NR + j) * VL);
+#pragma GCC unroll 4
+  for (int j = 0; j < NR; ++j) breg[j] = loadu(b + j * VL);
+  const float* bp = b + static_cast<long>(tc) * KB;
+  auto step = [&](long t) __attribute__((always_inline)) {
+    V bv[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (Part == 0) {
+        __asm__("" : "+v"(breg[j]));
+        bv[j] = breg[j];
+      } else {
+        bv[j] = loadu(bp + t * KB + j * VL);
+      }
+    }
+    __asm__("" : "+v"(av));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * av;
+  };
+  long t = -tc;
+  if (kIntel && VL >= 8) {  // as ukernel_full: marked for im2win.cpu.isa.part_loops
+    if constexpr (Part == 0) __asm__ volatile("# im2win-ukernel-fmas-begin M=%c0" ::"i"(MR));
+    if constexpr (Part == 1) __asm__ volatile("# im2win-ukernel-bloads-begin M=%c0" ::"i"(MR));
+#pragma GCC unroll 2
+    for (; t != 0; ++t) step(t);
+    if constexpr (Part == 0) __asm__ volatile("# im2win-ukernel-fmas-end M=%c0" ::"i"(MR));
+    if constexpr (Part == 1) __asm__ volatile("# im2win-ukernel-bloads-end M=%c0" ::"i"(MR));
+  } else {
+    for (; t != 0; ++t) step(t);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) storeu(c + (i * NR + j) * VL, acc[i][j]);
+}
 
-extern "C" {
-
-int im2win_simd_width() { return VL; }
-
-// The MR x KB micro-kernel alone, on L1-resident data (MR window rows of TC floats, one TC x KB
-// panel, one output tile per thread), `reps` times on every thread: its own GFLOP/s, the ceiling of
-// the whole convolution on this machine (2 * MR * KB * TC FLOPs per call).
-double im2win_ukernel_gflops(long reps, int nthreads) {
+// GFLOP/s of `call(rows, b, tc, c)`, 2 * MR * KB * TC FLOPs a call, `reps` calls on each of
+// `nthreads` threads, on L1-resident data of its own: MR window rows of TC floats, one TC x KB
+// panel and one MR x KB output tile.
+template <class Call>
+double l1_gflops(long reps, int nthreads, Call call) {
   double seconds = 0;
 #pragma omp parallel num_threads(nthreads) reduction(max : seconds)
   {
@@ -875,19 +922,12 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     std::memset(c, 0, sizeof(c));
     const float* rows[MR];
     for (int i = 0; i < MR; ++i) rows[i] = a + i * TC;
-    // Arguments the compiler cannot see, so that it runs the convolution's own copy of the
-    // micro-kernel, not one specialised to constants (on AVX-512, GCC 12's specialised copy parked
-    // two row pointers in vector registers). A whole tile: ukernel_full, as every tile of a
-    // convolution but its last channel block's.
-    volatile int tc = TC;
-    volatile long ldc = KB;
-    volatile bool first = false, stream = false;
-    const float* volatile bias = nullptr;
-    ukernel_full<MR>(rows, b, tc, c, ldc, first, bias, stream);  // warm-up
+    volatile int tc = TC;  // not a constant the compiler could specialise the loop to
+    call(rows, b, tc, c);  // warm-up
 #pragma omp barrier
     const double start = omp_get_wtime();
     for (long r = 0; r < reps; ++r) {
-      ukernel_full<MR>(rows, b, tc, c, ldc, first, bias, stream);
+      call(rows, b, tc, c);
       // each call reads and writes the tile in memory, as in the convolution: the compiler may
       // not carry it in registers from call to call or fuse the calls (inlined, the probe read
       // twice the FMA peak)
@@ -898,6 +938,43 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
     (void)sink;
   }
   return 2.0 * MR * KB * TC * reps * nthreads / seconds / 1e9;
+}
+
+}  // namespace
+
+extern "C" {
+
+int im2win_simd_width() { return VL; }
+
+// The MR x KB micro-kernel alone, on L1-resident data (MR window rows of TC floats, one TC x KB
+// panel, one output tile per thread), `reps` times on every thread: its own GFLOP/s, the ceiling of
+// the whole convolution on this machine (2 * MR * KB * TC FLOPs per call).
+double im2win_ukernel_gflops(long reps, int nthreads) {
+  return l1_gflops(reps, nthreads, [](const float* const* rows, const float* b, int tc, float* c) {
+    // Arguments the compiler cannot see, so that it runs the convolution's own copy of the
+    // micro-kernel, not one specialised to constants (on AVX-512, GCC 12's specialised copy parked
+    // two row pointers in vector registers). A whole tile: ukernel_full, as every tile of a
+    // convolution but its last channel block's.
+    volatile long ldc = KB;
+    volatile bool first = false, stream = false;
+    const float* volatile bias = nullptr;
+    ukernel_full<MR>(rows, b, tc, c, ldc, first, bias, stream);
+  });
+}
+
+// The micro-kernel's main loop taken apart, on the same L1-resident data and with the same MR x NR
+// accumulators, multiply-adds and reduction steps (ukernel_part): part 0, its multiply-adds alone,
+// every operand in registers; part 1, with its NR B loads a step but not its MR broadcasts of the
+// window rows. Against the FMA probe and the whole micro-kernel (im2win_ukernel_gflops), what the
+// loads and the broadcasts each cost on this CPU.
+double im2win_ukernel_part_gflops(int part, long reps, int nthreads) {
+  if (part != 0 && part != 1) return 0.0;
+  return l1_gflops(reps, nthreads, [part](const float* const*, const float* b, int tc, float* c) {
+    if (part == 0)
+      ukernel_part<0>(b, tc, c);
+    else
+      ukernel_part<1>(b, tc, c);
+  });
 }
 
 // Floats of the filter's workspace of a convolution over M pixels: the whole filter packed once

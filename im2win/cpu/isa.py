@@ -68,6 +68,12 @@ LOOPS = {
 }
 
 
+# The micro-kernel's main loop taken apart (ukernel_part, timed by im2win_ukernel_part_gflops),
+# marked in its copy of two steps a pass (Intel's): its multiply-adds alone ("fmas") and with its
+# B loads ("bloads"), for the tests to hold to the micro-kernel's own multiply-adds and loads.
+PART_LOOPS = {"fmas": (2, "the multiply-adds alone", 8), "bloads": (2, "with the B loads", 8)}
+
+
 def loops_of(level: str) -> list[str]:
     """The main loops (LOOPS) the source has on x86 level `level`."""
     return [name for name, (_, _, lanes) in LOOPS.items() if LEVELS[level].lanes >= lanes]
@@ -119,7 +125,7 @@ def _mix(
         level=level,
         rows=rows,
         loop=loop,
-        steps=LOOPS[loop][0],
+        steps=(LOOPS | PART_LOOPS)[loop][0],
         instructions=len(body),
         multiply_adds=len(products),
         vector_width=widths[0] if widths else "none",
@@ -206,6 +212,13 @@ def ukernel_loop(
             f"no marked micro-kernel loop in the assembly of {source.name} ({level})"
         )
     return loops[max(loops)]
+
+
+def part_loops(level: str, source: Path = SOURCE) -> dict[str, LoopMix]:
+    """The micro-kernel's main loop taken apart (PART_LOOPS), built for -march=`level`: each part's
+    loop with the most multiply-adds between its marks."""
+    asm = assembly(source, level, ())
+    return {name: max(main_loops(asm, level, name).values(), key=_rank) for name in PART_LOOPS}
 
 
 def report(levels: list[str] | None = None) -> dict:
