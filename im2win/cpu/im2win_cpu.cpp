@@ -70,14 +70,21 @@ namespace {
 // B rows 24 or 12 KB), a slice over every band tile of the work item before the next: 0.90x and
 // 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
 // whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
-// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its 12 broadcasts a step, not its
-// FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every `repro
+// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its broadcasts of the window rows,
+// not its FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every `repro
 // run im2win-cpu`: "The micro-kernel taken apart"), two threads, interleaved with the FMA probe:
-// the multiply-adds alone on registers 102% of the probe, with the 2 B loads 100-103%, the whole
-// micro-kernel 86-90% (8 and 20 rounds). A standalone copy of the loop (intrinsics, one core; not
-// part of this repository) with each FMA broadcasting from memory ({1to16}: 24 loads a step) ran
-// at 69-74% of the same FMAs on registers. Its AVX2 build (6 x 2) runs at 99-100% of the AVX2
-// probe there (im2win_ukernel_gflops against harness.peak, x86-64-v3).
+// the multiply-adds alone on registers 101-102% of the probe, with the 2 B loads 100-103%, the
+// whole micro-kernel 86-90% (8 and 20 rounds; the quick run at 856ef2e: 101%, 101%, 87%). Blocks
+// with fewer broadcasts a multiply-add run no faster there (built with -DIM2WIN_MR/-DIM2WIN_NR,
+// 10 interleaved rounds, medians): the whole micro-kernel at 91-93% of the probe for every block
+// (12 x 2 91.5%, 6 x 4 91.6%, 8 x 3 92.9%, 10 x 2 92.9%, 8 x 2 91.0%), its B-loads part at
+// 98-106%; 6 x 4 loses less to its 6 broadcasts (0.94x its B-loads part against 12 x 2's 0.86x)
+// but more to its 4 B loads. Nor does broadcasting through the integer domain (vpbroadcastd,
+// inline asm: level with vbroadcastss).
+// A standalone copy of the loop (intrinsics, one core; not part of this repository) with each
+// FMA broadcasting from memory ({1to16}: 24 loads a step) ran at 69-74% of the same FMAs on
+// registers. Its AVX2 build (6 x 2) loses nothing to its broadcasts there: 99%, 99%, 99% of the
+// AVX2 probe (the quick run at 856ef2e, --isa x86-64-v3).
 constexpr int VL = 16;
 #define IM2WIN_DEFAULT_MR 12
 #elif defined(__AVX__)
