@@ -71,8 +71,8 @@ namespace {
 // 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
 // whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
 // What holds 12 x 2 below the FMA peak in L1 on that Xeon is its broadcasts of the window rows,
-// not its FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every `repro
-// run im2win-cpu`: "The micro-kernel taken apart"), two threads, interleaved with the FMA probe:
+// not its FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every
+// `repro run im2win-cpu`: "The micro-kernel taken apart"), two threads, beside the FMA probe:
 // the multiply-adds alone on registers 101-102% of the probe, with the 2 B loads 100-103%, the
 // whole micro-kernel 86-90% (8 and 20 rounds; the quick run at 856ef2e: 101%, 101%, 87%). Blocks
 // with fewer broadcasts a multiply-add run no faster there (built with -DIM2WIN_MR/-DIM2WIN_NR,
