@@ -682,6 +682,25 @@ def test_kernel_ab_builds_every_variant_first_and_says_why_one_fails(tmp_path, c
     assert capsys.readouterr().out == ""  # no round ran
 
 
+def test_kernel_ab_times_a_variant_older_than_the_probes_of_the_micro_kernels_parts(tmp_path):
+    """A copy of the source from before im2win_ukernel_part_gflops (which only the reproduction's
+    probes call) builds and runs as a kernel_ab variant; the package's own source must have it."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    older = tmp_path / "older.cpp"
+    older.write_text(
+        cpu.SOURCE.read_text().replace(
+            "double im2win_ukernel_part_gflops(", "double im2win_ukernel_part_gflops_later("
+        )
+    )
+    kernel_ab.build([(cpu.SOURCE, ()), (older, ())], ["im2win_cpu.cpp", "older.cpp"], "native")
+    with cpu.kernels_from(older):
+        x, w = torch.randn(1, 3, 9, 9), torch.randn(4, 3, 3, 3)
+        out = im2win.conv2d(x, w, None, 1, 1, impl="im2win")
+        assert max_violation(out, x, w, None, 1, 1) <= 1.0
+
+
 def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, capsys):
     """Where a layer's rounds ran with the two threads both together and apart (a short round trip
     before each round), kernel_ab prints each variant's best and median in each placement under the
