@@ -288,7 +288,9 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
     // torch_cl between: conv11 1.14x (60 rounds) and 1.13x (250; threads together), 1.14x (400,
     // apart), conv4 1.03x and 1.05x, the others 0.99-1.02x; the AVX2 code 0.98-1.02x. Prefetched
     // at every tile: conv11 1.09x and 1.10x (300 rounds), but 0.92-0.98x on conv1-conv4 and
-    // conv7-conv10 (50 rounds).
+    // conv7-conv10 (50 rounds). The AVX2 code prefetching where the rows span over half of L1
+    // (conv4 and conv11 with 6-row tiles): conv4 0.99x at best and 1.02x at the median, conv11
+    // 1.03x and 1.00x, conv5 1.01x (kernel_ab --march x86-64-v3, torch between, 30 rounds).
     const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ap[0]) - tc * sizeof(float),
                          last = reinterpret_cast<std::uintptr_t>(ap[M - 1]);
     if (3 * static_cast<long>(std::max(first, last) - std::min(first, last)) > 2 * kL1Bytes) {
