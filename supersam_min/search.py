@@ -37,7 +37,7 @@ from tqdm import tqdm
 from harness.device import autocast
 from supersam_min.analysis import best_so_far
 from supersam_min.data import Sample
-from supersam_min.evaluate import evaluate
+from supersam_min.evaluate import evaluate_prompts
 from supersam_min.supernet import (
     SearchSpace,
     SubnetConfig,
@@ -194,11 +194,9 @@ class Evaluator:
     def _score(self, cfg: SubnetConfig, device: torch.device) -> dict:
         name = self.sup.model_name
         sub = SuperSAM(extract(self.sup.sam, name, cfg).to(device), name)
-        out = {}
-        for kind in ("box", "point"):
-            if self.prompt in (kind, "both"):
-                scores = evaluate(sub, self.samples, kind, self.seed, self.precision)
-                out[f"miou_{kind}"] = scores["miou"]
+        kinds = tuple(k for k in ("box", "point") if self.prompt in (k, "both"))
+        scores = evaluate_prompts(sub, self.samples, kinds, self.seed, self.precision)
+        out = {f"miou_{kind}": scores[kind]["miou"] for kind in kinds}
         out["score"] = sum(out.values()) / len(out)
         return out
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from harness.device import PRECISIONS, autocast
 from supersam_min import storage
 from supersam_min.data import Sample, augment, box_prompt, point_prompt
-from supersam_min.geometry import frame, low_res_targets, to_original, transform_prompts
+from supersam_min.geometry import frame, low_res_targets, transform_prompts
 from supersam_min.supernet import SubnetConfig, SuperSAM
 
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # the SAM paper's mask loss (Kirillov et al., 2023)
@@ -120,18 +120,6 @@ def decode(sup: SuperSAM, embedding: torch.Tensor, prompts: dict, multimask: boo
         dense_prompt_embeddings=dense,
         multimask_output=multimask,
     )
-
-
-def predict(sup: SuperSAM, image: torch.Tensor, prompts: dict, multimask: bool):
-    """Mask logits at the image's own size [M, C, H, W] and IoU predictions [M, C] for one image
-    [3, H, W] (0..255, any size) and prompts in its coordinates, under the active subnet."""
-    sam = sup.sam
-    framed = frame(sam, image)
-    embedding = sup.encode(framed.input)
-    logits, iou_pred = decode(
-        sup, embedding, transform_prompts(sam, prompts, framed.original_size), multimask
-    )
-    return to_original(sam, logits, framed), iou_pred
 
 
 def step_rng(seed: int, epoch: int, step: int) -> random.Random:

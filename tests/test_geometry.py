@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from supersam_min import commands, train
+from supersam_min import commands
+from supersam_min import evaluate as evaluation
 from supersam_min.build import build
 from supersam_min.data import DataError, Sample, folder_dataset
 from supersam_min.evaluate import evaluate
@@ -62,7 +63,7 @@ def _box_oracle(monkeypatch):
         logits = torch.where(inside, 10.0, -10.0)[:, None]
         return logits, torch.ones(len(boxes), 1)
 
-    monkeypatch.setattr(train, "decode", decode)
+    monkeypatch.setattr(evaluation, "decode", decode)
 
 
 @pytest.mark.parametrize("size", [(128, 128), (200, 120), (96, 250), (512, 512)])

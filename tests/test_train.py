@@ -12,7 +12,7 @@ from supersam_min.data import (
     nuclei_split,
     synthetic_blobs,
 )
-from supersam_min.evaluate import evaluate
+from supersam_min.evaluate import evaluate, evaluate_prompts
 from supersam_min.supernet import SuperSAM
 from supersam_min.train import TrainConfig, sandwich_step, train
 
@@ -90,6 +90,22 @@ def test_evaluate_reports_miou_and_objects():
         out = evaluate(sup, data, prompt)
         assert out["objects"] == sum(len(s.masks) for s in data)
         assert 0.0 <= out["miou"] <= 1.0
+
+
+def test_point_and_box_from_one_encoding_score_as_each_alone(monkeypatch):
+    """evaluate_prompts encodes each image once for both prompt kinds (a search's default
+    objective), and gives each kind exactly the score evaluate gives it alone."""
+    sup = _supernet()
+    data = nuclei_split("val")[:6]
+    alone = {kind: evaluate(sup, data, kind, seed=2) for kind in ("box", "point")}
+    encoded = []
+    encode = sup.encode
+    monkeypatch.setattr(sup, "encode", lambda x: encoded.append(x.shape) or encode(x))
+    assert evaluate_prompts(sup, data, ("box", "point"), seed=2) == alone
+    assert len(encoded) == len(data)
+    assert alone["box"]["miou"] != alone["point"]["miou"]  # two scores, not one twice
+    with pytest.raises(ValueError, match="unknown prompt 'mask'"):
+        evaluate_prompts(sup, data, ("box", "mask"))
 
 
 def test_folder_dataset_errors(tmp_path):
