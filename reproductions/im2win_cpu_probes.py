@@ -42,9 +42,18 @@ PARTS = {  # name -> what runs: the FMA probe, then the micro-kernel's main loop
 }
 
 
+NO_FMA = (
+    "Not measured: this x86 level has no FMA, and the loop's separate multiplies, the same for "
+    "every row once its broadcasts are gone, would be computed once a step"
+)
+
+
 def microkernel_parts(n_threads: int, isa_level: str) -> dict:
     """The micro-kernel's main loop on L1-resident data, one kind of instruction added at a time
-    (im2win_ukernel_part_gflops), with the FMA probe, in interleaved rounds: best GFLOP/s of each."""
+    (im2win_ukernel_part_gflops), with the FMA probe, in interleaved rounds: best GFLOP/s of each
+    ({"skipped": reason} on an x86 level without FMA)."""
+    if lib().im2win_ukernel_part_gflops(0, 1, 1) == 0.0:
+        return {"skipped": NO_FMA}
 
     def part(number: int):
         return lambda: lib().im2win_ukernel_part_gflops(number, ROUND_MICRO_REPS, n_threads)

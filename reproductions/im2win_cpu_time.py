@@ -165,6 +165,8 @@ def parts_table(doc: dict) -> str:
     parts = doc.get("microkernel_parts")
     if not parts:
         return ""
+    if "skipped" in parts:
+        return f"## The micro-kernel taken apart\n\n{parts['skipped']}.\n"
     gflops, probe = parts["gflops"], parts["gflops"]["fma_probe"]
     rows = [
         [what, f"{gflops[name]:.1f}", f"{gflops[name] / probe:.0%}"]

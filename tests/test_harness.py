@@ -299,11 +299,27 @@ def test_the_microkernel_probe_measures_something():
 
 
 def test_the_microkernel_taken_apart_measures_each_part():
-    from im2win.cpu import lib
+    from im2win.cpu import levels, lib
+
+    if not levels.runs_here("x86-64-v3"):
+        pytest.skip("the parts are measured where the CPU has FMA (x86-64-v3 and wider)")
 
     assert lib().im2win_ukernel_part_gflops(0, 200, 1) > 0.5  # the multiply-adds alone
     assert lib().im2win_ukernel_part_gflops(1, 200, 1) > 0.5  # with the B loads
     assert lib().im2win_ukernel_part_gflops(2, 200, 1) == 0.0  # no such part
+
+
+def test_the_microkernel_is_not_taken_apart_without_fma():
+    """SSE has no FMA: GCC would compute the parts' products, the same for every row, once a step
+    (on x86-64-v2 they ran at 108% and 144% of the probe, the whole micro-kernel at 83%)."""
+    from im2win.cpu import SOURCE, kernels_from, levels, lib
+    from reproductions.im2win_cpu_probes import NO_FMA, microkernel_parts
+
+    if not levels.x86_host():
+        pytest.skip("x86 levels only")
+    with kernels_from(SOURCE, "x86-64-v2"):
+        assert lib().im2win_ukernel_part_gflops(0, 200, 1) == 0.0
+        assert microkernel_parts(1, "x86-64-v2") == {"skipped": NO_FMA}
 
 
 def test_the_microkernel_probe_stays_under_the_fma_peak():

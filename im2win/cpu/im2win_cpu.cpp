@@ -976,7 +976,10 @@ double im2win_ukernel_gflops(long reps, int nthreads) {
 // every operand in registers; part 1, with its NR B loads a step but not its MR broadcasts of the
 // window rows. Against the FMA probe and the whole micro-kernel (im2win_ukernel_gflops), what the
 // loads and the broadcasts each cost on this CPU.
+// 0 for any other part, and on an x86 level without FMA, whose separate multiplies GCC would
+// compute once a step for every row (the products are the same), doing less than the micro-kernel.
 double im2win_ukernel_part_gflops(int part, long reps, int nthreads) {
+#if defined(__FMA__)
   if (part != 0 && part != 1) return 0.0;
   return l1_gflops(reps, nthreads, [part](const float* const*, const float* b, int tc, float* c) {
     if (part == 0)
@@ -984,6 +987,10 @@ double im2win_ukernel_part_gflops(int part, long reps, int nthreads) {
     else
       ukernel_part<1>(b, tc, c);
   });
+#else
+  (void)part, (void)reps, (void)nthreads;
+  return 0.0;
+#endif
 }
 
 // Floats of the filter's workspace of a convolution over M pixels: the whole filter packed once
