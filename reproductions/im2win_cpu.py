@@ -34,9 +34,10 @@ from reproductions.im2win_cpu_probes import (
     ROUND_FMA_ITERS,
     ROUND_MICRO_REPS,
     ROUND_TRIPS,
-    Probe,
     RoundTrips,
+    fma_probe,
     microkernel_parts,
+    microkernel_probe,
 )
 from reproductions.im2win_cpu_report import render
 
@@ -185,8 +186,8 @@ def run(
                 bar.update()
             del exact, bound
             bar.set_postfix_str(f"{name} timing")
-            fma = Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops)
-            micro_now = Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
+            fma = fma_probe(n_threads, isa_level)
+            micro_now = microkernel_probe(n_threads)
             trips = RoundTrips(n_threads)
             timings = timing.measure_interleaved(
                 {

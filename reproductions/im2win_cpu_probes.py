@@ -33,6 +33,16 @@ class Probe:
         self.best = max(self.best, self.measure())
 
 
+def fma_probe(n_threads: int, isa_level: str) -> Probe:
+    """The short FMA probe a round, built for `isa_level`."""
+    return Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops)
+
+
+def microkernel_probe(n_threads: int) -> Probe:
+    """The short L1 micro-kernel probe a round."""
+    return Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads))
+
+
 PARTS_ROUNDS = 20  # interleaved rounds of the micro-kernel taken apart (about 1-2 s in all)
 PARTS = {  # name -> what runs: the FMA probe, then the micro-kernel's main loop part by part
     "fma_probe": "the FMA probe (independent FMA chains on registers)",
@@ -59,10 +69,10 @@ def microkernel_parts(n_threads: int, isa_level: str) -> dict:
         return lambda: lib().im2win_ukernel_part_gflops(number, ROUND_MICRO_REPS, n_threads)
 
     probes = {
-        "fma_probe": Probe(lambda: measure_peak(n_threads, ROUND_FMA_ITERS, 1, isa_level).gflops),
+        "fma_probe": fma_probe(n_threads, isa_level),
         "fmas": Probe(part(0)),
         "b_loads": Probe(part(1)),
-        "micro_kernel": Probe(lambda: lib().im2win_ukernel_gflops(ROUND_MICRO_REPS, n_threads)),
+        "micro_kernel": microkernel_probe(n_threads),
     }
     timing.measure_interleaved(probes, 1, PARTS_ROUNDS)
     return {
