@@ -38,6 +38,7 @@ OPTIONS = ()
 
 
 MIX_ARCHS = ("sm_80", "sm_90")  # the main loop's instruction mix, from cuobjdump -sass
+DEMAND_ARCHS = ("sm_90", "sm_80")  # 128 and 64 FP32 lanes an SM: the shared pipe's demand
 MODEL_LAYER = "conv10"  # the access model's shape (batch 128), the layer Nsight profiled
 LEGACY = "1cf3772_default"  # the kernel Nsight Compute profiled, as the access model rebuilds it
 LEGACY_TILE = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
@@ -80,8 +81,18 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
     modelled = [(n, c, False) for n, c in CONFIGS.items() if c.smem]  # the model: the smem path
     for name, config, legacy in modelled + [(LEGACY, LEGACY_TILE, True)]:
         layer = name.removeprefix("band_") if name.startswith("band_") else MODEL_LAYER
-        sites = access.model(config, PAPER_LAYERS[layer].with_batch(128), legacy=legacy)
-        records.append({"kind": "access", "config": name, "layer": layer, **access.summary(sites)})
+        shape = PAPER_LAYERS[layer].with_batch(128)
+        sites = access.model(config, shape, legacy=legacy)
+        demand = {a: access.shared_pipe_demand(config, shape, a, legacy) for a in DEMAND_ARCHS}
+        records.append(
+            {
+                "kind": "access",
+                "config": name,
+                "layer": layer,
+                **access.summary(sites),
+                "shared_pipe_demand": demand,
+            }
+        )
         records += [
             {
                 "kind": "access_site",
@@ -127,16 +138,19 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         "configuration's -D switches. No GPU is needed to produce it.\n",
         "im2win_conv per configuration and architecture (the window and filter transform kernels "
         "are listed in the raw file). For the band kernels BK counts values of r*C + c a step, "
-        "each with every filter column (S of them).\n",
+        "each with every filter column (S of them). Stack B: the stack frame a thread keeps in "
+        "local memory beside its spills, for an array indexed at run time (accumulators in a "
+        "loop left rolled).\n",
         "| config | arch | tile BMxBN/BK, micro | threads | registers | smem B | spill st/ld B "
-        "| blocks/SM | occupancy (limit) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stack B | blocks/SM | occupancy (limit) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['arch']} | {r['BM']}x{r['BN']}/{r['BK']}, {r['TM']}x{r['TN']} | "
             f"{r['threads']} | {r['registers']} | {r['shared_bytes']} | {r['spill_stores']}/"
-            f"{r['spill_loads']} | {r['blocks_per_sm']} | {r['occupancy']:.0%} "
+            f"{r['spill_loads']} | {r.get('stack_bytes', 'n/a')} | {r['blocks_per_sm']} | "
+            f"{r['occupancy']:.0%} "
             f"({r['occupancy_limited_by']}) |"
         )
     lines += _mix_table(doc) + _access_table(doc)
@@ -189,17 +203,25 @@ def _access_table(doc: dict) -> list[str]:
         "not measured: shared-memory wavefronts per warp request (an LDS.128 needs 4 at best, a "
         "32-bit access 1) and the share of them caused by bank conflicts; useful bytes per "
         f"32-byte global sector. `{LEGACY}` is the kernel as it was when Nsight Compute profiled it "
-        "on an H100, rebuilt in the model.\n",
+        "on an H100, rebuilt in the model. Shared clocks per FFMA clock: the step's shared "
+        "wavefronts (one a clock) over the clocks its FFMAs take at the FMA peak (4 warp FFMAs a "
+        "clock an SM on sm_90, 2 on sm_80); above 1 the shared pipe bounds the kernel, at 1 / that "
+        f"of the FMA peak at best (`{LEGACY}`: 2.9, against Nsight's 98% busy L1 pipe and 31% "
+        "busy FMA pipe).\n",
         "| config | layer | shared load wavefronts / request | conflict share | shared store "
-        "wavefronts / request | conflict share | global load B / sector | global store B / sector |",
-        "|---|---|---|---|---|---|---|---|",
+        "wavefronts / request | conflict share | global load B / sector | global store B / sector "
+        "| shared clocks per FFMA clock, sm_90 | sm_80 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        demand = r.get("shared_pipe_demand", {})
         out.append(
             f"| {r['config']} | {r['layer']} | {r['shared_load_wavefronts_per_request']:.2f} | "
             f"{r['shared_load_excess']:.0%} | {r['shared_store_wavefronts_per_request']:.2f} | "
             f"{r['shared_store_excess']:.0%} | {r['global_load_bytes_per_sector']:.1f} | "
-            f"{r['global_store_bytes_per_sector']:.1f} |"
+            f"{r['global_store_bytes_per_sector']:.1f} | "
+            + " | ".join(fmt(demand.get(a), ".2f") for a in DEMAND_ARCHS)
+            + " |"
         )
     return out
 
@@ -223,6 +245,11 @@ def _goals(doc: dict, rows: list[dict]) -> list[str]:
             f"{m['shared_load_excess']:.0%}, store {m['shared_store_excess']:.0%} -> "
             f"{'met' if free else 'NOT met'}."
         )
+        for arch, demand in m.get("shared_pipe_demand", {}).items():
+            out.append(
+                f"- Shared clocks per FFMA clock on {arch} (by the model): {demand:.2f}, so the "
+                f"shared pipe leaves at most {min(1.0, 1 / demand):.0%} of the FMA peak."
+            )
     for r in mix:
         if "skipped" not in r:
             out.append(

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from im2win.cuda import opencl
-from im2win.cuda.autotune import tune
+from im2win.cuda.autotune import SPACE, tune
+from im2win.cuda.config import AUTOTUNE_CANDIDATES
 from im2win.cuda.tuned import load_tuned, shape_key, tuned_path
 from im2win.shapes import ConvShape
 
@@ -16,6 +17,14 @@ try:
     opencl.device_name()
 except opencl.OpenCLUnavailable as exc:
     pytest.skip(f"no OpenCL CPU device: {exc}", allow_module_level=True)
+
+
+def test_every_known_good_tile_is_a_point_of_the_search_space():
+    """The candidates seed the search as indices into SPACE: a value outside it would stop every
+    search before its first measurement."""
+    for config in AUTOTUNE_CANDIDATES:
+        for name, values in SPACE.items():
+            assert getattr(config, name) in values, (config, name)
 
 
 def test_search_stores_a_launchable_best_and_skips_impossible_configs(tmp_path):

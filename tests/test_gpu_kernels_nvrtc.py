@@ -31,6 +31,17 @@ def test_compiles_to_cubin_with_a_report(name, arch):
     conv = compiled.resources["im2win_conv"]
     assert conv.arch == arch and 0 < conv.registers <= 255
     assert conv.shared_bytes == CONFIGS[name].shared_bytes
+    assert (conv.spill_stores, conv.spill_loads) == (0, 0), conv
+
+
+@pytest.mark.parametrize("arch", nvrtc.ARCHS)
+def test_the_sgemm_tile_keeps_its_128_accumulators_in_registers(arch):
+    """No stack frame either: with its store loops left rolled, the accumulators were indexed at
+    run time, so kept in local memory (512 bytes a thread, written and read back every tile)."""
+    tile = VARIANTS["sgemm_tile"]
+    for config in (tile, tile.kernel(slices=2)):
+        conv = nvrtc.compile_cubin(config, arch).resources["im2win_conv"]
+        assert (conv.spill_stores, conv.spill_loads, conv.stack_bytes) == (0, 0, 0), conv
 
 
 @pytest.mark.parametrize("arch", nvrtc.ARCHS)

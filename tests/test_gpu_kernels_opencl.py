@@ -72,6 +72,7 @@ def test_strided_input_view_and_unaligned_channels():
         "async_copy",
         "async_copy_3_stages",
         "band",
+        "sgemm_tile",
     ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])

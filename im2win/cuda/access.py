@@ -11,6 +11,9 @@ is one wavefront per 32 distinct words of a phase. Global requests are served in
 columns tx*TN.., As rows unpadded, scalar output stores), the one Nsight Compute profiled on an H100
 (shared loads 6-way, 44% of their wavefronts excessive; stores 4-way, 75%; output stores using 4
 of 32 bytes per sector), so the model can be checked against those figures.
+
+shared_pipe_demand sets a step's shared wavefronts against the clocks its FFMAs take at the FMA
+peak: the shared pipe's share of the FMA pipe's work, and so the FMA ceiling it leaves.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from im2win.cuda.config import TileConfig
 from im2win.cuda.launch import for_shape
+from im2win.cuda.occupancy import ARCH_LIMITS, SHARED_WAVEFRONTS_PER_CLOCK
 from im2win.shapes import ConvShape
 
 WARP, BANKS, SECTOR = 32, 32, 32
@@ -402,6 +406,22 @@ def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
         )
     )
     return sites
+
+
+def shared_pipe_demand(
+    config: TileConfig, shape: ConvShape, arch: str = "sm_90", legacy: bool = False
+) -> float:
+    """Clocks the shared-memory pipe needs for a step of block (0, 0) (its wavefronts, loads and
+    stores) per clock its FFMAs take at `arch`'s FMA peak (each thread's TM x TN multiply-adds for
+    each of BK reduction values; the band kernel's for each of its S filter columns too). Above
+    1 the shared pipe, not the FMA pipe, bounds the kernel: at 1 / this of the FMA peak at best."""
+    config = for_shape(config, shape) if config.band else config
+    sites = model(config, shape, legacy)
+    wavefronts = sum(s.wavefronts for s in sites if s.space == "shared")
+    taps = config.band_s if config.band else 1
+    ffma = config.threads // WARP * config.bk * taps * config.tm * config.tn
+    ffma_clocks = ffma / (ARCH_LIMITS[arch].fp32_lanes // WARP)
+    return wavefronts / SHARED_WAVEFRONTS_PER_CLOCK / ffma_clocks
 
 
 def summary(sites: list[Site]) -> dict:

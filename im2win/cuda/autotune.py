@@ -30,11 +30,11 @@ from im2win.cuda.tuned import SHIPPED, shape_key, store, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
-    "bm": [32, 64, 128],
-    "bn": [32, 64, 128],
+    "bm": [32, 64, 128, 256],
+    "bn": [32, 64, 128, 256],
     "bk": [4, 8, 16],  # a band kernel: values of r*C + c a step (launch.band_depth caps it)
-    "tm": [2, 4, 8],
-    "tn": [2, 4, 8],
+    "tm": [2, 4, 8, 16],
+    "tn": [2, 4, 8, 16],
     "min_blocks": [1, 2, 4],
     "split_k": [0, 1, 2, 4],  # 0: chosen from the GPU's SMs (im2win.cuda.launch.split_slices)
     "async_copy": [False, True],

@@ -2,7 +2,8 @@
 
 Per-SM limits from NVIDIA's CUDA C++ Programming Guide, table "Technical Specifications per Compute
 Capability" (registers, threads, blocks, shared memory per SM; register allocation per warp in units
-of 256; 1 KiB of shared memory reserved per block).
+of 256; 1 KiB of shared memory reserved per block), and its FP32 lanes from the Guide's throughput
+table of arithmetic instructions (32-bit floating-point multiply-add results a clock per SM).
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ class SmLimits:
     blocks: int
     registers: int
     shared_bytes: int  # usable shared memory per SM
+    fp32_lanes: int  # FP32 multiply-adds per clock per SM: fp32_lanes / 32 warp FFMAs a clock
 
 
 ARCH_LIMITS = {
-    "sm_80": SmLimits(threads=2048, blocks=32, registers=65536, shared_bytes=164 * 1024),
-    "sm_86": SmLimits(threads=1536, blocks=16, registers=65536, shared_bytes=100 * 1024),
-    "sm_89": SmLimits(threads=1536, blocks=24, registers=65536, shared_bytes=100 * 1024),
-    "sm_90": SmLimits(threads=2048, blocks=32, registers=65536, shared_bytes=228 * 1024),
+    "sm_80": SmLimits(2048, 32, 65536, 164 * 1024, fp32_lanes=64),
+    "sm_86": SmLimits(1536, 16, 65536, 100 * 1024, fp32_lanes=128),
+    "sm_89": SmLimits(1536, 24, 65536, 100 * 1024, fp32_lanes=128),
+    "sm_90": SmLimits(2048, 32, 65536, 228 * 1024, fp32_lanes=128),
 }
+SHARED_WAVEFRONTS_PER_CLOCK = 1  # an SM's shared memory: 32 banks of 4 bytes, 128 bytes a clock
 WARP = 32
 REGISTER_UNIT = 256  # registers are allocated per warp in units of 256
 RESERVED_SHARED = 1024  # per block

@@ -193,11 +193,21 @@ DEVICE int tile_col(int wn0, int lx, int j) {
 #else
 #define STORE_V4(p)
 #endif
+/* Tiles of more than 64 accumulators unroll the store loops, or the compiler leaves them rolled
+ * and keeps acc in local memory for them (SGEMM_TILE's 16 x 8: a 512-byte stack frame). Not the
+ * others: there the unrolled stores left the main loop of no_vector_load and wide_index spilling
+ * at sm_90's 128-register cap (async_copy and the split-K kernels keep a 256-byte frame instead,
+ * read and written once a tile, after the main loop). */
+#if TM * TN > 64
+#define STORE_UNROLL _Pragma("unroll")
+#else
+#define STORE_UNROLL
+#endif
 #define STORE_TILE(dst, add_bias)                                                                \
-  for (int i = 0; i < TM; ++i) {                                                                 \
+  STORE_UNROLL for (int i = 0; i < TM; ++i) {                                                    \
     const idx m = OUT_PIXEL(tile_row(wm0, ly, i));                                               \
     if (m < 0) continue;                                                                         \
-    for (int u = 0; u < NSUB; ++u) {                                                             \
+    STORE_UNROLL for (int u = 0; u < NSUB; ++u) {                                                \
       const int k = k0 + tile_col(wn0, lx, u * TNS);                                             \
       float v[TNS];                                                                              \
       for (int j = 0; j < TNS; ++j)                                                              \
