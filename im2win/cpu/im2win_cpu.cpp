@@ -70,11 +70,15 @@ namespace {
 // B rows 24 or 12 KB), a slice over every band tile of the work item before the next: 0.90x and
 // 0.86x on conv8, 0.91-0.95x on conv9-conv10, 0.97x and 0.95x on conv11 against 12 x 2 (the
 // whole band tile 1.00-1.04x at best, level at the median in the same run; 150 rounds).
-// What holds 12 x 2 below the FMA peak in L1 on that Xeon is its broadcasts of the window rows,
-// not its FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops, timed by every
-// `repro run im2win-cpu`: "The micro-kernel taken apart"), two threads, beside the FMA probe:
-// the multiply-adds alone on registers 101-102% of the probe, with the 2 B loads 100-103%, the
-// whole micro-kernel 86-90% (8 and 20 rounds; the quick run at 856ef2e: 101%, 101%, 87%). Blocks
+// What holds 12 x 2 below the FMA peak in L1 on that Xeon, when it is held, is its broadcasts of
+// the window rows, not its FMAs nor its B loads. Its loop taken apart (im2win_ukernel_part_gflops,
+// timed by every `repro run im2win-cpu`: "The micro-kernel taken apart"), two threads, beside the
+// FMA probe: the multiply-adds alone on registers 101-102% of the probe, with the 2 B loads
+// 100-103%, the whole micro-kernel 86-90% (8 and 20 rounds; the quick run at 856ef2e: 101%, 101%,
+// 87%). What the broadcasts cost there depends on the machine's state, not on the code: in the
+// quick run at 51f4289 (a fresh clone; the threads' round trip 120 ns, the FMA probe 481-495
+// GFLOP/s) the same loops ran at 101%, 101% and 97%, and the micro-kernel in the layers' rounds
+// at 92-98% of the probe, against 88-95% (medians of the layers) in the 12 quick runs before. Blocks
 // with fewer broadcasts a multiply-add run no faster there (built with -DIM2WIN_MR/-DIM2WIN_NR,
 // 10 interleaved rounds, medians): the whole micro-kernel at 91-93% of the probe for every block
 // (12 x 2 91.5%, 6 x 4 91.6%, 8 x 3 92.9%, 10 x 2 92.9%, 8 x 2 91.0%), its B-loads part at
