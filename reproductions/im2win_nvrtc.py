@@ -40,6 +40,7 @@ OPTIONS = ()
 MIX_ARCHS = ("sm_80", "sm_90")  # the main loop's instruction mix, from cuobjdump -sass
 DEMAND_ARCHS = ("sm_90", "sm_80")  # 128 and 64 FP32 lanes an SM: the shared pipe's demand
 MODEL_LAYER = "conv10"  # the access model's shape (batch 128), the layer Nsight profiled
+MODEL_LAYERS = {f"band_{n}": n for n in BAND_LAYERS}  # configurations made for another layer
 LEGACY = "1cf3772_default"  # the kernel Nsight Compute profiled, as the access model rebuilds it
 LEGACY_TILE = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
 
@@ -80,7 +81,7 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
             records.append({"kind": "loop_mix", "config": name, "arch": arch, **_mix(compiled)})
     modelled = [(n, c, False) for n, c in CONFIGS.items() if c.smem]  # the model: the smem path
     for name, config, legacy in modelled + [(LEGACY, LEGACY_TILE, True)]:
-        layer = name.removeprefix("band_") if name.startswith("band_") else MODEL_LAYER
+        layer = MODEL_LAYERS.get(name, MODEL_LAYER)
         shape = PAPER_LAYERS[layer].with_batch(128)
         sites = access.model(config, shape, legacy=legacy)
         demand = {a: access.shared_pipe_demand(config, shape, a, legacy) for a in DEMAND_ARCHS}

@@ -73,6 +73,7 @@ def test_strided_input_view_and_unaligned_channels():
         "async_copy_3_stages",
         "band",
         "sgemm_tile",
+        "sgemm_tile_band",
     ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])
