@@ -201,11 +201,11 @@ DEFAULT = TileConfig(min_blocks=2, wide_index=False)
 against 12.7 TFLOP/s geomean, before the warp tiling)."""
 
 SGEMM_TILE = TileConfig(bm=256, bn=128, tm=16, tn=8, wide_index=False)
-"""The tiling of cuBLAS's fastest FP32 kernel on an H100 (`..._tilesize256x128x8_stage3_warpsize4x2x1
-_ffma`, 51.6 TFLOP/s, 77% of the FMA peak): 256 x 128 blocks of 8 warps, 128 outputs a thread (16 x
-8), one block an SM. Its main loop feeds 21 FFMA per shared-load instruction (16 for 8 x 8) and is
-86% FFMA (79%); 128 x 32 warp tiles keep every shared access conflict-free by the model, where 128
-x 256 (8 x 16) would store its B tile 2-way conflicted."""
+"""The tiling of cuBLAS's fastest FP32 kernel on an H100, 51.6 TFLOP/s (77% of the FMA peak):
+`..._tilesize256x128x8_stage3_warpsize4x2x1_ffma`. 256 x 128 blocks of 8 warps, 128 outputs a
+thread (16 x 8), one block an SM. Its main loop feeds 21 FFMA per shared-load instruction (16 for
+8 x 8) and is 86% FFMA (79%); 128 x 32 warp tiles keep every shared access conflict-free by the
+model, where 128 x 256 (8 x 16) would store its B tile 2-way conflicted."""
 
 VARIANTS: dict[str, TileConfig] = {
     "im2win": DEFAULT,
