@@ -84,7 +84,9 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
         layer = MODEL_LAYERS.get(name, MODEL_LAYER)
         shape = PAPER_LAYERS[layer].with_batch(128)
         sites = access.model(config, shape, legacy=legacy)
-        demand = {a: access.shared_pipe_demand(config, shape, a, legacy) for a in DEMAND_ARCHS}
+        demand = {
+            a: access.shared_pipe_demand(config, shape, a, legacy, sites) for a in DEMAND_ARCHS
+        }
         records.append(
             {
                 "kind": "access",

@@ -409,14 +409,19 @@ def _band_model(config: TileConfig, shape: ConvShape) -> list[Site]:
 
 
 def shared_pipe_demand(
-    config: TileConfig, shape: ConvShape, arch: str = "sm_90", legacy: bool = False
+    config: TileConfig,
+    shape: ConvShape,
+    arch: str = "sm_90",
+    legacy: bool = False,
+    sites: list[Site] | None = None,
 ) -> float:
     """Clocks the shared-memory pipe needs for a step of block (0, 0) (its wavefronts, loads and
     stores) per clock its FFMAs take at `arch`'s FMA peak (each thread's TM x TN multiply-adds for
     each of BK reduction values; the band kernel's for each of its S filter columns too). Above
-    1 the shared pipe, not the FMA pipe, bounds the kernel: at 1 / this of the FMA peak at best."""
+    1 the shared pipe, not the FMA pipe, bounds the kernel: at 1 / this of the FMA peak at best.
+    `sites`: model(config, shape, legacy), where the caller has it already."""
     config = for_shape(config, shape) if config.band else config
-    sites = model(config, shape, legacy)
+    sites = model(config, shape, legacy) if sites is None else sites
     wavefronts = sum(s.wavefronts for s in sites if s.space == "shared")
     taps = config.band_s if config.band else 1
     ffma = config.threads // WARP * config.bk * taps * config.tm * config.tn
