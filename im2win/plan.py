@@ -120,10 +120,13 @@ def path_plan(shape: ConvShape, threads: int) -> tuple[str, int]:
     there): see streams_windows and window_planes."""
     fused, packs_once = fused_plan(shape, threads)
     whole = _whole_window_floats(shape, threads)
-    # Where both pack the filter once, the smaller workspace; where only the streamed plan does (in
-    # the room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
+    # Where both pack the filter once, the smaller workspace, and on a tie (the threads' bands
+    # then hold the whole window: conv10 at batch 1, 1 x 1 layers of a few images) the streamed
+    # one, which ran 1.01-1.36x the whole window tensor on every tie timed (conv10 at batch 1
+    # 1.15x; 20 interleaved rounds, 2 threads, Xeon); where only the streamed plan does (in the
+    # room its bands leave: M / 4 < K <= M / 2), the streamed one: conv11 at batch 4 ran 1.09x
     # that way against the whole window tensor with its filter in panels.
-    if packs_once and (fused < whole or not filter_packed_once(shape)):
+    if packs_once and (fused <= whole or not filter_packed_once(shape)):
         return STREAMED, fused
     planes, planes_work = planes_plan(shape, threads)
     return (PLANES, planes_work) if planes else (WHOLE, whole)
@@ -133,9 +136,10 @@ def streams_windows(shape: ConvShape, threads: int) -> bool:
     """Whether im2win streams window bands (True) or builds window planes a thread or the whole
     window tensor once (False: window_planes tells which).
     It streams when it packs the filter once (every band block would otherwise pack it again)
-    and the bands need less memory than the whole window, or the whole window's kernel would pack
-    the filter panel by panel; small layers, whose threads would each hold most of the window
-    anyway, share one materialised window tensor."""
+    and the bands need no more memory than the whole window, or the whole window's kernel would
+    pack the filter panel by panel; small layers whose threads' bands would take more than the
+    window (a few output rows in items of more rows a thread) share one materialised window
+    tensor."""
     return path_plan(shape, threads)[0] == STREAMED
 
 

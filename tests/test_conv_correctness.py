@@ -303,7 +303,12 @@ def test_im2win_output_streamed_to_memory(threads):
     "shape, plan",
     [
         (im2win.ConvShape(n=2, c=8, h=40, w=40, k=40, r=3, s=3, padding=(1, 1)), "streamed"),
-        (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "whole, packed once"),
+        # the bands of the two threads' items hold all of the window: streamed, not the whole
+        # window tensor in the same memory (was the whole window before)
+        (im2win.ConvShape(n=1, c=64, h=14, w=14, k=16, r=3, s=3), "streamed"),
+        (im2win.ConvShape(n=1, c=128, h=28, w=28, k=128, r=3, s=3), "streamed"),  # conv10, batch 1
+        # 3 output rows in items of 2 a thread: the bands would take more than the window
+        (im2win.ConvShape(n=1, c=64, h=5, w=60, k=16, r=3, s=3), "whole, packed once"),
         (im2win.ConvShape(n=1, c=4, h=40, w=40, k=800, r=3, s=3), "whole, panels"),  # K > M / 2
         # a reduction longer than one micro-kernel call takes from the filter packed once, over
         # rows whose whole window outgrows two threads' bands on any L2 up to 16 MB (at 14 x 14 it
@@ -321,14 +326,19 @@ def test_im2win_plans(shape, plan):
     outgrows its im2col matrix)."""
     from im2win.plan import filter_packed_once, fused_packs_filter_once, streams_windows
 
-    threads = torch.get_num_threads()
-    streamed = streams_windows(shape, threads)
-    packed = filter_packed_once(shape)
-    assert plan == ("streamed" if streamed else "whole, packed once" if packed else "whole, panels")
-    assert fused_packs_filter_once(shape, threads) or not streamed
-    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
-    _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
-    _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)  # the plans are the two-thread ones
+    try:
+        streamed = streams_windows(shape, 2)
+        packed = filter_packed_once(shape)
+        taken = "streamed" if streamed else "whole, packed once" if packed else "whole, panels"
+        assert taken == plan
+        assert fused_packs_filter_once(shape, 2) or not streamed
+        x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+        _check("im2win", x, w, torch.randn(shape.k), shape.stride, shape.padding)
+        _check("im2win_nhwc", x, w, None, shape.stride, shape.padding)
+    finally:
+        torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
