@@ -80,8 +80,9 @@ def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
 def _kernel_record(impl: str, shape: ConvShape) -> dict:
     """For im2win and its ablation variants: the slices of the reduction (split-K) and the tile
     configuration made for this layer (a band variant's filter geometry and step depth are the
-    layer's), and for im2win where its tile came from (this machine's autotuned, the shipped one,
-    DEFAULT); nothing for the peers."""
+    layer's), and for im2win where its tile came from (im2win.cuda.tuned.tuned_source: this
+    machine's or the package's for the layer or for the architecture, else "default": DEFAULT);
+    nothing for the peers."""
     if impl != "im2win" and not impl.startswith("im2win_"):
         return {"split_k": None}
     variant = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None

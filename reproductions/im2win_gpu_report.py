@@ -140,8 +140,10 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             ],
         ),
         "## Ablation (TFLOPS)\n",
-        "im2win's tile: DEFAULT, or the autotuner's (local: this machine's search; shipped: the "
-        "package's); split-K: the slices of the reduction it ran with, more than 1 where its tiles "
+        "im2win's tile: DEFAULT, one tuned for the layer (local: this machine's search or run; "
+        "shipped: the package's), or the architecture's default, a run's fastest variant over all "
+        "of its layers (local or shipped (architecture)); split-K: the slices of the reduction it "
+        "ran with, more than 1 where its tiles "
         "could not fill the GPU's block slots (both recorded since 2026-12-02).\n",
         table(
             ["layer", *ablation, "im2win tile", "im2win split-K"],

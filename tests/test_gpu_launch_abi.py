@@ -2,6 +2,7 @@
 that im2win/cuda/launch.py builds match the kernel's parameter list in the source (checked by
 parsing it, so a signature change that the CUDA launcher would not notice without a GPU fails here)."""
 
+import dataclasses
 import re
 
 import pytest
@@ -141,3 +142,70 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
         tuned.main(["--ship"])
     monkeypatch.setattr(tuned, "run_files", lambda experiment: [raw])
     assert tuned.main(["--ship"]) == 0  # the newest run file (nothing faster to store now)
+
+
+def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_default(
+    tmp_path, monkeypatch, capsys
+):
+    """python -m im2win.cuda.tuned RAW [--ship] also stores, as the architecture's default for
+    every shape no search has tuned, the variant with the greatest geometric mean of (the layer's
+    fastest time / its time) among those correct on every layer; each layer keeps its own
+    fastest; this machine's default wins over the package's; a run of fewer than
+    MIN_DEFAULT_LAYERS layers stores none."""
+    from harness import results
+    from im2win.cuda import tuned
+    from im2win.cuda.config import VARIANTS
+    from im2win.shapes import PAPER_GPU_LAYERS
+
+    monkeypatch.setenv("IM2WIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    names = ["conv5", "conv8", "conv10", "conv12"]
+    ms = {  # variant: ms on each layer (None: its output failed the FP32 check there)
+        "im2win": [1.0, 1.0, 1.0, 1.0],
+        "im2win_sgemm_tile": [0.8, 0.8, 0.8, 1.3],  # geomean of fastest / its: 0.78
+        "im2win_band": [0.5, 2.0, 2.0, 2.0],  # the fastest on conv5 only: 0.50
+        "im2win_paper_tile": [0.7, 0.7, 0.7, None],  # fastest on two, wrong on one: no default
+    }
+    records = [
+        {
+            "layer": layer,
+            "impl": impl,
+            "min_ms": t if t is not None else 0.1,
+            "correct": t is not None,
+            **PAPER_GPU_LAYERS[layer].as_dict(),
+        }
+        | ({"tile_source": "default"} if impl == "im2win" else {})
+        for impl, times in ms.items()
+        for layer, t in zip(names, times, strict=True)
+    ]
+
+    def run(n_layers: int):
+        return results.write_run(
+            "im2win-gpu",
+            config={"device_arch": "sm_90"},
+            environment={},
+            timing_method="test",
+            records=[r for r in records if r["layer"] in names[:n_layers]],
+            results_dir=tmp_path / str(n_layers),
+            command="test",
+        )
+
+    other = PAPER_GPU_LAYERS["conv9"]
+    assert tuned.main([str(run(tuned.MIN_DEFAULT_LAYERS - 1)), "--ship"]) == 0
+    assert "no default stored" in capsys.readouterr().out
+    assert tuned.load_tuned("sm_90", other) is None
+    assert tuned.main([str(run(4)), "--ship"]) == 0
+    assert (
+        "default for the shapes no search has tuned: sgemm_tile (0.78x" in capsys.readouterr().out
+    )
+    assert tuned.load_tuned("sm_90", other) == VARIANTS["sgemm_tile"]
+    assert tuned.tuned_source("sm_90", other) == "shipped (architecture)"
+    assert tuned.load_tuned("sm_80", other) is None  # another architecture
+    fastest = {"conv5": "band", "conv8": "paper_tile", "conv10": "paper_tile", "conv12": "im2win"}
+    for layer, variant in fastest.items():
+        assert tuned.load_tuned("sm_90", PAPER_GPU_LAYERS[layer]) == VARIANTS[variant]
+        assert tuned.tuned_source("sm_90", PAPER_GPU_LAYERS[layer]) == "shipped"
+    local = DEFAULT.replace(bm=64, tm=4)
+    tuned._write("sm_90", tuned.ARCH_DEFAULT, {"config": dataclasses.asdict(local)}, None)
+    assert tuned.load_tuned("sm_90", other) == local
+    assert tuned.tuned_source("sm_90", other) == "local (architecture)"

@@ -93,8 +93,9 @@ def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
 
 
 def resolve_config(shape: ConvShape, index: int, config: TileConfig | None = None) -> TileConfig:
-    """The configuration conv2d runs `shape` with on device `index`: `config`, else the autotuned
-    one for this architecture if a search stored one, else DEFAULT (64-bit offsets if needed)."""
+    """The configuration conv2d runs `shape` with on device `index`: `config`, else the one stored
+    for this shape on this architecture (a search's or a run's), else the architecture's default
+    if a run stored one, else DEFAULT (im2win.cuda.tuned.load_tuned; 64-bit offsets if needed)."""
     return for_shape(config or load_tuned(device_arch(index), shape) or DEFAULT, shape)
 
 
@@ -122,8 +123,8 @@ def conv2d(
     """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution
     (and split-K's reduction where the layer has too few tiles for the GPU).
 
-    config: the tile configuration; default: the autotuned one for this shape and architecture if a
-    search stored one (im2win/cuda/tuned.py), else DEFAULT.
+    config: the tile configuration; default: the tuned one for this shape and architecture, else
+    the architecture's default, else DEFAULT (resolve_config).
 
     Returns [N, K, P, Q] with channels_last memory.
     """
