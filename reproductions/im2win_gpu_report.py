@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import results
+from im2win.cuda.tuned import MIN_DEFAULT_LAYERS, architecture_default
 from reproductions.tables import against, fmt, geomean, grid, table
 
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
@@ -36,6 +37,22 @@ def _best(tf: dict, correct: dict, layer: str, impls: list[str]) -> tuple[str | 
     """The fastest of `impls` on `layer` whose output passed the FP32 check."""
     ok = [(tf[(layer, i)], i) for i in impls if tf.get((layer, i)) and correct.get((layer, i))]
     return (max(ok)[1], max(ok)[0]) if ok else (None, None)
+
+
+def _default_line(doc: dict) -> str:
+    """The variant this run makes the architecture's default (im2win.cuda.tuned)."""
+    chosen = architecture_default(doc)
+    if chosen is None:
+        return (
+            "The architecture's default (`python -m im2win.cuda.tuned`): none from this run, "
+            f"which measured fewer than {MIN_DEFAULT_LAYERS} layers or no variant correct on all.\n"
+        )
+    name, mean, measured = chosen
+    return (
+        f"The architecture's default that `python -m im2win.cuda.tuned` takes from this run, for "
+        f"every shape no search has tuned: {name}, at {mean:.2f}x the speed of each layer's "
+        f"fastest variant (geometric mean over {len(measured)} layers).\n"
+    )
 
 
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
@@ -154,6 +171,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
                 for l in layers
             ],
         ),
+        _default_line(doc),
         "## Paper versus ours\n",
         "The authors' logs count MACs / time; converted here to 2 x MACs / time (x2). Their GPU is "
         "not named, and their batch is 128: compare only a paper-scale run.\n",

@@ -194,7 +194,8 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
     assert tuned.main([str(run(tuned.MIN_DEFAULT_LAYERS - 1)), "--ship"]) == 0
     assert "no default stored" in capsys.readouterr().out
     assert tuned.load_tuned("sm_90", other) is None
-    assert tuned.main([str(run(4)), "--ship"]) == 0
+    four = run(4)
+    assert tuned.main([str(four), "--ship"]) == 0
     assert (
         "default for the shapes no search has tuned: sgemm_tile (0.78x" in capsys.readouterr().out
     )
@@ -209,3 +210,9 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
     tuned._write("sm_90", tuned.ARCH_DEFAULT, {"config": dataclasses.asdict(local)}, None)
     assert tuned.load_tuned("sm_90", other) == local
     assert tuned.tuned_source("sm_90", other) == "local (architecture)"
+    # and the run's rendering names it
+    from reproductions.im2win_gpu_report import _default_line
+
+    assert "this run, for every shape no search has tuned: sgemm_tile, at 0.78x" in _default_line(
+        results.load_run(four)
+    )
