@@ -159,7 +159,9 @@ def test_a_lost_gpu_keeps_the_layers_measured_before_it(fake_gpu, monkeypatch, t
     assert "| conv1 | 1.00 | n/a (-) | failed | n/a | n/a |" in text  # sgemm failed: no ratio
 
 
-def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(fake_gpu, monkeypatch):
+def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
+    fake_gpu, monkeypatch, tmp_path
+):
     """The whole of a layer's measurement on a GPU that is not there: the kernels run under the
     OpenCL emulation, the CUDA-only calls are stood in for. Each implementation and ablation
     variant gets its record (tile, split-K, analytic memory) without failing, and every output
@@ -167,9 +169,14 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(fake_gpu, mo
     import types
 
     from harness import timing
-    from im2win.cuda import opencl
+    from im2win.cuda import opencl, tuned
     from im2win.shapes import PAPER_GPU_LAYERS, reduced
     from reproductions import im2win_gpu
+
+    # no stored tiles: neither the package's for sm_90 (a GPU run ships an architecture default
+    # that every shape then takes) nor this machine's searches
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr(tuned, "cache_dir", lambda: tmp_path / "cache")
 
     try:
         opencl.device_name()
