@@ -23,7 +23,6 @@ from harness.device import first_line, gpu_lost, resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.launch import split_slices
-from im2win.cuda.tuned import tuned_source
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 from reproductions.im2win_gpu_report import render
@@ -80,9 +79,9 @@ def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
 def _kernel_record(impl: str, shape: ConvShape) -> dict:
     """For im2win and its ablation variants: the slices of the reduction (split-K) and the tile
     configuration made for this layer (a band variant's filter geometry and step depth are the
-    layer's), and for im2win where its tile came from (im2win.cuda.tuned.tuned_source: this
-    machine's or the package's for the layer or for the architecture, else "default": DEFAULT);
-    nothing for the peers."""
+    layer's), and for im2win where its tile came from (runtime.tile_source: this machine's or
+    the package's for the layer or for the architecture, else "default": DEFAULT); nothing for
+    the peers."""
     if impl != "im2win" and not impl.startswith("im2win_"):
         return {"split_k": None}
     variant = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
@@ -93,7 +92,7 @@ def _kernel_record(impl: str, shape: ConvShape) -> dict:
         "tile": config.defines(),
     }
     if impl == "im2win":
-        out["tile_source"] = tuned_source(runtime.device_arch(index), shape) or "default"
+        out["tile_source"] = runtime.tile_source(shape, index)
     return out
 
 

@@ -216,3 +216,37 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
     assert "this run, for every shape no search has tuned: sgemm_tile, at 0.78x" in _default_line(
         results.load_run(four)
     )
+
+
+def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_default(
+    fake_gpu, tmp_path, monkeypatch
+):
+    """resolve_config takes the architecture's default only where it can launch: the window-band
+    kernel in cuBLAS's tiling, measured on narrow filters, needs 71 KB of shared memory on a
+    31 x 31 filter of stride 16, over the 48 KB static limit, so that shape runs DEFAULT (and a
+    run records "default") instead of failing."""
+    import types
+
+    import torch
+
+    from im2win.cuda import runtime, tuned
+    from im2win.cuda.config import VARIANTS
+    from im2win.cuda.launch import for_shape
+
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr(tuned, "cache_dir", lambda: tmp_path / "cache")
+    props = types.SimpleNamespace(
+        name="PretendGPU", multi_processor_count=132, shared_memory_per_block=48 * 1024
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    band = VARIANTS["sgemm_tile_band"]
+    tuned._write("sm_90", tuned.ARCH_DEFAULT, {"config": dataclasses.asdict(band)}, tuned.SHIPPED)
+    narrow = ConvShape(2, 64, 16, 16, 64, 3, 3)
+    wide = ConvShape(1, 8, 96, 96, 16, 31, 31, (16, 16))
+    assert runtime.resolve_config(narrow, 0) == for_shape(band, narrow)
+    assert runtime.tile_source(narrow, 0) == "shipped (architecture)"
+    assert runtime.launch_problems(for_shape(band, wide), 0)
+    assert runtime.resolve_config(wide, 0) == for_shape(DEFAULT, wide)
+    assert runtime.tile_source(wide, 0) == "default"
+    assert not runtime.launch_problems(runtime.resolve_config(wide, 0), 0)

@@ -24,7 +24,7 @@ from im2win.cuda.launch import (
     split_slices,
     window_launch,
 )
-from im2win.cuda.tuned import load_tuned
+from im2win.cuda.tuned import stored
 from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
@@ -66,8 +66,8 @@ def sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def check_launchable(config: TileConfig, index: int) -> None:
-    """ValueError naming the limit when `config` cannot run on device `index`."""
+def launch_problems(config: TileConfig, index: int) -> list[str]:
+    """Why `config` cannot run on device `index` (empty when it can)."""
     problems = config.problems()
     props = torch.cuda.get_device_properties(index)
     if config.threads > 1024:
@@ -78,10 +78,34 @@ def check_launchable(config: TileConfig, index: int) -> None:
             f"{config.shared_bytes} bytes of shared memory per block > the device's "
             f"{smem_limit} (static limit); use smaller bm, bn or bk"
         )
+    return problems
+
+
+def check_launchable(config: TileConfig, index: int) -> None:
+    """ValueError naming the limit when `config` cannot run on device `index`."""
+    problems = launch_problems(config, index)
     if problems:
+        name = torch.cuda.get_device_properties(index).name
         raise ValueError(
-            f"tile configuration {config} cannot launch on {props.name}: {'; '.join(problems)}"
+            f"tile configuration {config} cannot launch on {name}: {'; '.join(problems)}"
         )
+
+
+def _stored(shape: ConvShape, index: int) -> tuple[str, TileConfig] | None:
+    """The configuration stored for `shape` on this device's architecture (im2win.cuda.tuned.stored)
+    where it can launch for the shape: a default measured on other layers may not (a window-band
+    variant's shared memory grows with the filter's width and stride)."""
+    found = stored(device_arch(index), shape)
+    if found is None or launch_problems(for_shape(found[1], shape), index):
+        return None
+    return found
+
+
+def tile_source(shape: ConvShape, index: int) -> str:
+    """Where resolve_config's configuration for `shape` comes from without one given: the source
+    im2win.cuda.tuned.stored names, or "default" (DEFAULT)."""
+    found = _stored(shape, index)
+    return found[0] if found else "default"
 
 
 def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
@@ -95,8 +119,12 @@ def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
 def resolve_config(shape: ConvShape, index: int, config: TileConfig | None = None) -> TileConfig:
     """The configuration conv2d runs `shape` with on device `index`: `config`, else the one stored
     for this shape on this architecture (a search's or a run's), else the architecture's default
-    if a run stored one, else DEFAULT (im2win.cuda.tuned.load_tuned; 64-bit offsets if needed)."""
-    return for_shape(config or load_tuned(device_arch(index), shape) or DEFAULT, shape)
+    if a run stored one (either only where it can launch for the shape), else DEFAULT (64-bit
+    offsets if needed)."""
+    if config is None:
+        found = _stored(shape, index)
+        config = found[1] if found else DEFAULT
+    return for_shape(config, shape)
 
 
 def slices_for(shape: ConvShape, index: int, config: TileConfig | None = None) -> int:

@@ -75,19 +75,27 @@ def _lookup(arch: str, shape: ConvShape, folder: Path | None) -> tuple[str, dict
     return None
 
 
-def tuned_source(arch: str, shape: ConvShape, folder: Path | None = None) -> str | None:
-    """Where the configuration for `shape` on `arch` comes from: "local" (this machine's search),
-    "shipped" (the package's), "local (architecture)" or "shipped (architecture)" (the
-    architecture's default, for a shape neither has tuned), or None (config.DEFAULT). With
-    `folder`, only that folder is looked in (as "local")."""
+def stored(
+    arch: str, shape: ConvShape, folder: Path | None = None
+) -> tuple[str, TileConfig] | None:
+    """(where it comes from, the configuration) stored for `shape` on `arch`, or None (no search or
+    run stored one: config.DEFAULT). Where: "local" (this machine's search), "shipped" (the
+    package's), "local (architecture)" or "shipped (architecture)" (the architecture's default,
+    for a shape neither has tuned). With `folder`, only that folder is looked in (as "local")."""
     found = _lookup(arch, shape, folder)
+    return (found[0], TileConfig(**found[1]["config"])) if found else None
+
+
+def tuned_source(arch: str, shape: ConvShape, folder: Path | None = None) -> str | None:
+    """Where the configuration stored for `shape` on `arch` comes from (see stored), or None."""
+    found = stored(arch, shape, folder)
     return found[0] if found else None
 
 
 def load_tuned(arch: str, shape: ConvShape, folder: Path | None = None) -> TileConfig | None:
-    """The configuration stored for `shape` on `arch` (see tuned_source), or None."""
-    found = _lookup(arch, shape, folder)
-    return TileConfig(**found[1]["config"]) if found else None
+    """The configuration stored for `shape` on `arch` (see stored), or None."""
+    found = stored(arch, shape, folder)
+    return found[1] if found else None
 
 
 def _write(arch: str, key: str, entry: dict, folder: Path | None) -> Path:
