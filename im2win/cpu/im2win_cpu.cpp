@@ -818,7 +818,10 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       // block before (the next block of the same grab, else the first not yet taken): with the
       // caches flushed, bands 5.99 -> 5.05 ms on conv4, 1.25 -> 0.91 on conv8, 0.31 -> 0.26 on
       // conv9, but the calls 0.97-1.00x (Zen 4, 30 rounds); with torch_cl run between the calls
-      // 0.985-1.016x (50 rounds): what the bands saved, the tiles lost.)
+      // 0.985-1.016x (50 rounds): what the bands saved, the tiles lost. Retimed on a Xeon, family 6
+      // model 167, the lines prefetched into L2, torch run between the calls, 100 rounds: conv1's
+      // and conv2's bands stayed at 0.18 ms, the calls 0.99-1.00x at best and at the median,
+      // conv9 1.00x and 0.98x, conv7 0.95x and 0.98x; their input is not what slows them.)
       const long pf = h + sy < H ? sy * sh : 0;
       float* d = band + w_lo * RC + r * C;
       if (sc == 1) {  // channels_last input: each window column is one contiguous copy
