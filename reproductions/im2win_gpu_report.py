@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import results
-from im2win.cuda.tuned import MIN_DEFAULT_LAYERS, architecture_default
+from im2win.cuda.tuned import architecture_default, no_default_reason
 from reproductions.tables import against, fmt, geomean, grid, table
 
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
@@ -44,8 +44,8 @@ def _default_line(doc: dict) -> str:
     chosen = architecture_default(doc)
     if chosen is None:
         return (
-            "The architecture's default (`python -m im2win.cuda.tuned`): none from this run, "
-            f"which measured fewer than {MIN_DEFAULT_LAYERS} layers or no variant correct on all.\n"
+            "The architecture's default (`python -m im2win.cuda.tuned`): none from this run: "
+            f"{no_default_reason(doc)}.\n"
         )
     name, mean, measured = chosen
     return (

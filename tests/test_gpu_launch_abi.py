@@ -179,20 +179,24 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
         for layer, t in zip(names, times, strict=True)
     ]
 
-    def run(n_layers: int):
+    def run(n_layers: int, **config):
         return results.write_run(
             "im2win-gpu",
-            config={"device_arch": "sm_90"},
+            config={"device_arch": "sm_90", **config},
             environment={},
             timing_method="test",
             records=[r for r in records if r["layer"] in names[:n_layers]],
-            results_dir=tmp_path / str(n_layers),
+            results_dir=tmp_path / f"{n_layers}{'-cut' if config else ''}",
             command="test",
         )
 
     other = PAPER_GPU_LAYERS["conv9"]
     assert tuned.main([str(run(tuned.MIN_DEFAULT_LAYERS - 1)), "--ship"]) == 0
-    assert "no default stored" in capsys.readouterr().out
+    assert "no default stored: the run measured fewer than 4 layers" in capsys.readouterr().out
+    assert tuned.load_tuned("sm_90", other) is None
+    # a run cut short (here before conv11 and conv12, as a time limit does) gives no default
+    assert tuned.main([str(run(4, interrupted_before=["conv11", "conv12"])), "--ship"]) == 0
+    assert "no default stored: the run stopped before all of its layers" in capsys.readouterr().out
     assert tuned.load_tuned("sm_90", other) is None
     four = run(4)
     assert tuned.main([str(four), "--ship"]) == 0

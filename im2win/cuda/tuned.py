@@ -153,18 +153,33 @@ def fastest_variants(doc: dict) -> dict[str, tuple[ConvShape, str, float]]:
     return best
 
 
+def no_default_reason(doc: dict) -> str | None:
+    """Why an im2win-gpu run file gives no architecture default (architecture_default), or None:
+    it stopped before some of its layers (a time limit, Ctrl-C, a lost GPU: a default from the
+    first layers alone would favour their filters), it measured fewer than MIN_DEFAULT_LAYERS
+    layers, or no variant passed the FP32 check on all of them."""
+    config = doc.get("config", {})
+    if config.get("interrupted_before") or config.get("stopped_by"):
+        return (
+            "the run stopped before all of its layers, and a default from some would favour theirs"
+        )
+    layers = _variant_times(doc)
+    if len(layers) < MIN_DEFAULT_LAYERS:
+        return f"the run measured fewer than {MIN_DEFAULT_LAYERS} layers"
+    if not any(all(n in times for _, times in layers.values()) for n in VARIANTS):
+        return "no variant passed the check on all of its layers"
+    return None
+
+
 def architecture_default(doc: dict) -> tuple[str, float, list[str]] | None:
     """The variant of an im2win-gpu run file that is fastest over all of its layers, for the shapes
     no search has tuned: among the variants measured correct on every layer, the one with the
     greatest geometric mean of (the layer's fastest variant's time / its own time); the first in
-    VARIANTS on a tie. Returns (variant, that mean, the layers), or None where the run measured
-    fewer than MIN_DEFAULT_LAYERS layers."""
+    VARIANTS on a tie. Returns (variant, that mean, the layers), or None (no_default_reason)."""
+    if no_default_reason(doc):
+        return None
     layers = _variant_times(doc)
-    if len(layers) < MIN_DEFAULT_LAYERS:
-        return None
     everywhere = [n for n in VARIANTS if all(n in times for _, times in layers.values())]
-    if not everywhere:
-        return None
 
     def of_fastest(name: str) -> float:
         ratios = [min(times.values()) / times[name] for _, times in layers.values()]
@@ -247,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             f"each layer's fastest, geometric mean over {len(layers)} layers)"
         )
     else:
-        print(
-            f"no default stored: the run measured fewer than {MIN_DEFAULT_LAYERS} layers, or no "
-            "variant passed the check on all of them"
-        )
+        print(f"no default stored: {no_default_reason(doc)}")
     arch = doc["config"]["device_arch"]
     print(f"stored in {tuned_path(arch, SHIPPED if args.ship else None)}")
     return 0
