@@ -9,7 +9,7 @@ import torch
 from im2win.cuda import opencl
 from im2win.cuda.autotune import SPACE, tune
 from im2win.cuda.config import AUTOTUNE_CANDIDATES
-from im2win.cuda.tuned import load_tuned, shape_key, tuned_path
+from im2win.cuda.tuned import shape_key, stored, tuned_path
 from im2win.shapes import ConvShape
 
 pytest.importorskip("opentuner")
@@ -41,9 +41,9 @@ def test_search_stores_a_launchable_best_and_skips_impossible_configs(tmp_path):
 
     best, ms = tune(shape, "emulated", objective, evaluations=3, folder=tmp_path)
     assert len(seen) == 3 and best in seen and ms > 0
-    assert load_tuned("emulated", shape, tmp_path) == best
+    assert stored("emulated", shape, tmp_path)[1] == best
     assert shape_key(shape) in tuned_path("emulated", tmp_path).read_text()
-    assert load_tuned("emulated", ConvShape(2, 4, 9, 9, 8, 3, 3), tmp_path) is None
+    assert stored("emulated", ConvShape(2, 4, 9, 9, 8, 3, 3), tmp_path) is None
 
 
 def test_a_time_budget_stops_the_search_after_the_first_measurement(tmp_path):

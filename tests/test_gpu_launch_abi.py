@@ -76,16 +76,15 @@ def test_tuned_configs_this_machines_search_first_then_the_shipped_ones(tmp_path
     monkeypatch.setenv("IM2WIN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
     shipped, local = DEFAULT.replace(bm=64, tm=4), DEFAULT.replace(split_k=2)
-    assert tuned.tuned_source("sm_90", CONV12) is None
-    assert tuned.load_tuned("sm_90", CONV12) is None
+    assert tuned.stored("sm_90", CONV12) is None
     tuned.store("sm_90", CONV12, shipped, 1.0, 10, tuned.SHIPPED)
-    assert tuned.tuned_source("sm_90", CONV12) == "shipped"
-    assert tuned.load_tuned("sm_90", CONV12) == shipped
-    assert tuned.load_tuned("sm_80", CONV12) is None  # another architecture
+    assert tuned.stored("sm_90", CONV12)[0] == "shipped"
+    assert tuned.stored("sm_90", CONV12)[1] == shipped
+    assert tuned.stored("sm_80", CONV12) is None  # another architecture
     tuned.store("sm_90", CONV12, local, 0.9, 10, None)
-    assert tuned.tuned_source("sm_90", CONV12) == "local"
-    assert tuned.load_tuned("sm_90", CONV12) == local
-    assert tuned.load_tuned("sm_90", CONV8) is None
+    assert tuned.stored("sm_90", CONV12)[0] == "local"
+    assert tuned.stored("sm_90", CONV12)[1] == local
+    assert tuned.stored("sm_90", CONV8) is None
 
 
 def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path, monkeypatch):
@@ -127,12 +126,12 @@ def test_the_fastest_correct_variant_of_a_gpu_run_becomes_the_tuned_one(tmp_path
         command="test",
     )
     assert tuned.main([str(raw), "--ship"]) == 0
-    assert tuned.load_tuned("sm_90", CONV12) == VARIANTS["band"]
-    assert tuned.load_tuned("sm_90", CONV8) == VARIANTS["async_copy"]
+    assert tuned.stored("sm_90", CONV12)[1] == VARIANTS["band"]
+    assert tuned.stored("sm_90", CONV8)[1] == VARIANTS["async_copy"]
     tuner = DEFAULT.replace(bm=64, tm=4)  # an autotuner's find, faster than conv8's variant
     tuned.store("sm_90", CONV8, tuner, 0.5, 40, tuned.SHIPPED)
     assert tuned.main([str(raw), "--ship"]) == 0
-    assert tuned.load_tuned("sm_90", CONV8) == tuner  # kept
+    assert tuned.stored("sm_90", CONV8)[1] == tuner  # kept
     entry = json.loads(tuned.tuned_path("sm_90", tuned.SHIPPED).read_text())
     assert raw.name in next(iter(entry.values()))["source"]
     with pytest.raises(SystemExit, match="im2win-gpu run file"):
@@ -193,27 +192,27 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
     other = PAPER_GPU_LAYERS["conv9"]
     assert tuned.main([str(run(tuned.MIN_DEFAULT_LAYERS - 1)), "--ship"]) == 0
     assert "no default stored: the run measured fewer than 4 layers" in capsys.readouterr().out
-    assert tuned.load_tuned("sm_90", other) is None
+    assert tuned.stored("sm_90", other) is None
     # a run cut short (here before conv11 and conv12, as a time limit does) gives no default
     assert tuned.main([str(run(4, interrupted_before=["conv11", "conv12"])), "--ship"]) == 0
     assert "no default stored: the run stopped before all of its layers" in capsys.readouterr().out
-    assert tuned.load_tuned("sm_90", other) is None
+    assert tuned.stored("sm_90", other) is None
     four = run(4)
     assert tuned.main([str(four), "--ship"]) == 0
     assert (
         "default for the shapes no search has tuned: sgemm_tile (0.78x" in capsys.readouterr().out
     )
-    assert tuned.load_tuned("sm_90", other) == VARIANTS["sgemm_tile"]
-    assert tuned.tuned_source("sm_90", other) == "shipped (architecture)"
-    assert tuned.load_tuned("sm_80", other) is None  # another architecture
+    assert tuned.stored("sm_90", other)[1] == VARIANTS["sgemm_tile"]
+    assert tuned.stored("sm_90", other)[0] == "shipped (architecture)"
+    assert tuned.stored("sm_80", other) is None  # another architecture
     fastest = {"conv5": "band", "conv8": "paper_tile", "conv10": "paper_tile", "conv12": "im2win"}
     for layer, variant in fastest.items():
-        assert tuned.load_tuned("sm_90", PAPER_GPU_LAYERS[layer]) == VARIANTS[variant]
-        assert tuned.tuned_source("sm_90", PAPER_GPU_LAYERS[layer]) == "shipped"
+        assert tuned.stored("sm_90", PAPER_GPU_LAYERS[layer])[1] == VARIANTS[variant]
+        assert tuned.stored("sm_90", PAPER_GPU_LAYERS[layer])[0] == "shipped"
     local = DEFAULT.replace(bm=64, tm=4)
     tuned._write("sm_90", tuned.ARCH_DEFAULT, {"config": dataclasses.asdict(local)}, None)
-    assert tuned.load_tuned("sm_90", other) == local
-    assert tuned.tuned_source("sm_90", other) == "local (architecture)"
+    assert tuned.stored("sm_90", other)[1] == local
+    assert tuned.stored("sm_90", other)[0] == "local (architecture)"
     # and the run's rendering names it
     from reproductions.im2win_gpu_report import _default_line
 

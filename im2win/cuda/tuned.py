@@ -86,18 +86,6 @@ def stored(
     return (found[0], TileConfig(**found[1]["config"])) if found else None
 
 
-def tuned_source(arch: str, shape: ConvShape, folder: Path | None = None) -> str | None:
-    """Where the configuration stored for `shape` on `arch` comes from (see stored), or None."""
-    found = stored(arch, shape, folder)
-    return found[0] if found else None
-
-
-def load_tuned(arch: str, shape: ConvShape, folder: Path | None = None) -> TileConfig | None:
-    """The configuration stored for `shape` on `arch` (see stored), or None."""
-    found = stored(arch, shape, folder)
-    return found[1] if found else None
-
-
 def _write(arch: str, key: str, entry: dict, folder: Path | None) -> Path:
     path = tuned_path(arch, folder)
     data = json.loads(path.read_text()) if path.is_file() else {}
@@ -153,22 +141,26 @@ def fastest_variants(doc: dict) -> dict[str, tuple[ConvShape, str, float]]:
     return best
 
 
-def no_default_reason(doc: dict) -> str | None:
-    """Why an im2win-gpu run file gives no architecture default (architecture_default), or None:
-    it stopped before some of its layers (a time limit, Ctrl-C, a lost GPU: a default from the
-    first layers alone would favour their filters), it measured fewer than MIN_DEFAULT_LAYERS
-    layers, or no variant passed the FP32 check on all of them."""
+def _choose_default(doc: dict) -> tuple[tuple[str, float, list[str]] | None, str | None]:
+    """(architecture_default's answer, no_default_reason's) for an im2win-gpu run file."""
     config = doc.get("config", {})
     if config.get("interrupted_before") or config.get("stopped_by"):
-        return (
+        return None, (
             "the run stopped before all of its layers, and a default from some would favour theirs"
         )
     layers = _variant_times(doc)
     if len(layers) < MIN_DEFAULT_LAYERS:
-        return f"the run measured fewer than {MIN_DEFAULT_LAYERS} layers"
-    if not any(all(n in times for _, times in layers.values()) for n in VARIANTS):
-        return "no variant passed the check on all of its layers"
-    return None
+        return None, f"the run measured fewer than {MIN_DEFAULT_LAYERS} layers"
+    everywhere = [n for n in VARIANTS if all(n in times for _, times in layers.values())]
+    if not everywhere:
+        return None, "no variant passed the check on all of its layers"
+
+    def of_fastest(name: str) -> float:
+        ratios = [min(times.values()) / times[name] for _, times in layers.values()]
+        return math.exp(statistics.fmean(math.log(r) for r in ratios))
+
+    name = max(everywhere, key=of_fastest)
+    return (name, of_fastest(name), list(layers)), None
 
 
 def architecture_default(doc: dict) -> tuple[str, float, list[str]] | None:
@@ -176,17 +168,15 @@ def architecture_default(doc: dict) -> tuple[str, float, list[str]] | None:
     no search has tuned: among the variants measured correct on every layer, the one with the
     greatest geometric mean of (the layer's fastest variant's time / its own time); the first in
     VARIANTS on a tie. Returns (variant, that mean, the layers), or None (no_default_reason)."""
-    if no_default_reason(doc):
-        return None
-    layers = _variant_times(doc)
-    everywhere = [n for n in VARIANTS if all(n in times for _, times in layers.values())]
+    return _choose_default(doc)[0]
 
-    def of_fastest(name: str) -> float:
-        ratios = [min(times.values()) / times[name] for _, times in layers.values()]
-        return math.exp(statistics.fmean(math.log(r) for r in ratios))
 
-    name = max(everywhere, key=of_fastest)
-    return name, of_fastest(name), list(layers)
+def no_default_reason(doc: dict) -> str | None:
+    """Why an im2win-gpu run file gives no architecture default (architecture_default), or None:
+    it stopped before some of its layers (a time limit, Ctrl-C, a lost GPU: a default from the
+    first layers alone would favour their filters), it measured fewer than MIN_DEFAULT_LAYERS
+    layers, or no variant passed the FP32 check on all of them."""
+    return _choose_default(doc)[1]
 
 
 def store_fastest(
