@@ -200,6 +200,8 @@ def _access_table(doc: dict) -> list[str]:
     rows = [r for r in doc["records"] if r.get("kind") == "access"]
     if not rows:
         return []
+    legacy = next((r for r in rows if r["config"] == LEGACY), {})
+    legacy_demand = fmt(legacy.get("shared_pipe_demand", {}).get("sm_90"), ".1f")
     out = [
         f"\n## Memory access model ({MODEL_LAYER}, batch 128, unless the config names a layer)\n",
         "From the kernel's index math for block (0, 0) and its first step (im2win/cuda/access.py), "
@@ -209,7 +211,8 @@ def _access_table(doc: dict) -> list[str]:
         "on an H100, rebuilt in the model. Shared clocks per FFMA clock: the step's shared "
         "wavefronts (one a clock) over the clocks its FFMAs take at the FMA peak (4 warp FFMAs a "
         "clock an SM on sm_90, 2 on sm_80); above 1 the shared pipe bounds the kernel, at 1 / that "
-        f"of the FMA peak at best (`{LEGACY}`: 2.9, against Nsight's 98% busy L1 pipe and 31% "
+        f"of the FMA peak at best (`{LEGACY}`: {legacy_demand} on sm_90, against Nsight's 98% "
+        "busy L1 pipe and 31% "
         "busy FMA pipe).\n",
         "| config | layer | shared load wavefronts / request | conflict share | shared store "
         "wavefronts / request | conflict share | global load B / sector | global store B / sector "
