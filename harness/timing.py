@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,16 @@ except ImportError:  # pragma: no cover (Windows)
     resource = None
 
 MAX_REPEAT = 200  # rounds a fast implementation may take at most under min_time_s
+# measure_interleaved shuffles each round's order with random.Random(ROUND_ORDER_SEED): the call
+# that runs just before another leaves the caches, the allocator's free blocks and the threads as
+# it left them, and a fixed order gives every implementation the same predecessor in every round.
+# On a 2-vCPU Xeon (family 6 model 167), im2win, torch and torch_cl on conv9 at batch 4 with the
+# three probes of `repro run im2win-cpu`, three blocks of 60 rounds each way, alternating: im2win
+# 349-356 GFLOP/s at best in the fixed order (right after the threads' round-trip probe, as in
+# those runs) and 380-385 shuffled; torch 341-346 and 366-383 (conv1: im2win 350-354 and 364-368).
+# Mytkowicz et al., "Producing Wrong Data Without Doing Anything Obviously Wrong!" (ASPLOS 2009),
+# show such set-up effects and randomising the set-up as the remedy.
+ROUND_ORDER_SEED = 0
 
 
 def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = MAX_REPEAT) -> str:
@@ -31,8 +42,10 @@ def method(warmup: int, repeat: int, min_time_s: float = 0.0, max_repeat: int = 
         )
     return (
         f"time.perf_counter around each call; {warmup} warm-up call(s) discarded, then timed "
-        "rounds, each calling every implementation that still takes part once in turn "
-        "(interleaved, so a burst of machine noise hits all of them alike); each implementation "
+        "rounds, each calling every implementation that still takes part once, in an order "
+        f"shuffled anew each round (seed {ROUND_ORDER_SEED}): interleaved, so that a burst of "
+        "machine noise hits all of them alike, and shuffled, so that none always runs right after "
+        "the same call (which ran just before moves a call's time); each implementation "
         f"takes part in {rounds}; reported per implementation: min_ms (best round, as the "
         "im2win papers report: minimum of N runs), time_ms (median) and iqr_ms; gflops is "
         "computed from min_ms; faults_in_best: the process's minor page faults during the best "
@@ -75,7 +88,8 @@ def measure_interleaved(
     min_time_s: float = 0.0,
     max_repeat: int = MAX_REPEAT,
 ) -> dict[str, Timing]:
-    """Time several callables round-robin: each round calls every one of them once.
+    """Time several callables in rounds: each round calls every one of them once, in an order
+    shuffled anew each round (random.Random(ROUND_ORDER_SEED): the same orders in every run).
 
     Every callable is timed `repeat` times at least; one whose timed calls add up to less than
     `min_time_s` seconds stays in the rounds (with the others that do too) until they do, or until
@@ -95,7 +109,9 @@ def measure_interleaved(
         done = times[name]
         return len(done) < repeat or (sum(done) < 1e3 * min_time_s and len(done) < max_repeat)
 
+    shuffle = random.Random(ROUND_ORDER_SEED).shuffle
     while playing := [name for name in fns if wants_more(name)]:
+        shuffle(playing)
         for name in playing:
             before = _minor_faults()
             start = time.perf_counter()

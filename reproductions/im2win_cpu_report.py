@@ -276,6 +276,7 @@ def goals_history(doc: dict, source: Path) -> str:
             [
                 f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
                 str(git.get("commit"))[:7] + (" (dirty)" if git.get("dirty") else ""),
+                "shuffled" if "shuffled" in other.get("timing_method", "") else "fixed",
                 f"{apart} of {len(layers)}" if layers else "n/a",
                 f"{peak:.0f}" if peak else "n/a",
                 f"{geomean(torch_big):.0f}" if torch_big else "n/a",
@@ -283,7 +284,8 @@ def goals_history(doc: dict, source: Path) -> str:
                 *[VERDICT[verdicts.get(goal)] for goal in names],
             ]
         )
-    columns = ["run", "commit", "threads apart", "FMA peak", "torch on conv8-11", "page faults"]
+    columns = ["run", "commit", "rounds' order", "threads apart", "FMA peak"]
+    columns += ["torch on conv8-11", "page faults"]
     rows.append(
         ["met in", *[""] * (len(columns) - 1), *[f"{met_count[g]} of {len(runs)}" for g in names]]
     )
@@ -293,7 +295,9 @@ def goals_history(doc: dict, source: Path) -> str:
         "layers, implementations, thread count and CPU model, oldest first, judged as this run is "
         "above. "
         "One run is one sample of a shared machine: a goal met in some runs and not in others is "
-        "not robust. Threads apart: in how many layers' im2win rounds the two threads' median "
+        "not robust. Rounds' order: each round's calls in one fixed order (older runs) "
+        "or shuffled anew each round (harness.timing.ROUND_ORDER_SEED). Threads "
+        "apart: in how many layers' im2win rounds the two threads' median "
         f"round trip was above {APART_NS:.0f} ns (no shared last-level cache; n/a: runs before "
         "2026-12-02 did not time it). What the machine gave each run, so that a goal missed on a "
         "slow machine can be told from one missed by the code: its FMA peak (the best probe of "

@@ -1,5 +1,6 @@
 """The measurement harness: timing, environment, peak probe, memory, result files."""
 
+import functools
 import json
 import os
 import time
@@ -190,13 +191,27 @@ def test_load_run_rejects_other_files(tmp_path):
         results.load_run(bad)
 
 
-def test_measure_interleaved_calls_in_rounds():
-    order = []
-    out = timing.measure_interleaved(
-        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeat=3
-    )
-    assert order == ["a", "b"] + ["a", "b"] * 3
-    assert set(out) == {"a", "b"} and out["a"].repeats == 3
+def test_measure_interleaved_calls_in_rounds_of_shuffled_order():
+    """Every round calls each callable once; the order changes from round to round, so that no
+    callable always runs right after the same one, and is the same in every run (seeded)."""
+    names = "abcd"
+
+    def rounds():
+        order = []
+        out = timing.measure_interleaved(
+            {n: functools.partial(order.append, n) for n in names}, warmup=1, repeat=30
+        )
+        assert set(out) == set(names) and all(t.repeats == 30 for t in out.values())
+        assert order[:4] == list(names)  # the warm-up calls
+        return [tuple(order[i : i + 4]) for i in range(4, len(order), 4)]
+
+    first = rounds()
+    assert len(first) == 30 and all(sorted(r) == list(names) for r in first)
+    calls = [name for r in first for name in r]
+    for name in names:  # in a fixed order, each would follow the same one in every round
+        before = {calls[i - 1] for i in range(1, len(calls)) if calls[i] == name}
+        assert before >= set(names) - {name}
+    assert rounds() == first
 
 
 def test_measure_interleaved_counts_the_page_faults_of_the_best_round():
@@ -238,7 +253,8 @@ def test_measure_interleaved_keeps_the_fast_ones_until_their_time_adds_up(monkey
         min_time_s=0.01,
     )
     assert out["slow"].repeats == 3 and out["fast"].repeats == 10
-    assert order[:6] == ["slow", "fast"] * 3 and order[6:] == ["fast"] * 7
+    assert [sorted(order[i : i + 2]) for i in (0, 2, 4)] == [["fast", "slow"]] * 3
+    assert order[6:] == ["fast"] * 7
     capped = timing.measure_interleaved(
         {"fast": call("fast", 1e-3)}, warmup=0, repeat=2, min_time_s=1.0, max_repeat=4
     )

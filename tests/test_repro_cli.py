@@ -457,9 +457,12 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     layers ran with the threads apart, which best rounds took page faults, and in how many runs
     each goal was met; others are left out, and a run with nothing to compare has no such
     section."""
+    from harness import timing
     from reproductions import im2win_cpu_report
 
-    def run(name, ours, trip, family="25", scale="quick", peak=None, level=None, faults=None):
+    def run(
+        name, ours, trip, family="25", scale="quick", peak=None, level=None, faults=None, method=""
+    ):
         records = [
             {
                 "layer": layer,
@@ -477,7 +480,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
             "experiment": "im2win-cpu",
             "created_utc": name,
             "command": "repro run im2win-cpu",
-            "timing_method": "",
+            "timing_method": method,
             "environment": {
                 "cpu_model": "AMD EPYC",
                 "cpu_details": {"family": family, "model": "17"},
@@ -514,24 +517,27 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
         60.0,
         level="native",
         faults={("conv9", "torch"): 9e5},
+        method=timing.method(1, 5),  # its rounds in a shuffled order
     )
     history = im2win_cpu_report.goals_history(first, first_path)
     lines = history.splitlines()
     # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
     # the machine's state beside them: the FMA peak (where recorded) and torch on conv8-11
-    # and which best rounds took page faults: n/a where not counted, none below FAULTS_SHOWN
+    # and which best rounds took page faults: n/a where not counted, none below FAULTS_SHOWN;
+    # the rounds' order: fixed in the runs before it was shuffled
     assert (
-        "| `1_quick.json` (this one) | abcdef1 | 0 of 2 | n/a | 150 | n/a | met | met | met |"
+        "| `1_quick.json` (this one) | abcdef1 | fixed | 0 of 2 | n/a | 150 | n/a | met | met | met |"
         in lines
     )
     assert (
-        "| `2_quick.json` | abcdef1 | 2 of 2 | 235 | 150 | none | NOT met | NOT met | met |"
+        "| `2_quick.json` | abcdef1 | fixed | 2 of 2 | 235 | 150 | none | NOT met | NOT met | met |"
         in lines
     )
     assert (
-        "| `7_quick.json` | abcdef1 | 0 of 2 | n/a | 150 | torch conv9 | met | met | met |" in lines
+        "| `7_quick.json` | abcdef1 | shuffled | 0 of 2 | n/a | 150 | torch conv9 | met | met | met |"
+        in lines
     )
-    assert lines[-1] == "| met in |  |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
+    assert lines[-1] == "| met in |  |  |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
     assert "3_quick" not in history and "4_paper" not in history and "6_quick" not in history
 
 
