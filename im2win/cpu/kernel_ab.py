@@ -1,8 +1,10 @@
 """Time variants of the CPU kernel source side by side: python -m im2win.cpu.kernel_ab A.cpp B.cpp ...
 
 Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled
-like the package's kernels and loaded into one process; im2win then runs on each in turn, call by
-call, for `--rounds` rounds per layer, so a burst of machine noise hits every variant alike (on a
+like the package's kernels and loaded into one process; im2win then runs on each, call by call, in
+an order shuffled anew each round (as harness.timing.measure_interleaved), for `--rounds` rounds
+per layer, so a burst of machine noise hits every variant alike and none always runs after the same
+one (on a
 shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are mostly within a
 few percent of each other when equal, but on a Xeon the best of 30 rounds put two copies of one
 source 10% apart on conv11, level in 150). Reported per layer: the best and the median time's
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import re
 import statistics
 import time
@@ -141,13 +144,17 @@ def compare(
             for src, defs in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
                     run(x, w, b, shape.stride, shape.padding)
+            order = list(range(len(variants)))
+            shuffle = random.Random(timing.ROUND_ORDER_SEED).shuffle
             for _ in range(rounds):
                 bar.update()
                 where = placement(threads)
                 if where:
                     place = places.setdefault(where, Placement.empty(len(variants)))
                     place.rounds += 1
-                for i, (src, defs) in enumerate(variants):
+                shuffle(order)  # as timing.measure_interleaved: no variant always after another
+                for i in order:
+                    src, defs = variants[i]
                     with kernels_from(src, march, defs):
                         settle(between, flush, x, w, b, shape)
                         start = time.perf_counter()
