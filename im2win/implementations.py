@@ -13,6 +13,10 @@ Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
     im2col_gemm_loop  the same with one GEMM per image.
     torch        F.conv2d on NCHW tensors (oneDNN).                                    [baseline]
     torch_cl     F.conv2d after reordering input and filter to channels_last (oneDNN's fastest path).
+    torch_cl_net F.conv2d on input and filter that are channels_last already, as in a channels_last
+                 network (model.to(memory_format=torch.channels_last)): oneDNN's fastest path with
+                 no reorder of the caller's tensors; the reproduction gives it its tensors so,
+                 made before the timing.
 
 On CUDA tensors, under the same ids: im2win and direct (the NVRTC-compiled kernels of im2win/cuda),
 im2col_gemm (unfold + cuBLAS) and torch (cuDNN).
@@ -268,6 +272,15 @@ class Implementation:
     window_transform: Callable[[torch.Tensor, ConvShape], torch.Tensor] | None = None
     # the kernel's own timers of its phases: (x, w, b, stride, padding) -> {"transform_ms", ...}
     phases_ms: Callable[..., dict] | None = None
+    # the memory format its caller's input and filter come in (made outside the timed call)
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def arguments(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and weight in the memory format this implementation's callers hold them in."""
+        return (
+            x.contiguous(memory_format=self.memory_format),
+            weight.contiguous(memory_format=self.memory_format),
+        )
 
     def extra_bytes(self, shape: ConvShape, threads: int, cuda: bool = False) -> int | None:
         """Workspace beyond the output, in bytes, from the formula (None: no formula)."""
@@ -328,6 +341,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             _torch_cl,
             extra_elems=lambda shape, _: input_elems(shape) + filter_elems(shape),
         ),
+        Implementation("torch_cl_net", _torch, memory_format=torch.channels_last),
     ]
 }
 BASELINE = "torch"

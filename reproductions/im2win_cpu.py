@@ -104,6 +104,13 @@ def _inputs(shape: ConvShape, seed: int):
     return x, w, b
 
 
+def _call(impl: str, x, w, b, shape: ConvShape):
+    """im2win.conv2d with `impl` on x and w as its callers hold them (Implementation.arguments,
+    made here, outside the timed call: torch_cl_net's channels_last tensors)."""
+    x, w = im2win.IMPLEMENTATIONS[impl].arguments(x, w)
+    return functools.partial(im2win.conv2d, x, w, b, shape.stride, shape.padding, impl=impl)
+
+
 # the `repro run` options this experiment takes besides --scale, --results-dir and --no-progress
 OPTIONS = ("threads", "layers", "impls", "repeat", "min_time", "warmup", "seed", "isa_level")
 
@@ -173,12 +180,7 @@ def run(
             x, w, b = _inputs(shape, seed)
             exact = conv2d_reference(x, w, b, shape.stride, shape.padding)
             bound = error_bound(x, w, b, shape.stride, shape.padding)
-            calls = {
-                impl: functools.partial(
-                    im2win.conv2d, x, w, b, shape.stride, shape.padding, impl=impl
-                )
-                for impl in impls
-            }
+            calls = {impl: _call(impl, x, w, b, shape) for impl in impls}
             violations = {}
             for impl, call in calls.items():
                 bar.set_postfix_str(f"{name} {impl} check")
@@ -254,9 +256,7 @@ def run(
                 bar.set_postfix_str(f"{name} {impl} memory")
                 rec = by_key[(name, impl)]
                 if mem_ok:
-                    call = functools.partial(
-                        im2win.conv2d, x, w, b, shape.stride, shape.padding, impl=impl
-                    )
+                    call = _call(impl, x, w, b, shape)
                     call()
                     increase, out = memory.peak_increase_bytes(call)
                     rec["peak_rss_increase_bytes"] = increase

@@ -539,6 +539,11 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     )
     assert lines[-1] == "| met in |  |  |  |  |  |  | 2 of 3 | 2 of 3 | 3 of 3 |"
     assert "3_quick" not in history and "4_paper" not in history and "6_quick" not in history
+    # a run that also timed torch_cl_net (added later) is read beside those that did not
+    wider, wider_path = run("8", {"conv9": 180.0, "conv12": 160.0}, 60.0)
+    wider["config"]["impls"].append("torch_cl_net")
+    wider_path.write_text(json.dumps(wider))
+    assert "`8_quick.json`" in im2win_cpu_report.goals_history(first, first_path)
 
 
 def test_list_says_what_each_experiment_reproduces_and_its_scales(capsys):
