@@ -1,5 +1,6 @@
 """im2win convolution (Lu et al., HPEC 2022 / Euro-Par 2023) and the peers it is measured against."""
 
+from im2win import nn
 from im2win.conv import conv2d
 from im2win.implementations import BASELINE, IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS, ConvShape
@@ -12,4 +13,5 @@ __all__ = [
     "WINDOW_TRANSFORMS",
     "ConvShape",
     "conv2d",
+    "nn",
 ]

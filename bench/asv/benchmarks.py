@@ -82,3 +82,28 @@ class Conv2dGpu:
         return self.shape.flops / (measure_cuda(self.call).min_ms * 1e-3) / 1e12
 
     track_tflops.unit = "TFLOPS"
+
+
+class Network:
+    """torchvision networks (random weights, eval, batch 1, 224 x 224) as a user runs them with
+    each peer (im2win.nn.prepare): PyTorch's NCHW path, a channels_last network, and every
+    convolution im2win can run swapped for im2win's. What the user feels: the layers after each
+    other, with the batch norms, ReLUs and pooling between them."""
+
+    params = (["resnet18", "alexnet"], ["torch", "torch_cl_net", "im2win"])
+    param_names = ("network", "impl")
+    timeout = 300
+
+    def setup(self, network, impl):
+        import torchvision
+
+        from im2win.nn import prepare
+
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, network)(weights=None).eval()
+        self.model, self.x = prepare(model, torch.randn(BATCH, 3, 224, 224), impl)
+        self.time_forward(network, impl)  # warm up outside the timing
+
+    def time_forward(self, network, impl):
+        with torch.inference_mode():
+            self.model(self.x)
