@@ -253,8 +253,10 @@ def search(
     """Search the supernet's space for the best validation mIoU within `budget`.
 
     `technique`: OpenTuner's search technique by name (default DEFAULT_TECHNIQUE). Note that
-    OpenTuner's choices also depend on Python's per-process string hashing (set iteration inside
-    OpenTuner), so the same seed can take different paths in different processes.
+    the same seed can take different paths in different processes: OpenTuner's choices depend on
+    more than the seeded generators, Python's per-process string hashing among them, but not only
+    (two processes with PYTHONHASHSEED=0, seed 8, the quick supernet: the same subnets and
+    bit-identical scores for 55 proposals, then different ones).
     Stops after `evaluations` mIoU evaluations or `max_proposals` proposals (default 20x
     evaluations: a budget few subnets fit). out_dir keeps trials.json (and OpenTuner's
     database, opentuner.db), which resume=True continues from.
