@@ -11,12 +11,38 @@ own logging setup (which would write ./opentuner.log and print every step) is sk
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import random
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def _population_in_creation_order() -> None:
+    """Make OpenTuner's differential evolution draw the same parents in every process.
+
+    It picks a configuration's three parents with random.shuffle(list(set(population) - {parent})):
+    the shuffle is seeded, but the list it starts from is in set order, and a PopulationMember
+    hashes by its id, its memory address, which differs from process to process. Two `supersam
+    search` processes with one seed (and PYTHONHASHSEED=0) took the same subnets for 55 proposals,
+    then different ones. Here each member hashes by a serial number counted from the start of
+    each search, so the set's order is the members' creation order. (Identity stays its
+    equality: serials are unique.)
+    """
+    from opentuner.search.differentialevolution import PopulationMember
+
+    if not hasattr(PopulationMember, "serials"):
+        make = PopulationMember.__init__
+
+        def __init__(self, *args, **kwargs):
+            make(self, *args, **kwargs)
+            self.serial = next(PopulationMember.serials)
+
+        PopulationMember.__init__ = __init__
+        PopulationMember.__hash__ = lambda self: self.serial
+    PopulationMember.serials = itertools.count()
 
 
 class OpenTunerLoop:
@@ -59,6 +85,7 @@ class OpenTunerLoop:
         warnings.filterwarnings("ignore", message=".*declarative_base.*")
         random.seed(seed)  # OpenTuner's techniques draw from the global generators
         np.random.seed(seed)
+        _population_in_creation_order()
         manipulator = ConfigurationManipulator()
         self._space = {name: list(values) for name, values in space.items()}
         for name, values in self._space.items():

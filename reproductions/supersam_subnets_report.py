@@ -89,8 +89,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             f"\nGoal (OpenTuner reaches the best configuration in fewer evaluations than random "
             f"search, median over {len(cfg['seeds'])} seeds; a run that never reaches it counts as "
             f"more than {cfg['evaluations']}): {verdict}. OpenTuner runs its default technique "
-            "(the AUC-bandit ensemble AUCBanditMetaTechniqueA); its path also depends on the "
-            "process's string hashing, so a rerun can differ. Every search scores subnets with "
+            "(the AUC-bandit ensemble AUCBanditMetaTechniqueA); one seed takes one path in "
+            "every process (harness/tuner.py). Every search scores subnets with "
             "the same validation prompts (--eval-seed 0), so scores compare across seeds.\n"
         )
         lines += search_comparison(curves, cfg["evaluations"])

@@ -252,11 +252,9 @@ def search(
 ) -> SearchResult:
     """Search the supernet's space for the best validation mIoU within `budget`.
 
-    `technique`: OpenTuner's search technique by name (default DEFAULT_TECHNIQUE). Note that
-    the same seed can take different paths in different processes: OpenTuner's choices depend on
-    more than the seeded generators, Python's per-process string hashing among them, but not only
-    (two processes with PYTHONHASHSEED=0, seed 8, the quick supernet: the same subnets and
-    bit-identical scores for 55 proposals, then different ones).
+    `technique`: OpenTuner's search technique by name (default DEFAULT_TECHNIQUE). One seed takes
+    one path in every process (harness.tuner seeds OpenTuner's generators and keeps its
+    differential evolution from drawing parents in the order of their memory addresses).
     Stops after `evaluations` mIoU evaluations or `max_proposals` proposals (default 20x
     evaluations: a budget few subnets fit). out_dir keeps trials.json (and OpenTuner's
     database, opentuner.db), which resume=True continues from.

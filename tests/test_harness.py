@@ -366,3 +366,47 @@ def test_check_writable_creates_nothing_and_names_what_is_in_the_way(tmp_path):
         (tmp_path / "ro").mkdir(mode=0o500)
         with pytest.raises(ValueError, match="Permission denied"):
             check_writable(tmp_path / "ro" / "results")
+
+
+_TUNER_RUN = """
+import hashlib, json, os, sys
+from harness.tuner import OpenTunerLoop
+
+ballast = [object() for _ in range(int(os.environ["BALLAST"]))]  # another memory layout
+space = {name: list(range(16)) for name in "abcd"}
+seen = []
+for _ in range(2):  # two searches in one process: each starts afresh
+    proposals = []
+    with OpenTunerLoop(space, None, "p", "q", seed=3, technique=sys.argv[1]) as tuner:
+        while len(proposals) < 150:
+            for handle, config in tuner.ask():
+                proposals.append(config)
+                tuner.tell(handle, sum((v - 5) ** 2 for v in config.values()))
+    seen.append(hashlib.sha256(json.dumps(proposals).encode()).hexdigest())
+print(json.dumps(seen))
+"""
+
+
+def test_opentuner_search_takes_the_same_path_in_every_process():
+    """One seed, one search path: in processes with different string hashing and memory layouts,
+    and for a second search in the same process. (OpenTuner's differential evolution drew its
+    parents in the set order of objects hashed by address: supersam search diverged after 55
+    proposals from one process to the next.)"""
+    import json
+    import subprocess
+    import sys
+
+    for technique in ("DifferentialEvolutionAlt", "AUCBanditMetaTechniqueA"):
+        runs = []
+        for hash_seed, ballast in (("1", "0"), ("2", "1237")):
+            env = dict(os.environ, PYTHONHASHSEED=hash_seed, BALLAST=ballast)
+            out = subprocess.run(
+                [sys.executable, "-c", _TUNER_RUN, technique],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            runs.append(json.loads(out.splitlines()[-1]))
+        assert runs[0] == runs[1], technique
+        assert runs[0][0] == runs[0][1], technique
