@@ -295,8 +295,9 @@ def goals_history(doc: dict, source: Path) -> str:
     return (
         "## The goals in every comparable run\n\n"
         f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, x86 level, "
-        "layers, implementations, thread count and CPU model, oldest first, judged as this run is "
-        "above. "
+        "layers, implementations the issue's goals read (torch_cl_net aside), thread count and "
+        "CPU model, oldest first, judged as this run is above; met in: of the runs that could "
+        "judge the goal. "
         "One run is one sample of a shared machine: a goal met in some runs and not in others is "
         "not robust. Rounds' order: each round's calls in one fixed order (older runs) "
         "or shuffled anew each round (harness.timing.ROUND_ORDER_SEED). Threads "
