@@ -71,12 +71,16 @@ def peak_bytes(shape: ConvShape, impl: str, threads: int) -> int:
     input and filter, the float64 oracle (conv2d_reference and error_bound: slices of about
     CHUNK_BYTES, then each whole float64 output, concatenated) and, while the implementation's
     output is checked against it, that output, its workspace (its formula; none where none is
-    published, as for oneDNN) and the float64 difference."""
+    published, as for oneDNN), the copies of input and filter in the memory format its callers
+    hold them in (_call: torch_cl_net's channels_last ones) and the float64 difference."""
     x = math.prod(shape.input_shape()) * 4
     w = math.prod(shape.weight_shape()) * 4
     out = math.prod(shape.output_shape()) * 4
     oracle = x + 2 * w + 6 * out + CHUNK_BYTES  # exact, the bound's slices and the bound
-    check = x + w + out + (im2win.IMPLEMENTATIONS[impl].extra_bytes(shape, threads) or 0)
+    entry = im2win.IMPLEMENTATIONS[impl]
+    check = x + w + out + (entry.extra_bytes(shape, threads) or 0)
+    if entry.memory_format != torch.contiguous_format:
+        check += x + w
     return max(oracle, check + 10 * out)  # exact, bound, and the difference's float64 temporaries
 
 

@@ -1,6 +1,7 @@
 """The `repro` command end to end at the smoke scale: raw JSON, tables, figures, re-render."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -355,6 +356,10 @@ def test_a_run_that_needs_more_memory_than_the_machine_has_is_refused_before_it_
     paper = im2win_cpu.layer_shapes("paper")
     assert im2win_cpu.peak_bytes(paper["conv4"], "im2col_gemm", 2) > 18 * 2**30
     assert im2win_cpu.peak_bytes(paper["conv4"], "im2win", 2) < 8 * 2**30
+    # torch_cl_net's channels_last copies of input and filter are held beside the originals
+    x_w = 4 * (math.prod(paper["conv4"].input_shape()) + math.prod(paper["conv4"].weight_shape()))
+    held = im2win_cpu.peak_bytes(paper["conv4"], "torch_cl_net", 2)
+    assert held == im2win_cpu.peak_bytes(paper["conv4"], "torch", 2) + x_w
     smoke = im2win_cpu.layer_shapes("smoke", ["conv1", "conv9"])
     need = max(im2win_cpu.peak_bytes(s, i, 1) for s in smoke.values() for i in ("im2win", "torch"))
     monkeypatch.setattr(
