@@ -39,6 +39,18 @@ def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
     return bool(lib().im2win_fused_splits_k(*shape.window_args(), threads))
 
 
+@per_kernels
+def fused_tiles_every_block(shape: ConvShape, threads: int) -> bool:
+    """Whether the streamed im2win runs each tile of pixels through every channel block before the
+    next tile, instead of one channel block over a work item's pixels: where the whole filter,
+    packed once, fits in L1 (the kernel's im2win_fused_tiles_every_block; conv3 and conv7 with
+    AVX-512 on 48 KB of L1). False on a kernel_ab variant older than that schedule."""
+    kernels = lib()
+    if not hasattr(kernels, "im2win_fused_tiles_every_block"):
+        return False
+    return bool(kernels.im2win_fused_tiles_every_block(*shape.window_args(), threads))
+
+
 def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
     """Whether the streamed im2win packs the whole filter once: where the NHWC kernels do
     (filter_packed_once), and also where K <= M / 2 and the packed filter leaves room for window
@@ -112,6 +124,7 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
 # im2win's paths, as its phases report them
 STREAMED, PLANES, WHOLE = "streamed bands", "window planes a thread", "whole window tensor"
 STREAMED_SPLIT = "streamed bands, output channels split"  # STREAMED where fused_splits_channels
+STREAMED_TILES = "streamed bands, every channel block a tile"  # where fused_tiles_every_block
 
 
 @per_kernels

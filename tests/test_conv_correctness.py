@@ -475,6 +475,42 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("level", ["native", "x86-64-v3"])
+def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, threads):
+    """Where the whole packed filter fits in L1 (im2win_fused_tiles_every_block), each tile of
+    pixels runs through every channel block before the next tile. Filters of a few KB, so on any
+    L1: several channel blocks and a partial last one (K = 70 and 50 on 32- and 16-channel
+    panels), a stride per axis, padding, an even filter; the AVX-512 and AVX2 code where this CPU
+    runs them. Not where the filter outgrows L1: conv5 (2.4 MB packed) at batch 4."""
+    from im2win import cpu
+    from im2win.cpu import levels
+    from im2win.implementations import im2win_with_phases
+    from im2win.plan import STREAMED_TILES, fused_tiles_every_block
+
+    if level != "native" and not levels.runs_here(level):
+        pytest.skip(f"this CPU does not run {level} code")
+    torch.manual_seed(0)
+    shapes = [  # (x, w, stride, padding)
+        ((4, 3, 30, 34), (70, 3, 3, 3), (1, 1), (1, 1)),
+        ((3, 4, 41, 37), (50, 4, 2, 2), (2, 1), (1, 0)),
+    ]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu.kernels_from(cpu.SOURCE, level):
+            for x_shape, w_shape, stride, padding in shapes:
+                x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+                shape = im2win.ConvShape.of(x, w, stride, padding)
+                assert fused_tiles_every_block(shape, threads), x_shape
+                out, phases = im2win_with_phases(x, w, b, stride, padding)
+                assert phases["path"] == STREAMED_TILES
+                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
+            assert not fused_tiles_every_block(PAPER_LAYERS["conv5"].with_batch(4), threads)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_the_output_channels_are_split_only_where_timed():
     """Without -DIM2WIN_SPLIT_K the split takes two threads (each thread builds every band: with
     more, the bands' work would grow with the count) and a filter that outgrows the L2 cache:

@@ -40,6 +40,8 @@ _SIGNATURES = {
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3 + [ctypes.POINTER(_I)]),
     # N C K R S sx P Q threads -> whether each thread convolves its own share of the output channels
     "im2win_fused_splits_k": (_I, [_I] * 9),
+    # N C K R S sx P Q threads -> whether each work item takes every channel block, tile by tile
+    "im2win_fused_tiles_every_block": (_I, [_I] * 9),
     # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
     "im2win_conv_fused": (
         None,
@@ -62,16 +64,16 @@ _SIGNATURES = {
 }
 
 
-# Entry points only the reproduction's probes call, added after kernel_ab first timed copies of the
-# source: a variant that predates one (an older commit's im2win_cpu.cpp) loads without it.
-_PROBES_ONLY = frozenset({"im2win_ukernel_part_gflops"})
+# Entry points added after kernel_ab first timed copies of the source: a variant that predates one
+# (an older commit's im2win_cpu.cpp) loads without it, and its callers read it as absent.
+_NEWER = frozenset({"im2win_ukernel_part_gflops", "im2win_fused_tiles_every_block"})
 
 
 @functools.cache
 def _load(source: Path, march: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     handle = load(source, march, defines)
     for name, (restype, argtypes) in _SIGNATURES.items():
-        if name in _PROBES_ONLY and source != SOURCE and not hasattr(handle, name):
+        if name in _NEWER and source != SOURCE and not hasattr(handle, name):
             continue
         fn = getattr(handle, name)
         fn.restype = restype

@@ -597,9 +597,12 @@ int tile_rows(long left) {
 // panel gathered with AVX2 vgatherdps; the next panel's filter lines prefetched during this one.
 // pack_panel costs about 0.6 ns a float even from L2: the gather's instructions, not memory.)
 // stream: the output tiles go to memory with non-temporal stores (see im2win_streams_output).
+// blocks: channel blocks from k0 on, each tile of pixels through all of them before the next tile
+// (packed only, its whole reduction one micro-kernel call: T <= TC_PACKED); see
+// im2win_tiles_every_block.
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
-                float* panel, double& pack_seconds, bool stream = false) {
+                float* panel, double& pack_seconds, bool stream = false, int blocks = 1) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   const float* a[MR];
   const long step = packed ? TC_PACKED : TC;
@@ -614,8 +617,12 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
       for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
-      ukernel_dispatch<MR>(mr, a, b, tc, out + m * K + k0, K, kvalid, t0 == 0,
-                           bias ? bias + k0 : nullptr, stream);
+      for (int j = 0; j < blocks; ++j) {
+        const int kj = k0 + j * KB;
+        ukernel_dispatch<MR>(mr, a, b + j * T * KB, tc, out + m * K + kj, K,
+                             j ? std::min(KB, K - kj) : kvalid, t0 == 0, bias ? bias + kj : nullptr,
+                             stream);
+      }
       m += mr;
     }
   }
@@ -1261,13 +1268,41 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
                   packs_once);
 }
 
+// Whether each work item of im2win_conv_fused takes every channel block, each tile of pixels
+// through all of them before the next tile (gemm_block's `blocks`), instead of one channel block
+// over all its pixels: where the whole filter, packed once, fits in L1 (kblocks * T * KB floats;
+// conv3 and conv7 at 37 and 7 KB with AVX-512), so cycling through its panels reads nothing
+// from L2, and each tile's output, a pixel's K channels side by side, goes to memory in one run.
+// On the Xeon (family 6 model 167, 48 KB L1d), kernel_ab, torch_cl between the calls, 150 rounds:
+// conv7 1.05x at best and 1.08x at the median, conv3 1.03x and 1.04x; applied to every layer
+// whose filter is packed once, conv5 (2.4 MB of filter, the panels then read from L3 at every
+// tile) 0.93x, conv4 0.99x, the others 1.00-1.01x. The AVX2 code (--march x86-64-v3, 100
+// rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x, conv3 1.01x.
+bool tiles_every_block(int K, long T, bool packed, bool split_k) {
+  return packed && !split_k && T <= TC_PACKED &&
+         cdiv(K, KB) * KB * T * static_cast<long>(sizeof(float)) <= kL1Bytes;
+}
+
+// The same for a shape (its plan computed here), for the Python side's plan.
+int im2win_fused_tiles_every_block(int N, int C, int K, int R, int S, int sx, int P, int Q,
+                                   int nthreads) {
+  long rows_per_item, band_floats, work_floats;
+  int packs_once;
+  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
+                    &packs_once);
+  const long T = static_cast<long>(C) * R * S;
+  return tiles_every_block(K, T, packs_once,
+                           splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once));
+}
+
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
 // into this thread's band buffer (phase "transform", in cache) and consumed at once by the same
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
-// Work item = (block of output rows, block of KB output channels), handed out in grabs (below),
-// or, where im2win_fused_splits_k, each thread's own channel blocks over every row block.
+// Work item = (block of output rows, block of KB output channels, or every block where
+// tiles_every_block), handed out in grabs (below), or, where im2win_fused_splits_k, each thread's
+// own channel blocks over every row block.
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
 // threads' imbalance).
@@ -1290,6 +1325,9 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const bool split_k = splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once);
   float* packed = prepack ? filter_work : nullptr;
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
+  // Channel blocks a work item takes (all where tiles_every_block) and such items a row block.
+  const int kgroup = tiles_every_block(K, T, prepack, split_k) ? static_cast<int>(kblocks) : 1;
+  const long kitems = kblocks / kgroup;
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
   // in grabs of consecutive items from a shared counter: whole row blocks (1-4) while there is work
   // for every thread, so a thread's next items continue the rows its band holds (the same rows for
@@ -1331,7 +1369,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
       row0 = (rb - head) % 2 ? mid : b0, rows = (rb - head) % 2 ? b1 - mid : mid - b0;
     }
   };
-  const long items = (row_blocks + tail) * kblocks;
+  const long items = (row_blocks + tail) * kitems;
   std::atomic<long> next_item{0};
   double slowest = 0.0, slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
 #pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack, slowest_busy) \
@@ -1348,7 +1386,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     // blocks it packed). Its items, (row block rb, its block kb0 + j) numbered rb * mine + j, come
     // in grabs [first, first + take): from the shared counter, or where split_k its own items one
     // row block at a time.
-    long kb0 = 0, kb1 = kblocks;
+    long kb0 = 0, kb1 = kitems;  // split_k: kitems = kblocks
     if (split_k) thread_share(kblocks, &kb0, &kb1);
     const long mine = kb1 - kb0, my_items = (row_blocks + tail) * mine;
     long own = 0;  // split_k: this thread's next item
@@ -1360,8 +1398,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
       first = next_item.load(std::memory_order_relaxed);
       do {
         const long left = items - first;  // whole row blocks while there is work for all threads
-        take = left >= 2 * nthreads * kblocks
-                   ? kblocks * std::clamp(left / kblocks / (4l * nthreads), 1l, 4l) : 1;
+        take = left >= 2 * nthreads * kitems
+                   ? kitems * std::clamp(left / kitems / (4l * nthreads), 1l, 4l) : 1;
       } while (first < items && !next_item.compare_exchange_weak(first, first + take));
       return first < items;
     };
@@ -1380,9 +1418,9 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
           for (long row = 0, m = 0; row < rows; ++row)  // pixel -> start of its window
             for (long q = 0; q < Q; ++q, ++m) arow[m] = band + (row * Wu + q * sx) * RC;
         }
-        const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
-        gemm_block(arow.data(), m1 - m0, f, prepack ? packed + kb * T * KB : nullptr, T, R, S, C, K,
-                   k0, kvalid, bias, out + m0 * K, panel, packing, stream);
+        const int k0 = static_cast<int>(kb * kgroup * KB), kvalid = std::min(KB, K - k0);
+        gemm_block(arow.data(), m1 - m0, f, prepack ? packed + kb * kgroup * T * KB : nullptr, T, R,
+                   S, C, K, k0, kvalid, bias, out + m0 * K, panel, packing, stream, kgroup);
       }
     }
     slowest = transform;
