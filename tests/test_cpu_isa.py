@@ -81,6 +81,20 @@ def test_the_main_loop_of_every_level_keeps_its_tile_in_registers(level, loop):
     assert mix.stack_accesses == 0 and mix.gpr_vector_moves == 0
 
 
+def test_the_two_panel_main_loop_keeps_its_tile_in_registers():
+    """ukernel_wide's main loop (AVX-512): two steps a pass, each 6 pixels by 4 vectors of output
+    channels, 24 multiply-adds on zmm registers from 4 B vectors and 6 broadcast pixel values; it
+    stores nothing and never touches the stack."""
+    try:
+        mix = isa.ukernel_loop("x86-64-v4", loop="wide")
+    except CompilerError as err:
+        pytest.skip(f"the compiler does not build -march=x86-64-v4: {str(err).splitlines()[-1]}")
+    assert (mix.rows, mix.steps, mix.vector_width) == (6, 2, "zmm")
+    assert mix.multiply_adds == 2 * 6 * 4
+    assert mix.loads == 2 * (4 + 6) and mix.broadcasts == 2 * 6
+    assert mix.stores == mix.stack_accesses == mix.gpr_vector_moves == 0
+
+
 @pytest.mark.parametrize("level", ["x86-64-v3", "x86-64-v4"])
 def test_the_micro_kernel_taken_apart_keeps_its_multiply_adds(level):
     """The loops im2win_ukernel_part_gflops times are the micro-kernel's own, less one kind of

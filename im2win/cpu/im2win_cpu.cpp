@@ -362,6 +362,82 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
   }
 }
 
+// Micro-kernel over two whole panels (2 x NR vectors of output channels) a tile, for
+// gemm_block's tiles through every channel block (tiles_every_block): C[i][0:2 KB] = bias +
+// sum_t a[i][t] * [b0[t] b1[t]] for i < M <= MR / 2, the whole reduction in one call. With
+// AVX-512 on Intel only: a 6 x 4 tile broadcasts 6 pixel values a step for 24 multiply-adds
+// against 12 x 2's 12, and a pixel's 64 channels are one tile. On the Xeon (family 6 model 167),
+// kernel_ab, torch_cl between the calls, against two 12 x 2 tiles through the two panels: conv7
+// 1.10x at best and 1.11x at the median, conv3 1.02x and 1.02x (100 rounds). (The same with AVX2's
+// 3 x 4: conv7 0.84x, conv3 0.66x; its 12 accumulators, 4 B rows and a broadcast overflow the 16
+// vector registers. Not timed on AMD's cores, which keep 12 x 2.) Two steps a pass, as Intel's
+// main loop (kIntel).
+template <int M>
+void ukernel_wide(const float* const* a, const float* b0, const float* b1, int tc, float* c,
+                  long ldc, const float* bias, bool stream) {
+  constexpr int N = 2 * NR;
+  V acc[M][N];
+  {
+    V bb[N];
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) bb[j] = bias ? loadu(bias + j * VL) : V{};
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) acc[i][j] = bb[j];
+  }
+  const float* ap[M];  // counted up from -tc to zero, as in ukernel_full
+#pragma GCC unroll 8
+  for (int i = 0; i < M; ++i) {
+    ap[i] = a[i] + tc;
+    __asm__("" : "+r"(ap[i]));
+  }
+  const float* bp0 = b0 + static_cast<long>(tc) * KB;
+  const float* bp1 = b1 + static_cast<long>(tc) * KB;
+  auto step = [&](long t) __attribute__((always_inline)) {
+    V bv[N];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) bv[j] = loadu(bp0 + t * KB + j * VL);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) bv[NR + j] = loadu(bp1 + t * KB + j * VL);
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      const float ai = ap[i][t];
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) acc[i][j] += bv[j] * ai;
+    }
+  };
+  long t = -tc;
+  if (tc & 1) step(t++);
+  __asm__ volatile("# im2win-ukernel-wide-begin M=%c0" ::"i"(M));
+  for (; t != 0; t += 2) {
+    step(t);
+    step(t + 1);
+  }
+  __asm__ volatile("# im2win-ukernel-wide-end M=%c0" ::"i"(M));
+  __asm__("" : "+r"(c), "+r"(ldc));
+  if (stream) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
+  } else {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
+  }
+}
+
+template <int M>
+void ukernel_wide_dispatch(int m, const float* const* a, const float* b0, const float* b1, int tc,
+                           float* c, long ldc, const float* bias, bool stream) {
+  if constexpr (M > 0) {
+    if (m == M) return ukernel_wide<M>(a, b0, b1, tc, c, ldc, bias, stream);
+    return ukernel_wide_dispatch<M - 1>(m, a, b0, b1, tc, c, ldc, bias, stream);
+  }
+}
+
 // Phase "pack": panel[tt][kk] = F[k0 + kk][c][r][s] for the tc reduction steps starting at (s, r, c)
 // in window order t = (s, r, c); zero past K. Advances (s, r, c) by tc steps.
 void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid, int tc, long& s,
@@ -617,7 +693,16 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
       for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
-      for (int j = 0; j < blocks; ++j) {
+      int j = 0;  // pairs of whole panels first, where ukernel_wide runs
+      if (kIntel && VL == 16)
+        for (; j + 1 < blocks && k0 + (j + 2) * KB <= K; j += 2) {
+          const int kj = k0 + j * KB;
+          for (int i = 0; i < mr; i += MR / 2)
+            ukernel_wide_dispatch<MR / 2>(std::min(MR / 2, mr - i), a + i, b + j * T * KB,
+                                          b + (j + 1) * T * KB, tc, out + (m + i) * K + kj, K,
+                                          bias ? bias + kj : nullptr, stream);
+        }
+      for (; j < blocks; ++j) {
         const int kj = k0 + j * KB;
         ukernel_dispatch<MR>(mr, a, b + j * T * KB, tc, out + m * K + kj, K,
                              j ? std::min(KB, K - kj) : kvalid, t0 == 0, bias ? bias + kj : nullptr,
@@ -1278,6 +1363,9 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 // whose filter is packed once, conv5 (2.4 MB of filter, the panels then read from L3 at every
 // tile) 0.93x, conv4 0.99x, the others 1.00-1.01x. The AVX2 code (--march x86-64-v3, 100
 // rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x, conv3 1.01x.
+// With AVX-512 on Intel, two whole panels a tile at once (ukernel_wide): against this schedule
+// at 625c5d3 with 12 x 2 tiles only, conv7 1.14x at best and 1.10x at the median, conv3 1.03x and
+// 1.03x, conv9 (not on this path) 0.995x and 0.99x (Xeon, torch_cl between, 150 rounds).
 bool tiles_every_block(int K, long T, bool packed, bool split_k) {
   return packed && !split_k && T <= TC_PACKED &&
          cdiv(K, KB) * KB * T * static_cast<long>(sizeof(float)) <= kL1Bytes;
