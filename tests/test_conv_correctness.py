@@ -300,23 +300,53 @@ def test_im2win_output_streamed_to_memory(threads):
     """A short reduction with an output larger than the L2 caches: the output tiles go to memory
     with non-temporal stores, on both paths, with and without bias; so does a reduction longer
     than a panel over the filter packed once (one micro-kernel call: each tile written once); K
-    that is not a multiple of the vector keeps plain stores."""
+    that is not a multiple of the vector keeps plain stores. Built with -DIM2WIN_STREAM_L2 (AMD's
+    rule on any vendor), so that the streamed stores run on any host; Intel's streams only
+    outputs past a quarter of the last-level cache (the test after this one)."""
+    from im2win import cpu
     from im2win.plan import filter_packed_once, streams_output
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        shape = im2win.ConvShape(n=2, c=3, h=190, w=190, k=64, r=3, s=3, padding=(1, 1))
-        odd = dataclasses.replace(shape, k=60)
-        deep = im2win.ConvShape(n=2, c=32, h=130, w=130, k=64, r=3, s=3)  # T = 288 > TC
-        assert streams_output(shape, threads) and not streams_output(odd, threads)
-        assert filter_packed_once(deep) and streams_output(deep, threads)
-        for s in (shape, odd, deep):
-            x, w = torch.randn(s.input_shape()), torch.randn(s.weight_shape())
-            for impl, b in (("im2win", torch.randn(s.k)), ("im2win_nhwc", None)):
-                _check(impl, x, w, b, s.stride, s.padding)
+        with cpu.kernels_from(cpu.SOURCE, "native", ("IM2WIN_STREAM_L2=1",)):
+            shape = im2win.ConvShape(n=2, c=3, h=190, w=190, k=64, r=3, s=3, padding=(1, 1))
+            odd = dataclasses.replace(shape, k=60)
+            deep = im2win.ConvShape(n=2, c=32, h=130, w=130, k=64, r=3, s=3)  # T = 288 > TC
+            assert streams_output(shape, threads) and not streams_output(odd, threads)
+            assert filter_packed_once(deep) and streams_output(deep, threads)
+            for s in (shape, odd, deep):
+                x, w = torch.randn(s.input_shape()), torch.randn(s.weight_shape())
+                for impl, b in (("im2win", torch.randn(s.k)), ("im2win_nhwc", None)):
+                    _check(impl, x, w, b, s.stride, s.padding)
     finally:
         torch.set_num_threads(old)
+
+
+def test_intel_streams_only_outputs_past_a_quarter_of_the_last_level_cache():
+    """Intel's rule (-DIM2WIN_INTEL=1): plain stores into an output within a quarter of the
+    last-level cache (sysconf), whose lines are mostly still there from the buffer's last use;
+    non-temporal ones past it; and where the system does not say, the L2 rule AMD's cores use."""
+    import shutil
+    import subprocess
+
+    from im2win import cpu
+    from im2win.plan import streams_output
+
+    if not shutil.which("getconf"):
+        pytest.skip("no getconf to read the last-level cache's size with")
+    said = subprocess.run(["getconf", "LEVEL3_CACHE_SIZE"], capture_output=True, text=True).stdout
+    llc = int(said) if said.strip().isdigit() else 0  # Python's os.sysconf does not know the name
+    conv7 = PAPER_LAYERS["conv7"]  # T = 27: one micro-kernel call; 64 x 222 x 222 floats an image
+    image_bytes = 4 * conv7.k * conv7.p * conv7.q
+    with cpu.kernels_from(cpu.SOURCE, "native", ("IM2WIN_INTEL=1",)):
+        if llc <= 0:  # half a core's L2 cache, as on AMD
+            assert streams_output(conv7.with_batch(1), 2)
+            return
+        fits = llc // 4 // image_bytes  # images whose output fits in a quarter of the cache
+        assert streams_output(conv7.with_batch(fits + 1), 2)
+        if fits:
+            assert not streams_output(conv7.with_batch(fits), 2)
 
 
 @pytest.mark.parametrize(

@@ -697,10 +697,20 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
       if (kIntel && VL == 16)
         for (; j + 1 < blocks && k0 + (j + 2) * KB <= K; j += 2) {
           const int kj = k0 + j * KB;
-          for (int i = 0; i < mr; i += MR / 2)
+          for (int i = 0; i < mr; i += MR / 2) {
+            // Written with plain stores (on Intel, an output within a quarter of the last-level
+            // cache; see im2win_streams_output), the output lines of the tile two on are
+            // prefetched for writing: conv7 at batch 4 on the Xeon 1.05x at best and 1.03x at the
+            // median against none, conv3 1.00x and 1.01x (kernel_ab, torch_cl between, 150 rounds).
+            if (!stream)
+              for (int p = 0; p < MR / 2; ++p)
+#pragma GCC unroll 4
+                for (int v = 0; v < 2 * KB; v += 64 / sizeof(float))
+                  __builtin_prefetch(out + (m + i + MR + p) * K + kj + v, 1, 3);
             ukernel_wide_dispatch<MR / 2>(std::min(MR / 2, mr - i), a + i, b + j * T * KB,
                                           b + (j + 1) * T * KB, tc, out + (m + i) * K + kj, K,
                                           bias ? bias + kj : nullptr, stream);
+          }
         }
       for (; j < blocks; ++j) {
         const int kj = k0 + j * KB;
@@ -1168,12 +1178,33 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // 1.02x (1.03x apart), conv5 1.01x. (The next layer then reads that output from memory, not
 // from the cache: at most 1.6 MB, 0.05 ms at this VM's 30 GB/s.)
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
+//
+// On Intel, only an output larger than a quarter of the last-level cache: below that, the output
+// buffer's lines are mostly still in that cache from its last use (the allocator hands the same
+// blocks out again), and each non-temporal store must first evict its line. On the Xeon (family
+// 6 model 167, 2 MB L2, 480 MB L3 by sysconf), kernel_ab, torch_cl between the calls, at batch
+// 4, plain stores against non-temporal ones on every streamed layer (100 and 150 rounds, one run
+// with the threads' cores together and one apart): conv1 1.05x and 0.99x at best, 1.07x and
+// 1.04x at the median; conv2 1.08x and 1.06x, 1.08x and 1.07x; conv3 1.05x and 1.04x, 1.15x and
+// 1.11x; conv7 0.96x and 0.99x at best, 1.20x and 1.48x at the median (its non-temporal calls'
+// median half their best); conv9 1.02x and 1.07x, 1.01x and 1.04x; conv4, conv5, conv6, conv8,
+// conv10-conv12 0.99-1.02x. Larger batches (12 rounds; output in MB): conv7 at batch 8 (101)
+// 0.99x at best and 1.43x at the median, batch 16 (202) 0.77x and 0.89x, batch 32 (404) 0.63x,
+// batch 64 (808) 0.61x; conv1 at batch 32 (37) 1.03x, batch 64 (74) 0.98x; conv3 at batch 32
+// (101) 1.01x; conv9 at batch 64 (48) 0.99x (these with the write prefetch of gemm_block's two-panel
+// tiles). AMD's cores keep the rule above (timed there).
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
   // nthreads no longer counts (half of one core's L2, whatever the threads); kept, so that the
   // entry point takes the arguments older sources' does (kernel_ab loads them under one signature)
   (void)nthreads;
-  return T <= (packed ? TC_PACKED : TC) && K % VL == 0 &&
-         M * K > band_cap_floats();
+#ifdef IM2WIN_STREAM_L2  // every vendor by the L2 rule (the tests: the streamed stores on any host)
+  const long llc = 0;
+#else
+  const long llc = cache_bytes(_SC_LEVEL3_CACHE_SIZE, 0);
+#endif
+  const long past = kIntel && llc > 0 ? llc / 4 / static_cast<long>(sizeof(float))
+                                      : band_cap_floats();
+  return T <= (packed ? TC_PACKED : TC) && K % VL == 0 && M * K > past;
 }
 
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
