@@ -324,22 +324,29 @@ def test_im2win_output_streamed_to_memory(threads):
 
 
 def test_intel_streams_only_outputs_past_a_quarter_of_the_last_level_cache():
-    """Intel's rule (-DIM2WIN_INTEL=1): plain stores into an output within a quarter of the
-    last-level cache (sysconf), whose lines are mostly still there from the buffer's last use;
-    non-temporal ones past it; and where the system does not say, the L2 rule AMD's cores use."""
+    """Intel's rule with AVX-512 (-DIM2WIN_INTEL=1): plain stores into an output within a quarter
+    of the last-level cache (sysconf), whose lines are mostly still there from the buffer's last
+    use; non-temporal ones past it; and where the system does not say, the L2 rule AMD's cores
+    and the AVX2 code use."""
     import shutil
     import subprocess
 
     from im2win import cpu
+    from im2win.cpu import levels
     from im2win.plan import streams_output
 
+    conv7 = PAPER_LAYERS["conv7"]  # T = 27: one micro-kernel call; 64 x 222 x 222 floats an image
+    if levels.runs_here("x86-64-v3"):  # the AVX2 code: half a core's L2
+        with cpu.kernels_from(cpu.SOURCE, "x86-64-v3", ("IM2WIN_INTEL=1",)):
+            assert streams_output(conv7.with_batch(1), 2)
+    if not levels.runs_here("x86-64-v4"):
+        pytest.skip("this CPU does not run AVX-512 code")
     if not shutil.which("getconf"):
         pytest.skip("no getconf to read the last-level cache's size with")
     said = subprocess.run(["getconf", "LEVEL3_CACHE_SIZE"], capture_output=True, text=True).stdout
     llc = int(said) if said.strip().isdigit() else 0  # Python's os.sysconf does not know the name
-    conv7 = PAPER_LAYERS["conv7"]  # T = 27: one micro-kernel call; 64 x 222 x 222 floats an image
     image_bytes = 4 * conv7.k * conv7.p * conv7.q
-    with cpu.kernels_from(cpu.SOURCE, "native", ("IM2WIN_INTEL=1",)):
+    with cpu.kernels_from(cpu.SOURCE, "x86-64-v4", ("IM2WIN_INTEL=1",)):
         if llc <= 0:  # half a core's L2 cache, as on AMD
             assert streams_output(conv7.with_batch(1), 2)
             return

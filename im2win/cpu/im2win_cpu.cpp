@@ -1179,7 +1179,7 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // from the cache: at most 1.6 MB, 0.05 ms at this VM's 30 GB/s.)
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
 //
-// On Intel, only an output larger than a quarter of the last-level cache: below that, the output
+// On Intel with AVX-512, only an output larger than a quarter of the last-level cache: below that, the output
 // buffer's lines are mostly still in that cache from its last use (the allocator hands the same
 // blocks out again), and each non-temporal store must first evict its line. On the Xeon (family
 // 6 model 167, 2 MB L2, 480 MB L3 by sysconf), kernel_ab, torch_cl between the calls, at batch
@@ -1192,7 +1192,9 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // 0.99x at best and 1.43x at the median, batch 16 (202) 0.77x and 0.89x, batch 32 (404) 0.63x,
 // batch 64 (808) 0.61x; conv1 at batch 32 (37) 1.03x, batch 64 (74) 0.98x; conv3 at batch 32
 // (101) 1.01x; conv9 at batch 64 (48) 0.99x (these with the write prefetch of gemm_block's two-panel
-// tiles). AMD's cores keep the rule above (timed there).
+// tiles). AMD's cores keep the rule above (timed there), and so does the AVX2 code: on the same
+// Xeon (--march x86-64-v3, 80 rounds, the threads' cores apart) plain stores ran conv7 0.93x at
+// best and 0.85x at the median, conv3 0.98x and 0.96x, the others 0.99-1.01x.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
   // nthreads no longer counts (half of one core's L2, whatever the threads); kept, so that the
   // entry point takes the arguments older sources' does (kernel_ab loads them under one signature)
@@ -1202,8 +1204,8 @@ int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
 #else
   const long llc = cache_bytes(_SC_LEVEL3_CACHE_SIZE, 0);
 #endif
-  const long past = kIntel && llc > 0 ? llc / 4 / static_cast<long>(sizeof(float))
-                                      : band_cap_floats();
+  const long past = kIntel && VL == 16 && llc > 0 ? llc / 4 / static_cast<long>(sizeof(float))
+                                                   : band_cap_floats();
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 && M * K > past;
 }
 
