@@ -1398,7 +1398,8 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 // rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x, conv3 1.01x.
 // With AVX-512 on Intel, two whole panels a tile at once (ukernel_wide): against this schedule
 // at 625c5d3 with 12 x 2 tiles only, conv7 1.14x at best and 1.10x at the median, conv3 1.03x and
-// 1.03x, conv9 (not on this path) 0.995x and 0.99x (Xeon, torch_cl between, 150 rounds).
+// 1.03x, conv9 (not on this path) 0.995x and 0.99x (Xeon, torch_cl between, 150 rounds). (Up to
+// an eighth of L2 instead of L1, so conv1, conv2 and conv9 too: 0.99-1.01x there, 100 rounds.)
 bool tiles_every_block(int K, long T, bool packed, bool split_k) {
   return packed && !split_k && T <= TC_PACKED &&
          cdiv(K, KB) * KB * T * static_cast<long>(sizeof(float)) <= kL1Bytes;
