@@ -51,8 +51,8 @@ from im2win.plan import (
     WHOLE,
     filter_packed_once,
     filter_work_floats,
+    fused_item_blocks,
     fused_splits_channels,
-    fused_tiles_every_block,
     im2win_workspace_floats,
     path_plan,
 )
@@ -83,7 +83,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     """im2win on validated arguments, and where its time went: {"transform_ms": building windows,
     "pack_ms": packing the filter, "wait_ms": how long the first thread done waited for the last,
     "path": "streamed bands" (", output channels split": each thread its share of them over
-    every row; ", every channel block a tile": see fused_tiles_every_block), "window planes a
+    every row; ", 2 channel blocks a tile": see fused_item_blocks), "window planes a
     thread" or "whole window tensor"}. The kernel's own timers, the slowest thread's times, except
     the materialised window tensor's transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
@@ -100,8 +100,8 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     out, seconds = _convolve_fused(x, shape, weight, bias, work_floats, kernel)
     if path == STREAMED and fused_splits_channels(shape, threads):
         path = STREAMED_SPLIT
-    elif path == STREAMED and fused_tiles_every_block(shape, threads):
-        path = STREAMED_TILES
+    elif path == STREAMED and fused_item_blocks(shape, threads) > 1:
+        path = STREAMED_TILES.format(fused_item_blocks(shape, threads))
     return out, _phases(seconds) | {"path": path}
 
 

@@ -40,15 +40,16 @@ def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
 
 
 @per_kernels
-def fused_tiles_every_block(shape: ConvShape, threads: int) -> bool:
-    """Whether the streamed im2win runs each tile of pixels through every channel block before the
-    next tile, instead of one channel block over a work item's pixels: where the whole filter,
-    packed once, fits in L1 (the kernel's im2win_fused_tiles_every_block; conv3 and conv7 with
-    AVX-512 on 48 KB of L1). False on a kernel_ab variant older than that schedule."""
+def fused_item_blocks(shape: ConvShape, threads: int) -> int:
+    """Channel blocks of the streamed im2win's work items, each tile of pixels through all of them
+    before the next tile (1: one block over the item's pixels): every block where the whole
+    filter, packed once, fits in L1 (conv3 and conv7 with AVX-512 on 48 KB of L1), two with
+    AVX-512 on Intel where a pair's panels fit in a quarter of L2 (conv8-conv10 at batch 4); the
+    kernel's im2win_fused_item_blocks. 1 on a kernel_ab variant older than that schedule."""
     kernels = lib()
-    if not hasattr(kernels, "im2win_fused_tiles_every_block"):
-        return False
-    return bool(kernels.im2win_fused_tiles_every_block(*shape.window_args(), threads))
+    if not hasattr(kernels, "im2win_fused_item_blocks"):
+        return 1
+    return int(kernels.im2win_fused_item_blocks(*shape.window_args(), threads))
 
 
 def fused_packs_filter_once(shape: ConvShape, threads: int) -> bool:
@@ -124,7 +125,7 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
 # im2win's paths, as its phases report them
 STREAMED, PLANES, WHOLE = "streamed bands", "window planes a thread", "whole window tensor"
 STREAMED_SPLIT = "streamed bands, output channels split"  # STREAMED where fused_splits_channels
-STREAMED_TILES = "streamed bands, every channel block a tile"  # where fused_tiles_every_block
+STREAMED_TILES = "streamed bands, {} channel blocks a tile"  # where fused_item_blocks > 1
 
 
 @per_kernels

@@ -515,15 +515,16 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("level", ["native", "x86-64-v3"])
 def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, threads):
-    """Where the whole packed filter fits in L1 (im2win_fused_tiles_every_block), each tile of
-    pixels runs through every channel block before the next tile. Filters of a few KB, so on any
-    L1: several channel blocks and a partial last one (K = 70 and 50 on 32- and 16-channel
-    panels), a stride per axis, padding, an even filter; the AVX-512 and AVX2 code where this CPU
-    runs them. Not where the filter outgrows L1: conv5 (2.4 MB packed) at batch 4."""
+    """Where the whole packed filter fits in L1 (im2win_fused_item_blocks), each tile of pixels
+    runs through every channel block before the next tile. Filters of a few KB, so on any L1:
+    several channel blocks and a partial last one (K = 70 and 50 on 32- and 16-channel panels), a
+    stride per axis, padding, an even filter; the AVX-512 and AVX2 code where this CPU runs them.
+    Not where the filter outgrows L1 and, with Intel's AVX-512 code, a quarter of L2: conv5 (2.4
+    MB packed) at batch 4."""
     from im2win import cpu
     from im2win.cpu import levels
     from im2win.implementations import im2win_with_phases
-    from im2win.plan import STREAMED_TILES, fused_tiles_every_block
+    from im2win.plan import STREAMED_TILES, fused_item_blocks
 
     if level != "native" and not levels.runs_here(level):
         pytest.skip(f"this CPU does not run {level} code")
@@ -535,15 +536,55 @@ def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, thre
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with cpu.kernels_from(cpu.SOURCE, level):
+        with cpu.kernels_from(cpu.SOURCE, level) as kernels:
+            panel = 2 * kernels.im2win_simd_width()  # NR = 2 vectors of output channels
             for x_shape, w_shape, stride, padding in shapes:
                 x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
                 shape = im2win.ConvShape.of(x, w, stride, padding)
-                assert fused_tiles_every_block(shape, threads), x_shape
+                blocks = -(-shape.k // panel)
+                assert fused_item_blocks(shape, threads) == blocks > 1, x_shape
                 out, phases = im2win_with_phases(x, w, b, stride, padding)
-                assert phases["path"] == STREAMED_TILES
+                assert phases["path"] == STREAMED_TILES.format(blocks)
                 assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
-            assert not fused_tiles_every_block(PAPER_LAYERS["conv5"].with_batch(4), threads)
+            assert fused_item_blocks(PAPER_LAYERS["conv5"].with_batch(4), threads) == 1
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_intel_avx512_takes_two_channel_blocks_a_tile_where_they_fit_in_l2(threads):
+    """Intel's AVX-512 code (-DIM2WIN_INTEL=1) gives each work item two channel blocks where they
+    pair up and a pair's panels fit in a quarter of L2 (T = 288: 74 KB a pair, past any L1 of
+    48 KB), run through ukernel_wide, whole pairs only: K = 128 (four blocks), 120 (the last
+    pair's second block partial, through 12 x 2 tiles), a stride and padding. Not where the
+    blocks do not pair up (K = 96) nor on AMD's tuning."""
+    from im2win import cpu
+    from im2win.cpu import levels
+    from im2win.implementations import im2win_with_phases
+    from im2win.plan import STREAMED_TILES, fused_item_blocks
+
+    if not levels.runs_here("x86-64-v4"):
+        pytest.skip("this CPU does not run AVX-512 code")
+    torch.manual_seed(0)
+    shapes = [  # (x, w, stride, padding)
+        ((3, 32, 30, 34), (128, 32, 3, 3), (1, 1), (1, 1)),
+        ((2, 32, 33, 29), (120, 32, 3, 3), (2, 1), (0, 1)),
+    ]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu.kernels_from(cpu.SOURCE, "x86-64-v4", ("IM2WIN_INTEL=1",)):
+            for x_shape, w_shape, stride, padding in shapes:
+                x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+                shape = im2win.ConvShape.of(x, w, stride, padding)
+                assert fused_item_blocks(shape, threads) == 2, x_shape
+                out, phases = im2win_with_phases(x, w, b, stride, padding)
+                assert phases["path"] == STREAMED_TILES.format(2)
+                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
+            odd = im2win.ConvShape(n=3, c=32, h=30, w=34, k=96, r=3, s=3)
+            assert fused_item_blocks(odd, threads) == 1
+        with cpu.kernels_from(cpu.SOURCE, "x86-64-v4", ("IM2WIN_INTEL=0",)):
+            assert fused_item_blocks(im2win.ConvShape.of(x, w, stride, padding), threads) == 1
     finally:
         torch.set_num_threads(old)
 

@@ -40,8 +40,8 @@ _SIGNATURES = {
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3 + [ctypes.POINTER(_I)]),
     # N C K R S sx P Q threads -> whether each thread convolves its own share of the output channels
     "im2win_fused_splits_k": (_I, [_I] * 9),
-    # N C K R S sx P Q threads -> whether each work item takes every channel block, tile by tile
-    "im2win_fused_tiles_every_block": (_I, [_I] * 9),
+    # N C K R S sx P Q threads -> channel blocks a work item takes, each tile through all of them
+    "im2win_fused_item_blocks": (_I, [_I] * 9),
     # x, strides, N C H W K R S sy sx py px P Q, f, bias, out, work, phase_seconds, threads
     "im2win_conv_fused": (
         None,
@@ -66,7 +66,7 @@ _SIGNATURES = {
 
 # Entry points added after kernel_ab first timed copies of the source: a variant that predates one
 # (an older commit's im2win_cpu.cpp) loads without it, and its callers read it as absent.
-_NEWER = frozenset({"im2win_ukernel_part_gflops", "im2win_fused_tiles_every_block"})
+_NEWER = frozenset({"im2win_ukernel_part_gflops", "im2win_fused_item_blocks"})
 
 
 @functools.cache

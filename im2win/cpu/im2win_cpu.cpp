@@ -363,7 +363,7 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
 }
 
 // Micro-kernel over two whole panels (2 x NR vectors of output channels) a tile, for
-// gemm_block's tiles through every channel block (tiles_every_block): C[i][0:2 KB] = bias +
+// gemm_block's tiles through several channel blocks (item_blocks): C[i][0:2 KB] = bias +
 // sum_t a[i][t] * [b0[t] b1[t]] for i < M <= MR / 2, the whole reduction in one call. With
 // AVX-512 on Intel only: a 6 x 4 tile broadcasts 6 pixel values a step for 24 multiply-adds
 // against 12 x 2's 12, and a pixel's 64 channels are one tile. On the Xeon (family 6 model 167),
@@ -674,8 +674,7 @@ int tile_rows(long left) {
 // pack_panel costs about 0.6 ns a float even from L2: the gather's instructions, not memory.)
 // stream: the output tiles go to memory with non-temporal stores (see im2win_streams_output).
 // blocks: channel blocks from k0 on, each tile of pixels through all of them before the next tile
-// (packed only, its whole reduction one micro-kernel call: T <= TC_PACKED); see
-// im2win_tiles_every_block.
+// (packed only, its whole reduction one micro-kernel call: T <= TC_PACKED); see item_blocks.
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
                 float* panel, double& pack_seconds, bool stream = false, int blocks = 1) {
@@ -1386,35 +1385,46 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
                   packs_once);
 }
 
-// Whether each work item of im2win_conv_fused takes every channel block, each tile of pixels
-// through all of them before the next tile (gemm_block's `blocks`), instead of one channel block
-// over all its pixels: where the whole filter, packed once, fits in L1 (kblocks * T * KB floats;
-// conv3 and conv7 at 37 and 7 KB with AVX-512), so cycling through its panels reads nothing
-// from L2, and each tile's output, a pixel's K channels side by side, goes to memory in one run.
-// On the Xeon (family 6 model 167, 48 KB L1d), kernel_ab, torch_cl between the calls, 150 rounds:
-// conv7 1.05x at best and 1.08x at the median, conv3 1.03x and 1.04x; applied to every layer
-// whose filter is packed once, conv5 (2.4 MB of filter, the panels then read from L3 at every
-// tile) 0.93x, conv4 0.99x, the others 1.00-1.01x. The AVX2 code (--march x86-64-v3, 100
-// rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x, conv3 1.01x.
-// With AVX-512 on Intel, two whole panels a tile at once (ukernel_wide): against this schedule
-// at 625c5d3 with 12 x 2 tiles only, conv7 1.14x at best and 1.10x at the median, conv3 1.03x and
-// 1.03x, conv9 (not on this path) 0.995x and 0.99x (Xeon, torch_cl between, 150 rounds). (Up to
-// an eighth of L2 instead of L1, so conv1, conv2 and conv9 too: 0.99-1.01x there, 100 rounds.)
-bool tiles_every_block(int K, long T, bool packed, bool split_k) {
-  return packed && !split_k && T <= TC_PACKED &&
-         cdiv(K, KB) * KB * T * static_cast<long>(sizeof(float)) <= kL1Bytes;
+// Channel blocks each work item of im2win_conv_fused takes, each tile of pixels through all of them
+// before the next tile (gemm_block's `blocks`), instead of one channel block over all its pixels:
+//   * every one, where the whole filter, packed once, fits in L1 (kblocks * T * KB floats; conv3
+//     and conv7 at 37 and 7 KB with AVX-512), so cycling through its panels reads nothing from
+//     L2, and each tile's output, a pixel's K channels side by side, goes to memory in one run.
+//     On the Xeon (family 6 model 167, 48 KB L1d), kernel_ab, torch_cl between the calls, 150
+//     rounds: conv7 1.05x at best and 1.08x at the median, conv3 1.03x and 1.04x; applied to
+//     every layer whose filter is packed once, conv5 (2.4 MB of filter, the panels then read from
+//     L3 at every tile) 0.93x, conv4 0.99x, the others 1.00-1.01x. The AVX2 code (--march
+//     x86-64-v3, 100 rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x,
+//     conv3 1.01x. With AVX-512 on Intel, two whole panels a tile at once (ukernel_wide): against
+//     this schedule at 625c5d3 with 12 x 2 tiles only, conv7 1.14x at best and 1.10x at the
+//     median, conv3 1.03x and 1.03x, conv9 (not on this path) 0.995x and 0.99x (150 rounds). (Up
+//     to an eighth of L2 instead of L1, so conv1, conv2 and conv9 too: 0.99-1.01x, 100 rounds.)
+//   * two, with AVX-512 on Intel (ukernel_wide's pairs of panels), where the channel blocks pair
+//     up and a pair's panels fit in a quarter of L2: conv8-conv10 at batch 4 (74-295 KB a pair).
+//     On the Xeon against one block an item (kernel_ab, torch_cl between, 150 rounds): conv8
+//     1.00x at best and 1.02x at the median, conv9 1.01x and 1.01x, conv10 1.02x and 1.02x; with
+//     no bound on the pair's panels, conv4 (802 KB a pair) 0.99x, conv5 (614 KB) 1.00x (60 rounds).
+//   * else one.
+// Only over the filter packed once, its whole reduction one micro-kernel call (T <= TC_PACKED),
+// and not where each thread convolves its own channel blocks (split_k).
+int item_blocks(int K, long T, bool packed, bool split_k) {
+  const long kblocks = cdiv(K, KB), panel_bytes = KB * T * static_cast<long>(sizeof(float));
+  if (!packed || split_k || T > TC_PACKED) return 1;
+  if (kblocks * panel_bytes <= kL1Bytes) return static_cast<int>(kblocks);
+  if (kIntel && VL == 16 && kblocks % 2 == 0 && 4 * 2 * panel_bytes <= l2_bytes()) return 2;
+  return 1;
 }
 
 // The same for a shape (its plan computed here), for the Python side's plan.
-int im2win_fused_tiles_every_block(int N, int C, int K, int R, int S, int sx, int P, int Q,
-                                   int nthreads) {
+int im2win_fused_item_blocks(int N, int C, int K, int R, int S, int sx, int P, int Q,
+                             int nthreads) {
   long rows_per_item, band_floats, work_floats;
   int packs_once;
   im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
                     &packs_once);
   const long T = static_cast<long>(C) * R * S;
-  return tiles_every_block(K, T, packs_once,
-                           splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once));
+  return item_blocks(K, T, packs_once,
+                     splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once));
 }
 
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
@@ -1422,8 +1432,8 @@ int im2win_fused_tiles_every_block(int N, int C, int K, int R, int S, int sx, in
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
 // x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
 // out: [N][P][Q][K]; work: work_floats of im2win_fused_plan.
-// Work item = (block of output rows, block of KB output channels, or every block where
-// tiles_every_block), handed out in grabs (below), or, where im2win_fused_splits_k, each thread's
+// Work item = (block of output rows, block of KB output channels, or item_blocks of them),
+// handed out in grabs (below), or, where im2win_fused_splits_k, each thread's
 // own channel blocks over every row block.
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
@@ -1447,8 +1457,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   const bool split_k = splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once);
   float* packed = prepack ? filter_work : nullptr;
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
-  // Channel blocks a work item takes (all where tiles_every_block) and such items a row block.
-  const int kgroup = tiles_every_block(K, T, prepack, split_k) ? static_cast<int>(kblocks) : 1;
+  // Channel blocks a work item takes (item_blocks) and such items a row block.
+  const int kgroup = item_blocks(K, T, prepack, split_k);
   const long kitems = kblocks / kgroup;
   // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
   // in grabs of consecutive items from a shared counter: whole row blocks (1-4) while there is work

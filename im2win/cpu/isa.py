@@ -75,7 +75,7 @@ PART_LOOPS = {"fmas": (2, "the multiply-adds alone", 8), "bloads": (2, "with the
 
 
 # The main loop of the micro-kernel over two panels a tile (ukernel_wide: AVX-512 on Intel, where
-# the whole packed filter fits in L1, tiles_every_block), M <= 6 pixels by 4 vectors.
+# a work item takes several channel blocks, item_blocks), M <= 6 pixels by 4 vectors.
 WIDE_LOOPS = {"wide": (2, "Intel with AVX-512, tiles through two panels at once", 16)}
 
 
