@@ -875,6 +875,11 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
     // copying so, conv4's and conv8's bands got slower (long columns: a third more to copy).
     // (The next row's band lines, or this row's, prefetched for writing at the row's start: conv9
     // and conv10 1.00x with torch_cl run between the calls, kernel_ab --between, 300 rounds.)
+    // (What this copy costs at most: skipped altogether, the results then wrong, on the Xeon
+    // (family 6 model 167; kernel_ab, torch_cl between, 60 rounds) conv9's bands took 0.10 ms
+    // against 0.17 and the call ran 1.03x, conv10 1.02x, conv8 1.01x, conv4 1.03x: the bound on
+    // a band kept in place instead, its R rows in rotation and the filter packed once for each
+    // rotation, which would also cut work items to one output row. Not built.)
     int r_first = 0;
     const float* prev = row > row0 ? band - ld_row : before;
     if (prev && p > 0 && sy < R) {
