@@ -224,6 +224,24 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // Zen 5 (30 interleaved rounds; other layers level), and flattened into gemm_block_taps its
 // 12-row loop reloaded a row pointer from the stack every step (python -m im2win.cpu.isa), for no
 // measured gain (conv6, conv11, conv12 0.99-1.02x, 40 rounds).
+// A micro-kernel's M x N accumulators to rows of C at stride ldc: non-temporal stores (stream;
+// c and ldc aligned to the vector) or plain ones.
+template <int M, int N>
+__attribute__((always_inline)) inline void store_tile(const V (&acc)[M][N], float* c, long ldc,
+                                                      bool stream) {
+  if (stream) {
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
+  }
+}
+
 #if defined(__AVX512F__)
 #define IM2WIN_INLINE_UKERNEL
 #define IM2WIN_FLATTEN
@@ -325,17 +343,7 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   // 2 * M of them before the main loop and keeping them on the stack, which cost the loop a
   // register (its bound then compared from the stack at every step).
   __asm__("" : "+r"(c), "+r"(ldc));
-  if (stream) {
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
-  } else {
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
-  }
+  store_tile(acc, c, ldc, stream);
 }
 
 template <int M>
@@ -415,18 +423,8 @@ void ukernel_wide(const float* const* a, const float* b0, const float* b1, int t
     step(t + 1);
   }
   __asm__ volatile("# im2win-ukernel-wide-end M=%c0" ::"i"(M));
-  __asm__("" : "+r"(c), "+r"(ldc));
-  if (stream) {
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) store_stream(c + i * ldc + j * VL, acc[i][j]);
-  } else {
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) storeu(c + i * ldc + j * VL, acc[i][j]);
-  }
+  __asm__("" : "+r"(c), "+r"(ldc));  // as in ukernel_full
+  store_tile(acc, c, ldc, stream);
 }
 
 template <int M>
