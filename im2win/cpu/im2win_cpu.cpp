@@ -1409,12 +1409,14 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 //     no bound on the pair's panels, conv4 (802 KB a pair) 0.99x, conv5 (614 KB) 1.00x (60 rounds).
 //   * else one.
 // Only over the filter packed once, its whole reduction one micro-kernel call (T <= TC_PACKED),
-// and not where each thread convolves its own channel blocks (split_k).
+// and not where each thread convolves its own channel blocks (split_k). Timed on Intel only:
+// AMD's cores keep one block an item, as they were timed (-DIM2WIN_INTEL=1 builds Intel's
+// choices on any CPU, for kernel_ab --defines IM2WIN_INTEL=0 IM2WIN_INTEL=1).
 int item_blocks(int K, long T, bool packed, bool split_k) {
   const long kblocks = cdiv(K, KB), panel_bytes = KB * T * static_cast<long>(sizeof(float));
-  if (!packed || split_k || T > TC_PACKED) return 1;
+  if (!kIntel || !packed || split_k || T > TC_PACKED) return 1;
   if (kblocks * panel_bytes <= kL1Bytes) return static_cast<int>(kblocks);
-  if (kIntel && VL == 16 && kblocks % 2 == 0 && 4 * 2 * panel_bytes <= l2_bytes()) return 2;
+  if (VL == 16 && kblocks % 2 == 0 && 4 * 2 * panel_bytes <= l2_bytes()) return 2;
   return 1;
 }
 
