@@ -935,7 +935,12 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
         // all the new rows of an output row at once, 8 columns of them transposed in registers
         // and each column's 6-12 floats one masked AVX-512 store: conv1-conv3's bands level on
         // Zen 4, 0.22-0.29 ms; the rows copied from the band before, 7 of conv1's 11, were not
-        // timed on their own)
+        // timed on their own. Retimed on the Xeon, family 6 model 167, kernel_ab, torch_cl
+        // between, 60 rounds: every new row of a column at once, 4 columns at a time through 4 x 4
+        // SSE transposes and 4-float stores, conv1's bands 0.17 -> 0.18 ms, the calls of conv1-conv3
+        // and conv7 0.98-1.01x; a column's new rows in one scalar pass, 0.98-1.00x. Skipping the
+        // copy from the band before altogether took conv1's bands only to 0.14 ms: what is left
+        // is not the instructions.)
         switch (C) {
           case 1: copy_columns<1>(src, sc, sw, w_hi - w_lo, d, RC, C, pf); break;
           case 3: copy_columns<3>(src, sc, sw, w_hi - w_lo, d, RC, C, pf); break;
