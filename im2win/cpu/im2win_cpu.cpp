@@ -1199,7 +1199,9 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // 0.99x at best and 1.43x at the median, batch 16 (202) 0.77x and 0.89x, batch 32 (404) 0.63x,
 // batch 64 (808) 0.61x; conv1 at batch 32 (37) 1.03x, batch 64 (74) 0.98x; conv3 at batch 32
 // (101) 1.01x; conv9 at batch 64 (48) 0.99x (these with the write prefetch of gemm_block's two-panel
-// tiles). AMD's cores keep the rule above (timed there), and so does the AVX2 code: on the same
+// tiles). What the rule leaves at batch 128 (6 rounds), where the deep layers' outputs (19-96 MB)
+// stay under its 120 MB: plain stores ran conv5 0.98x, conv10 0.98x, conv9 0.99x, conv11 0.99x
+// at best (0.98-1.00x at the median) against non-temporal ones. AMD's cores keep the rule above (timed there), and so does the AVX2 code: on the same
 // Xeon (--march x86-64-v3, 80 rounds, the threads' cores apart) plain stores ran conv7 0.93x at
 // best and 0.85x at the median, conv3 0.98x and 0.96x, the others 0.99-1.01x.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
