@@ -112,7 +112,8 @@ def streams_output(shape: ConvShape, threads: int) -> bool:
     output tile is written once, the whole reduction one micro-kernel call (one filter panel, or
     the whole filter packed once; a window in blocks of channels takes a call a block), K is a
     multiple of the vector, and the output outgrows half a core's L2 cache (the room beside a
-    thread's window bands) or, on Intel CPUs with AVX-512, a quarter of the last-level cache."""
+    thread's window bands) or, on Intel CPUs with AVX-512, a quarter of the last-level cache (a
+    sixteenth for reductions of 512 steps or more)."""
     path = path_plan(shape, threads)[0]
     if path == PLANES or (path == WHOLE and window_block(shape, threads) < shape.c):
         return False

@@ -326,8 +326,8 @@ def test_im2win_output_streamed_to_memory(threads):
 def test_intel_streams_only_outputs_past_a_quarter_of_the_last_level_cache():
     """Intel's rule with AVX-512 (-DIM2WIN_INTEL=1): plain stores into an output within a quarter
     of the last-level cache (sysconf), whose lines are mostly still there from the buffer's last
-    use; non-temporal ones past it; and where the system does not say, the L2 rule AMD's cores
-    and the AVX2 code use."""
+    use, or a sixteenth for reductions of 512 steps or more; non-temporal ones past it; and where
+    the system does not say, the L2 rule AMD's cores and the AVX2 code use."""
     import shutil
     import subprocess
 
@@ -354,6 +354,11 @@ def test_intel_streams_only_outputs_past_a_quarter_of_the_last_level_cache():
         assert streams_output(conv7.with_batch(fits + 1), 2)
         if fits:
             assert not streams_output(conv7.with_batch(fits), 2)
+        conv9 = PAPER_LAYERS["conv9"]  # T = 576: a sixteenth of the cache
+        fits = llc // 16 // (4 * conv9.k * conv9.p * conv9.q)
+        assert streams_output(conv9.with_batch(fits + 1), 2)
+        if fits:
+            assert not streams_output(conv9.with_batch(fits), 2)
 
 
 @pytest.mark.parametrize(

@@ -1186,7 +1186,8 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // from the cache: at most 1.6 MB, 0.05 ms at this VM's 30 GB/s.)
 // The vector stores need K a multiple of the vector and, checked by the callers, an aligned output.
 //
-// On Intel with AVX-512, only an output larger than a quarter of the last-level cache: below that, the output
+// On Intel with AVX-512, only an output larger than a quarter of the last-level cache (a
+// sixteenth where T >= 512, below): below that, the output
 // buffer's lines are mostly still in that cache from its last use (the allocator hands the same
 // blocks out again), and each non-temporal store must first evict its line. On the Xeon (family
 // 6 model 167, 2 MB L2, 480 MB L3 by sysconf), kernel_ab, torch_cl between the calls, at batch
@@ -1199,9 +1200,12 @@ long im2win_filter_work_floats(int K, int C, int R, int S, long M, int cb, int n
 // 0.99x at best and 1.43x at the median, batch 16 (202) 0.77x and 0.89x, batch 32 (404) 0.63x,
 // batch 64 (808) 0.61x; conv1 at batch 32 (37) 1.03x, batch 64 (74) 0.98x; conv3 at batch 32
 // (101) 1.01x; conv9 at batch 64 (48) 0.99x (these with the write prefetch of gemm_block's two-panel
-// tiles). What the rule leaves at batch 128 (6 rounds), where the deep layers' outputs (19-96 MB)
-// stay under its 120 MB: plain stores ran conv5 0.98x, conv10 0.98x, conv9 0.99x, conv11 0.99x
-// at best (0.98-1.00x at the median) against non-temporal ones. AMD's cores keep the rule above (timed there), and so does the AVX2 code: on the same
+// tiles). At batch 128 (6 rounds), where the deep layers' outputs (19-96 MB) stay under a quarter
+// of the cache (120 MB), plain stores ran conv5 0.98x, conv10 0.98x, conv9 0.99x, conv11 0.99x
+// at best (0.98-1.00x at the median) against non-temporal ones: for reductions of 512 steps or
+// more (conv5, conv6, conv8-conv12; at batch 4 none has an output past 25 MB) the bound is a
+// sixteenth of the cache (30 MB here). (conv1, 363 steps, is on the quarter: at batch 32, 37 MB,
+// plain stores ran 1.03x; at batch 64, 74 MB, 0.98x.) AMD's cores keep the rule above (timed there), and so does the AVX2 code: on the same
 // Xeon (--march x86-64-v3, 80 rounds, the threads' cores apart) plain stores ran conv7 0.93x at
 // best and 0.85x at the median, conv3 0.98x and 0.96x, the others 0.99-1.01x.
 int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
@@ -1213,8 +1217,9 @@ int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
 #else
   const long llc = cache_bytes(_SC_LEVEL3_CACHE_SIZE, 0);
 #endif
-  const long past = kIntel && VL == 16 && llc > 0 ? llc / 4 / static_cast<long>(sizeof(float))
-                                                   : band_cap_floats();
+  // a sixteenth of the cache for the deep reductions (T >= 512: few output bytes a multiply-add)
+  const long quarter = llc / 4 / static_cast<long>(sizeof(float)), past =
+      kIntel && VL == 16 && llc > 0 ? (T >= 512 ? quarter / 4 : quarter) : band_cap_floats();
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 && M * K > past;
 }
 
