@@ -100,8 +100,8 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     out, seconds = _convolve_fused(x, shape, weight, bias, work_floats, kernel)
     if path == STREAMED and fused_splits_channels(shape, threads):
         path = STREAMED_SPLIT
-    elif path == STREAMED and fused_item_blocks(shape, threads) > 1:
-        path = STREAMED_TILES.format(fused_item_blocks(shape, threads))
+    elif path == STREAMED and (blocks := fused_item_blocks(shape, threads)) > 1:
+        path = STREAMED_TILES.format(blocks)
     return out, _phases(seconds) | {"path": path}
 
 

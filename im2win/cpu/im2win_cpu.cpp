@@ -1390,14 +1390,24 @@ static bool splits_k(int K, long T, int Q, int nthreads, long rows_per_item, lon
          4 * share_bytes <= 3 * l2_bytes() && 4 * rows_per_item * Q < MC;
 }
 
-// The same for a shape (its plan computed here), for the Python side's plan.
-int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
+// The streamed path's plan for a shape (computed here), for the Python side's plan: whether it
+// packs the filter once and whether each thread convolves its own channel blocks (splits_k).
+static void fused_schedule(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
+                           bool* packs_once, bool* split_k) {
   long rows_per_item, band_floats, work_floats;
-  int packs_once;
+  int packs;
   im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
-                    &packs_once);
-  return splits_k(K, static_cast<long>(C) * R * S, Q, nthreads, rows_per_item, band_floats,
-                  packs_once);
+                    &packs);
+  *packs_once = packs;
+  *split_k = splits_k(K, static_cast<long>(C) * R * S, Q, nthreads, rows_per_item, band_floats,
+                      packs);
+}
+
+// splits_k for a shape (fused_schedule).
+int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads) {
+  bool packs_once, split_k;
+  fused_schedule(N, C, K, R, S, sx, P, Q, nthreads, &packs_once, &split_k);
+  return split_k;
 }
 
 // Channel blocks each work item of im2win_conv_fused takes, each tile of pixels through all of them
@@ -1432,16 +1442,12 @@ int item_blocks(int K, long T, bool packed, bool split_k) {
   return 1;
 }
 
-// The same for a shape (its plan computed here), for the Python side's plan.
+// item_blocks for a shape (fused_schedule).
 int im2win_fused_item_blocks(int N, int C, int K, int R, int S, int sx, int P, int Q,
                              int nthreads) {
-  long rows_per_item, band_floats, work_floats;
-  int packs_once;
-  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
-                    &packs_once);
-  const long T = static_cast<long>(C) * R * S;
-  return item_blocks(K, T, packs_once,
-                     splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once));
+  bool packs_once, split_k;
+  fused_schedule(N, C, K, R, S, sx, P, Q, nthreads, &packs_once, &split_k);
+  return item_blocks(K, static_cast<long>(C) * R * S, packs_once, split_k);
 }
 
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built

@@ -77,13 +77,12 @@ PART_LOOPS = {"fmas": (2, "the multiply-adds alone", 8), "bloads": (2, "with the
 # The main loop of the micro-kernel over two panels a tile (ukernel_wide: AVX-512 on Intel, where
 # a work item takes several channel blocks, item_blocks), M <= 6 pixels by 4 vectors.
 WIDE_LOOPS = {"wide": (2, "Intel with AVX-512, tiles through two panels at once", 16)}
+MAIN_LOOPS = LOOPS | WIDE_LOOPS  # every main loop the micro-kernels run
 
 
 def loops_of(level: str) -> list[str]:
-    """The main loops (LOOPS and WIDE_LOOPS) the source has on x86 level `level`."""
-    return [
-        name for name, (_, _, lanes) in (LOOPS | WIDE_LOOPS).items() if LEVELS[level].lanes >= lanes
-    ]
+    """The main loops (MAIN_LOOPS) the source has on x86 level `level`."""
+    return [name for name, (_, _, lanes) in MAIN_LOOPS.items() if LEVELS[level].lanes >= lanes]
 
 
 _MULTIPLY_ADD = re.compile(r"^v?f[n]?m(add|sub)[0-9]*ps$")
@@ -132,7 +131,7 @@ def _mix(
         level=level,
         rows=rows,
         loop=loop,
-        steps=(LOOPS | PART_LOOPS | WIDE_LOOPS)[loop][0],
+        steps=(MAIN_LOOPS | PART_LOOPS)[loop][0],
         instructions=len(body),
         multiply_adds=len(products),
         vector_width=widths[0] if widths else "none",
@@ -251,7 +250,7 @@ def report(levels: list[str] | None = None) -> dict:
         "and GPR-vector moves); of each of its main loops: "
         + "; ".join(
             f"{name}: {steps} reduction step{'s' if steps > 1 else ''} a pass, run on {where}"
-            for name, (steps, where, _) in (LOOPS | WIDE_LOOPS).items()
+            for name, (steps, where, _) in MAIN_LOOPS.items()
         ),
         "levels": entries,
     }
@@ -268,7 +267,7 @@ def table(code: dict) -> str:
     rows = []
     for lv in code["levels"]:
         loop = lv.get("loop", "loop")  # runs before 2026-12-03 read the one-step loop only
-        steps = (LOOPS | WIDE_LOOPS)[loop][0]
+        steps = MAIN_LOOPS[loop][0]
         start = (
             f"| {lv['level']} | {lv['simd']} | {'yes' if lv['runs_here'] else 'no'} | "
             f"{loop} ({steps}) |"

@@ -1,13 +1,12 @@
 """Time variants of the CPU kernel source side by side: python -m im2win.cpu.kernel_ab A.cpp B.cpp ...
 
-Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled
-like the package's kernels and loaded into one process; im2win then runs on each, call by call, in
-an order shuffled anew each round (as harness.timing.measure_interleaved), for `--rounds` rounds
-per layer, so a burst of machine noise hits every variant alike and none always runs after the same
-one (on a
-shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are mostly within a
-few percent of each other when equal, but on a Xeon the best of 30 rounds put two copies of one
-source 10% apart on conv11, level in 150). Reported per layer: the best and the median time's
+Each variant (a copy of im2win/cpu/im2win_cpu.cpp with a change, same entry points) is compiled like
+the package's kernels and loaded into one process; im2win then runs on each, call by call, in an
+order shuffled anew each round (as harness.timing.measure_interleaved), for `--rounds` rounds per
+layer, so a burst of machine noise hits every variant alike and none always runs after the same one
+(on a shared VM, runs minutes apart differ by 10-25%; variants interleaved this way are mostly
+within a few percent of each other when equal, but on a Xeon the best of 30 rounds put two copies of
+one source 10% apart on conv11, level in 150). Reported per layer: the best and the median time's
 GFLOP/s of each variant, the slowest thread's time building window bands and packing the filter
 (best of each), and each variant against the first.
 Freed memory is reused while timing (harness.memory.steady_allocator), as in `repro run
