@@ -9,6 +9,10 @@ Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
     im2win_nchw  the HPEC 2022 paper's own method: NCHW window transform, filter transform, one SIMD
                  dot product of length R*S per output and input channel.
     direct       direct convolution compiled with the same flags (register-blocked, SIMD over columns).
+    direct_nhwc  the follow-up paper's direct convolution over NHWC input, with im2win's micro-kernel
+                 and schedule: each window read from the input's rows in place (R runs of S*C
+                 floats), no window transform; the input reordered to channels_last and zero-padded
+                 first where it is not so already (timed); output NCHW with channels_last memory.
     im2col_gemm  F.unfold + one batched GEMM through torch (MKL/oneDNN): PyTorch's GEMM path.
     im2col_gemm_loop  the same with one GEMM per image.
     torch        F.conv2d on NCHW tensors (oneDNN).                                    [baseline]
@@ -40,6 +44,7 @@ from im2win.metrics import (
     filter_elems,
     im2col_elems,
     input_elems,
+    padded_input_elems,
     window_nchw_elems,
     window_nhwc_elems,
 )
@@ -49,6 +54,7 @@ from im2win.plan import (
     STREAMED_SPLIT,
     STREAMED_TILES,
     WHOLE,
+    direct_nhwc_work_floats,
     filter_packed_once,
     filter_work_floats,
     fused_item_blocks,
@@ -204,6 +210,51 @@ def _direct(x, weight, bias, stride, padding):
     return out
 
 
+def nhwc_input(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:
+    """x as direct_nhwc reads it: channels_last memory with its zero padding in place; x itself
+    where it is so already (channels_last and no padding), else one copy."""
+    py, px = shape.padding
+    if not (py or px) and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    n, c, h, w = x.shape
+    xp = torch.empty((n, c, h + 2 * py, w + 2 * px), memory_format=torch.channels_last)
+    xp[:, :, py : py + h, px : px + w] = x
+    for border in (xp[:, :, :py], xp[:, :, py + h :], xp[..., :px], xp[..., px + w :]):
+        border.zero_()
+    return xp
+
+
+def _direct_nhwc(x, weight, bias, stride, padding):
+    shape = ConvShape.of(x, weight, stride, padding)
+    xp = nhwc_input(x, shape)
+    weight, bias = _contiguous_params(weight, bias)
+    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
+    work = torch.empty(direct_nhwc_work_floats(shape))
+    _, c, hp, wp = xp.shape  # the padded input's rows and images, dense in channels_last memory
+    lib().direct_conv_nhwc(
+        xp.data_ptr(),
+        hp * wp * c,
+        wp * c,
+        shape.n,
+        c,
+        hp,
+        wp,
+        shape.k,
+        shape.r,
+        shape.s,
+        *shape.stride,
+        shape.p,
+        shape.q,
+        weight.data_ptr(),
+        _ptr(bias),
+        out.data_ptr(),
+        work.data_ptr(),
+        None,
+        torch.get_num_threads(),
+    )
+    return out
+
+
 def _im2col_gemm(x, weight, bias, stride, padding):
     """One batched GEMM over the whole im2col matrix (cuBLAS / MKL strided-batched, the filter
     broadcast with stride 0): the strongest form of the im2col peer."""
@@ -324,6 +375,11 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             _direct_cuda,
             extra_elems=lambda shape, _: 0,
             cuda_extra_elems=lambda shape: 0,
+        ),
+        Implementation(  # a padded channels_last copy of the input, unless it is one already
+            "direct_nhwc",
+            _direct_nhwc,
+            extra_elems=lambda shape, _: padded_input_elems(shape) + direct_nhwc_work_floats(shape),
         ),
         Implementation(  # the im2col matrix; unfold + GEMM (MKL on the CPU, cuBLAS on CUDA)
             "im2col_gemm",

@@ -37,3 +37,9 @@ def filter_elems(shape: ConvShape) -> int:
 
 def input_elems(shape: ConvShape) -> int:
     return shape.n * shape.c * shape.h * shape.w
+
+
+def padded_input_elems(shape: ConvShape) -> int:
+    """The input with its zero padding in place (direct_nhwc's copy of it)."""
+    py, px = shape.padding
+    return shape.n * shape.c * (shape.h + 2 * py) * (shape.w + 2 * px)

@@ -161,3 +161,9 @@ def streams_windows(shape: ConvShape, threads: int) -> bool:
 def im2win_workspace_floats(shape: ConvShape, threads: int) -> int:
     """Floats of workspace im2win allocates for `shape` on `threads` threads (the path it takes)."""
     return path_plan(shape, threads)[1]
+
+
+@per_kernels
+def direct_nhwc_work_floats(shape: ConvShape) -> int:
+    """direct_nhwc's workspace beyond its padded NHWC input: the whole filter, packed once."""
+    return lib().direct_nhwc_work_floats(shape.k, shape.c, shape.r, shape.s)

@@ -900,3 +900,30 @@ def test_kernel_ab_reports_each_placement_of_the_threads(tmp_path, monkeypatch, 
     rows[0] = ("conv9", flops, rows[0][2], {"together": together})  # one placement: no split
     assert kernel_ab.main([str(a), str(b), "--layers", "conv9", "--threads", "2"]) == 0
     assert "  together (" not in capsys.readouterr().out
+
+
+def test_direct_nhwc_reads_a_channels_last_input_in_place_and_copies_any_other():
+    """direct_nhwc reads its windows from the input's rows: an unpadded channels_last input is
+    read as it is (no copy), an NCHW or padded one through one padded channels_last copy; both
+    match the oracle, and so does a run of S * C floats longer than one micro-kernel call
+    (C = 1600: 4800 steps a run, sliced at 4608)."""
+    from im2win.implementations import nhwc_input
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 11).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(40, 16, 3, 3), torch.randn(40)
+    same = im2win.ConvShape.of(x, w, (1, 1), (0, 0))
+    assert nhwc_input(x, same).data_ptr() == x.data_ptr()
+    padded = nhwc_input(x, im2win.ConvShape.of(x, w, (1, 1), (1, 2)))
+    assert padded.shape == (2, 16, 11, 15) and padded.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert padded[:, :, 0].abs().sum() == padded[..., -2:].abs().sum() == 0
+    nchw = nhwc_input(x.contiguous(), same)
+    assert nchw.data_ptr() != x.data_ptr() and torch.equal(nchw, x)
+    for stride, padding in (((1, 1), (0, 0)), ((2, 1), (1, 2))):
+        for xin in (x, x.contiguous()):
+            _check("direct_nhwc", xin, w, b, stride, padding)
+    _check(
+        "direct_nhwc", torch.randn(1, 1600, 4, 5), torch.randn(20, 1600, 3, 3), None, (1, 1), (0, 0)
+    )

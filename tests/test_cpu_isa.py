@@ -16,7 +16,7 @@ from im2win.reference import max_violation
 pytestmark = pytest.mark.skipif(not levels.x86_host(), reason="x86 levels: not an x86-64 host")
 
 # The implementations whose kernels are in im2win_cpu.cpp.
-NATIVE = ["im2win", "im2win_nhwc", "im2win_nchw", "direct"]
+NATIVE = ["im2win", "im2win_nhwc", "im2win_nchw", "direct", "direct_nhwc"]
 # Odd shapes: K not a multiple of any channel block, pixel counts not a multiple of any tile,
 # strides and padding per axis, few and many channels, an empty batch, and an output written with
 # streaming stores (a one-panel reduction into an output larger than the L2 caches).
@@ -173,10 +173,11 @@ def test_either_vendors_tuning_matches_the_oracle(intel):
 
 
 def _im2win_matches_the_oracle(shapes, variant):
-    """Both im2win paths of the loaded kernels against the float64 oracle on `shapes`."""
+    """Both im2win paths and direct_nhwc (the same micro-kernels over the input's rows) of the
+    loaded kernels against the float64 oracle on `shapes`."""
     for x_shape, w_shape, stride, padding in shapes:
         x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
-        for impl in ("im2win", "im2win_nhwc"):
+        for impl in ("im2win", "im2win_nhwc", "direct_nhwc"):
             out = im2win.conv2d(x, w, b, stride, padding, impl=impl)
             assert max_violation(out, x, w, b, stride, padding) <= 1.0, (variant, impl, x_shape)
 

@@ -61,12 +61,26 @@ _SIGNATURES = {
     "im2win_conv_nchw": (None, [_P, _P, _P, _P] + [_I] * 8 + [_I]),
     # x, f, bias, out, N C H W K R S sy sx py px P Q, threads
     "direct_conv_nchw": (None, [_P, _P, _P, _P] + [_I] * 13 + [_I]),
+    "direct_nhwc_work_floats": (_L, [_I] * 4),  # K C R S
+    # x, its image and row strides, N C H W K R S sy sx P Q, f, bias, out, work, phase_seconds,
+    # threads
+    "direct_conv_nhwc": (
+        None,
+        [_P, _L, _L] + [_I] * 11 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
+    ),
 }
 
 
 # Entry points added after kernel_ab first timed copies of the source: a variant that predates one
 # (an older commit's im2win_cpu.cpp) loads without it, and its callers read it as absent.
-_NEWER = frozenset({"im2win_ukernel_part_gflops", "im2win_fused_item_blocks"})
+_NEWER = frozenset(
+    {
+        "im2win_ukernel_part_gflops",
+        "im2win_fused_item_blocks",
+        "direct_nhwc_work_floats",
+        "direct_conv_nhwc",
+    }
+)
 
 
 @functools.cache

@@ -379,13 +379,18 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
 // 1.10x at best and 1.11x at the median, conv3 1.02x and 1.02x (100 rounds). (The same with AVX2's
 // 3 x 4: conv7 0.84x, conv3 0.66x; its 12 accumulators, 4 B rows and a broadcast overflow the 16
 // vector registers. Not timed on AMD's cores, which keep 12 x 2.) Two steps a pass, as Intel's
-// main loop (kIntel).
+// main loop (kIntel). first = false: adds to C (direct_conv_nhwc's runs after the first).
 template <int M>
 void ukernel_wide(const float* const* a, const float* b0, const float* b1, int tc, float* c,
-                  long ldc, const float* bias, bool stream) {
+                  long ldc, const float* bias, bool stream, bool first) {
   constexpr int N = 2 * NR;
   V acc[M][N];
-  {
+  if (!first) {
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
+  } else {
     V bb[N];
 #pragma GCC unroll 8
     for (int j = 0; j < N; ++j) bb[j] = bias ? loadu(bias + j * VL) : V{};
@@ -429,10 +434,10 @@ void ukernel_wide(const float* const* a, const float* b0, const float* b1, int t
 
 template <int M>
 void ukernel_wide_dispatch(int m, const float* const* a, const float* b0, const float* b1, int tc,
-                           float* c, long ldc, const float* bias, bool stream) {
+                           float* c, long ldc, const float* bias, bool stream, bool first) {
   if constexpr (M > 0) {
-    if (m == M) return ukernel_wide<M>(a, b0, b1, tc, c, ldc, bias, stream);
-    return ukernel_wide_dispatch<M - 1>(m, a, b0, b1, tc, c, ldc, bias, stream);
+    if (m == M) return ukernel_wide<M>(a, b0, b1, tc, c, ldc, bias, stream, first);
+    return ukernel_wide_dispatch<M - 1>(m, a, b0, b1, tc, c, ldc, bias, stream, first);
   }
 }
 
@@ -453,8 +458,9 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
 }
 
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
-               float* dst);
-void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C, float* dst);
+               float* dst, bool rows_first = false);
+void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C, float* dst,
+                      bool rows_first = false);
 // Whether pack_taps_stream can write at dst: a row of KB floats is whole cache lines (not with
 // SSE's 8), and dst starts one.
 bool streams_rows(const float* dst) {
@@ -495,7 +501,9 @@ void thread_share(long n, long* b0, long* b1) {
 // block in the packer's L2: level in cache (0.99-1.01x), with the caches flushed conv8 and conv10
 // 1.01x, conv11 0.91x, its packing 0.19 -> 0.41 ms waiting on the other thread's blocks (Zen 4,
 // 25-30 rounds).
-double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
+// rows_first: each block's rows in the order of the input's rows (TapRows), direct_conv_nhwc's.
+double pack_filter(const float* f, int K, int C, int R, int S, float* packed,
+                   bool rows_first = false) {
   const double start = omp_get_wtime();
   const long T = static_cast<long>(R) * S * C, kblocks = cdiv(K, KB);
   // Non-temporal where every block's T * KB floats are whole lines, but not on Intel (kIntel): on
@@ -513,9 +521,9 @@ double pack_filter(const float* f, int K, int C, int R, int S, float* packed) {
   for (long kb = kb0; kb < kb1; ++kb) {
     const int k0 = static_cast<int>(kb * KB), kvalid = std::min(KB, K - k0);
     if (stream)
-      pack_taps_stream(f, T, R, S, k0, kvalid, C, packed + kb * T * KB);
+      pack_taps_stream(f, T, R, S, k0, kvalid, C, packed + kb * T * KB, rows_first);
     else
-      pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB);
+      pack_taps(f, T, R, S, k0, kvalid, 0, C, packed + kb * T * KB, rows_first);
   }
 #pragma omp barrier
   return omp_get_wtime() - start;
@@ -550,16 +558,18 @@ inline void transpose8x8(V8 r[8]) {
 
 // Where run position u = (c * R + r) * S + s of an output channel's filter run (its taps of cn
 // input channels, in PyTorch's order) goes in a panel of every tap of those channels, in the
-// window's order: row (s * R + r) * cn + c of KB floats. next(): that row for u, then u + 1.
+// window's order: row (s * R + r) * cn + c of KB floats; rows_first: in the order of the input's
+// rows (direct_conv_nhwc), row (r * S + s) * cn + c. next(): that row for u, then u + 1.
 struct TapRows {
   float* dst;
   int R, S;
   long cn;
+  bool rows_first = false;
   long c = 0;
   int r = 0, s = 0;
   void restart() { c = 0, r = 0, s = 0; }
   float* next() {
-    float* d = dst + ((s * R + r) * cn + c) * KB;
+    float* d = dst + ((rows_first ? r * S + s : s * R + r) * cn + c) * KB;
     if (++s == S) {
       s = 0;
       if (++r == R) r = 0, ++c;
@@ -610,10 +620,10 @@ inline void pack_run_tail(const float* src, long T, long n, int kvalid, TapRows&
 // with the filter in L2, but level in the calls, conv12 1.01x, conv6 1.00x, conv5 and conv11
 // 1.00x in cache (Zen 4, 30 rounds): not kept.)
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
-               float* dst) {
+               float* dst, bool rows_first) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
   const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
-  TapRows rows{dst, R, S, cn};
+  TapRows rows{dst, R, S, cn, rows_first};
   for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7
     rows.restart();
     for (long u = 0; u < n / 8 * 8; u += 8) {  // at run positions u .. u + 7
@@ -633,9 +643,9 @@ void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0,
 // go out whole. Fenced at the end, so that the stores are visible to every thread after the
 // barrier that follows.
 void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C,
-                      float* dst) {
+                      float* dst, bool rows_first) {
   const float* src = f + static_cast<long>(k0) * T;
-  TapRows rows{dst, R, S, C};
+  TapRows rows{dst, R, S, C, rows_first};
   alignas(64) float stage[8][KB];
   for (long u = 0; u < T / 8 * 8; u += 8) {
     for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7 at positions u .. u + 7
@@ -672,15 +682,21 @@ int tile_rows(long left) {
 // pack_panel costs about 0.6 ns a float even from L2: the gather's instructions, not memory.)
 // stream: the output tiles go to memory with non-temporal stores (see im2win_streams_output).
 // blocks: channel blocks from k0 on, each tile of pixels through all of them before the next tile
-// (packed only, its whole reduction one micro-kernel call: T <= TC_PACKED); see item_blocks.
+// (packed only; see item_blocks).
+// run_stride (direct_conv_nhwc; packed only): each pixel's window is R runs of S * C floats,
+// run_stride floats apart (its input rows, read in place), in the order of the packed filter's rows
+// (pack_filter's rows_first); each tile goes through every run before the next tile, its
+// accumulators through its output rows between runs. 0: one run of T floats (im2win's window).
 void gemm_block(const float* const* arow, long rows, const float* f, const float* packed, long T,
                 int R, int S, int C, int K, int k0, int kvalid, const float* bias, float* out,
-                float* panel, double& pack_seconds, bool stream = false, int blocks = 1) {
+                float* panel, double& pack_seconds, bool stream = false, int blocks = 1,
+                long run_stride = 0) {
   long s = 0, r = 0, c = 0;  // (s, r, c) of reduction step t0, advanced incrementally
   const float* a[MR];
-  const long step = packed ? TC_PACKED : TC;
-  for (long t0 = 0; t0 < T; t0 += step) {
-    const int tc = static_cast<int>(std::min(step, T - t0));
+  const int runs = run_stride ? R : 1;
+  const long run_len = T / runs, step = packed ? TC_PACKED : TC;
+  for (long t0 = 0; t0 < run_len; t0 += step) {
+    const int tc = static_cast<int>(std::min(step, run_len - t0));
     const float* b = packed ? packed + t0 * KB : panel;
     if (!packed) {
       const double t_pack = omp_get_wtime();
@@ -689,31 +705,36 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
     }
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
-      for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + t0;
-      int j = 0;  // pairs of whole panels first, where ukernel_wide runs
-      if (kIntel && VL == 16)
-        for (; j + 1 < blocks && k0 + (j + 2) * KB <= K; j += 2) {
-          const int kj = k0 + j * KB;
-          for (int i = 0; i < mr; i += MR / 2) {
-            // Written with plain stores (on Intel, an output within a quarter of the last-level
-            // cache; see im2win_streams_output), the output lines of the tile two on are
-            // prefetched for writing: conv7 at batch 4 on the Xeon 1.05x at best and 1.03x at the
-            // median against none, conv3 1.00x and 1.01x (kernel_ab, torch_cl between, 150 rounds).
-            if (!stream)
-              for (int p = 0; p < MR / 2; ++p)
+      for (int run = 0; run < runs; ++run) {
+        const bool first = t0 == 0 && run == 0, last = run == runs - 1;
+        const float* br = b + run * run_len * KB;  // this run's filter rows
+        for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + run * run_stride + t0;
+        const bool streams = stream && last;  // earlier runs' tiles are read back
+        int j = 0;  // pairs of whole panels first, where ukernel_wide runs
+        if (kIntel && VL == 16)
+          for (; j + 1 < blocks && k0 + (j + 2) * KB <= K; j += 2) {
+            const int kj = k0 + j * KB;
+            for (int i = 0; i < mr; i += MR / 2) {
+              // Written with plain stores (on Intel, an output within a quarter of the last-level
+              // cache; see im2win_streams_output), the output lines of the tile two on are
+              // prefetched for writing: conv7 at batch 4 on the Xeon 1.05x at best and 1.03x at the
+              // median against none, conv3 1.00x and 1.01x (kernel_ab, torch_cl between, 150 rounds).
+              if (!stream && last)
+                for (int p = 0; p < MR / 2; ++p)
 #pragma GCC unroll 4
-                for (int v = 0; v < 2 * KB; v += 64 / sizeof(float))
-                  __builtin_prefetch(out + (m + i + MR + p) * K + kj + v, 1, 3);
-            ukernel_wide_dispatch<MR / 2>(std::min(MR / 2, mr - i), a + i, b + j * T * KB,
-                                          b + (j + 1) * T * KB, tc, out + (m + i) * K + kj, K,
-                                          bias ? bias + kj : nullptr, stream);
+                  for (int v = 0; v < 2 * KB; v += 64 / sizeof(float))
+                    __builtin_prefetch(out + (m + i + MR + p) * K + kj + v, 1, 3);
+              ukernel_wide_dispatch<MR / 2>(std::min(MR / 2, mr - i), a + i, br + j * T * KB,
+                                            br + (j + 1) * T * KB, tc, out + (m + i) * K + kj, K,
+                                            bias ? bias + kj : nullptr, streams, first);
+            }
           }
+        for (; j < blocks; ++j) {
+          const int kj = k0 + j * KB;
+          ukernel_dispatch<MR>(mr, a, br + j * T * KB, tc, out + m * K + kj, K,
+                               j ? std::min(KB, K - kj) : kvalid, first, bias ? bias + kj : nullptr,
+                               streams);
         }
-      for (; j < blocks; ++j) {
-        const int kj = k0 + j * KB;
-        ukernel_dispatch<MR>(mr, a, b + j * T * KB, tc, out + m * K + kj, K,
-                             j ? std::min(KB, K - kj) : kvalid, t0 == 0, bias ? bias + kj : nullptr,
-                             stream);
       }
       m += mr;
     }
@@ -1450,6 +1471,18 @@ int im2win_fused_item_blocks(int N, int C, int K, int R, int S, int sx, int P, i
   return item_blocks(K, static_cast<long>(C) * R * S, packs_once, split_k);
 }
 
+// direct_conv_nhwc's plan: rows of output pixels per work item (about MC pixels, in a number of
+// items that is a multiple of the thread count, as im2win_fused_plan's) and its work, the whole
+// filter packed once (direct_nhwc_work_floats).
+long direct_nhwc_work_floats(int K, int C, int R, int S) {
+  return cdiv(K, KB) * KB * static_cast<long>(C) * R * S;
+}
+static void direct_nhwc_plan(int N, int C, int K, int R, int S, int P, int Q, int nthreads,
+                             long* rows_per_item, long* work_floats) {
+  *rows_per_item = balanced_block(static_cast<long>(N) * P, cdiv(MC, Q), nthreads);
+  *work_floats = direct_nhwc_work_floats(K, C, R, S);
+}
+
 // im2win with a streamed window ("im2win"): the NHWC window rows of a block of output rows are built
 // into this thread's band buffer (phase "transform", in cache) and consumed at once by the same
 // micro-kernel as im2win_conv_nhwc (phase "compute"), so the window tensor is never materialised.
@@ -1461,17 +1494,23 @@ int im2win_fused_item_blocks(int N, int C, int K, int R, int S, int sx, int P, i
 // phase_seconds (nullable): receives the slowest thread's time spent building bands ([0]) and
 // packing the filter ([1]), and how long the first thread done waited for the last ([2]: the
 // threads' imbalance).
-void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
-                       int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
-                       const float* f, const float* bias, float* out, float* work,
-                       double* phase_seconds, int nthreads) {
+// direct (direct_conv_nhwc): no bands; each pixel's window is read from the input's rows in place
+// (sc = 1, sw = C, no padding), the whole filter packed once in their order, items of about MC
+// pixels (direct_nhwc_plan).
+static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                          int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                          const float* f, const float* bias, float* out, float* work,
+                          double* phase_seconds, int nthreads, bool direct) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;
-  long rows_per_item, band_floats, work_floats;
-  int packs_once;
-  im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats, &work_floats,
-                    &packs_once);
+  long rows_per_item, band_floats = 0, work_floats;
+  int packs_once = 1;
+  if (direct)
+    direct_nhwc_plan(N, C, K, R, S, P, Q, nthreads, &rows_per_item, &work_floats);
+  else
+    im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats,
+                      &work_floats, &packs_once);
   const long rows_total = static_cast<long>(N) * P;
   const long row_blocks = cdiv(rows_total, rows_per_item), kblocks = cdiv(K, KB);
   float* filter_work = work + nthreads * band_floats;  // the packed filter, or a panel a thread
@@ -1535,7 +1574,7 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
     float* band = work + thread * band_floats;
     float* panel = prepack ? nullptr : filter_work + thread * PANEL_FLOATS;
     std::vector<const float*> arow(rows_per_item * Q);
-    double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed) : 0.0;
+    double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed, direct) : 0.0;
     long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
     // The channel blocks this thread convolves: every one, or where split_k its own share (the
     // blocks it packed). Its items, (row block rb, its block kb0 + j) numbered rb * mine + j, come
@@ -1564,7 +1603,13 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         long row0, rows;  // at most rows_per_item rows: block_rows
         block_rows(rb, row0, rows);
         const long m0 = row0 * Q, m1 = (row0 + rows) * Q;  // pixels (n, p, q) of these rows
-        if (row0 != held0 || rows != held) {  // else: another channel block of the same rows
+        if (direct && (row0 != held0 || rows != held)) {  // each window in the input's rows
+          for (long row = row0, m = 0; row < row0 + rows; ++row) {
+            const float* x_row = x + row / P * sn + row % P * sy * sh;
+            for (long q = 0; q < Q; ++q, ++m) arow[m] = x_row + q * sx * sw;
+          }
+          held0 = row0, held = rows;
+        } else if (row0 != held0 || rows != held) {  // else: another channel block of these rows
           const double t_start = omp_get_wtime();
           const float* before = held && row0 == held0 + held ? band + (held - 1) * Wu * RC : nullptr;
           build_bands(x, sn, sc, sh, sw, C, H, W, R, sy, py, px, P, Wu, row0, rows, band, before);
@@ -1575,7 +1620,8 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
         }
         const int k0 = static_cast<int>(kb * kgroup * KB), kvalid = std::min(KB, K - k0);
         gemm_block(arow.data(), m1 - m0, f, prepack ? packed + kb * kgroup * T * KB : nullptr, T, R,
-                   S, C, K, k0, kvalid, bias, out + m0 * K, panel, packing, stream, kgroup);
+                   S, C, K, k0, kvalid, bias, out + m0 * K, panel, packing, stream, kgroup,
+                   direct ? sh : 0);
       }
     }
     slowest = transform;
@@ -1585,6 +1631,27 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
   if (phase_seconds)
     phase_seconds[0] = slowest, phase_seconds[1] = slowest_pack,
     phase_seconds[2] = slowest_busy - fastest_busy;
+}
+
+void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                       int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                       const float* f, const float* bias, float* out, float* work,
+                       double* phase_seconds, int nthreads) {
+  conv_streamed(x, sn, sc, sh, sw, N, C, H, W, K, R, S, sy, sx, py, px, P, Q, f, bias, out, work,
+                phase_seconds, nthreads, false);
+}
+
+// The direct convolution over NHWC input of the follow-up paper (arXiv 2408.00278), with im2win's
+// micro-kernel and schedule ("direct_nhwc"): no window transform; pixel (n, p, q)'s window is R runs
+// of S * C floats, the input's rows p * sy + r from column q * sx on, read in place. x: [N][H][W][C]
+// with rows sh and images sn floats apart (channels and columns contiguous: sc = 1, sw = C), already
+// zero-padded; f: [K][C][R][S] contiguous; bias [K] or null; out: [N][P][Q][K]; work:
+// direct_nhwc_work_floats. phase_seconds (nullable): as im2win_conv_fused's ([0] = 0: no bands).
+void direct_conv_nhwc(const float* x, long sn, long sh, int N, int C, int H, int W, int K, int R,
+                      int S, int sy, int sx, int P, int Q, const float* f, const float* bias,
+                      float* out, float* work, double* phase_seconds, int nthreads) {
+  conv_streamed(x, sn, 1, sh, C, N, C, H, W, K, R, S, sy, sx, 0, 0, P, Q, f, bias, out, work,
+                phase_seconds, nthreads, true);
 }
 
 // im2win in window planes a thread ("window planes"): where the filter is not packed once (few

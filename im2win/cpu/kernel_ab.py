@@ -112,6 +112,7 @@ def compare(
     threads: int = 1,
     progress: bool = False,
     between: tuple[str, ...] = (),
+    channels_last: bool = False,
 ) -> list:
     """[(layer, flops, [(gflops, band_ms, pack_ms, median_gflops) per variant], by_placement)]:
     best (and median) of `rounds` interleaved calls each (the bands and the filter's packing: the
@@ -129,6 +130,8 @@ def compare(
         shape = PAPER_LAYERS[name].with_batch(batch)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(shape.input_shape(), generator=gen)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(
             shape.c * shape.r * shape.s
         )
@@ -244,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=thread_count, default=None, help="default: the usable cores"
     )
-    parser.add_argument("--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct"])
+    parser.add_argument(
+        "--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct", "direct_nhwc"]
+    )
     parser.add_argument(
         "--blocks",
         nargs="+",
@@ -279,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run these peers (untimed) before every timed call, as the other implementations run "
         "between im2win's calls in `repro run im2win-cpu`: their threads and buffers leave the "
         "caches as there",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="give every call its input in channels_last memory, as a network of im2win layers "
+        "does (im2win's output is channels_last); default: contiguous NCHW, as `repro run "
+        "im2win-cpu` times it",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar of the rounds on stderr"
@@ -330,12 +342,14 @@ def main(argv: list[str] | None = None) -> int:
             n,
             not args.no_progress,
             tuple(args.between),
+            args.channels_last,
         )
         trips.append(thread_round_trip_ns(n))
     print(
         f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
         + (", caches flushed before each call" if args.cold else "")
+        + (", channels_last input" if args.channels_last else "")
         + (f", {' and '.join(args.between)} run before each call" if args.between else "")
         + (f" (held to {args.march})" if held else "")
     )
