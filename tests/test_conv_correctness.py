@@ -797,7 +797,7 @@ def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
     monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
     argv = [str(cpu.SOURCE), "--layers", "conv9", "--threads", "1", "--blocks", "12x2", "6x4"]
     assert kernel_ab.main([*argv, "--defines", "IM2WIN_INTEL=0", "IM2WIN_INTEL=1"]) == 0
-    assert [defs for _, defs in seen["variants"]] == [
+    assert [defs for _, defs, _ in seen["variants"]] == [
         (*cpu.block_defines(block), f"IM2WIN_INTEL={intel}")
         for block in ("12x2", "6x4")
         for intel in (0, 1)

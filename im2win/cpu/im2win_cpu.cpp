@@ -718,7 +718,8 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
               // Written with plain stores (on Intel, an output within a quarter of the last-level
               // cache; see im2win_streams_output), the output lines of the tile two on are
               // prefetched for writing: conv7 at batch 4 on the Xeon 1.05x at best and 1.03x at the
-              // median against none, conv3 1.00x and 1.01x (kernel_ab, torch_cl between, 150 rounds).
+              // median against none, conv3 1.00x and 1.01x (kernel_ab, torch_cl between, 150
+              // rounds).
               if (!stream && last)
                 for (int p = 0; p < MR / 2; ++p)
 #pragma GCC unroll 4
@@ -1647,6 +1648,17 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
 // with rows sh and images sn floats apart (channels and columns contiguous: sc = 1, sw = C), already
 // zero-padded; f: [K][C][R][S] contiguous; bias [K] or null; out: [N][P][Q][K]; work:
 // direct_nhwc_work_floats. phase_seconds (nullable): as im2win_conv_fused's ([0] = 0: no bands).
+// On the Xeon (family 6 model 167), batch 4, 2 threads, torch_cl run between the calls, 40
+// interleaved rounds (python -m im2win.cpu.kernel_ab im2win_cpu.cpp --impl im2win direct_nhwc
+// [--channels-last] --between torch_cl), at best against im2win:
+//   * NCHW input (its reorder and padding in the call, as the reproduction times it): 0.85-0.99x
+//     on every layer but conv6 (1.05x, whose whole filter im2win does not pack, past its memory
+//     goal): conv1-conv4 0.89-0.93x, conv7 0.85x, conv8-conv11 0.94-0.97x, conv12 0.90x. Streaming
+//     the window bands inside the call costs im2win less than a reorder before it.
+//   * channels_last input, read in place (as a network of such layers hands it on): conv9 1.07x,
+//     conv10 1.05x, conv3 1.05x, conv8 1.03x, conv11 1.02x, conv5 1.02x, conv6 1.13x; conv1-conv2,
+//     conv4 and conv7 level; conv12 0.95x. What im2win's bands cost it there (4-7% of conv8-conv11)
+//     is most of that gap; the follow-up paper reports the two at 95% and 94% of peak.
 void direct_conv_nhwc(const float* x, long sn, long sh, int N, int C, int H, int W, int K, int R,
                       int S, int sy, int sx, int P, int Q, const float* f, const float* bias,
                       float* out, float* work, double* phase_seconds, int nthreads) {

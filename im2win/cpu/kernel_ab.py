@@ -28,6 +28,11 @@ the 6 x 4 that llvm-mca's Zen 4 model prefers are both candidates: python -m im2
 times the source's AMD and Intel tuning (kIntel there: the main loop's steps a pass, its B-row
 prefetch, the packed filter's stores) side by side on whichever CPU this is.
 
+    python -m im2win.cpu.kernel_ab im2win/cpu/im2win_cpu.cpp --impl im2win direct_nhwc --channels-last
+
+times implementations of one source side by side (each variant with each --impl), here on input
+already in channels_last memory, as a network of these layers would hand it on.
+
     python -m im2win.cpu.kernel_ab base.cpp variant.cpp --march x86-64-v3
 
 times the AVX2 code of both on a host that has AVX-512 (any x86 level this CPU runs; the peers of
@@ -101,8 +106,12 @@ class Placement:
         ]
 
 
+# The implementations whose kernels are in im2win_cpu.cpp (a variant's source changes them).
+IMPL_CHOICES = ["im2win", "im2win_nhwc", "direct", "direct_nhwc"]
+
+
 def compare(
-    variants: list[tuple[Path, tuple[str, ...]]],
+    variants: list[tuple[Path, tuple[str, ...]] | tuple[Path, tuple[str, ...], str]],
     layers: list[str],
     batch: int,
     rounds: int,
@@ -117,12 +126,14 @@ def compare(
     """[(layer, flops, [(gflops, band_ms, pack_ms, median_gflops) per variant], by_placement)]:
     best (and median) of `rounds` interleaved calls each (the bands and the filter's packing: the
     least of the kernel's own timers, im2win only); a variant is a source and the -D definitions
-    it is built with. cold: every call starts with the caches flushed (see evictor).
+    it is built with, and the implementation it times (`impl` where it names none). cold: every
+    call starts with the caches flushed (see evictor).
     by_placement: with 2 threads or more, {"together" or "apart": Placement}, the rounds in which
     the threads sat so (placement(), measured before each round). progress: a progress bar of the
     rounds on stderr. between: peers (BETWEEN) run untimed before every timed call, as in `repro
     run im2win-cpu`."""
     flush = evictor() if cold else None
+    variants = [(v[0], v[1], v[2] if len(v) > 2 else impl) for v in variants]
     rows = []
     bar = tqdm(total=len(layers) * rounds, desc="kernel_ab", unit="round", disable=not progress)
     for name in layers:
@@ -136,16 +147,15 @@ def compare(
             shape.c * shape.r * shape.s
         )
         b = torch.randn(shape.k, generator=gen)
-        run = IMPLEMENTATIONS[impl].run
         times: list[list[float]] = [[] for _ in variants]  # every call's seconds, per variant
         bands = [math.inf] * len(variants)
         packs = [math.inf] * len(variants)
         places: dict[str, Placement] = {}
 
         with torch.no_grad():
-            for src, defs in variants:  # build and warm up every variant first
+            for src, defs, vimpl in variants:  # build and warm up every variant first
                 with kernels_from(src, march, defs):
-                    run(x, w, b, shape.stride, shape.padding)
+                    IMPLEMENTATIONS[vimpl].run(x, w, b, shape.stride, shape.padding)
             order = list(range(len(variants)))
             shuffle = random.Random(timing.ROUND_ORDER_SEED).shuffle
             for _ in range(rounds):
@@ -156,16 +166,16 @@ def compare(
                     place.rounds += 1
                 shuffle(order)  # as timing.measure_interleaved: no variant always after another
                 for i in order:
-                    src, defs = variants[i]
+                    src, defs, vimpl = variants[i]
                     with kernels_from(src, march, defs):
                         settle(between, flush, x, w, b, shape)
                         start = time.perf_counter()
-                        run(x, w, b, shape.stride, shape.padding)
+                        IMPLEMENTATIONS[vimpl].run(x, w, b, shape.stride, shape.padding)
                         elapsed = time.perf_counter() - start
                         times[i].append(elapsed)
                         if where:
                             place.seconds[i].append(elapsed)
-                        if impl == "im2win":
+                        if vimpl == "im2win":
                             settle(between, flush, x, w, b, shape)
                             phases = im2win_with_phases(x, w, b, shape.stride, shape.padding)[1]
                             bands[i] = min(bands[i], phases["transform_ms"])
@@ -213,10 +223,11 @@ def evictor() -> torch.Tensor:
     return torch.zeros(2 * llc // 4)
 
 
-def build(variants: list[tuple[Path, tuple[str, ...]]], labels: list[str], march: str) -> None:
-    """Every variant compiled and loaded before any round runs: one that does not compile, or
-    lacks an entry point, stops kernel_ab with a message that names it."""
-    for (source, defines), label in zip(variants, labels, strict=True):
+def build(variants: list[tuple], labels: list[str], march: str) -> None:
+    """Every variant (its source and definitions first) compiled and loaded before any round
+    runs: one that does not compile, or lacks an entry point, stops kernel_ab with a message that
+    names it."""
+    for (source, defines, *_), label in zip(variants, labels, strict=True):
         try:
             with kernels_from(source, march, defines):
                 pass
@@ -248,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=thread_count, default=None, help="default: the usable cores"
     )
     parser.add_argument(
-        "--impl", default="im2win", choices=["im2win", "im2win_nhwc", "direct", "direct_nhwc"]
+        "--impl",
+        nargs="+",
+        default=["im2win"],
+        choices=IMPL_CHOICES,
+        help="the implementation(s) timed; several: each on every variant, side by side (e.g. one "
+        "source, --impl im2win direct_nhwc --channels-last)",
     )
     parser.add_argument(
         "--blocks",
@@ -322,10 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--defines {' '.join(bad)}: give each as NAME=VALUE, e.g. IM2WIN_INTEL=1")
     defines = [(d, (d,)) for d in args.defines or ()] or [("", ())]
-    crossed = [(s, b, d) for s in args.sources for b in blocks for d in defines]  # in this order
-    variants = [(src, bdefs + ddefs) for src, (_, bdefs), (_, ddefs) in crossed]
+    impls = list(dict.fromkeys(args.impl))
+    crossed = [  # in this order
+        (s, b, d, i) for s in args.sources for b in blocks for d in defines for i in impls
+    ]
+    variants = [(src, bdefs + ddefs, impl) for src, (_, bdefs), (_, ddefs), impl in crossed]
     labels = [
-        f"{src.name}{'@' + b if b else ''}{'+' + d if d else ''}" for src, (b, _), (d, _) in crossed
+        f"{src.name}{'@' + b if b else ''}{'+' + d if d else ''}"
+        + (f"#{impl}" if len(impls) > 1 else "")
+        for src, (b, _), (d, _), impl in crossed
     ]
     build(variants, labels, args.march)
     memory.steady_allocator()
@@ -336,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             args.layers,
             args.batch,
             args.rounds,
-            args.impl,
+            impls[0],
             args.march,
             args.cold,
             n,
@@ -346,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         trips.append(thread_round_trip_ns(n))
     print(
-        f"{args.impl}, batch {args.batch}, {n} threads, -march={args.march}, "
+        f"{', '.join(impls)}, batch {args.batch}, {n} threads, -march={args.march}, "
         f"best of {args.rounds} interleaved rounds"
         + (", caches flushed before each call" if args.cold else "")
         + (", channels_last input" if args.channels_last else "")
