@@ -873,7 +873,13 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 // its accumulators in registers. The bands' writes fell by up to two thirds (conv9 0.41 -> 0.31
 // ms, conv8 1.49 -> 1.29), but the calls ran level: conv8 1.001x, conv9 1.006x (1.028x in a
 // shorter run), conv11 0.996x (0.955x), conv4 0.990x (one row a block: no rows shared); with a
-// micro-kernel call a run, 0.94-0.97x. Zen 4, torch_cl run between the calls, 30-60 rounds.)
+// micro-kernel call a run, 0.94-0.97x. Zen 4, torch_cl run between the calls, 30-60 rounds.
+// Retimed on the Xeon (family 6 model 167) through gemm_block's runs (a micro-kernel call a run,
+// the tile through its output rows between runs; where sy < R, R * C >= 64 and the filter is packed
+// once; an image's rows a segment), kernel_ab, torch_cl between, 40 rounds: bands conv8 0.68 ->
+// 0.48 ms, conv5 0.12 -> 0.06, conv9 0.16 -> 0.14, but the calls conv5 1.02x at best, conv8-conv10
+// 1.00x, conv4 0.99x, conv11 0.97x. What is left of the bands is reading the input in: its
+// transposes, not the rows copied again.)
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
                  const float* before = nullptr, long ld_row = 0) {
