@@ -1465,7 +1465,10 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 //     no bound on the pair's panels, conv4 (802 KB a pair) 0.99x, conv5 (614 KB) 1.00x (60 rounds).
 //   * else one.
 // Only over the filter packed once, its whole reduction one micro-kernel call (T <= TC_PACKED),
-// and not where each thread convolves its own channel blocks (split_k). Timed on Intel only:
+// and not where each thread convolves its own channel blocks (split_k): pairs within each thread's
+// half there, conv11 at batch 4 on the Xeon, ran 0.98x at best and at the median, 0.96x and 0.99x
+// with the pairs' B rows prefetched 8 steps ahead where the tile's rows span most of L1 (kernel_ab,
+// torch_cl between, 100 rounds). Timed on Intel only:
 // AMD's cores keep one block an item, as they were timed (-DIM2WIN_INTEL=1 builds Intel's
 // choices on any CPU, for kernel_ab --defines IM2WIN_INTEL=0 IM2WIN_INTEL=1).
 int item_blocks(int K, long T, bool packed, bool split_k) {
