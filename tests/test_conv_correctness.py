@@ -810,6 +810,36 @@ def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
         assert f"--defines {bad}: give each as NAME=VALUE" in capsys.readouterr().err
 
 
+def test_kernel_ab_times_each_implementation_on_every_variant(monkeypatch, capsys):
+    """--impl with several ids: each variant is timed with each of them, side by side, labelled
+    with it; --channels-last reaches the timing (the input as a network hands it on)."""
+    from im2win import cpu
+    from im2win.cpu import kernel_ab
+
+    seen = {}
+
+    def compare(variants, layers, batch, rounds, impl, *args):
+        seen["variants"], seen["args"] = variants, args
+        return [("conv9", 1e9, [(100.0, 0.1, 0.1, 90.0)] * len(variants), {})]
+
+    monkeypatch.setattr(kernel_ab, "compare", compare)
+    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
+    argv = [str(cpu.SOURCE), "--layers", "conv9", "--threads", "1", "--defines", "A=0", "A=1"]
+    assert kernel_ab.main([*argv, "--impl", "im2win", "direct_nhwc", "--channels-last"]) == 0
+    assert [(defs, impl) for _, defs, impl in seen["variants"]] == [
+        (("A=0",), "im2win"),
+        (("A=0",), "direct_nhwc"),
+        (("A=1",), "im2win"),
+        (("A=1",), "direct_nhwc"),
+    ]
+    assert seen["args"][-1] is True  # channels_last
+    out = capsys.readouterr().out
+    assert "im2win_cpu.cpp+A=1#direct_nhwc=" in out and "channels_last input" in out
+    assert kernel_ab.main(argv) == 0  # one implementation: labels as before, NCHW input
+    assert seen["args"][-1] is False
+    assert "#im2win" not in capsys.readouterr().out
+
+
 def test_kernel_ab_builds_every_variant_first_and_says_why_one_fails(tmp_path, capsys):
     """A variant that does not compile, or lacks an entry point, is a message naming it before any
     round runs (it was a traceback from the first round's call, under the progress bar)."""
