@@ -249,9 +249,10 @@ __attribute__((always_inline)) inline void store_tile(const V (&acc)[M][N], floa
 #define IM2WIN_INLINE_UKERNEL __attribute__((always_inline)) inline
 #define IM2WIN_FLATTEN __attribute__((flatten))
 #endif
-template <int M>
+template <int M, bool RUNS = false>
 IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, int tc, float* c,
-                                        long ldc, bool first, const float* bias, bool stream) {
+                                        long ldc, bool first, const float* bias, bool stream,
+                                        int runs = 1, long run_stride = 0) {
   V acc[M][NR];
   if (first) {
     V b0[NR];
@@ -294,50 +295,59 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
       for (int j = 0; j < NR; ++j) acc[i][j] += bv[j] * ai;
     }
   };
-  long t = -tc;
-  if (kIntel && VL >= 8) {  // AVX and wider: SSE's 16 registers spill in two steps a pass
-    // Two steps a pass (see kIntel). On a Xeon (Intel family 6 model 167, AVX-512), kernel_ab,
-    // 25-30 interleaved rounds, with the filter packed with plain stores in both: conv11
-    // 1.04-1.05x, conv6 1.03-1.09x, conv10 1.01-1.04x, conv4 1.02-1.03x, the others level
-    // (0.99-1.02x); the AVX2 code (--march x86-64-v3) 1.04-1.06x on conv4-conv6, conv10, conv11
-    // and conv12. The micro-kernel alone in L1 stays level (192-step calls: 382 against 380
-    // GFLOP/s).
-    //
-    // Where the tile's window rows span more than two thirds of L1 (from its first row's start to
-    // its last row's end: conv4 and conv11 at 52 and 43 KB of the Xeon's 48; with AVX2's 6-row
-    // tiles no paper layer's), the B rows are also prefetched 8 steps ahead, as the hardware's
-    // prefetches of them into L1 seem not to survive beside the rows there. On the Xeon, kernel_ab,
-    // torch_cl between: conv11 1.14x (60 rounds) and 1.13x (250; threads together), 1.14x (400,
-    // apart), conv4 1.03x and 1.05x, the others 0.99-1.02x; the AVX2 code 0.98-1.02x. Prefetched
-    // at every tile: conv11 1.09x and 1.10x (300 rounds), but 0.92-0.98x on conv1-conv4 and
-    // conv7-conv10 (50 rounds). The AVX2 code prefetching where the rows span over half of L1
-    // (conv4 and conv11 with 6-row tiles): conv4 0.99x at best and 1.02x at the median, conv11
-    // 1.03x and 1.00x, conv5 1.01x (kernel_ab --march x86-64-v3, torch between, 30 rounds).
-    const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ap[0]) - tc * sizeof(float),
-                         last = reinterpret_cast<std::uintptr_t>(ap[M - 1]);
-    if (3 * static_cast<long>(std::max(first, last) - std::min(first, last)) > 2 * kL1Bytes) {
-      // Paired by hand: with the prefetches inside step and `#pragma GCC unroll 2`, GCC 12 built
-      // each step's prefetch address apart and parked a row pointer on the stack (isa reads it).
-      if (tc & 1) step(t++);
-      __asm__ volatile("# im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
-      for (; t != 0; t += 2) {  // the two B rows 8 steps ahead, each of their lines
+  // RUNS (direct_conv_nhwc): `runs` runs of tc steps, each run's rows run_stride floats after the
+  // last's and its B rows right after the last's, the accumulators kept in registers across them.
+  for (int run = 0;;) {
+    long t = -tc;
+    if (kIntel && VL >= 8) {  // AVX and wider: SSE's 16 registers spill in two steps a pass
+      // Two steps a pass (see kIntel). On a Xeon (Intel family 6 model 167, AVX-512), kernel_ab,
+      // 25-30 interleaved rounds, with the filter packed with plain stores in both: conv11
+      // 1.04-1.05x, conv6 1.03-1.09x, conv10 1.01-1.04x, conv4 1.02-1.03x, the others level
+      // (0.99-1.02x); the AVX2 code (--march x86-64-v3) 1.04-1.06x on conv4-conv6, conv10, conv11
+      // and conv12. The micro-kernel alone in L1 stays level (192-step calls: 382 against 380
+      // GFLOP/s).
+      //
+      // Where the tile's window rows span more than two thirds of L1 (from its first row's start to
+      // its last row's end: conv4 and conv11 at 52 and 43 KB of the Xeon's 48; with AVX2's 6-row
+      // tiles no paper layer's), the B rows are also prefetched 8 steps ahead, as the hardware's
+      // prefetches of them into L1 seem not to survive beside the rows there. On the Xeon,
+      // kernel_ab, torch_cl between: conv11 1.14x (60 rounds) and 1.13x (250; threads together),
+      // 1.14x (400, apart), conv4 1.03x and 1.05x, the others 0.99-1.02x; the AVX2 code 0.98-1.02x.
+      // Prefetched at every tile: conv11 1.09x and 1.10x (300 rounds), but 0.92-0.98x on
+      // conv1-conv4 and conv7-conv10 (50 rounds). The AVX2 code prefetching where the rows span
+      // over half of L1 (conv4 and conv11 with 6-row tiles): conv4 0.99x at best and 1.02x at the
+      // median, conv11 1.03x and 1.00x, conv5 1.01x (kernel_ab --march x86-64-v3, torch between, 30
+      // rounds).
+      const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ap[0]) - tc * sizeof(float),
+                           last = reinterpret_cast<std::uintptr_t>(ap[M - 1]);
+      if (3 * static_cast<long>(std::max(first, last) - std::min(first, last)) > 2 * kL1Bytes) {
+        // Paired by hand: with the prefetches inside step and `#pragma GCC unroll 2`, GCC 12 built
+        // each step's prefetch address apart and parked a row pointer on the stack (isa reads it).
+        if (tc & 1) step(t++);
+        __asm__ volatile("# im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
+        for (; t != 0; t += 2) {  // the two B rows 8 steps ahead, each of their lines
 #pragma GCC unroll 8
-        for (int j = 0; j < 2 * KB; j += 64 / sizeof(float))
-          __builtin_prefetch(bp + (t + 8) * KB + j, 0, 3);
-        step(t);
-        step(t + 1);
-      }
-      __asm__ volatile("# im2win-ukernel-prefetch-end M=%c0" ::"i"(M));
-    } else {
-      __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
+          for (int j = 0; j < 2 * KB; j += 64 / sizeof(float))
+            __builtin_prefetch(bp + (t + 8) * KB + j, 0, 3);
+          step(t);
+          step(t + 1);
+        }
+        __asm__ volatile("# im2win-ukernel-prefetch-end M=%c0" ::"i"(M));
+      } else {
+        __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
 #pragma GCC unroll 2
+        for (; t != 0; ++t) step(t);
+        __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+      }
+    } else {
+      __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
       for (; t != 0; ++t) step(t);
-      __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+      __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
     }
-  } else {
-    __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
-    for (; t != 0; ++t) step(t);
-    __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
+    if (!RUNS || ++run == runs) break;
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) ap[i] += run_stride;
+    bp += static_cast<long>(tc) * KB;
   }
   // c and ldc opaque here: the stores compute their addresses anew, instead of GCC computing all
   // 2 * M of them before the main loop and keeping them on the stack, which cost the loop a
@@ -346,27 +356,31 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
   store_tile(acc, c, ldc, stream);
 }
 
-template <int M>
+template <int M, bool RUNS = false>
 IM2WIN_INLINE_UKERNEL void ukernel(const float* const* a, const float* b, int tc, float* c,
                                    long ldc, int kvalid, bool first, const float* bias,
-                                   bool stream = false) {
-  if (kvalid == KB) return ukernel_full<M>(a, b, tc, c, ldc, first, bias, stream);
+                                   bool stream = false, int runs = 1, long run_stride = 0) {
+  if (kvalid == KB)
+    return ukernel_full<M, RUNS>(a, b, tc, c, ldc, first, bias, stream, runs, run_stride);
   // the last channel block of a K that is not a multiple of KB: through a whole scratch tile
   alignas(64) float scratch[M][KB] = {};
   alignas(64) float b0[KB] = {};
   if (bias) std::memcpy(b0, bias, sizeof(float) * kvalid);
   if (!first)
     for (int i = 0; i < M; ++i) std::memcpy(scratch[i], c + i * ldc, sizeof(float) * kvalid);
-  ukernel_full<M>(a, b, tc, scratch[0], KB, first, b0, false);
+  ukernel_full<M, RUNS>(a, b, tc, scratch[0], KB, first, b0, false, runs, run_stride);
   for (int i = 0; i < M; ++i) std::memcpy(c + i * ldc, scratch[i], sizeof(float) * kvalid);
 }
 
-template <int M>
+template <int M, bool RUNS = false>
 void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, float* c, long ldc,
-                      int kvalid, bool first, const float* bias, bool stream = false) {
+                      int kvalid, bool first, const float* bias, bool stream = false,
+                      int runs = 1, long run_stride = 0) {
   if constexpr (M > 0) {
-    if (m == M) return ukernel<M>(a, b, tc, c, ldc, kvalid, first, bias, stream);
-    return ukernel_dispatch<M - 1>(m, a, b, tc, c, ldc, kvalid, first, bias, stream);
+    if (m == M)
+      return ukernel<M, RUNS>(a, b, tc, c, ldc, kvalid, first, bias, stream, runs, run_stride);
+    return ukernel_dispatch<M - 1, RUNS>(m, a, b, tc, c, ldc, kvalid, first, bias, stream, runs,
+                                         run_stride);
   }
 }
 
@@ -384,9 +398,10 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
 // each B vector loaded as its 4 multiply-adds need it, 30 vector registers, no spills in the loop:
 // conv1 0.99x at best and 1.00x at the median, conv2 1.01x and 1.02x against 12 x 2 (kernel_ab,
 // torch_cl between, 60 rounds).)
-template <int M>
+template <int M, bool RUNS = false>
 void ukernel_wide(const float* const* a, const float* b0, const float* b1, int tc, float* c,
-                  long ldc, const float* bias, bool stream, bool first) {
+                  long ldc, const float* bias, bool stream, bool first, int runs = 1,
+                  long run_stride = 0) {
   constexpr int N = 2 * NR;
   V acc[M][N];
   if (!first) {
@@ -424,24 +439,34 @@ void ukernel_wide(const float* const* a, const float* b0, const float* b1, int t
       for (int j = 0; j < N; ++j) acc[i][j] += bv[j] * ai;
     }
   };
-  long t = -tc;
-  if (tc & 1) step(t++);
-  __asm__ volatile("# im2win-ukernel-wide-begin M=%c0" ::"i"(M));
-  for (; t != 0; t += 2) {
-    step(t);
-    step(t + 1);
+  for (int run = 0;;) {  // RUNS: as ukernel_full's
+    long t = -tc;
+    if (tc & 1) step(t++);
+    __asm__ volatile("# im2win-ukernel-wide-begin M=%c0" ::"i"(M));
+    for (; t != 0; t += 2) {
+      step(t);
+      step(t + 1);
+    }
+    __asm__ volatile("# im2win-ukernel-wide-end M=%c0" ::"i"(M));
+    if (!RUNS || ++run == runs) break;
+#pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) ap[i] += run_stride;
+    bp0 += static_cast<long>(tc) * KB;
+    bp1 += static_cast<long>(tc) * KB;
   }
-  __asm__ volatile("# im2win-ukernel-wide-end M=%c0" ::"i"(M));
   __asm__("" : "+r"(c), "+r"(ldc));  // as in ukernel_full
   store_tile(acc, c, ldc, stream);
 }
 
-template <int M>
+template <int M, bool RUNS = false>
 void ukernel_wide_dispatch(int m, const float* const* a, const float* b0, const float* b1, int tc,
-                           float* c, long ldc, const float* bias, bool stream, bool first) {
+                           float* c, long ldc, const float* bias, bool stream, bool first,
+                           int runs = 1, long run_stride = 0) {
   if constexpr (M > 0) {
-    if (m == M) return ukernel_wide<M>(a, b0, b1, tc, c, ldc, bias, stream, first);
-    return ukernel_wide_dispatch<M - 1>(m, a, b0, b1, tc, c, ldc, bias, stream, first);
+    if (m == M)
+      return ukernel_wide<M, RUNS>(a, b0, b1, tc, c, ldc, bias, stream, first, runs, run_stride);
+    return ukernel_wide_dispatch<M - 1, RUNS>(m, a, b0, b1, tc, c, ldc, bias, stream, first, runs,
+                                              run_stride);
   }
 }
 
@@ -709,10 +734,15 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
       pack_panel(f, T, R, S, C, k0, kvalid, tc, s, r, c, panel);
       pack_seconds += omp_get_wtime() - t_pack;
     }
+    // the runs inside each micro-kernel call where a run is one slice (its accumulators then stay
+    // in registers from run to run), else a call a run; not with SSE's 16 registers, where that
+    // loop spills (im2win.cpu.isa)
+    constexpr bool kRunsInside = VL >= 8;
+    const bool inside = kRunsInside && runs > 1 && run_len <= step;
     for (long m = 0; m < rows;) {
       const int mr = tile_rows(rows - m);
-      for (int run = 0; run < runs; ++run) {
-        const bool first = t0 == 0 && run == 0, last = run == runs - 1;
+      for (int run = 0; run < (inside ? 1 : runs); ++run) {
+        const bool first = t0 == 0 && run == 0, last = inside || run == runs - 1;
         const float* br = b + run * run_len * KB;  // this run's filter rows
         for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + run * run_stride + t0;
         const bool streams = stream && last;  // earlier runs' tiles are read back
@@ -731,16 +761,25 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
 #pragma GCC unroll 4
                   for (int v = 0; v < 2 * KB; v += 64 / sizeof(float))
                     __builtin_prefetch(out + (m + i + MR + p) * K + kj + v, 1, 3);
-              ukernel_wide_dispatch<MR / 2>(std::min(MR / 2, mr - i), a + i, br + j * T * KB,
-                                            br + (j + 1) * T * KB, tc, out + (m + i) * K + kj, K,
-                                            bias ? bias + kj : nullptr, streams, first);
+              const int mi = std::min(MR / 2, mr - i);
+              const float *b0 = br + j * T * KB, *b1 = b0 + T * KB;
+              const float* bj = bias ? bias + kj : nullptr;
+              if (inside)
+                ukernel_wide_dispatch<MR / 2, kRunsInside>(mi, a + i, b0, b1, tc, out + (m + i) * K + kj,
+                                                    K, bj, streams, first, runs, run_stride);
+              else
+                ukernel_wide_dispatch<MR / 2>(mi, a + i, b0, b1, tc, out + (m + i) * K + kj, K, bj,
+                                              streams, first);
             }
           }
         for (; j < blocks; ++j) {
-          const int kj = k0 + j * KB;
-          ukernel_dispatch<MR>(mr, a, br + j * T * KB, tc, out + m * K + kj, K,
-                               j ? std::min(KB, K - kj) : kvalid, first, bias ? bias + kj : nullptr,
-                               streams);
+          const int kj = k0 + j * KB, kv = j ? std::min(KB, K - kj) : kvalid;
+          const float *bj = br + j * T * KB, *bias_j = bias ? bias + kj : nullptr;
+          if (inside)
+            ukernel_dispatch<MR, kRunsInside>(mr, a, bj, tc, out + m * K + kj, K, kv, first, bias_j,
+                                       streams, runs, run_stride);
+          else
+            ukernel_dispatch<MR>(mr, a, bj, tc, out + m * K + kj, K, kv, first, bias_j, streams);
         }
       }
       m += mr;
