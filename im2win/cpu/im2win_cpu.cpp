@@ -1705,14 +1705,15 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
 // On the Xeon (family 6 model 167), batch 4, 2 threads, torch_cl run between the calls, 40
 // interleaved rounds (python -m im2win.cpu.kernel_ab im2win_cpu.cpp --impl im2win direct_nhwc
 // [--channels-last] --between torch_cl), at best against im2win:
-//   * NCHW input (its reorder and padding in the call, as the reproduction times it): 0.85-0.99x
-//     on every layer but conv6 (1.05x, whose whole filter im2win does not pack, past its memory
-//     goal): conv1-conv4 0.89-0.93x, conv7 0.85x, conv8-conv11 0.94-0.97x, conv12 0.90x. Streaming
-//     the window bands inside the call costs im2win less than a reorder before it.
-//   * channels_last input, read in place (as a network of such layers hands it on): conv9 1.07x,
-//     conv10 1.05x, conv3 1.05x, conv8 1.03x, conv11 1.02x, conv5 1.02x, conv6 1.13x; conv1-conv2,
-//     conv4 and conv7 level; conv12 0.95x. What im2win's bands cost it there (4-7% of conv8-conv11)
-//     is most of that gap; the follow-up paper reports the two at 95% and 94% of peak.
+//   * NCHW input (its reorder and padding in the call, as the reproduction times it): level on
+//     conv1-conv3 and conv5 (0.99-1.02x), ahead on conv6 (1.04x: im2win does not pack that
+//     filter whole, past its memory goal) and conv7 (1.05x), behind on conv4 (0.90x), conv8-conv11
+//     (0.94-0.98x) and conv12 (0.90x). On the deep layers, streaming the window bands inside the
+//     call costs im2win less than a reorder before it.
+//   * channels_last input, read in place (as a network of such layers hands it on): ahead on
+//     every layer but conv12 (0.96x): conv1-conv3 1.11-1.15x, conv7 1.16x, conv6 1.09x,
+//     conv8-conv11 1.04-1.09x, conv4 and conv5 1.01-1.02x. im2win's bands take 3-6% of
+//     conv8-conv11's calls there. The follow-up paper reports the two at 95% and 94% of peak.
 void direct_conv_nhwc(const float* x, long sn, long sh, int N, int C, int H, int W, int K, int R,
                       int S, int sy, int sx, int P, int Q, const float* f, const float* bias,
                       float* out, float* work, double* phase_seconds, int nthreads) {
