@@ -924,7 +924,11 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 // once; an image's rows a segment), kernel_ab, torch_cl between, 40 rounds: bands conv8 0.68 ->
 // 0.48 ms, conv5 0.12 -> 0.06, conv9 0.16 -> 0.14, but the calls conv5 1.02x at best, conv8-conv10
 // 1.00x, conv4 0.99x, conv11 0.97x. What is left of the bands is reading the input in: its
-// transposes, not the rows copied again.)
+// transposes, not the rows copied again. With the runs inside one micro-kernel call, as
+// direct_conv_nhwc's (RUNS), and on every layer where sy < R: conv5 1.02x at best, conv8 1.01x,
+// conv9 1.01x, conv10 1.01x, conv4 and conv11 level (40 rounds); conv1 1.00x, conv2 1.01x, conv3
+// 1.01x, conv7 1.02x at best and 1.04x at the median (60 rounds). Not built in: about 1% for a
+// second band layout.)
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
                  const float* before = nullptr, long ld_row = 0) {
