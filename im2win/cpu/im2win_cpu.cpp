@@ -224,6 +224,27 @@ long balanced_block(long n, long target, int nthreads, long align = 1) {
 // Zen 5 (30 interleaved rounds; other layers level), and flattened into gemm_block_taps its
 // 12-row loop reloaded a row pointer from the stack every step (python -m im2win.cpu.isa), for no
 // measured gain (conv6, conv11, conv12 0.99-1.02x, 40 rounds).
+// A micro-kernel's M x N accumulators at the start of a tile: the bias (or zero) where it is the
+// first pass over the tile (first), else the tile's partial sums from rows of C at stride ldc.
+template <int M, int N>
+__attribute__((always_inline)) inline void start_tile(V (&acc)[M][N], const float* c, long ldc,
+                                                      bool first, const float* bias) {
+  if (first) {
+    V b0[N];
+#pragma GCC unroll 8
+    for (int j = 0; j < N; ++j) b0[j] = bias ? loadu(bias + j * VL) : V{};
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) acc[i][j] = b0[j];
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
+  }
+}
+
 // A micro-kernel's M x N accumulators to rows of C at stride ldc: non-temporal stores (stream;
 // c and ldc aligned to the vector) or plain ones.
 template <int M, int N>
@@ -254,20 +275,7 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
                                         long ldc, bool first, const float* bias, bool stream,
                                         int runs = 1, long run_stride = 0) {
   V acc[M][NR];
-  if (first) {
-    V b0[NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) b0[j] = bias ? loadu(bias + j * VL) : V{};
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) acc[i][j] = b0[j];
-  } else {
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
-  }
+  start_tile(acc, c, ldc, first, bias);
   // The step t counts up from -tc to zero, so the loop needs no bound in a register: with M = 12
   // (AVX-512) the row pointers, the panel pointer and t fill 14 general registers, and a bound too
   // made GCC park a row pointer in a vector register and reload the bound from the stack at every
@@ -404,20 +412,7 @@ void ukernel_wide(const float* const* a, const float* b0, const float* b1, int t
                   long run_stride = 0) {
   constexpr int N = 2 * NR;
   V acc[M][N];
-  if (!first) {
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) acc[i][j] = loadu(c + i * ldc + j * VL);
-  } else {
-    V bb[N];
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) bb[j] = bias ? loadu(bias + j * VL) : V{};
-#pragma GCC unroll 8
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) acc[i][j] = bb[j];
-  }
+  start_tile(acc, c, ldc, first, bias);
   const float* ap[M];  // counted up from -tc to zero, as in ukernel_full
 #pragma GCC unroll 8
   for (int i = 0; i < M; ++i) {
