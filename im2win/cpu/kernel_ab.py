@@ -111,11 +111,10 @@ IMPL_CHOICES = ["im2win", "im2win_nhwc", "direct", "direct_nhwc"]
 
 
 def compare(
-    variants: list[tuple[Path, tuple[str, ...]] | tuple[Path, tuple[str, ...], str]],
+    variants: list[tuple[Path, tuple[str, ...], str]],
     layers: list[str],
     batch: int,
     rounds: int,
-    impl: str,
     march: str = "native",
     cold: bool = False,
     threads: int = 1,
@@ -126,14 +125,13 @@ def compare(
     """[(layer, flops, [(gflops, band_ms, pack_ms, median_gflops) per variant], by_placement)]:
     best (and median) of `rounds` interleaved calls each (the bands and the filter's packing: the
     least of the kernel's own timers, im2win only); a variant is a source and the -D definitions
-    it is built with, and the implementation it times (`impl` where it names none). cold: every
+    it is built with, and the implementation it times (an id of IMPL_CHOICES). cold: every
     call starts with the caches flushed (see evictor).
     by_placement: with 2 threads or more, {"together" or "apart": Placement}, the rounds in which
     the threads sat so (placement(), measured before each round). progress: a progress bar of the
     rounds on stderr. between: peers (BETWEEN) run untimed before every timed call, as in `repro
     run im2win-cpu`."""
     flush = evictor() if cold else None
-    variants = [(v[0], v[1], v[2] if len(v) > 2 else impl) for v in variants]
     rows = []
     bar = tqdm(total=len(layers) * rounds, desc="kernel_ab", unit="round", disable=not progress)
     for name in layers:
@@ -357,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
             args.layers,
             args.batch,
             args.rounds,
-            impls[0],
             args.march,
             args.cold,
             n,
