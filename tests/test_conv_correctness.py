@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import im2win
+from harness import timing
 from im2win.reference import max_violation
 from im2win.shapes import PAPER_LAYERS, reduced
 from im2win.transform import window_nchw, window_nhwc
@@ -538,9 +539,7 @@ def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, thre
         ((4, 3, 30, 34), (70, 3, 3, 3), (1, 1), (1, 1)),
         ((3, 4, 41, 37), (50, 4, 2, 2), (2, 1), (1, 0)),
     ]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with timing.threads(threads):
         with cpu.kernels_from(cpu.SOURCE, level, ("IM2WIN_INTEL=0",)):
             x_shape, w_shape, stride, padding = shapes[0]
             shape = im2win.ConvShape.of(torch.empty(x_shape), torch.empty(w_shape), stride, padding)
@@ -556,8 +555,6 @@ def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, thre
                 assert phases["path"] == STREAMED_TILES.format(blocks)
                 assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
             assert fused_item_blocks(PAPER_LAYERS["conv5"].with_batch(4), threads) == 1
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -579,9 +576,7 @@ def test_intel_avx512_takes_two_channel_blocks_a_tile_where_they_fit_in_l2(threa
         ((3, 32, 30, 34), (128, 32, 3, 3), (1, 1), (1, 1)),
         ((2, 32, 33, 29), (120, 32, 3, 3), (2, 1), (0, 1)),
     ]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with timing.threads(threads):
         with cpu.kernels_from(cpu.SOURCE, "x86-64-v4", ("IM2WIN_INTEL=1",)):
             for x_shape, w_shape, stride, padding in shapes:
                 x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
@@ -594,8 +589,6 @@ def test_intel_avx512_takes_two_channel_blocks_a_tile_where_they_fit_in_l2(threa
             assert fused_item_blocks(odd, threads) == 1
         with cpu.kernels_from(cpu.SOURCE, "x86-64-v4", ("IM2WIN_INTEL=0",)):
             assert fused_item_blocks(im2win.ConvShape.of(x, w, stride, padding), threads) == 1
-    finally:
-        torch.set_num_threads(old)
 
 
 def test_the_output_channels_are_split_only_where_timed():
@@ -643,7 +636,6 @@ def test_kernels_from_a_variant_source_then_back(tmp_path):
     import subprocess
     import sys
 
-    from harness import timing
     from im2win import cpu
     from im2win.cpu import levels
 
@@ -780,6 +772,23 @@ def test_kernel_ab_refuses_a_file_that_is_not_cpp_before_compiling(tmp_path, cap
     assert f"not a C++ source (.cpp, .cc, .cxx, .C): {notes}" in capsys.readouterr().err
 
 
+def _kernel_ab_without_timing(monkeypatch) -> dict:
+    """kernel_ab with nothing built or timed: what main hands compare (its variants, and its
+    arguments after variants and layers) lands in the returned dict, and every variant reports the
+    same row."""
+    from im2win.cpu import kernel_ab
+
+    seen = {}
+
+    def compare(variants, layers, *args):
+        seen["variants"], seen["args"] = variants, args
+        return [("conv9", 1e9, [(100.0, 0.1, 0.1, 90.0)] * len(variants), {})]
+
+    monkeypatch.setattr(kernel_ab, "compare", compare)
+    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
+    return seen
+
+
 def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
     """--defines: every source built with each -D definition apart (crossed with --blocks), each
     labelled with it; a definition not of the form NAME=VALUE is a usage error, before anything is
@@ -787,14 +796,7 @@ def test_kernel_ab_times_each_definition_as_a_variant(monkeypatch, capsys):
     from im2win import cpu
     from im2win.cpu import kernel_ab
 
-    seen = {}
-
-    def compare(variants, layers, *args):
-        seen["variants"] = variants
-        return [("conv9", 1e9, [(100.0, 0.1, 0.1, 90.0)] * len(variants), {})]
-
-    monkeypatch.setattr(kernel_ab, "compare", compare)
-    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
+    seen = _kernel_ab_without_timing(monkeypatch)
     argv = [str(cpu.SOURCE), "--layers", "conv9", "--threads", "1", "--blocks", "12x2", "6x4"]
     assert kernel_ab.main([*argv, "--defines", "IM2WIN_INTEL=0", "IM2WIN_INTEL=1"]) == 0
     assert [defs for _, defs, _ in seen["variants"]] == [
@@ -816,14 +818,7 @@ def test_kernel_ab_times_each_implementation_on_every_variant(monkeypatch, capsy
     from im2win import cpu
     from im2win.cpu import kernel_ab
 
-    seen = {}
-
-    def compare(variants, layers, batch, rounds, impl, *args):
-        seen["variants"], seen["args"] = variants, args
-        return [("conv9", 1e9, [(100.0, 0.1, 0.1, 90.0)] * len(variants), {})]
-
-    monkeypatch.setattr(kernel_ab, "compare", compare)
-    monkeypatch.setattr(kernel_ab, "build", lambda *args: None)
+    seen = _kernel_ab_without_timing(monkeypatch)
     argv = [str(cpu.SOURCE), "--layers", "conv9", "--threads", "1", "--defines", "A=0", "A=1"]
     assert kernel_ab.main([*argv, "--impl", "im2win", "direct_nhwc", "--channels-last"]) == 0
     assert [(defs, impl) for _, defs, impl in seen["variants"]] == [
