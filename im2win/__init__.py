@@ -3,6 +3,7 @@
 from im2win import nn
 from im2win.conv import conv2d
 from im2win.implementations import BASELINE, IMPLEMENTATIONS
+from im2win.packed import PackedFilter, pack_filter
 from im2win.shapes import PAPER_LAYERS, ConvShape
 from im2win.transform import WINDOW_TRANSFORMS
 
@@ -10,8 +11,10 @@ __all__ = [
     "BASELINE",
     "IMPLEMENTATIONS",
     "PAPER_LAYERS",
+    "PackedFilter",
     "WINDOW_TRANSFORMS",
     "ConvShape",
     "conv2d",
     "nn",
+    "pack_filter",
 ]

@@ -5,11 +5,21 @@ from __future__ import annotations
 import torch
 
 from im2win.implementations import IMPLEMENTATIONS
+from im2win.packed import PackedFilter, im2win_packed
 from im2win.validation import validate
 
 
 def conv2d(
-    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, impl: str = "im2win"
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    *,
+    impl: str = "im2win",
+    packed: PackedFilter | None = None,
 ) -> torch.Tensor:
     """2-D convolution (cross-correlation) of float32 tensors, like torch.nn.functional.conv2d,
     whose positional arguments it takes in the same order: a call written for F.conv2d runs
@@ -29,6 +39,9 @@ def conv2d(
         dilation, groups: 1 (any other value is refused: im2win has neither).
         impl: an id from im2win.IMPLEMENTATIONS ("im2win", "im2win_nchw", "direct", "im2col_gemm",
             "torch", "torch_cl"); keyword only.
+        packed: `weight` packed ahead by im2win.pack_filter(weight), for impl "im2win" on the
+            CPU: the call then does not pack the filter itself. Keyword only; pack again after
+            changing the weight (im2win.nn.Conv2d does so by itself).
 
     Returns:
         [N, K, P, Q] float32 with P = (H + 2py - R) // sy + 1 and Q = (W + 2px - S) // sx + 1
@@ -41,7 +54,15 @@ def conv2d(
         raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
     if isinstance(input, torch.Tensor) and input.dim() == 3:  # one image, as F.conv2d takes it
         batched = conv2d(
-            input.unsqueeze(0), weight, bias, stride, padding, dilation, groups, impl=impl
+            input.unsqueeze(0),
+            weight,
+            bias,
+            stride,
+            padding,
+            dilation,
+            groups,
+            impl=impl,
+            packed=packed,
         )
         return batched.squeeze(0)
     stride, padding = validate(
@@ -55,6 +76,17 @@ def conv2d(
             f"impl {impl!r} runs on the CPU only; on CUDA tensors choose one of "
             f"{', '.join(on_cuda)}"
         )
+    if packed is not None:
+        if impl != "im2win" or input.is_cuda:
+            raise ValueError(
+                f"packed is for impl 'im2win' on the CPU, not {impl!r} on {input.device}: "
+                "drop packed=, or call with impl='im2win' on CPU tensors"
+            )
+        if not isinstance(packed, PackedFilter):
+            raise ValueError(
+                f"packed must come from im2win.pack_filter(weight), got {type(packed).__name__}"
+            )
+        packed.check(weight)
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, weight, bias)
     ):
@@ -68,4 +100,6 @@ def conv2d(
         q = (input.shape[3] + 2 * padding[1] - s) // stride[1] + 1
         return input.new_empty((0, k, p, q))
     with torch.no_grad():
+        if packed is not None:
+            return im2win_packed(input, packed, bias, stride, padding)[0]
         return run(input, weight, bias, stride, padding)

@@ -77,7 +77,7 @@ def _contiguous_params(weight, bias):
 PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
 
 
-def _phases(seconds, transform_ms: float | None = None) -> dict:
+def kernel_phases(seconds, transform_ms: float | None = None) -> dict:
     return {
         "transform_ms": seconds[0] * 1e3 if transform_ms is None else transform_ms,
         "pack_ms": seconds[1] * 1e3,
@@ -101,24 +101,25 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
         iw = window_nhwc(x, shape, block)
         transform_ms = (time.perf_counter() - start) * 1e3
         out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
-        return out, _phases(seconds, transform_ms) | {"path": path}
+        return out, kernel_phases(seconds, transform_ms) | {"path": path}
     kernel = lib().im2win_conv_planes if path == PLANES else lib().im2win_conv_fused
-    out, seconds = _convolve_fused(x, shape, weight, bias, work_floats, kernel)
+    out, seconds = convolve_fused(x, shape, weight, bias, work_floats, kernel)
     if path == STREAMED and fused_splits_channels(shape, threads):
         path = STREAMED_SPLIT
     elif path == STREAMED and (blocks := fused_item_blocks(shape, threads)) > 1:
         path = STREAMED_TILES.format(blocks)
-    return out, _phases(seconds) | {"path": path}
+    return out, kernel_phases(seconds) | {"path": path}
 
 
-def _convolve_fused(
+def convolve_fused(
     x, shape, weight, bias, work_floats: int, kernel=None
 ) -> tuple[torch.Tensor, ctypes.Array]:
     """The streamed im2win (im2win_conv_fused) with a work buffer of `work_floats` (the kernel's
     plan, fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
     where the plan packs the whole filter once; the kernel also runs where it does not (the
     filter panel by panel into every work item). kernel: another with the same arguments
-    (im2win_conv_planes, with its own plan's work_floats)."""
+    (im2win_conv_planes, with its own plan's work_floats; im2win_conv_prepacked, `weight` then
+    a PackedFilter's data)."""
     weight, bias = _contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(work_floats)

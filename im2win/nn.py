@@ -8,14 +8,24 @@ convolutions for it.
 
 Forward only, as im2win.conv2d: under grad mode with parameters that require grad it refuses with
 ValueError; run the model under torch.no_grad() or torch.inference_mode().
+
+Each im2win.nn.Conv2d keeps its weight packed for im2win (im2win.pack_filter) from its first
+forward on, and packs it again when the weight changes (another tensor, or the same one changed in
+place: its version counter), so that a call does not pack the filter, which im2win.conv2d does in
+every call otherwise. The packing takes about the weight's memory again (K rounded up to the
+micro-kernel's channel block); convert(model, pack_weight=False) keeps none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from im2win.conv import conv2d
+from im2win.cpu import lib
 from im2win.implementations import IMPLEMENTATIONS
+from im2win.packed import PackedFilter, pack_filter
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -25,9 +35,41 @@ class Conv2d(torch.nn.Conv2d):
     is."""
 
     impl: str = "im2win"
+    pack_weight: bool = True  # keep the weight packed across calls (impl "im2win" on the CPU)
+    _packed: tuple | None = None  # (weight, its data pointer, its version, its PackedFilter)
 
     def _conv_forward(self, input, weight, bias):
-        return conv2d(input, weight, bias, self.stride, self.padding, impl=self.impl)
+        packed = self._packed_weight(input, weight)
+        return conv2d(input, weight, bias, self.stride, self.padding, impl=self.impl, packed=packed)
+
+    def _packed_weight(self, input, weight) -> PackedFilter | None:
+        """`weight` packed for im2win, from the last call's packing while the weight is the same
+        tensor, at the same place and version, for the same kernels; None where this call does
+        not run im2win over a packed filter (another impl, CUDA, a weight that needs grad, or one
+        made under inference_mode, which keeps no version)."""
+        usable = (
+            self.pack_weight
+            and self.impl == "im2win"
+            and isinstance(input, torch.Tensor)
+            and input.device.type == "cpu"
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and weight.dim() == 4
+            and not weight.is_inference()
+            and not (torch.is_grad_enabled() and weight.requires_grad)
+        )
+        if not usable:
+            return None
+        key = (weight.data_ptr(), weight._version)
+        held = self._packed
+        if (
+            held is None
+            or held[0] is not weight
+            or held[1:3] != key
+            or held[3].kernels is not lib()
+        ):
+            held = self._packed = (weight, *key, pack_filter(weight))
+        return held[3]
 
 
 def runs_on_im2win(module: torch.nn.Module) -> bool:
@@ -42,11 +84,12 @@ def runs_on_im2win(module: torch.nn.Module) -> bool:
     )
 
 
-def convert(model: torch.nn.Module, impl: str = "im2win") -> int:
+def convert(model: torch.nn.Module, impl: str = "im2win", pack_weight: bool = True) -> int:
     """Swap, in place, every torch.nn.Conv2d of `model` that im2win can run (runs_on_im2win) for
     a Conv2d running `impl` that shares its parameters. Others (grouped, dilated, other padding
     modes or dtypes, subclasses) stay as they are; hooks on a swapped module are not carried over.
-    Returns how many were swapped."""
+    pack_weight: each swapped module keeps its weight packed across calls (see the module's
+    docstring). Returns how many were swapped."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
     swapped = 0
@@ -64,26 +107,51 @@ def convert(model: torch.nn.Module, impl: str = "im2win") -> int:
                 )
                 conv.weight, conv.bias = child.weight, child.bias
                 conv.impl = impl
+                conv.pack_weight = pack_weight
                 conv.train(child.training)
                 setattr(parent, name, conv)
                 swapped += 1
     return swapped
 
 
+NETWORK_FORMS = ("torch", "torch_cl_net", "torch_compiled", "im2win_unpacked", "im2win")
+"""How the network benchmarks run a model (prepare): PyTorch's three forms, im2win keeping no
+packed weights, and im2win as convert leaves it."""
+
+
 def prepare(
     model: torch.nn.Module, x: torch.Tensor, impl: str
-) -> tuple[torch.nn.Module, torch.Tensor]:
-    """`model` and its input `x` as a user runs them with `impl`: "torch", as they are (PyTorch's
-    NCHW path); "torch_cl_net", both in channels_last memory (model.to(memory_format=...)), as a
-    channels_last network runs; any other id, the model's convolutions swapped for that
-    implementation (convert). The model is changed in place."""
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """`model` and its input `x` as a user runs them with `impl`, for inference:
+      * "torch": as they are (PyTorch's NCHW path);
+      * "torch_cl_net": both in channels_last memory (model.to(memory_format=...)), as a
+        channels_last network runs;
+      * "torch_compiled": that channels_last model compiled by torch.compile (Inductor) with its
+        weights frozen (torch._inductor.config.freezing: batch norms folded into the
+        convolutions, oneDNN's weights packed ahead): PyTorch's strongest form for inference on
+        the CPU. Compiled here, on `x`, under torch.inference_mode() (how it is then called):
+        seconds to a minute;
+      * "im2win_unpacked": the convolutions swapped for im2win (convert) with no packed weights
+        kept, so each call packs its filter;
+      * any implementation id: the model's convolutions swapped for it (convert).
+    The model is changed in place; returns what to call and its input."""
     if impl == "torch":
         return model, x
-    if impl == "torch_cl_net":
+    if impl in ("torch_cl_net", "torch_compiled"):
         cl = torch.channels_last
-        return model.to(memory_format=cl), x.contiguous(memory_format=cl)
-    convert(model, impl)
+        model, x = model.to(memory_format=cl), x.contiguous(memory_format=cl)
+        if impl == "torch_compiled":
+            import torch._inductor.config as inductor
+
+            model = torch.compile(model)
+            with inductor.patch(freezing=True), torch.inference_mode():
+                model(x)  # compiles and freezes
+        return model, x
+    if impl == "im2win_unpacked":
+        convert(model, "im2win", pack_weight=False)
+    else:
+        convert(model, impl)
     return model, x
 
 
-__all__ = ["Conv2d", "convert", "prepare", "runs_on_im2win"]
+__all__ = ["NETWORK_FORMS", "Conv2d", "convert", "prepare", "runs_on_im2win"]

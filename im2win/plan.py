@@ -31,6 +31,17 @@ def fused_plan(shape: ConvShape, threads: int) -> tuple[int, bool]:
 
 
 @per_kernels
+def prepacked_work_floats(shape: ConvShape, threads: int) -> int:
+    """Floats of the work buffer of im2win over a filter packed ahead of the call (pack_filter):
+    window bands a thread, nothing for the filter (the kernel's im2win_prepacked_plan)."""
+    rows, band, work = ctypes.c_long(), ctypes.c_long(), ctypes.c_long()
+    lib().im2win_prepacked_plan(
+        *shape.window_args(), threads, ctypes.byref(rows), ctypes.byref(band), ctypes.byref(work)
+    )
+    return work.value
+
+
+@per_kernels
 def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
     """Whether the streamed im2win gives each thread a fixed share of the output channels over every
     row (each thread building every band) instead of handing out (rows, channels) items: on two

@@ -409,7 +409,7 @@ def test_streamed_bands_with_the_filter_in_panels(threads):
     """The streamed kernel where its plan does not pack the whole filter once (K > M / 2: im2win
     then takes the whole window tensor instead), called directly: the filter goes panel by panel
     into every work item, each thread its own panel."""
-    from im2win.implementations import _convolve_fused
+    from im2win.implementations import convolve_fused
     from im2win.plan import fused_plan
 
     old = torch.get_num_threads()
@@ -420,7 +420,7 @@ def test_streamed_bands_with_the_filter_in_panels(threads):
         assert not packs_once
         x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
         for b in (None, torch.randn(shape.k)):
-            out, _ = _convolve_fused(x, shape, w, b, work_floats)
+            out, _ = convolve_fused(x, shape, w, b, work_floats)
             assert max_violation(out, x, w, b, shape.stride, shape.padding) <= 1.0
     finally:
         torch.set_num_threads(old)
@@ -490,7 +490,7 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
     even filter, a 1 x 1 filter; the first two through im2win (its path and label), the others
     through the streamed kernel itself (im2win would materialise their small windows)."""
     from im2win import cpu
-    from im2win.implementations import _convolve_fused, im2win_with_phases
+    from im2win.implementations import convolve_fused, im2win_with_phases
     from im2win.plan import STREAMED_SPLIT, fused_plan, fused_splits_channels
 
     torch.manual_seed(0)
@@ -512,7 +512,7 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
                     out, phases = im2win_with_phases(x, w, b, stride, padding)
                     assert phases["path"] == STREAMED_SPLIT
                 else:
-                    out, _ = _convolve_fused(x, shape, w, b, fused_plan(shape, threads)[0])
+                    out, _ = convolve_fused(x, shape, w, b, fused_plan(shape, threads)[0])
                 assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
     finally:
         torch.set_num_threads(old)

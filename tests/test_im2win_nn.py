@@ -87,3 +87,77 @@ def test_prepare_runs_a_model_as_each_peer_runs_it(impl):
     with torch.inference_mode():
         ref, out = stock(x), model(xi)
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+def test_a_converted_module_packs_its_weight_once_and_again_when_it_changes(monkeypatch):
+    """im2win.nn.Conv2d keeps its weight packed across calls, and packs it again when the weight
+    changes in place (its version), is replaced by another tensor, or the kernels change; the
+    output is the stock layer's each time."""
+    import im2win.cpu
+    import im2win.packed
+
+    packs = []
+    real = im2win.packed.pack_filter
+    monkeypatch.setattr(inn, "pack_filter", lambda w: packs.append(w) or real(w))
+    stock = nn.Conv2d(8, 16, 3, padding=1).eval()
+    conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)).eval()
+    conv.load_state_dict({f"0.{k}": v for k, v in stock.state_dict().items()})
+    assert inn.convert(conv) == 1
+    x = torch.randn(2, 8, 10, 10)
+
+    def same():
+        with torch.inference_mode():
+            ref, out = stock(x), conv(x)
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+    same(), same()
+    assert len(packs) == 1
+    with torch.no_grad():  # in place: the same tensor, a new version
+        stock.weight.mul_(2), conv[0].weight.mul_(2)
+    same()
+    assert len(packs) == 2
+    stock.weight = conv[0].weight = nn.Parameter(torch.randn(16, 8, 3, 3))  # another tensor
+    same()
+    assert len(packs) == 3
+    with im2win.cpu.kernels_from(im2win.cpu.SOURCE, "native", im2win.cpu.block_defines("3x1")):
+        same()
+    same()
+    assert len(packs) == 5
+    conv[0].load_state_dict(stock.state_dict())  # copied in place
+    same()
+    assert len(packs) == 6
+
+
+def test_a_module_keeps_no_packing_where_it_is_not_asked_to_or_cannot():
+    model = _model()
+    inn.convert(model, pack_weight=False)
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 9, 9))
+    assert all(m._packed is None for m in model.modules() if isinstance(m, inn.Conv2d))
+    model = _model()
+    inn.convert(model, impl="direct")
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 9, 9))
+    assert all(m._packed is None for m in model.modules() if isinstance(m, inn.Conv2d))
+    with torch.inference_mode():  # parameters made under inference_mode keep no version
+        model = _model()
+    inn.convert(model)
+    with torch.inference_mode():
+        model(torch.randn(1, 3, 9, 9))
+    assert all(m._packed is None for m in model.modules() if isinstance(m, inn.Conv2d))
+
+
+def test_prepare_compiles_the_strongest_pytorch_form_and_im2win_without_packing():
+    """torch_compiled: the channels_last model compiled with its weights frozen (batch norms
+    folded), the stock model's output; im2win_unpacked: swapped, keeping no packed weight."""
+    stock = _model()
+    x = torch.randn(2, 3, 17, 15)
+    compiled, xc = inn.prepare(_model(), x, "torch_compiled")
+    assert xc.is_contiguous(memory_format=torch.channels_last)
+    unpacked, xu = inn.prepare(_model(), x, "im2win_unpacked")
+    with torch.inference_mode():
+        ref, out, out_u = stock(x), compiled(xc), unpacked(xu)
+    for got in (out, out_u):
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    convs = [m for m in unpacked.modules() if isinstance(m, inn.Conv2d)]
+    assert len(convs) == 3 and all(not m.pack_weight and m._packed is None for m in convs)

@@ -11,6 +11,7 @@ import torch
 import im2win
 from harness.timing import measure, measure_cuda
 from im2win.metrics import gflops
+from im2win.nn import NETWORK_FORMS
 from im2win.shapes import PAPER_LAYERS
 
 BATCH = 1
@@ -85,12 +86,13 @@ class Conv2dGpu:
 
 
 class Network:
-    """torchvision networks (random weights, eval, batch 1, 224 x 224) as a user runs them with
-    each peer (im2win.nn.prepare): PyTorch's NCHW path, a channels_last network, and every
-    convolution im2win can run swapped for im2win's. What the user feels: the layers after each
-    other, with the batch norms, ReLUs and pooling between them."""
+    """torchvision networks (random weights, eval, batch 1, 224 x 224) as a user runs them in each
+    form of im2win.nn.NETWORK_FORMS (im2win.nn.prepare): PyTorch's NCHW path, a channels_last
+    network, that network compiled with its weights frozen, and every convolution im2win can run
+    swapped for im2win's, without and with its weights kept packed. What the user feels: the
+    layers after each other, with the batch norms, ReLUs and pooling between them."""
 
-    params = (["resnet18", "alexnet"], ["torch", "torch_cl_net", "im2win"])
+    params = (["resnet18", "alexnet"], list(NETWORK_FORMS))
     param_names = ("network", "impl")
     timeout = 300
 

@@ -38,6 +38,10 @@ _SIGNATURES = {
     # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all,
     # whether it packs the whole filter once
     "im2win_fused_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3 + [ctypes.POINTER(_I)]),
+    # N C K R S sx P Q threads -> rows per item, band floats per thread, work floats in all
+    "im2win_prepacked_plan": (None, [_I] * 9 + [ctypes.POINTER(_L)] * 3),
+    "im2win_packed_filter_floats": (_L, [_I] * 4),  # K C R S
+    "im2win_pack_filter": (None, [_P, _I, _I, _I, _I, _P, _I]),  # f, K C R S, packed, threads
     # N C K R S sx P Q threads -> whether each thread convolves its own share of the output channels
     "im2win_fused_splits_k": (_I, [_I] * 9),
     # N C K R S sx P Q threads -> channel blocks a work item takes, each tile through all of them
@@ -47,6 +51,12 @@ _SIGNATURES = {
         None,
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
         # phase_seconds: double[3] (bands, filter packing, threads' wait)
+    ),
+    # x, strides, N C H W K R S sy sx py px P Q, packed filter, bias, out, work, phase_seconds,
+    # threads
+    "im2win_conv_prepacked": (
+        None,
+        [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
     ),
     # N C K R S sx P Q threads, work floats (out) -> channels a plane (0: the path does not fit)
     "im2win_planes_plan": (_I, [_I] * 9 + [ctypes.POINTER(_L)]),
@@ -79,6 +89,10 @@ _NEWER = frozenset(
         "im2win_fused_item_blocks",
         "direct_nhwc_work_floats",
         "direct_conv_nhwc",
+        "im2win_prepacked_plan",
+        "im2win_packed_filter_floats",
+        "im2win_pack_filter",
+        "im2win_conv_prepacked",
     }
 )
 

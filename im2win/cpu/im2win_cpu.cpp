@@ -1395,6 +1395,15 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
     phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
+// Rows a work item and floats a thread's band buffer, for rows of row_floats and bands of at most
+// cap floats (im2win_fused_plan's and im2win_prepacked_plan's).
+static void band_plan(int N, int P, int Q, long row_floats, long cap, int nthreads,
+                      long* rows_per_item, long* band_floats) {
+  const long target = std::min(cdiv(MC, Q), std::max<long>(1, cap / row_floats));
+  *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
+  *band_floats = cdiv(*rows_per_item * row_floats, 16) * 16;  // the filter after them: whole lines
+}
+
 // The plan of im2win_conv_fused. Rows of output pixels per work item (at most; im2win_conv_fused
 // splits the rows evenly, into items of this many rows or one fewer): about MC pixels and bands of
 // at most half the L2 cache, in a number of items that is a multiple of the thread count (so no
@@ -1424,12 +1433,25 @@ void im2win_fused_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, 
     const long room = memory_room_floats(M, T, filter_floats, nthreads);
     if (room >= 2 * row_floats) packed = true, cap = std::min(cap, room);
   }
-  const long target = std::min(cdiv(MC, Q), std::max<long>(1, cap / row_floats));
-  *rows_per_item = balanced_block(static_cast<long>(N) * P, target, nthreads);
-  *band_floats = cdiv(*rows_per_item * row_floats, 16) * 16;  // the filter after them: whole lines
+  band_plan(N, P, Q, row_floats, cap, nthreads, rows_per_item, band_floats);
   *work_floats = nthreads * *band_floats +
                  (packed ? filter_floats : static_cast<long>(nthreads) * PANEL_FLOATS);
   *packs_once = packed;
+}
+
+// The plan of im2win_conv_prepacked, whose caller packed the whole filter ahead of the call
+// (im2win_pack_filter): im2win_fused_plan's bands, their room no longer shared with the filter.
+// The bands take at most half the L2 cache and the memory goal's room (memory_room_floats), but
+// a row a thread where that room is less; work_floats: the bands alone.
+void im2win_prepacked_plan(int N, int C, int /*K*/, int R, int S, int sx, int P, int Q,
+                           int nthreads, long* rows_per_item, long* band_floats,
+                           long* work_floats) {
+  const long row_floats = (static_cast<long>(Q - 1) * sx + S) * R * C;
+  const long M = static_cast<long>(N) * P * Q, T = static_cast<long>(C) * R * S;
+  const long room = std::max(memory_room_floats(M, T, 0, nthreads), row_floats);
+  band_plan(N, P, Q, row_floats, std::min(band_cap_floats(), room), nthreads, rows_per_item,
+            band_floats);
+  *work_floats = nthreads * *band_floats;
 }
 
 // Whether im2win_conv_fused gives each thread a fixed share of the channel blocks of the filter
@@ -1525,11 +1547,16 @@ int im2win_fused_item_blocks(int N, int C, int K, int R, int S, int sx, int P, i
   return item_blocks(K, static_cast<long>(C) * R * S, packs_once, split_k);
 }
 
+// Floats of the whole filter packed once (pack_filter): KB-channel blocks, zero past K.
+long im2win_packed_filter_floats(int K, int C, int R, int S) {
+  return cdiv(K, KB) * KB * static_cast<long>(C) * R * S;
+}
+
 // direct_conv_nhwc's plan: rows of output pixels per work item (about MC pixels, in a number of
 // items that is a multiple of the thread count, as im2win_fused_plan's) and its work, the whole
 // filter packed once (direct_nhwc_work_floats).
 long direct_nhwc_work_floats(int K, int C, int R, int S) {
-  return cdiv(K, KB) * KB * static_cast<long>(C) * R * S;
+  return im2win_packed_filter_floats(K, C, R, S);
 }
 static void direct_nhwc_plan(int N, int C, int K, int R, int S, int P, int Q, int nthreads,
                              long* rows_per_item, long* work_floats) {
@@ -1551,10 +1578,13 @@ static void direct_nhwc_plan(int N, int C, int K, int R, int S, int P, int Q, in
 // direct (direct_conv_nhwc): no bands; each pixel's window is read from the input's rows in place
 // (sc = 1, sw = C, no padding), the whole filter packed once in their order, items of about MC
 // pixels (direct_nhwc_plan).
+// prepacked (nullable; im2win_conv_prepacked): the whole filter as pack_filter packs it, packed
+// by the caller ahead of the call, used instead of f; the plan im2win_prepacked_plan's.
 static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                           int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
                           const float* f, const float* bias, float* out, float* work,
-                          double* phase_seconds, int nthreads, bool direct) {
+                          double* phase_seconds, int nthreads, bool direct,
+                          const float* prepacked = nullptr) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long RC = static_cast<long>(R) * C;
   const long T = RC * S;
@@ -1562,6 +1592,9 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
   int packs_once = 1;
   if (direct)
     direct_nhwc_plan(N, C, K, R, S, P, Q, nthreads, &rows_per_item, &work_floats);
+  else if (prepacked)
+    im2win_prepacked_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats,
+                          &work_floats);
   else
     im2win_fused_plan(N, C, K, R, S, sx, P, Q, nthreads, &rows_per_item, &band_floats,
                       &work_floats, &packs_once);
@@ -1571,19 +1604,30 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
   const long M = static_cast<long>(N) * P * Q;
   const bool prepack = packs_once;
   const bool split_k = splits_k(K, T, Q, nthreads, rows_per_item, band_floats, packs_once);
-  float* packed = prepack ? filter_work : nullptr;
+  float* packs_into = prepack && !prepacked ? filter_work : nullptr;  // this call's packing
+  const float* packed = prepacked ? prepacked : packs_into;
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
   // Channel blocks a work item takes (item_blocks) and such items a row block.
   const int kgroup = item_blocks(K, T, prepack, split_k);
   const long kitems = kblocks / kgroup;
-  // Work items (block of rows, block of KB output channels), numbered row block by row block, taken
-  // in grabs of consecutive items from a shared counter: whole row blocks (1-4) while there is work
-  // for every thread, so a thread's next items continue the rows its band holds (the same rows for
-  // the next channel block; the next rows copy the overlap), then one item at a time, so that the
-  // threads finish together (two threads may then each build the bands of one row block). Against
-  // OpenMP's dynamic schedule over (row block, every channel block) items, 1-4 a grab, and each
-  // item's window pointers computed with a division per pixel: conv7 1.10x, conv3 1.02x, conv8
-  // 1.02x, the others 1.00-1.01x on Zen 5 (30 interleaved rounds). (Each thread on its own
+  // Work items (block of rows, block of KB output channels), numbered row block by row block. Each
+  // thread owns a contiguous range of them, whole row blocks, the rows split as evenly as the blocks
+  // allow (`ranges`), and takes its own a row block at a time from the front, so that its next
+  // items continue the rows its band holds (the same rows for the next channel block; the next
+  // rows copy the overlap); once done with its own, it takes single items from the back of the
+  // others' ranges, so that the threads finish together (two threads may then each build the bands
+  // of one row block). Each thread so writes one run of the output, where the ops after the
+  // convolution in a network (a batch norm, a ReLU, a residual add: ATen's parallel loops split a
+  // tensor into contiguous shares among the same threads) find their share in their own core's
+  // cache. Before, items went in grabs of 1-4 row blocks from one shared counter, so each thread
+  // wrote every other stretch of rows: on the Xeon (family 6 model 167), a ReLU in place on the
+  // output of ResNet-18's first 3 x 3 layer (64 channels, 56 x 56, batch 1) took 20-22 us after
+  // im2win against 9 us after oneDNN's convolution, and 11-12 us with these ranges. (Timed alone,
+  // such ranges ran 0.99-1.02x the shared counter on every streamed layer, in both placements of
+  // the vCPUs, in cache and flushed; Zen 4, 300-1,000 rounds.) Against OpenMP's dynamic schedule
+  // over (row block, every channel block) items, 1-4 a grab, and each item's window pointers
+  // computed with a division per pixel: conv7 1.10x, conv3 1.02x, conv8 1.02x, the others
+  // 1.00-1.01x on Zen 5 (30 interleaved rounds). (Each thread on its own
   // share of the channel blocks of the filter packed once, over every row, so that no thread
   // reads what the other packed: on Zen 4 with the caches flushed, 0.97-0.99x with the vCPUs
   // sharing a cache, and with them apart conv11 0.86-0.88x, conv10 0.97-1.00x (no thread can
@@ -1592,11 +1636,8 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
   // thread reads lines the other wrote: conv10 0.96x, conv9 0.98x, conv5 0.97x (packing 0.22 -> 0.52
   // ms) with the vCPUs together, Zen 4, 40 rounds; with them apart, where it was meant to help,
   // conv10 0.99x at best and 0.97x at the median, conv9 0.99x and 1.00x (8,531 and 13,843 rounds
-  // apart; kernel_ab).) Each thread owning a contiguous range of row blocks, the same output rows
-  // every call, and taking single items from the back of the other's range once done with its own:
-  // 0.99-1.02x on every streamed layer in both placements, in cache and flushed (Zen 4, 300-1,000
-  // rounds). Every other row block's channel blocks taken in reverse, so that the panels last
-  // used are still in L2 when the next row block starts (conv11's 2.4 MB filter is read from L3
+  // apart; kernel_ab).) Every other row block's channel blocks taken in reverse, so that the panels
+  // last used are still in L2 when the next row block starts (conv11's 2.4 MB filter is read from L3
   // once a row block): conv11 0.985x, conv10 0.998x, conv5 1.008x (torch_cl between, 200 rounds).
   // The last 2 * nthreads row blocks are split in halves (where there are 4 * nthreads blocks or
   // more, of 2 rows or more): the items handed out one at a time at the end are half as long, and
@@ -1617,8 +1658,18 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
       row0 = (rb - head) % 2 ? mid : b0, rows = (rb - head) % 2 ? b1 - mid : mid - b0;
     }
   };
-  const long items = (row_blocks + tail) * kitems;
-  std::atomic<long> next_item{0};
+  const long units = row_blocks + tail;  // whole row blocks and the tail's halves
+  // Thread t's items not yet taken: [front, back), front in the low 32 bits, back in the high.
+  std::vector<std::atomic<std::uint64_t>> ranges(nthreads);
+  auto range = [](std::uint64_t front, std::uint64_t back) { return back << 32 | front; };
+  for (long t = 0, unit = 0; t < nthreads; ++t) {
+    const long first = unit, next_share = (t + 1) * rows_total / nthreads;  // t + 1's first row
+    for (long row0, rows; unit < units; ++unit) {
+      block_rows(unit, row0, rows);
+      if (t < nthreads - 1 && row0 >= next_share) break;
+    }
+    ranges[t].store(range(first * kitems, unit * kitems), std::memory_order_relaxed);
+  }
   double slowest = 0.0, slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
 #pragma omp parallel num_threads(nthreads) reduction(max : slowest, slowest_pack, slowest_busy) \
     reduction(min : fastest_busy)
@@ -1628,12 +1679,13 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
     float* band = work + thread * band_floats;
     float* panel = prepack ? nullptr : filter_work + thread * PANEL_FLOATS;
     std::vector<const float*> arow(rows_per_item * Q);
-    double transform = 0.0, packing = prepack ? pack_filter(f, K, C, R, S, packed, direct) : 0.0;
+    double transform = 0.0,
+           packing = packs_into ? pack_filter(f, K, C, R, S, packs_into, direct) : 0.0;
     long held0 = -1, held = 0;  // output rows [held0, held0 + held) are in this thread's band
     // The channel blocks this thread convolves: every one, or where split_k its own share (the
     // blocks it packed). Its items, (row block rb, its block kb0 + j) numbered rb * mine + j, come
-    // in grabs [first, first + take): from the shared counter, or where split_k its own items one
-    // row block at a time.
+    // in grabs [first, first + take): from its own range and then the others' (ranges), or where
+    // split_k its own items one row block at a time.
     long kb0 = 0, kb1 = kitems;  // split_k: kitems = kblocks
     if (split_k) thread_share(kblocks, &kb0, &kb1);
     const long mine = kb1 - kb0, my_items = (row_blocks + tail) * mine;
@@ -1643,13 +1695,21 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
         first = own, take = mine, own += mine;
         return first < my_items;
       }
-      first = next_item.load(std::memory_order_relaxed);
-      do {
-        const long left = items - first;  // whole row blocks while there is work for all threads
-        take = left >= 2 * nthreads * kitems
-                   ? kitems * std::clamp(left / kitems / (4l * nthreads), 1l, 4l) : 1;
-      } while (first < items && !next_item.compare_exchange_weak(first, first + take));
-      return first < items;
+      std::atomic<std::uint64_t>& mine_left = ranges[thread];  // its own: a row block from the front
+      for (std::uint64_t r = mine_left.load(std::memory_order_relaxed); (r & ~0u) < r >> 32;) {
+        first = static_cast<long>(r & ~0u);
+        take = std::min(kitems, static_cast<long>(r >> 32) - first);
+        if (mine_left.compare_exchange_weak(r, range(first + take, r >> 32))) return true;
+      }
+      for (int o = 1; o < nthreads; ++o) {  // then single items from the back of the others'
+        std::atomic<std::uint64_t>& theirs = ranges[(thread + o) % nthreads];
+        for (std::uint64_t r = theirs.load(std::memory_order_relaxed); (r & ~0u) < r >> 32;)
+          if (theirs.compare_exchange_weak(r, range(r & ~0u, (r >> 32) - 1))) {
+            first = static_cast<long>(r >> 32) - 1, take = 1;
+            return true;
+          }
+      }
+      return false;
     };
     for (long first, take; grab(first, take);) {
       for (long it = first; it < std::min(my_items, first + take); ++it) {
@@ -1693,6 +1753,26 @@ void im2win_conv_fused(const float* x, long sn, long sc, long sh, long sw, int N
                        double* phase_seconds, int nthreads) {
   conv_streamed(x, sn, sc, sh, sw, N, C, H, W, K, R, S, sy, sx, py, px, P, Q, f, bias, out, work,
                 phase_seconds, nthreads, false);
+}
+
+// The filter packed ahead of the calls that convolve with it, for a caller that holds it fixed
+// (im2win.pack_filter; a network's layer at inference, im2win.nn.Conv2d): the whole filter as
+// im2win_conv_fused packs it once a call (pack_filter), im2win_packed_filter_floats floats at
+// packed. A call then neither packs it nor, where the memory goal would leave no room for it
+// (im2win_fused_plan), takes another path: every shape streams its window bands.
+void im2win_pack_filter(const float* f, int K, int C, int R, int S, float* packed, int nthreads) {
+#pragma omp parallel num_threads(nthreads)
+  pack_filter(f, K, C, R, S, packed);
+}
+
+// im2win_conv_fused over a filter packed by im2win_pack_filter (packed, in place of f); work:
+// work_floats of im2win_prepacked_plan. phase_seconds as im2win_conv_fused's ([1] = 0).
+void im2win_conv_prepacked(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                           int W, int K, int R, int S, int sy, int sx, int py, int px, int P,
+                           int Q, const float* packed, const float* bias, float* out, float* work,
+                           double* phase_seconds, int nthreads) {
+  conv_streamed(x, sn, sc, sh, sw, N, C, H, W, K, R, S, sy, sx, py, px, P, Q, nullptr, bias, out,
+                work, phase_seconds, nthreads, false, packed);
 }
 
 // The direct convolution over NHWC input of the follow-up paper (arXiv 2408.00278), with im2win's

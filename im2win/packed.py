@@ -1,0 +1,75 @@
+"""A filter packed for im2win ahead of the calls that convolve with it: what im2win otherwise
+packs in every call (im2win.pack_filter; im2win.conv2d's packed=; im2win.nn.Conv2d keeps its
+weight so)."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import torch
+
+from im2win.cpu import lib
+from im2win.implementations import convolve_fused, kernel_phases
+from im2win.plan import STREAMED, prepacked_work_floats
+from im2win.shapes import ConvShape
+
+
+@dataclass(frozen=True, eq=False)
+class PackedFilter:
+    """A filter packed for im2win ahead of the calls that convolve with it (pack_filter): what
+    im2win otherwise packs in every call. `data` holds the packed floats, for the kernels it was
+    packed for (`kernels`: im2win.cpu.lib() then) and the filter shape `weight_shape`."""
+
+    data: torch.Tensor
+    weight_shape: tuple[int, int, int, int]
+    kernels: ctypes.CDLL
+
+    def check(self, weight: torch.Tensor) -> None:
+        """A ValueError unless this packing can stand for `weight`: its shape, the kernels now
+        loaded. (Its values are the caller's to keep: pack again after changing the weight.)"""
+        if tuple(weight.shape) != self.weight_shape:
+            raise ValueError(
+                f"packed holds a filter of shape {self.weight_shape}, not the weight's "
+                f"{tuple(weight.shape)}: pack this weight with im2win.pack_filter(weight)"
+            )
+        if self.kernels is not lib():
+            raise ValueError(
+                "packed was packed for other CPU kernels than those loaded now: pack again with "
+                "im2win.pack_filter(weight)"
+            )
+
+
+def pack_filter(weight: torch.Tensor) -> PackedFilter:
+    """`weight` ([K, C, R, S] float32 on the CPU) packed for im2win, once for every call that
+    convolves with it: im2win.conv2d(x, weight, ..., packed=pack_filter(weight)) then skips the
+    packing each call does otherwise, and streams its window bands on every shape (the memory
+    goal's room no longer holds the filter). The packing takes K rounded up to the micro-kernel's
+    channel block x C x R x S floats. im2win.nn.Conv2d keeps its weight packed so, and packs it
+    again when the weight changes."""
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        raise ValueError("pack_filter takes a 4-D (K, C, R, S) weight tensor")
+    if weight.dtype != torch.float32 or weight.device.type != "cpu":
+        raise ValueError(
+            f"pack_filter takes a float32 CPU weight, got {weight.dtype} on {weight.device}: "
+            "pass weight.float().cpu()"
+        )
+    k, c, r, s = weight.shape
+    kernels = lib()
+    data = torch.empty(kernels.im2win_packed_filter_floats(k, c, r, s))
+    with torch.no_grad():
+        w = weight.detach().contiguous()
+        kernels.im2win_pack_filter(
+            w.data_ptr(), k, c, r, s, data.data_ptr(), torch.get_num_threads()
+        )
+    return PackedFilter(data, (k, c, r, s), kernels)
+
+
+def im2win_packed(x, packed: PackedFilter, bias, stride, padding) -> tuple[torch.Tensor, dict]:
+    """im2win on validated arguments over a filter packed ahead (pack_filter), and its phases as
+    im2win_with_phases reports them (no filter packing; always streamed bands)."""
+    k, _, r, s = packed.weight_shape
+    shape = ConvShape(*x.shape, k, r, s, tuple(stride), tuple(padding))
+    work = prepacked_work_floats(shape, torch.get_num_threads())
+    out, seconds = convolve_fused(x, shape, packed.data, bias, work, lib().im2win_conv_prepacked)
+    return out, kernel_phases(seconds) | {"path": f"{STREAMED}, filter packed ahead"}
