@@ -114,9 +114,39 @@ def convert(model: torch.nn.Module, impl: str = "im2win", pack_weight: bool = Tr
     return swapped
 
 
-NETWORK_FORMS = ("torch", "torch_cl_net", "torch_compiled", "im2win_unpacked", "im2win")
-"""How the network benchmarks run a model (prepare): PyTorch's three forms, im2win keeping no
-packed weights, and im2win as convert leaves it."""
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model`, in eval mode, whose batch norms that take a convolution's output alone are
+    folded into that convolution's weight and bias, for inference: the same outputs, a pass over
+    each such convolution's output fewer (torch.fx.experimental.optimization.fuse, which traces
+    the model with torch.fx; as torch.compile's frozen weights do). Convert the copy to run im2win:
+    convert(fold_batch_norms(model))."""
+    from torch.fx.experimental.optimization import fuse
+    from torch.fx.proxy import TraceError
+
+    if model.training:
+        raise ValueError(
+            "fold_batch_norms folds the running statistics of a model in eval mode: call "
+            "model.eval() first"
+        )
+    try:
+        return fuse(model)
+    except TraceError as error:
+        raise ValueError(
+            f"fold_batch_norms traces the model with torch.fx, which cannot trace this one "
+            f"({error}); convert the model without folding"
+        ) from None
+
+
+NETWORK_FORMS = (
+    "torch",
+    "torch_cl_net",
+    "torch_compiled",
+    "im2win_unpacked",
+    "im2win",
+    "im2win_folded",
+)
+"""How the network benchmarks run a model (prepare): PyTorch's three forms, and im2win keeping no
+packed weights, as convert leaves it, and with the batch norms folded first."""
 
 
 def prepare(
@@ -133,8 +163,10 @@ def prepare(
         seconds to a minute;
       * "im2win_unpacked": the convolutions swapped for im2win (convert) with no packed weights
         kept, so each call packs its filter;
+      * "im2win_folded": convert(fold_batch_norms(model)), the batch norms folded first (a copy);
       * any implementation id: the model's convolutions swapped for it (convert).
-    The model is changed in place; returns what to call and its input."""
+    The model is changed in place (but for im2win_folded's copy); returns what to call and its
+    input."""
     if impl == "torch":
         return model, x
     if impl in ("torch_cl_net", "torch_compiled"):
@@ -149,9 +181,12 @@ def prepare(
         return model, x
     if impl == "im2win_unpacked":
         convert(model, "im2win", pack_weight=False)
+    elif impl == "im2win_folded":
+        model = fold_batch_norms(model)
+        convert(model)
     else:
         convert(model, impl)
     return model, x
 
 
-__all__ = ["NETWORK_FORMS", "Conv2d", "convert", "prepare", "runs_on_im2win"]
+__all__ = ["NETWORK_FORMS", "Conv2d", "convert", "fold_batch_norms", "prepare", "runs_on_im2win"]

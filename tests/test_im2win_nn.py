@@ -161,3 +161,29 @@ def test_prepare_compiles_the_strongest_pytorch_form_and_im2win_without_packing(
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     convs = [m for m in unpacked.modules() if isinstance(m, inn.Conv2d)]
     assert len(convs) == 3 and all(not m.pack_weight and m._packed is None for m in convs)
+
+
+def test_batch_norms_folded_into_the_convolutions_before_them():
+    """fold_batch_norms: a copy with the batch norm after a convolution folded into it, the stock
+    model's output before and after convert; a model in training mode or one torch.fx cannot
+    trace is refused with what to do."""
+    stock = _model()
+    folded = inn.fold_batch_norms(stock)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in stock.modules())  # a copy
+    assert inn.convert(folded) == 3
+    prepared, _ = inn.prepare(_model(), torch.randn(1), "im2win_folded")
+    x = torch.randn(2, 3, 17, 15)
+    with torch.inference_mode():
+        ref = stock(x)
+        for out in (folded(x), prepared(x)):
+            assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\)"):
+        inn.fold_batch_norms(_model().train())
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # control flow on a value: torch.fx cannot trace it
+
+    with pytest.raises(ValueError, match="cannot trace this one .* without folding"):
+        inn.fold_batch_norms(Branchy().eval())
