@@ -3,6 +3,7 @@
 repro list                                   experiments and their scales
 repro run im2win-cpu [--scale quick|paper]   CPU GFLOP/s, memory, paper comparison (minutes)
 repro run im2win-nvrtc                       the GPU kernels' compiler resource report (no GPU)
+repro run im2win-network                     whole networks with im2win against PyTorch's forms
 repro run im2win-gpu --device cuda [--scale quick|paper]
                                              GPU TFLOPS, memory, ablation (needs a GPU)
 repro run supersam-speed                     SuperSAM subnet encoder times, sandwich step cost
@@ -30,6 +31,7 @@ from im2win.shapes import PAPER_LAYERS
 from reproductions import (
     im2win_cpu,
     im2win_gpu,
+    im2win_network,
     im2win_nvrtc,
     supersam_speed,
     supersam_subnets,
@@ -37,7 +39,14 @@ from reproductions import (
 
 EXPERIMENTS = {
     m.EXPERIMENT: m
-    for m in (im2win_cpu, im2win_nvrtc, im2win_gpu, supersam_speed, supersam_subnets)
+    for m in (
+        im2win_cpu,
+        im2win_network,
+        im2win_nvrtc,
+        im2win_gpu,
+        supersam_speed,
+        supersam_subnets,
+    )
 }
 
 

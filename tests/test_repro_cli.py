@@ -224,6 +224,25 @@ def test_supersam_speed_smoke(tmp_path):
     assert "| sam_tiny | min |" in text and "Sandwich step cost" in text
 
 
+def test_im2win_network_smoke_times_every_form_of_a_network(tmp_path):
+    """Every form of im2win.nn.NETWORK_FORMS of ResNet-18 (small images), its output checked and
+    its time recorded; the tables render from the raw file, and again with `repro render`."""
+    from im2win.nn import NETWORK_FORMS
+
+    argv = ["run", "im2win-network", "--scale", "smoke", "--no-progress"]
+    assert cli.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    (raw,) = (tmp_path / "raw" / "im2win-network").glob("*.json")
+    records = json.loads(raw.read_text())["records"]
+    assert [r["form"] for r in records] == list(NETWORK_FORMS)
+    assert all(r["min_ms"] > 0 and r["max_abs_error"] <= 1e-3 * r["max_output"] for r in records)
+    text = (tmp_path / "im2win-network" / "README.md").read_text()
+    assert "| network | torch | torch_cl_net | torch_compiled | im2win_unpacked |" in text
+    assert "| resnet18 | im2win_folded |" in text and "im2win_folded vs torch_compiled" in text
+    (tmp_path / "im2win-network" / "README.md").unlink()
+    assert cli.main(["render", "im2win-network", "--results-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "im2win-network" / "README.md").read_text() == text
+
+
 def test_supersam_subnets_smoke_end_to_end_then_reuses_stages(tmp_path):
     """Every stage of SuperSAM's table (pretrain, supernet, searches, test table, figures) at the
     smoke scale; a second run reuses the finished stages and gives the same table."""
