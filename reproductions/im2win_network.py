@@ -24,7 +24,7 @@ from reproductions.tables import fmt, table
 
 EXPERIMENT = "im2win-network"
 SCALES = {
-    "quick": {"networks": ["resnet18", "alexnet", "vgg11"], "size": 224, "warmup": 3, "repeat": 15},
+    "quick": {"networks": ["resnet18", "alexnet", "vgg11"], "size": 224, "warmup": 3, "repeat": 30},
     "smoke": {"networks": ["resnet18"], "size": 64, "warmup": 1, "repeat": 2},
 }
 PEERS = ("torch_cl_net", "torch_compiled")  # the PyTorch forms im2win's are set against
