@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from im2win.conv import conv2d
-from im2win.cpu import lib
+from im2win.cpu import kernels
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.packed import PackedFilter, pack_filter
 
@@ -37,6 +37,13 @@ class Conv2d(torch.nn.Conv2d):
     impl: str = "im2win"
     pack_weight: bool = True  # keep the weight packed across calls (impl "im2win" on the CPU)
     _packed: tuple | None = None  # (weight, its data pointer, its version, its PackedFilter)
+
+    def __getstate__(self):
+        """The module as it copies and pickles: without its packed weight, which its first forward
+        after packs anew (a copy's weight is another tensor)."""
+        state = dict(super().__getstate__())
+        state.pop("_packed", None)
+        return state
 
     def _conv_forward(self, input, weight, bias):
         packed = self._packed_weight(input, weight)
@@ -66,7 +73,7 @@ class Conv2d(torch.nn.Conv2d):
             held is None
             or held[0] is not weight
             or held[1:3] != key
-            or held[3].kernels is not lib()
+            or held[3].kernels != kernels()
         ):
             held = self._packed = (weight, *key, pack_filter(weight))
         return held[3]
@@ -127,6 +134,11 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
         raise ValueError(
             "fold_batch_norms folds the running statistics of a model in eval mode: call "
             "model.eval() first"
+        )
+    if any(isinstance(m, Conv2d) for m in model.modules()):
+        raise ValueError(
+            "fold_batch_norms folds into torch.nn.Conv2d layers, and this model's are im2win's "
+            "already: fold first, then convert (convert(fold_batch_norms(model)))"
         )
     try:
         return fuse(model)

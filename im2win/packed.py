@@ -4,11 +4,12 @@ weight so)."""
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from im2win import cpu
 from im2win.cpu import lib
 from im2win.implementations import convolve_fused, kernel_phases
 from im2win.plan import STREAMED, prepacked_work_floats
@@ -19,11 +20,12 @@ from im2win.shapes import ConvShape
 class PackedFilter:
     """A filter packed for im2win ahead of the calls that convolve with it (pack_filter): what
     im2win otherwise packs in every call. `data` holds the packed floats, for the kernels it was
-    packed for (`kernels`: im2win.cpu.lib() then) and the filter shape `weight_shape`."""
+    packed for (`kernels`: im2win.cpu.kernels() then) and the filter shape `weight_shape`. Plain
+    values and a tensor: it copies and pickles."""
 
     data: torch.Tensor
     weight_shape: tuple[int, int, int, int]
-    kernels: ctypes.CDLL
+    kernels: tuple[Path, str, tuple[str, ...]]
 
     def check(self, weight: torch.Tensor) -> None:
         """A ValueError unless this packing can stand for `weight`: its shape, the kernels now
@@ -33,7 +35,7 @@ class PackedFilter:
                 f"packed holds a filter of shape {self.weight_shape}, not the weight's "
                 f"{tuple(weight.shape)}: pack this weight with im2win.pack_filter(weight)"
             )
-        if self.kernels is not lib():
+        if self.kernels != cpu.kernels():
             raise ValueError(
                 "packed was packed for other CPU kernels than those loaded now: pack again with "
                 "im2win.pack_filter(weight)"
@@ -62,7 +64,7 @@ def pack_filter(weight: torch.Tensor) -> PackedFilter:
         kernels.im2win_pack_filter(
             w.data_ptr(), k, c, r, s, data.data_ptr(), torch.get_num_threads()
         )
-    return PackedFilter(data, (k, c, r, s), kernels)
+    return PackedFilter(data, (k, c, r, s), cpu.kernels())
 
 
 def im2win_packed(x, packed: PackedFilter, bias, stride, padding) -> tuple[torch.Tensor, dict]:

@@ -187,3 +187,33 @@ def test_batch_norms_folded_into_the_convolutions_before_them():
 
     with pytest.raises(ValueError, match="cannot trace this one .* without folding"):
         inn.fold_batch_norms(Branchy().eval())
+
+
+def test_a_module_that_ran_copies_and_pickles_without_its_packing():
+    """copy.deepcopy and pickle (torch.save of a whole model) of a converted model after a
+    forward: the packing stays behind, and the copy packs its own weight on its first forward,
+    with the stock model's output. fold_batch_norms, which traces torch.nn.Conv2d layers, refuses
+    a converted model with the order to call them in."""
+    import copy
+    import pickle
+
+    import im2win
+
+    stock, model = _model(), _model()
+    inn.convert(model)
+    x = torch.randn(2, 3, 17, 15)
+    with torch.inference_mode():
+        ref = stock(x)
+        model(x)
+    copies = [copy.deepcopy(model), pickle.loads(pickle.dumps(model))]
+    for made in copies:
+        convs = [m for m in made.modules() if isinstance(m, inn.Conv2d)]
+        assert len(convs) == 3 and all(m._packed is None for m in convs)
+        with torch.inference_mode():
+            out = made(x)
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+        assert all(m._packed is not None and m._packed[0] is m.weight for m in convs)
+    with pytest.raises(ValueError, match=r"fold first, then convert \(convert\(fold_batch_norms"):
+        inn.fold_batch_norms(model)
+    packed = pickle.loads(pickle.dumps(im2win.pack_filter(torch.randn(4, 3, 3, 3))))
+    assert packed.weight_shape == (4, 3, 3, 3) and packed.kernels == im2win.cpu.kernels()

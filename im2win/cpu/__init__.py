@@ -112,9 +112,16 @@ def _load(source: Path, march: str, defines: tuple[str, ...] = ()) -> ctypes.CDL
 _variants: list[tuple[Path, str, tuple[str, ...]]] = []  # kernels_from's stack
 
 
+def kernels() -> tuple[Path, str, tuple[str, ...]]:
+    """Which kernels lib() loads now: (source, x86 level, -D definitions), SOURCE's for this CPU
+    outside kernels_from. Plain values, unlike the library: what outlives a copy or a pickle of
+    something made by these kernels (im2win.PackedFilter)."""
+    return _variants[-1] if _variants else (SOURCE, "native", ())
+
+
 def lib() -> ctypes.CDLL:
     """The loaded kernel library with typed entry points (SOURCE's for this CPU, or kernels_from's)."""
-    return _load(*(_variants[-1] if _variants else (SOURCE, "native", ())))
+    return _load(*kernels())
 
 
 def per_kernels(query: Callable[..., _Result]) -> Callable[..., _Result]:
@@ -166,4 +173,12 @@ def block_defines(block: str) -> tuple[str, ...]:
     return (f"IM2WIN_MR={mr}", f"IM2WIN_NR={nr}")
 
 
-__all__ = ["CompilerError", "SOURCE", "block_defines", "kernels_from", "lib", "per_kernels"]
+__all__ = [
+    "CompilerError",
+    "SOURCE",
+    "block_defines",
+    "kernels",
+    "kernels_from",
+    "lib",
+    "per_kernels",
+]

@@ -405,7 +405,10 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
 // (Three panels a tile for conv1-conv2's K = 96, 4 x 6: 4 broadcasts a step for 24 multiply-adds,
 // each B vector loaded as its 4 multiply-adds need it, 30 vector registers, no spills in the loop:
 // conv1 0.99x at best and 1.00x at the median, conv2 1.01x and 1.02x against 12 x 2 (kernel_ab,
-// torch_cl between, 60 rounds).)
+// torch_cl between, 60 rounds).) (Both panels' B rows prefetched 8 steps ahead, as ukernel_full's
+// prefetch loop: conv3 1.00x, conv8 1.00x, conv9 1.01x, conv10 1.00x at best and 0.99-1.01x at
+// the median, conv7 0.97x; the Xeon, 40 rounds, torch_cl between. The hardware's prefetches keep
+// up with the pair of panels from L2.)
 template <int M, bool RUNS = false>
 void ukernel_wide(const float* const* a, const float* b0, const float* b1, int tc, float* c,
                   long ldc, const float* bias, bool stream, bool first, int runs = 1,
