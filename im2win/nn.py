@@ -126,7 +126,17 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     folded into that convolution's weight and bias, for inference: the same outputs, a pass over
     each such convolution's output fewer (torch.fx.experimental.optimization.fuse, which traces
     the model with torch.fx; as torch.compile's frozen weights do). Convert the copy to run im2win:
-    convert(fold_batch_norms(model))."""
+    convert(fold_batch_norms(model)).
+
+    Args:
+        model: a torch.nn.Module in eval mode that torch.fx can trace, not yet converted.
+
+    Returns:
+        A torch.fx.GraphModule: the copy, without the folded batch norms.
+
+    Raises:
+        ValueError: the model is in training mode, already converted, or torch.fx cannot trace it.
+    """
     from torch.fx.experimental.optimization import fuse
     from torch.fx.proxy import TraceError
 

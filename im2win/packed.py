@@ -43,12 +43,23 @@ class PackedFilter:
 
 
 def pack_filter(weight: torch.Tensor) -> PackedFilter:
-    """`weight` ([K, C, R, S] float32 on the CPU) packed for im2win, once for every call that
-    convolves with it: im2win.conv2d(x, weight, ..., packed=pack_filter(weight)) then skips the
-    packing each call does otherwise, and streams its window bands on every shape (the memory
-    goal's room no longer holds the filter). The packing takes K rounded up to the micro-kernel's
-    channel block x C x R x S floats. im2win.nn.Conv2d keeps its weight packed so, and packs it
-    again when the weight changes."""
+    """`weight` packed for im2win, once for every call that convolves with it:
+    im2win.conv2d(x, weight, ..., packed=pack_filter(weight)) then skips the packing each call
+    does otherwise, and streams its window bands on every shape (the memory goal's room no longer
+    holds the filter). im2win.nn.Conv2d keeps its weight packed so, and packs it again when the
+    weight changes.
+
+    Args:
+        weight: [K, C, R, S] float32 on the CPU, any strides.
+
+    Returns:
+        A PackedFilter: [ceil(K / KB) * KB * C * R * S] floats, KB the micro-kernel's channel block
+        (32 with AVX-512, 16 with AVX2, 8 with SSE), block by block, each [S][R][C][KB] (the
+        window's order), zero past K; packed by the kernels loaded now (im2win.cpu.kernels()).
+
+    Raises:
+        ValueError: weight is not a 4-D float32 CPU tensor.
+    """
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
         raise ValueError("pack_filter takes a 4-D (K, C, R, S) weight tensor")
     if weight.dtype != torch.float32 or weight.device.type != "cpu":
