@@ -1470,7 +1470,9 @@ void im2win_prepacked_plan(int N, int C, int /*K*/, int R, int S, int sx, int P,
 // its AVX2 code (--march x86-64-v3, 300 rounds) 1.08x at best and 1.06x at the median;
 // applied to every streamed layer, conv5 0.97x, conv8 1.00x, conv9 0.96x and conv10 0.98x at best
 // (their row blocks use each panel read in for 33-65 tiles, and building every band twice costs
-// more). (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
+// more). Retimed against the threads' own ranges of rows (conv_streamed's schedule since they
+// replaced the shared counter), -DIM2WIN_SPLIT_K=0 against Intel's tuning, 80 rounds: conv11 0.91x
+// at best and at the median without the split, conv5 (never split) 1.00x. (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
 // thread's share did not fit there; see the grabs in im2win_conv_fused.) A thread slowed by a
 // neighbour cannot hand its share over. Two threads only, the count it was timed with: each
 // thread builds every band, so with n threads the bands take n times the work they share now,
