@@ -13,7 +13,9 @@ Each im2win.nn.Conv2d keeps its weight packed for im2win (im2win.pack_filter) fr
 forward on, and packs it again when the weight changes (another tensor, or the same one changed in
 place: its version counter), so that a call does not pack the filter, which im2win.conv2d does in
 every call otherwise. The packing takes about the weight's memory again (K rounded up to the
-micro-kernel's channel block); convert(model, pack_weight=False) keeps none.
+micro-kernel's channel block); convert(model, pack_weight=False) keeps none. A change made through
+`weight.data`, which PyTorch's version counter does not count, is not seen: after one, call
+unpack(model), and the next forward packs anew.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ class Conv2d(torch.nn.Conv2d):
         ):
             held = self._packed = (weight, *key, pack_filter(weight))
         return held[3]
+
+
+def unpack(model: torch.nn.Module) -> int:
+    """Drop the packed weight of every im2win.nn.Conv2d in `model`, so that each packs its weight
+    anew on its next forward: after changing weights in a way their version counter does not see
+    (through `weight.data`). Returns how many held one."""
+    held = [m for m in model.modules() if isinstance(m, Conv2d) and m._packed is not None]
+    for m in held:
+        m._packed = None
+    return len(held)
 
 
 def runs_on_im2win(module: torch.nn.Module) -> bool:
@@ -211,4 +223,12 @@ def prepare(
     return model, x
 
 
-__all__ = ["NETWORK_FORMS", "Conv2d", "convert", "fold_batch_norms", "prepare", "runs_on_im2win"]
+__all__ = [
+    "NETWORK_FORMS",
+    "Conv2d",
+    "convert",
+    "fold_batch_norms",
+    "prepare",
+    "runs_on_im2win",
+    "unpack",
+]

@@ -217,3 +217,21 @@ def test_a_module_that_ran_copies_and_pickles_without_its_packing():
         inn.fold_batch_norms(model)
     packed = pickle.loads(pickle.dumps(im2win.pack_filter(torch.randn(4, 3, 3, 3))))
     assert packed.weight_shape == (4, 3, 3, 3) and packed.kernels == im2win.cpu.kernels()
+
+
+def test_a_change_through_data_is_seen_after_unpack():
+    """weight.data's changes bypass the version counter the packing is keyed on: unpack drops every
+    packing, and the next forward packs the changed weight."""
+    stock, model = _model(), _model()
+    inn.convert(model)
+    x = torch.randn(2, 3, 17, 15)
+    with torch.inference_mode():
+        model(x)
+    for s, m in zip(stock.modules(), model.modules(), strict=True):
+        if isinstance(m, nn.Conv2d):
+            s.weight.data.mul_(-1), m.weight.data.mul_(-1)
+    assert inn.unpack(model) == 3
+    assert inn.unpack(model) == 0
+    with torch.inference_mode():
+        ref, out = stock(x), model(x)
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
