@@ -243,6 +243,35 @@ def test_im2win_network_smoke_times_every_form_of_a_network(tmp_path):
     assert (tmp_path / "im2win-network" / "README.md").read_text() == text
 
 
+def test_im2win_network_records_a_form_that_fails_or_differs_and_times_the_others(
+    tmp_path, monkeypatch
+):
+    """A form that cannot be built (torch.compile without a toolchain, say) or whose output differs
+    from the stock model's is recorded with why, shown as n/a with the reason, and not timed."""
+    from reproductions import im2win_network
+
+    real = im2win_network.prepare
+
+    def prepare(model, x, form):
+        if form == "torch_compiled":
+            raise RuntimeError("no C++ compiler for Inductor\nsecond line")
+        made, xi = real(model, x, form)
+        return (lambda t: made(t) + 1, xi) if form == "im2win_unpacked" else (made, xi)
+
+    monkeypatch.setattr(im2win_network, "prepare", prepare)
+    argv = ["run", "im2win-network", "--scale", "smoke", "--no-progress"]
+    assert cli.main([*argv, "--results-dir", str(tmp_path)]) == 0
+    (raw,) = (tmp_path / "raw" / "im2win-network").glob("*.json")
+    records = {r["form"]: r for r in json.loads(raw.read_text())["records"]}
+    assert records["torch_compiled"]["error"] == "RuntimeError: no C++ compiler for Inductor"
+    assert "differs from the stock model's" in records["im2win_unpacked"]["error"]
+    assert "min_ms" not in records["torch_compiled"] and "min_ms" not in records["im2win_unpacked"]
+    assert records["im2win"]["min_ms"] > 0 and "error" not in records["im2win"]
+    text = (tmp_path / "im2win-network" / "README.md").read_text()
+    assert "- resnet18 as torch_compiled: RuntimeError: no C++ compiler for Inductor" in text
+    assert "| resnet18 | " in text and " n/a " in text
+
+
 def test_supersam_subnets_smoke_end_to_end_then_reuses_stages(tmp_path):
     """Every stage of SuperSAM's table (pretrain, supernet, searches, test table, figures) at the
     smoke scale; a second run reuses the finished stages and gives the same table."""
