@@ -119,19 +119,19 @@ def git_state() -> dict:
 
     Only when the project's own folder is the top of a git work tree: an exported copy inside some
     other repository (or an installed copy) records "unknown", never the enclosing repository's commit.
-    There, whoever exported it may state the commit in $IM2WIN_SOURCE_COMMIT: it is recorded as
-    "declared_commit", apart from the commit git vouches for.
+    Whoever made a copy may state the commit it was made from in $IM2WIN_SOURCE_COMMIT: it is
+    recorded as "declared_commit", apart from the commit git vouches for, with or without a work
+    tree (a copy that carries an older .git, as the GPU machines' did, records that commit, dirty).
     """
+    declared = os.environ.get("IM2WIN_SOURCE_COMMIT")
+    stated = {"declared_commit": declared} if declared else {}
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != REPO:
-        declared = os.environ.get("IM2WIN_SOURCE_COMMIT")
-        return {"commit": "unknown", "dirty": None} | (
-            {"declared_commit": declared} if declared else {}
-        )
+        return {"commit": "unknown", "dirty": None} | stated
     commit = _git("rev-parse", "HEAD")
     # results/ is what runs write: rendered files changed by an earlier run do not make code dirty
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    return {"commit": commit, "dirty": None if status is None else bool(status)} | stated
 
 
 def _versions() -> dict:

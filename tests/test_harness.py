@@ -294,7 +294,9 @@ def test_git_commit_only_from_the_projects_own_work_tree(tmp_path, monkeypatch):
         "declared_commit": "abc123",
     }
     monkeypatch.setattr(environment, "REPO", tmp_path.resolve())
-    assert len(environment.git_state()["commit"]) == 40
+    state = environment.git_state()
+    # in a work tree too (a copy that carries an older .git): git's commit, and the stated one
+    assert len(state["commit"]) == 40 and state["declared_commit"] == "abc123"
 
 
 def test_atomic_write_keeps_normal_permissions(tmp_path):
