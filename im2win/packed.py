@@ -68,11 +68,11 @@ def pack_filter(weight: torch.Tensor) -> PackedFilter:
             "pass weight.float().cpu()"
         )
     k, c, r, s = weight.shape
-    kernels = lib()
-    data = torch.empty(kernels.im2win_packed_filter_floats(k, c, r, s))
+    handle = lib()
+    data = torch.empty(handle.im2win_packed_filter_floats(k, c, r, s))
     with torch.no_grad():
         w = weight.detach().contiguous()
-        kernels.im2win_pack_filter(
+        handle.im2win_pack_filter(
             w.data_ptr(), k, c, r, s, data.data_ptr(), torch.get_num_threads()
         )
     return PackedFilter(data, (k, c, r, s), cpu.kernels())

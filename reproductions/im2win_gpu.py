@@ -190,10 +190,16 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     x = torch.randn(shape.input_shape(), generator=gen)
     w = torch.randn(shape.weight_shape(), generator=gen) / math.sqrt(shape.c * shape.r * shape.s)
     b = torch.randn(shape.k, generator=gen)
-    exact = conv2d_reference(x[:1], w, b, shape.stride, shape.padding)
-    bound = error_bound(x[:1], w, b, shape.stride, shape.padding)
+
+    def against(bias):  # _measure, checked against the float64 output of the first image
+        exact = conv2d_reference(x[:1], w, bias, shape.stride, shape.padding)
+        bound = error_bound(x[:1], w, bias, shape.stride, shape.padding)
+        return functools.partial(
+            _measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg
+        )
+
     xc, wc, bc = x.cuda(), w.cuda(), b.cuda()
-    check = functools.partial(_measure, name=name, shape=shape, exact=exact, bound=bound, cfg=cfg)
+    check = against(b)
     for impl, call in _impls(xc, wc, bc, shape).items():
 
         def measure(impl=impl, call=call):
@@ -202,14 +208,7 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
         records += _guarded(name, impl, measure)
     # The engines run the frontend's plain convolution graph, without the bias: checked against
     # the float64 convolution without it (against the biased one every engine failed, by the bias).
-    plain = functools.partial(
-        _measure,
-        name=name,
-        shape=shape,
-        exact=conv2d_reference(x[:1], w, None, shape.stride, shape.padding),
-        bound=error_bound(x[:1], w, None, shape.stride, shape.padding),
-        cfg=cfg,
-    )
+    plain = against(None)
     records += _guarded(name, "cudnn_engines", lambda: _cudnn_engines(xc, wc, name, shape, plain))
     records += _guarded(name, "sgemm", lambda: [_sgemm(name, shape, cfg)])
     return records

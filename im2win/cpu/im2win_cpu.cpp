@@ -1670,6 +1670,8 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
   // Thread t's items not yet taken: [front, back), front in the low 32 bits, back in the high.
   std::vector<std::atomic<std::uint64_t>> ranges(nthreads);
   auto range = [](std::uint64_t front, std::uint64_t back) { return back << 32 | front; };
+  auto front = [](std::uint64_t r) { return static_cast<long>(r & 0xffffffffu); };
+  auto back = [](std::uint64_t r) { return static_cast<long>(r >> 32); };
   for (long t = 0, unit = 0; t < nthreads; ++t) {
     const long first = unit, next_share = (t + 1) * rows_total / nthreads;  // t + 1's first row
     for (long row0, rows; unit < units; ++unit) {
@@ -1706,16 +1708,16 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
       // Its own from the front: a row block at a time, but its last one an item at a time, so
       // that a thread done with its own can take the last items of that block from the back.
       std::atomic<std::uint64_t>& mine_left = ranges[thread];
-      for (std::uint64_t r = mine_left.load(std::memory_order_relaxed); (r & ~0u) < r >> 32;) {
-        first = static_cast<long>(r & ~0u);
-        take = static_cast<long>(r >> 32) - first >= 2 * kitems ? kitems : 1;
-        if (mine_left.compare_exchange_weak(r, range(first + take, r >> 32))) return true;
+      for (std::uint64_t r = mine_left.load(std::memory_order_relaxed); front(r) < back(r);) {
+        first = front(r);
+        take = back(r) - first >= 2 * kitems ? kitems : 1;
+        if (mine_left.compare_exchange_weak(r, range(first + take, back(r)))) return true;
       }
       for (int o = 1; o < nthreads; ++o) {  // then single items from the back of the others'
         std::atomic<std::uint64_t>& theirs = ranges[(thread + o) % nthreads];
-        for (std::uint64_t r = theirs.load(std::memory_order_relaxed); (r & ~0u) < r >> 32;)
-          if (theirs.compare_exchange_weak(r, range(r & ~0u, (r >> 32) - 1))) {
-            first = static_cast<long>(r >> 32) - 1, take = 1;
+        for (std::uint64_t r = theirs.load(std::memory_order_relaxed); front(r) < back(r);)
+          if (theirs.compare_exchange_weak(r, range(front(r), back(r) - 1))) {
+            first = back(r) - 1, take = 1;
             return true;
           }
       }
