@@ -23,8 +23,10 @@ from reproductions.tables import fmt
 EXPERIMENT = "im2win-nvrtc"
 SCALES = {"all": {}}
 BAND_LAYERS = ("conv1", "conv3", "conv5")  # the other filter geometries of the band kernel
+FIT_LAYER = "conv9"  # K = 64, as conv3, conv4 and conv7: where a fitted tile differs
 CONFIGS = {
-    **VARIANTS,
+    # the fitted variants as made for FIT_LAYER (on conv10's K = 128 each is the tile it fits)
+    **{n: for_shape(c, PAPER_LAYERS[FIT_LAYER]) if c.fit_k else c for n, c in VARIANTS.items()},
     "im2win_split_k": DEFAULT.kernel(slices=2),  # the default compiled for split-K launches
     # the band variant as launch.for_shape makes it for conv1-2 (S = 11, stride 4), conv3-4
     # (7, 2) and conv5 (5, 1); "band" itself is conv6-conv12's (3, 1)
@@ -40,7 +42,10 @@ OPTIONS = ()
 MIX_ARCHS = ("sm_80", "sm_90")  # the main loop's instruction mix, from cuobjdump -sass
 DEMAND_ARCHS = ("sm_90", "sm_80")  # 128 and 64 FP32 lanes an SM: the shared pipe's demand
 MODEL_LAYER = "conv10"  # the access model's shape (batch 128), the layer Nsight profiled
-MODEL_LAYERS = {f"band_{n}": n for n in BAND_LAYERS}  # configurations made for another layer
+MODEL_LAYERS = {  # configurations made for another layer
+    **{f"band_{n}": n for n in BAND_LAYERS},
+    **{n: FIT_LAYER for n, c in VARIANTS.items() if c.fit_k},
+}
 LEGACY = "1cf3772_default"  # the kernel Nsight Compute profiled, as the access model rebuilds it
 LEGACY_TILE = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
 

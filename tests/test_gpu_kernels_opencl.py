@@ -171,3 +171,14 @@ def test_direct_kernel_paper_layers_reduced(layer):
     x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
     out = opencl.direct_conv2d(x, w, None, shape.stride, shape.padding, VARIANTS["im2win"])
     assert max_violation(out, x, w, None, shape.stride, shape.padding) <= 1.0
+
+
+@pytest.mark.parametrize("variant", ["fit_k", "fit_k_no_double_buffer", "sgemm_tile_fit_k"])
+@pytest.mark.parametrize("k", [1, 21, 32, 33, 64, 65])
+def test_tiles_fitted_to_the_output_channels(variant, k):
+    """Tiles of 512 x 32 and 256 x 64 pixels x channels (512 x 64 in cuBLAS's tiling), several
+    runs of A loads a thread, the last tile's pixels and channels cut off, split-K."""
+    x, w = torch.randn(2, 5, 13, 11), torch.randn(k, 5, 3, 3)
+    config = VARIANTS[variant]
+    _check(x, w, torch.randn(k), 1, 1, config)
+    _check(x, w, None, (2, 1), 0, config.replace(split_k=2))

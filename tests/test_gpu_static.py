@@ -5,7 +5,13 @@ import pytest
 
 from im2win.cuda import access, sass
 from im2win.cuda.compile import compile_cubin, kernels_for
-from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
+from im2win.cuda.config import (
+    AUTOTUNE_CANDIDATES,
+    DEFAULT,
+    STATIC_SHARED_LIMIT,
+    VARIANTS,
+    TileConfig,
+)
 from im2win.cuda.launch import band_depth, conv_launch, for_shape, pixel_rows, reduction_steps
 from im2win.shapes import PAPER_LAYERS, ConvShape
 
@@ -187,3 +193,56 @@ def test_the_prebuilt_kernels_are_the_ones_a_gpu_run_resolves():
     assert for_shape(VARIANTS["band"], conv1).kernel() in kernels  # conv1: S = 11, stride 4
     assert DEFAULT.kernel(slices=5) in kernels and DEFAULT.kernel() in kernels  # conv12 splits
     assert len(kernels_for([DEFAULT], [conv12], sms=None)) == 1  # no GPU: no split
+
+
+def test_a_tile_fitted_to_the_output_channels():
+    """fit_k: half as many channels and twice as many pixels while half the tile still covers K,
+    the threads, warp tile and micro-tile unchanged; never past what compiles or static shared
+    memory holds; nothing changes without fit_k or where K fills the tile."""
+    fit = DEFAULT.replace(fit_k=True)
+    tiles = {k: (fit.fitted(k).bm, fit.fitted(k).bn) for k in (1, 32, 33, 64, 65, 128, 500)}
+    assert tiles == {
+        1: (512, 32),  # a 32-channel warp tile is the narrowest
+        32: (512, 32),
+        33: (256, 64),
+        64: (256, 64),  # conv3, conv4, conv7, conv9
+        65: (128, 128),
+        128: (128, 128),
+        500: (128, 128),
+    }
+    for k in (1, 64):
+        c = fit.fitted(k)
+        assert c.threads == DEFAULT.threads and c.warp_tile == DEFAULT.warp_tile
+        assert not c.problems() and c.shared_bytes <= STATIC_SHARED_LIMIT
+    assert DEFAULT.fitted(64) == DEFAULT  # fit_k off
+    sgemm = VARIANTS["sgemm_tile_fit_k"].fitted(64)
+    assert (sgemm.bm, sgemm.bn, sgemm.row_run, sgemm.a_loads) == (512, 64, 4, 16)
+    conv9 = PAPER_LAYERS["conv9"].with_batch(128)
+    assert (for_shape(fit, conv9).bm, for_shape(fit, conv9).bn) == (256, 64)
+    assert for_shape(fit, conv9) == for_shape(for_shape(fit, conv9), conv9)  # made once
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("variant", ["fit_k", "fit_k_no_double_buffer", "sgemm_tile_fit_k"])
+def test_the_fitted_tiles_compile_without_spills_and_access_shared_memory_without_conflicts(
+    arch, variant
+):
+    """On the K = 64 layers: the main loop of the fitted tile feeds as many FFMA per shared load
+    as the tile it was fitted from, never spills, and the model finds no bank conflict; its
+    A loads are runs of 4 floats (whole 32-byte sectors of 16 window rows a request)."""
+    shape = PAPER_LAYERS["conv9"].with_batch(128)
+    config = for_shape(VARIANTS[variant], shape)
+    assert config.bn == 64 and config.row_run == 4
+    sites = access.model(config, shape)
+    assert all(s.ways == 1 for s in sites if s.space == "shared")
+    window = next(s for s in sites if s.name.startswith("A window"))
+    assert window.sector_use == 32
+    compiled = compile_cubin(config.kernel(), arch)
+    conv = compiled.resources["im2win_conv"]
+    assert (conv.spill_stores, conv.spill_loads, conv.stack_bytes) == (0, 0, 0), conv
+    try:
+        mix = sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    wide = variant.startswith("sgemm")
+    assert mix["ffma_per_shared_load"] >= (21 if wide else 16) and mix["local_accesses"] == 0

@@ -105,6 +105,7 @@ class _Kernel:
         self.threads = config.threads
         self.as_row = config.bm if legacy else config.bm + 4
         self.a_loads, self.b_loads = config.a_loads, config.b_loads
+        self.a_run = config.a_loads if legacy else config.row_run
         self.tms, self.tns = min(config.tm, 4), min(config.tn, 4)
         self.ly, self.lx = config.lanes
 
@@ -134,9 +135,18 @@ class _Kernel:
             for j in range(c.tn)
         ]
 
-    def a_slot(self, tid: int) -> tuple[int, int]:  # (row, first t) of this thread's A loads
-        e = tid * self.a_loads
-        return e // self.c.bk, e % self.c.bk
+    def a_runs(self, tid: int) -> list[tuple[int, int]]:
+        """(row, first t) of each run of this thread's A loads (ROW_RUN long; the legacy kernel:
+        one run of all of them)."""
+        if self.legacy:
+            e = tid * self.a_loads
+            return [(e // self.c.bk, e % self.c.bk)]
+        per_row = self.c.bk // self.c.row_run  # RUNS_PER_ROW
+        apart = self.threads // per_row  # A_ROWS_APART
+        return [
+            (tid // per_row + r * apart, tid % per_row * self.c.row_run)
+            for r in range(self.a_loads // self.c.row_run)
+        ]
 
     def b_slot(self, tid: int) -> tuple[int, int]:  # (t, first channel) of its B loads
         e = tid * self.b_loads
@@ -149,15 +159,16 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     shared-memory path (config.smem)."""
     if not config.smem:
         raise ValueError("the access model covers the shared-memory path (smem=True) only")
+    config = for_shape(config, shape)  # the kernel the launch runs: fitted, a band for the shape
     if config.band:
-        return _band_model(for_shape(config, shape), shape)
+        return _band_model(config, shape)
     k = _Kernel(config, legacy)
     c, threads = config, k.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
     rc, wu = shape.r * shape.c, shape.window_width
     # float4 global loads: compiled in (VEC_A/VEC_B) and allowed by the launch (vec_a: C % 4 == 0,
     # vec_b: K % 4 == 0, im2win/cuda/launch.py)
-    vec_a = c.vec_load and k.a_loads % 4 == 0 and shape.c % 4 == 0
+    vec_a = c.vec_load and k.a_run % 4 == 0 and shape.c % 4 == 0
     vec_b = c.vec_load and k.b_loads % 4 == 0 and shape.k % 4 == 0
     out_vec = not legacy and k.tns == 4 and shape.k % 4 == 0
 
@@ -178,9 +189,10 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
         "store",
         4,
         [
-            [((k.a_slot(t)[1] + j) * k.as_row + k.a_slot(t)[0]) * 4 for t in warp]
+            [((k.a_runs(t)[r][1] + j) * k.as_row + k.a_runs(t)[r][0]) * 4 for t in warp]
             for warp in warps
-            for j in range(k.a_loads)
+            for r in range(k.a_loads // k.a_run)
+            for j in range(k.a_run)
         ],
     )
     b_width = 4  # as STORE_B: float4 when compiled with VEC_B, else float2 runs, else scalar
@@ -222,9 +234,10 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
         "load",
         a_width,
         [
-            [(base(k.a_slot(t)[0]) + k.a_slot(t)[1] + j) * 4 for t in warp]
+            [(base(k.a_runs(t)[r][0]) + k.a_runs(t)[r][1] + j) * 4 for t in warp]
             for warp in warps
-            for j in range(0, k.a_loads, a_width // 4)
+            for r in range(k.a_loads // k.a_run)
+            for j in range(0, k.a_run, a_width // 4)
         ],
     )
     add(
@@ -420,7 +433,7 @@ def shared_pipe_demand(
     each of BK reduction values; the band kernel's for each of its S filter columns too). Above
     1 the shared pipe, not the FMA pipe, bounds the kernel: at 1 / this of the FMA peak at best.
     `sites`: model(config, shape, legacy), where the caller has it already."""
-    config = for_shape(config, shape) if config.band else config
+    config = for_shape(config, shape)
     sites = model(config, shape, legacy) if sites is None else sites
     wavefronts = sum(s.wavefronts for s in sites if s.space == "shared")
     taps = config.band_s if config.band else 1

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 FLOAT_BYTES = 4
+STATIC_SHARED_LIMIT = 48 * 1024  # bytes of static __shared__ a block may declare (every CUDA GPU)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class TileConfig:
     # layer's; 3 and 1 are conv6-conv12's)
     band_s: int = 3
     band_sx: int = 1
+    # fit the block tile to the layer's output channels (launch.for_shape, fitted): where half
+    # its channels still cover all K of them, half as many channels and twice as many pixels, so
+    # no thread multiplies the zeros past K (conv3, conv4, conv7 and conv9 have K = 64)
+    fit_k: bool = False
 
     @property
     def threads(self) -> int:
@@ -46,6 +51,12 @@ class TileConfig:
     @property
     def a_loads(self) -> int:
         return self.bm * self.bk // self.threads
+
+    @property
+    def row_run(self) -> int:
+        """ROW_RUN: the consecutive A values of one tile row a thread loads together (a float4
+        where the launch allows); its a_loads are a_loads / row_run such runs."""
+        return min(self.a_loads, 4)
 
     @property
     def b_loads(self) -> int:
@@ -85,6 +96,24 @@ class TileConfig:
         """(WM, WN): the pixels x channels one warp computes."""
         ly, lx = self.lanes
         return ly * self.tm, lx * self.tn
+
+    def fitted(self, k: int) -> TileConfig:
+        """This tile for `k` output channels where fit_k asks: bn halved and bm doubled while bn / 2
+        still covers k, and the halved tile still splits into the same warp tiles, can compile
+        (problems) and fits in static shared memory. The threads, the warp tile and each thread's
+        micro-tile stay as they are; so does the grid's one column of tiles along K, and with it
+        how often each window row is read."""
+        config = self
+        while self.fit_k and config.bn // 2 >= k:
+            half = config.replace(bn=config.bn // 2, bm=config.bm * 2)
+            if (
+                half.warp_tile != config.warp_tile
+                or half.problems()
+                or half.shared_bytes > STATIC_SHARED_LIMIT
+            ):
+                break
+            config = half
+        return config
 
     def problems(self) -> list[str]:
         """Why this configuration cannot be compiled or launched (empty when it can)."""
@@ -129,12 +158,14 @@ class TileConfig:
             elif (
                 self.a_loads == 0
                 or self.b_loads == 0
-                or self.bk % self.a_loads
+                or self.bk % self.row_run
+                or self.a_loads % self.row_run
                 or self.bn % self.b_loads
             ):
                 out.append(
-                    "each thread's A (B) loads must be a run inside one tile row (bk % a_loads "
-                    "== 0 and bn % b_loads == 0)"
+                    "each thread's A loads must be whole runs of min(a_loads, 4) inside one tile "
+                    "row, its B loads one run inside one (bk and a_loads multiples of the run, bn "
+                    "of b_loads)"
                 )
         return out
 
@@ -227,11 +258,16 @@ VARIANTS: dict[str, TileConfig] = {
     "sgemm_tile": SGEMM_TILE,  # beyond the paper: cuBLAS's FFMA tiling on the H100
     # beyond the paper: both, the window bands in that tiling (255 registers on sm_90, no spills)
     "sgemm_tile_band": SGEMM_TILE.replace(band=True, bk=4),
+    # beyond the paper: the tile fitted to the layer's output channels (256 x 64 where K = 64), in
+    # the default, without its second buffer (the H200's fastest variant), and in cuBLAS's tiling
+    "fit_k": DEFAULT.replace(fit_k=True),
+    "fit_k_no_double_buffer": DEFAULT.replace(fit_k=True, double_buffer=False),
+    "sgemm_tile_fit_k": SGEMM_TILE.replace(fit_k=True),
 }
 """The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
 the default with cp.async copies, 1 and 2 steps ahead, the default staging window bands, cuBLAS's
-256 x 128 tiling, and the bands in that tiling (each measured beside it before it may become the
-default)."""
+256 x 128 tiling, the bands in that tiling, and tiles fitted to the layer's output channels (each
+measured beside it before it may become the default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)

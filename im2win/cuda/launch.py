@@ -56,14 +56,16 @@ def band_depth(bk: int, s: int) -> int:
 
 def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
     """`config` made for `shape`: a band kernel for its filter width and column stride (and step
-    depth, band_depth; one block an SM past BAND_SLIDE_FLOATS), and 64-bit offsets when some
-    buffer has 2**31 elements or more."""
+    depth, band_depth; one block an SM past BAND_SLIDE_FLOATS), the block tile fitted to its output
+    channels where config.fit_k asks (TileConfig.fitted), and 64-bit offsets when some buffer has
+    2**31 elements or more."""
     if config.band:
         config = config.replace(
             band_s=shape.s, band_sx=shape.stride[1], bk=band_depth(config.bk, shape.s)
         )
         if 3 * shape.stride[1] + min(shape.s, 4) > BAND_SLIDE_FLOATS:
             config = config.replace(min_blocks=1)
+    config = config.fitted(shape.k)
     largest = max(
         window_nhwc_elems(shape),  # window tensor
         shape.n * shape.p * shape.q * shape.k,  # output

@@ -12,7 +12,7 @@ import functools
 import torch
 
 from im2win.cuda.compile import KERNELS, compile_cubin
-from im2win.cuda.config import DEFAULT, TileConfig
+from im2win.cuda.config import DEFAULT, STATIC_SHARED_LIMIT, TileConfig
 from im2win.cuda.launch import (
     Launch,
     conv_launch,
@@ -72,7 +72,7 @@ def launch_problems(config: TileConfig, index: int) -> list[str]:
     props = torch.cuda.get_device_properties(index)
     if config.threads > 1024:
         problems.append(f"{config.threads} threads per block > the device's 1024")
-    smem_limit = getattr(props, "shared_memory_per_block", 48 * 1024)
+    smem_limit = getattr(props, "shared_memory_per_block", STATIC_SHARED_LIMIT)
     if config.shared_bytes > smem_limit:
         problems.append(
             f"{config.shared_bytes} bytes of shared memory per block > the device's "

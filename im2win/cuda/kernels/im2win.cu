@@ -99,9 +99,16 @@ typedef int idx;
 #define NSUB (TN / TNS)
 #define AS_ROW (BM + 4) /* As rows padded by 4 floats: conflict-free transposed stores, 16-B rows */
 #define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
+/* ... as ROW_RUNS runs of ROW_RUN consecutive t of one tile row, run tid + r * THREADS at row
+ * id / (BK / ROW_RUN), t from (id % (BK / ROW_RUN)) * ROW_RUN: runs of 4 (16 bytes), so that a warp's
+ * request reads whole 32-byte sectors of 16 rows (a run of 8 would read halves of 32 rows) */
+#define ROW_RUN (A_LOADS < 4 ? A_LOADS : 4)
+#define ROW_RUNS (A_LOADS / ROW_RUN)
+#define RUNS_PER_ROW (BK / ROW_RUN)
+#define A_ROWS_APART (THREADS / RUNS_PER_ROW) /* tile rows between a thread's runs */
 #define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
 #define NBUF (ASYNC_COPY ? STAGES : DOUBLE_BUFFER ? 2 : 1)
-#define VEC_A (VEC_LOAD && A_LOADS % 4 == 0) /* float4 loads need runs of 4 per thread */
+#define VEC_A (VEC_LOAD && ROW_RUN == 4) /* float4 loads need runs of 4 */
 #define VEC_B (VEC_LOAD && B_LOADS % 4 == 0)
 
 /* Phase "transform": one thread per window element, consecutive threads along c (coalesced writes).
@@ -142,20 +149,25 @@ DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
   return ((n * P + p) * Wu + (idx)q * sx) * RC;
 }
 
-/* Global -> registers for one BK-deep step at t0: ra = A[row][t0 + a_t ..], rb = Fw[t0 + b_t][kb ..];
- * zero outside the problem. float4 loads when compiled in and the launch says addresses align. */
-DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, idx a_base, int a_t, int b_t,
-                      int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra, float* rb) {
+/* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + a_t ..]
+ * (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are never
+ * stored), rb = Fw[t0 + b_t][kb ..]; zero past the reduction and K. float4 loads when compiled in
+ * and the launch says addresses align. */
+DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base, int a_t,
+                      int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra,
+                      float* rb) {
   const int ta = t0 + a_t, tb = t0 + b_t;
 #if VEC_A
-  if (vec_a && a_base >= 0 && ta + A_LOADS <= T) {
-    for (int j = 0; j < A_LOADS; j += 4) {
-      const float4 v = LOAD4(iw + a_base + ta + j);
-      ra[j] = v.x, ra[j + 1] = v.y, ra[j + 2] = v.z, ra[j + 3] = v.w;
+  if (vec_a && ta + 4 <= T) {
+    for (int r = 0; r < ROW_RUNS; ++r) {
+      const float4 v = LOAD4(iw + a_base[r] + ta);
+      ra[r * 4] = v.x, ra[r * 4 + 1] = v.y, ra[r * 4 + 2] = v.z, ra[r * 4 + 3] = v.w;
     }
   } else
 #endif
-    for (int j = 0; j < A_LOADS; ++j) ra[j] = (a_base >= 0 && ta + j < T) ? iw[a_base + ta + j] : 0.0f;
+    for (int r = 0; r < ROW_RUNS; ++r)
+      for (int j = 0; j < ROW_RUN; ++j)
+        ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
 #if VEC_B
   if (vec_b && tb < T && kb + B_LOADS <= K) {
     for (int j = 0; j < B_LOADS; j += 4) {
@@ -271,17 +283,23 @@ IM2WIN_CONV_ENTRY {
   SHARED idx row_base[BM];
   SHARED ALIGN16 float As[NBUF][BK][AS_ROW]; /* A transposed: As[t][row], rows padded */
   SHARED ALIGN16 float Bs[NBUF][BK][BN];
-  for (int i = tid; i < BM; i += THREADS) row_base[i] = window_base(m0 + i, M, P, Q, Wu, sx, RC);
+  for (int i = tid; i < BM; i += THREADS) { /* rows past the last pixel: pixel 0's (see load_step) */
+    const idx base = window_base(m0 + i, M, P, Q, Wu, sx, RC);
+    row_base[i] = base < 0 ? 0 : base;
+  }
   SYNC();
 
-  /* This thread's share of a step: A elements e = tid*A_LOADS + j -> (row e / BK, t e % BK),
+  /* This thread's share of a step: A runs id = tid + r*THREADS -> (row id / RUNS_PER_ROW,
+   * t (id % RUNS_PER_ROW) * ROW_RUN ..), rows A_ROWS_APART apart,
    * B elements e = tid*B_LOADS + j -> (t e / BN, channel e % BN): runs of consecutive addresses. */
 #if !ASYNC_COPY
   float ra[A_LOADS], rb[B_LOADS];
 #endif
-  const int ea = tid * A_LOADS, eb = tid * B_LOADS;
-  const int a_row = ea / BK, a_t = ea % BK, b_t = eb / BN, b_k = eb % BN;
-  const idx a_base = row_base[a_row];
+  const int eb = tid * B_LOADS;
+  const int a_row = tid / RUNS_PER_ROW, a_t = tid % RUNS_PER_ROW * ROW_RUN;
+  const int b_t = eb / BN, b_k = eb % BN;
+  idx a_base[ROW_RUNS];
+  for (int r = 0; r < ROW_RUNS; ++r) a_base[r] = row_base[a_row + r * A_ROWS_APART];
 #if VEC_B
 #define STORE_B(buf)                                                                 \
   for (int j = 0; j < B_LOADS; j += 4)                                               \
@@ -295,7 +313,9 @@ IM2WIN_CONV_ENTRY {
 #endif
 #define STORE_STEP(buf)                                                  \
   {                                                                      \
-    for (int j = 0; j < A_LOADS; ++j) As[buf][a_t + j][a_row] = ra[j];   \
+    for (int r = 0; r < ROW_RUNS; ++r)                                   \
+      for (int j = 0; j < ROW_RUN; ++j)                                  \
+        As[buf][a_t + j][a_row + r * A_ROWS_APART] = ra[r * ROW_RUN + j]; \
     STORE_B(buf)                                                         \
   }
 
@@ -306,10 +326,12 @@ IM2WIN_CONV_ENTRY {
 #define COPY_STEP(buf, t0)                                                                    \
   {                                                                                           \
     const int ta = (t0) + a_t, tb = (t0) + b_t, kb = k0 + b_k;                                \
-    for (int j = 0; j < A_LOADS; ++j) {                                                       \
-      const int ok = a_base >= 0 && ta + j < T;                                               \
-      CP_ASYNC4(&As[buf][a_t + j][a_row], iw + (ok ? a_base + ta + j : 0), ok);               \
-    }                                                                                         \
+    for (int r = 0; r < ROW_RUNS; ++r)                                                        \
+      for (int j = 0; j < ROW_RUN; ++j) {                                                     \
+        const int ok = ta + j < T;                                                            \
+        CP_ASYNC4(&As[buf][a_t + j][a_row + r * A_ROWS_APART], iw + (ok ? a_base[r] + ta + j : 0), \
+                  ok);                                                                        \
+      }                                                                                       \
     if (VEC_B && vec_b && tb < T && kb + B_LOADS <= K) {                                      \
       for (int j = 0; j < B_LOADS; j += 4)                                                    \
         CP_ASYNC16(&Bs[buf][b_t][b_k + j], fw + (idx)tb * K + kb + j);                        \
