@@ -1,6 +1,7 @@
 """The OpenTuner tile search, driven here by the OpenCL emulation's time (plumbing only: the
 real objective is CUDA-event time on a GPU)."""
 
+import json
 import time
 
 import pytest
@@ -61,8 +62,6 @@ def test_a_time_budget_stops_the_search_after_the_first_measurement(tmp_path):
 def test_a_shipped_search_records_what_it_measured(tmp_path, monkeypatch):
     """--ship stores the same entry in the package's configurations as in this machine's: the
     configurations actually measured, not the number asked for."""
-    import json
-
     from im2win.cuda import tuned
 
     monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
@@ -103,3 +102,23 @@ def test_a_candidate_that_fails_is_told_as_an_error_and_the_search_goes_on(
     seen.clear()
     with pytest.raises(RuntimeError, match="OUT_OF_RESOURCES.*then RuntimeError: an illegal"):
         tune(shape, "emulated", objective, evaluations=2, folder=tmp_path / "b")
+
+
+def test_a_search_keeps_the_configuration_in_use_where_nothing_beats_it(tmp_path):
+    """The configuration the shape runs with today is measured beside the search; a search whose
+    candidates are all slower leaves it stored (with its time now), a faster one replaces it."""
+    from im2win.cuda.config import VARIANTS
+    from im2win.cuda.tuned import store
+
+    shape = ConvShape(1, 4, 9, 9, 8, 3, 3)
+    in_use = VARIANTS["fit_k_no_double_buffer"]  # outside the search space (fit_k, one buffer)
+    store("emulated", shape, in_use, 9.0, 1, tmp_path, source="fastest of the ablation")
+
+    best, ms = tune(shape, "emulated", lambda c: 1.0 if c == in_use else 5.0, 4, folder=tmp_path)
+    assert (best, ms) == (in_use, 1.0)
+    entry = json.loads(tuned_path("emulated", tmp_path).read_text())[shape_key(shape)]
+    assert entry["source"] == "kept: local" and entry["time_ms"] == 1.0
+
+    best, ms = tune(shape, "emulated", lambda c: 2.0 if c == in_use else 0.5, 4, folder=tmp_path)
+    assert best != in_use and ms == 0.5
+    assert stored("emulated", shape, tmp_path)[1] == best

@@ -26,7 +26,7 @@ from harness.args import at_least
 from harness.native import cache_dir
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, TileConfig
 from im2win.cuda.launch import for_shape
-from im2win.cuda.tuned import SHIPPED, shape_key, store, tuned_path
+from im2win.cuda.tuned import SHIPPED, shape_key, store, stored, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
@@ -80,13 +80,41 @@ def tune(
     `seconds`: stop proposing once this much time has passed and something was measured (the
     seeds, AUTOTUNE_CANDIDATES, come first); the tuning database keeps the search for a later run.
     `ship`: store the best in the package's configurations (tuned.SHIPPED) too.
+
+    The configuration the shape runs with today (the one stored for it or for the architecture,
+    else DEFAULT) is measured first, beside the search: where nothing the search proposes beats
+    it, it is what stays stored, so a search never replaces a faster configuration (an ablation
+    variant's, a longer search's) with a slower one.
     """
     from harness.tuner import OpenTunerLoop
 
     launchable = launchable or (lambda c: for_shape(c, shape).problems())
     db = (folder or cache_dir() / "tuned") / f"{arch}.opentuner.db"
-    best, best_ms, measured, proposed = None, math.inf, 0, 0
     deadline = time.monotonic() + seconds if seconds is not None else math.inf
+    measured = proposed = 0
+
+    def attempt(config: TileConfig, label) -> float:
+        """The objective's ms for `config`, or inf where it failed (told as an error); raises
+        where the failure left the GPU unusable, as every later candidate would fail too."""
+        nonlocal measured
+        try:
+            ms = objective(config)
+        except Exception as exc:  # noqa: BLE001 - one failed candidate ends no search
+            from harness.device import first_line, gpu_lost
+
+            failure, lost = first_line(exc), gpu_lost()
+            if lost:
+                raise RuntimeError(f"{label} failed ({failure}); then {lost}") from exc
+            print(f"autotune: {label} failed, told as an error: {failure}", file=sys.stderr)
+            return math.inf
+        measured += 1
+        return ms
+
+    found = stored(arch, shape, folder)
+    best, source = (found[1], f"kept: {found[0]}") if found else (DEFAULT, "kept: default")
+    if launchable(best):
+        best, source = DEFAULT, "kept: default"
+    best_ms = attempt(best, f"the configuration in use ({source.removeprefix('kept: ')})")
     seeds = [{k: getattr(c, k) for k in SPACE} for c in AUTOTUNE_CANDIDATES]
     with OpenTunerLoop(
         SPACE, db, "im2win", shape_key(shape), arch, seed=seed, seeds=seeds
@@ -106,28 +134,15 @@ def tune(
                 if launchable(config):  # cannot run: reported as failed, never measured
                     tuner.tell(handle, math.inf)
                     continue
-                try:
-                    ms = objective(config)
-                except Exception as exc:  # noqa: BLE001 - one failed candidate ends no search
-                    from harness.device import first_line, gpu_lost
-
-                    failure, lost = first_line(exc), gpu_lost()
-                    if lost:  # every later candidate would fail too
-                        raise RuntimeError(f"{values} failed ({failure}); then {lost}") from exc
-                    print(
-                        f"autotune: {values} failed, told as an error: {failure}", file=sys.stderr
-                    )
-                    tuner.tell(handle, math.inf)
-                    continue
-                measured += 1
+                ms = attempt(config, values)
                 tuner.tell(handle, ms)
                 if ms < best_ms:
-                    best, best_ms = config, ms
-    if best is None:
+                    best, best_ms, source = config, ms, "autotune"
+    if math.isinf(best_ms):
         raise RuntimeError(f"no launchable configuration found in {evaluations} evaluations")
-    store(arch, shape, best, best_ms, measured, folder)
+    store(arch, shape, best, best_ms, measured, folder, source)
     if ship:
-        store(arch, shape, best, best_ms, measured, SHIPPED)
+        store(arch, shape, best, best_ms, measured, SHIPPED, source)
     return best, best_ms
 
 
