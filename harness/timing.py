@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import statistics
@@ -164,16 +165,23 @@ CUDA_METHOD = (
 )
 
 
+def _cold_calls(fn: Callable[[], object], warmup: int, repeat: int, flush_bytes: int):
+    """Call `fn()` `warmup` times, then yield `repeat` times, each time after writing a
+    `flush_bytes` buffer on the current CUDA stream so that the next call finds L2 cold."""
+    flush = torch.empty(flush_bytes // 4, device="cuda")
+    for _ in range(warmup):
+        fn()
+    for _ in range(repeat):
+        flush.fill_(0.0)
+        yield
+
+
 def measure_cuda(
     fn: Callable[[], object], warmup: int = 3, repeat: int = 20, flush_bytes: int = 256 * 2**20
 ) -> Timing:
     """Time `fn()` on the current CUDA stream with events, flushing L2 before every timed call."""
-    flush = torch.empty(flush_bytes // 4, device="cuda")
-    for _ in range(warmup):
-        fn()
     times = []
-    for _ in range(repeat):
-        flush.fill_(0.0)
+    for _ in _cold_calls(fn, warmup, repeat, flush_bytes):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -181,3 +189,22 @@ def measure_cuda(
         end.synchronize()
         times.append(start.elapsed_time(end))
     return _summary(times)
+
+
+def measure_cuda_phases(
+    fn: Callable[[list], object], warmup: int = 3, repeat: int = 20, flush_bytes: int = 256 * 2**20
+) -> dict[str, float]:
+    """The best ms of each phase of `fn(events)`, which appends (phase, start, end) for CUDA
+    events it records around its parts, over `repeat` calls, L2 flushed before each (as
+    measure_cuda). A phase that runs more than once a call counts the sum of its runs."""
+    best: dict[str, float] = {}
+    for _ in _cold_calls(lambda: fn([]), warmup, repeat, flush_bytes):
+        events: list = []
+        fn(events)
+        torch.cuda.synchronize()
+        call: dict[str, float] = {}
+        for name, start, end in events:
+            call[name] = call.get(name, 0.0) + start.elapsed_time(end)
+        for name, ms in call.items():
+            best[name] = min(best.get(name, math.inf), ms)
+    return best

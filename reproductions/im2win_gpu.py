@@ -203,7 +203,10 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     for impl, call in _impls(xc, wc, bc, shape).items():
 
         def measure(impl=impl, call=call):
-            return [check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)]
+            record = check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)
+            if impl == "im2win":
+                record["phases_ms"] = _phases(xc, wc, bc, shape, cfg)
+            return [record]
 
         records += _guarded(name, impl, measure)
     # The engines run the frontend's plain convolution graph, without the bias: checked against
@@ -212,6 +215,17 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     records += _guarded(name, "cudnn_engines", lambda: _cudnn_engines(xc, wc, name, shape, plain))
     records += _guarded(name, "sgemm", lambda: [_sgemm(name, shape, cfg)])
     return records
+
+
+def _phases(x, w, b, shape: ConvShape, cfg: dict) -> dict[str, float]:
+    """im2win's best ms per kernel: the window transform, the filter reorder, the convolution and
+    split-K's reduction (where it runs), each between CUDA events of its own, timed as the whole
+    call is (warm-up, L2 flushed before each call)."""
+
+    def call(events: list) -> None:
+        runtime.conv2d(x, w, b, shape.stride, shape.padding, events=events)
+
+    return timing.measure_cuda_phases(call, cfg["warmup"], cfg["repeat"])
 
 
 def _measure(impl, call, analytic, *, name, shape, exact, bound, cfg) -> dict:

@@ -147,6 +147,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             "## cuDNN engines one by one (TFLOPS; workspace MiB)\n",
             _engine_table(layers, engines, tf, correct, workspace, skipped, failed, doc, mib),
         ]
+    parts += _phase_table(doc, layers, tf)
     parts += [
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
         table(
@@ -215,6 +216,59 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     path = out_dir / "README.md"
     results.atomic_write(path, "\n".join(parts))
     return [path]
+
+
+PHASES = {  # the kernels of im2win.cuda.runtime.conv2d, in launch order
+    "im2win_window": "window transform",
+    "im2win_filter": "filter reorder",
+    "im2win_conv": "convolution",
+    "splitk_reduce": "split-K sum",
+}
+
+
+def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
+    """Where im2win's time goes: each kernel's best ms (runs since 2026-12-04 record them), their
+    sum against the whole call's best, and the convolution kernel alone in TFLOPS and against the
+    same-shape SGEMM."""
+    phases = {
+        r["layer"]: r["phases_ms"]
+        for r in doc["records"]
+        if r.get("impl") == "im2win" and r.get("phases_ms")
+    }
+    if not phases:
+        return []
+    flops = {r["layer"]: r["flops"] for r in doc["records"] if r.get("impl") == "im2win"}
+    best = {r["layer"]: r.get("min_ms") for r in doc["records"] if r.get("impl") == "im2win"}
+    rows = []
+    for l in layers:
+        ph = phases.get(l)
+        if ph is None:
+            continue
+        conv_tf = flops[l] / (ph["im2win_conv"] * 1e-3) / 1e12 if ph.get("im2win_conv") else None
+        rows.append(
+            [l]
+            + [fmt(ph.get(k), ".3f") for k in PHASES]
+            + [fmt(sum(ph.values()), ".3f"), fmt(best.get(l), ".3f")]
+            + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
+        )
+    return [
+        "## Where im2win's time goes (ms at best, per kernel)\n",
+        "Each kernel of one im2win call between CUDA events of its own, timed as the whole call "
+        "(L2 flushed before each call); the rest of the whole call's time is the host's launches "
+        "and allocations. The convolution kernel alone in TFLOPS, and against the SGEMM of the "
+        "same shape.\n",
+        table(
+            [
+                "layer",
+                *PHASES.values(),
+                "kernels",
+                "whole call",
+                "convolution TFLOPS",
+                "conv / sgemm",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _ratio(a, b) -> float | None:

@@ -192,8 +192,19 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 0)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 4096)
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(im2win_gpu.runtime, "conv2d", opencl.conv2d)
+    calls = []  # the events lists conv2d was given (the phases' timing)
+
+    def conv2d(x, w, b, stride, padding, config=None, events=None):
+        calls.append(events)  # no tile stored (above): None is DEFAULT
+        return opencl.conv2d(x, w, b, stride, padding, config or im2win_gpu.runtime.DEFAULT)
+
+    def phases(fn, warmup, repeat):  # one call, no events to read here
+        fn(events := [])
+        return {"im2win_conv": 1.0} if calls[-1] is events else {}
+
+    monkeypatch.setattr(im2win_gpu.runtime, "conv2d", conv2d)
     monkeypatch.setattr(timing, "measure_cuda", lambda fn, warmup, repeat: timing.measure(fn, 0, 1))
+    monkeypatch.setattr(timing, "measure_cuda_phases", phases)
 
     shape = reduced(PAPER_GPU_LAYERS["conv5"], max_out=3)
     cfg = {"batch": 1, "warmup": 0, "repeat": 1}
@@ -201,7 +212,7 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
     by_impl = {r["impl"]: r for r in records}
     assert by_impl["sgemm"]["failed"]  # its operands are made on the device: none here
     measured = [r for r in records if r["impl"] not in ("sgemm", "cudnn_engines")]
-    assert [r["impl"] for r in measured if r.get("failed")] == []
+    assert [(r["impl"], r["failed"]) for r in measured if r.get("failed")] == []
     assert all(r["correct"] for r in measured), [r["impl"] for r in measured if not r["correct"]]
     variants = [f"im2win_{v}" for v in im2win_gpu.VARIANTS if v != "im2win"]
     assert {"im2win", "direct", "im2col_gemm", "torch", *variants} <= set(by_impl)
@@ -209,6 +220,7 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
         assert by_impl[impl]["tile"] and by_impl[impl]["split_k"] >= 1, impl
         assert by_impl[impl]["analytic_mem_bytes"] > 0, impl
     assert by_impl["im2win"]["tile_source"] == "default"
+    assert by_impl["im2win"]["phases_ms"] == {"im2win_conv": 1.0}  # timed through conv2d's events
 
 
 def test_cudnn_engines_on_a_stand_in_frontend_share_one_workspace(monkeypatch):

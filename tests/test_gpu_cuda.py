@@ -97,3 +97,27 @@ def test_every_cudnn_engine_runs_or_says_why():
         assert max_violation(out, x, w, None, 1, 1) <= 1.0 or torch.allclose(
             out, torch.nn.functional.conv2d(x, w, padding=1), atol=1e-1
         )
+
+
+def test_the_phases_of_one_call_are_its_kernels():
+    """conv2d's events bracket each launch: the window transform, the filter reorder, the
+    convolution and, where the layer splits, split-K's sum; their times add up to no more than
+    the whole call's, and the output is the same as without events."""
+    from harness.timing import measure_cuda, measure_cuda_phases
+    from im2win.cuda.runtime import conv2d
+
+    x, w = torch.randn(2, 16, 12, 12).cuda(), torch.randn(24, 16, 3, 3).cuda()
+    config = VARIANTS["im2win"].replace(split_k=2)
+    events = []
+    out = conv2d(x, w, None, 1, 1, config, events=events)
+    assert [e[0] for e in events] == [
+        "im2win_window",
+        "im2win_filter",
+        "im2win_conv",
+        "splitk_reduce",
+    ]
+    assert torch.equal(out, conv2d(x, w, None, 1, 1, config))
+    phases = measure_cuda_phases(lambda ev: conv2d(x, w, None, 1, 1, config, events=ev), 1, 5)
+    whole = measure_cuda(lambda: conv2d(x, w, None, 1, 1, config), 1, 5).min_ms
+    assert set(phases) == {e[0] for e in events} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= whole * 1.5

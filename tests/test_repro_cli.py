@@ -183,10 +183,14 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
             "peak_mem_bytes": 2**20 * (i + 1),
             "analytic_mem_bytes": None if impl == "cudnn" else 2**20,
             "correct": True,
+            "flops": 2e9,
         }
         for layer in ("conv1", "conv12")
         for i, impl in enumerate(impls)
     ]
+    records[0]["min_ms"] = 2.0  # conv1's im2win
+    records[0]["phases_ms"] = {"im2win_window": 0.25, "im2win_filter": 0.01, "im2win_conv": 1.5}
+    records.append({"layer": "conv1", "impl": "sgemm", "kind": "roofline", "tflops": 2.0})
     raw = results.write_run(
         "im2win-gpu",
         config={"scale": "quick", "batch": 8},
@@ -203,6 +207,8 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
     assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2
     assert "im2col_cublas" not in text and "| im2col_gemm_loop |" in text  # one id per impl
+    # where the time goes: 1.5 ms of convolution = 1.33 TFLOPS, 0.67x the SGEMM; 1.76 ms of kernels
+    assert "| conv1 | 0.250 | 0.010 | 1.500 | n/a | 1.760 | 2.000 | 1.33 | 0.67 |" in text
 
 
 def test_supersam_speed_smoke(tmp_path):

@@ -147,12 +147,15 @@ def conv2d(
     stride,
     padding,
     config: TileConfig | None = None,
+    events: list | None = None,
 ) -> torch.Tensor:
     """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution
     (and split-K's reduction where the layer has too few tiles for the GPU).
 
     config: the tile configuration; default: the tuned one for this shape and architecture, else
     the architecture's default, else DEFAULT (resolve_config).
+    events: where given, each kernel launch is bracketed by CUDA events on the stream, appended as
+    (kernel name, start, end) (harness.timing.measure_cuda_phases times them).
 
     Returns [N, K, P, Q] with channels_last memory.
     """
@@ -169,18 +172,27 @@ def conv2d(
     fw = torch.empty(filter_elems(shape), device=x.device)
     out = torch.empty(shape.output_shape(), device=x.device, memory_format=torch.channels_last)
     b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
-    _launch(kernels, window_launch(shape, x.stride()), stream, [x.data_ptr(), iw.data_ptr()])
-    _launch(kernels, filter_launch(shape), stream, [weight.data_ptr(), fw.data_ptr()])
+
+    def launch(launch: Launch, buffers: list) -> None:
+        if events is None:
+            _launch(kernels, launch, stream, buffers)
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        _launch(kernels, launch, stream, buffers)
+        end.record()
+        events.append((launch.kernel, start, end))
+
+    launch(window_launch(shape, x.stride()), [x.data_ptr(), iw.data_ptr()])
+    launch(filter_launch(shape), [weight.data_ptr(), fw.data_ptr()])
     partial = torch.empty(max(partial_elems(shape, config, slices), 1), device=x.device)
-    _launch(
-        kernels,
+    launch(
         conv_launch(shape, config, bias is not None, slices),
-        stream,
         [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
     )
     reduce = reduce_launch(shape, config, slices)
     if reduce:
-        _launch(kernels, reduce, stream, [out.data_ptr(), partial.data_ptr()])
+        launch(reduce, [out.data_ptr(), partial.data_ptr()])
     return out
 
 
