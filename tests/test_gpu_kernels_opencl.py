@@ -182,3 +182,22 @@ def test_tiles_fitted_to_the_output_channels(variant, k):
     config = VARIANTS[variant]
     _check(x, w, torch.randn(k), 1, 1, config)
     _check(x, w, None, (2, 1), 0, config.replace(split_k=2))
+
+
+@pytest.mark.parametrize(
+    "n, c, h, w, stride, padding",
+    [
+        (1, 3, 5, 300, (2, 1), (1, 2)),  # C = 3: tiles 4 channels x 256 columns, two of them
+        (2, 70, 6, 9, 1, 1),  # C = 70: three tiles of 32 channels, the last cut off
+        (2, 1, 7, 40, (1, 3), (0, 1)),  # C = 1: one channel x 1024 columns
+        (3, 32, 4, 33, 2, 0),  # exactly one tile of channels, columns past Wu
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_window_transform_tiles(n, c, h, w, stride, padding, channels_last):
+    """The window transform's tiles: channels below, at and above 32, window rows wider than a
+    tile, padding, and input read along its innermost axis in either memory format."""
+    x, wt = torch.randn(n, c, h, w), torch.randn(5, c, 3, 3)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    _check(x, wt, torch.randn(5), stride, padding, VARIANTS["im2win"])

@@ -30,7 +30,7 @@ from im2win.cuda.tuned import SHIPPED, shape_key, store, stored, tuned_path
 from im2win.shapes import ConvShape
 
 SPACE = {
-    "bm": [32, 64, 128, 256],
+    "bm": [32, 64, 128, 256, 512],  # 512 x 32 and 512 x 64: K = 32 or 64 without a zero column
     "bn": [32, 64, 128, 256],
     "bk": [4, 8, 16],  # a band kernel: values of r*C + c a step (launch.band_depth caps it)
     "tm": [2, 4, 8, 16],

@@ -78,9 +78,21 @@ def _blocks(n: int, per: int) -> int:
     return -(-n // per)
 
 
+WINDOW_TILE_LOG2 = 10  # floats of one window-transform tile (the kernel's WIN_LOG2)
+WINDOW_THREADS = 256  # threads of a window-transform block (WIN_THREADS)
+
+
 def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
-    """im2win_window: one thread per element of Iw[N][P][Wu][R][C]."""
-    total = window_nhwc_elems(shape)
+    """im2win_window: one block per window row (n, p, r) and tile of TW window columns x TC
+    channels (TC the least power of 2 >= C, at most 32; TC * TW = 2**WINDOW_TILE_LOG2), read along
+    the input's innermost axis (c_inner: channels_last strides)."""
+    tc_log2 = min(5, max(0, (shape.c - 1).bit_length()))
+    tw = 2 ** (WINDOW_TILE_LOG2 - tc_log2)
+    rows = shape.n * shape.p * shape.r
+    if rows > INT32_MAX:
+        raise ValueError(
+            f"{rows} window rows (N*P*R) pass the grid's 2**31 - 1 blocks: split the batch"
+        )
     args = (
         *strides,
         shape.c,
@@ -91,15 +103,11 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
         *shape.padding,
         shape.p,
         shape.window_width,
-        total,
+        tc_log2,
+        int(strides[1] == 1 and shape.c > 1),
     )
-    return Launch(
-        "im2win_window",
-        (_blocks(total, ELEMENTWISE_BLOCK), 1, 1),
-        ELEMENTWISE_BLOCK,
-        args,
-        "llll" + "i" * 9 + "l",
-    )
+    grid = (rows, _blocks(shape.window_width, tw), _blocks(shape.c, 2**tc_log2))
+    return Launch("im2win_window", grid, WINDOW_THREADS, args, "llll" + "i" * 11)
 
 
 def filter_launch(shape: ConvShape) -> Launch:
