@@ -279,8 +279,15 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
         (128, 128, 8, 8, 8, 2),
         (32, 128, 8, 4, 4, 4),
         (128, 32, 8, 4, 4, 4),
+        # the default's threads and warp tiles on a quarter of its channels: K = 96 in three
+        # tiles (conv1, conv2) without a zero column; one block an SM (at 128 registers its four
+        # window rows a thread spill 24 bytes)
+        (512, 32, 8, 8, 8, 1),
     ]
 ] + [
+    # and on half of them, K = 64 (conv3, conv4, conv7, conv9), as fit_k makes it, here with
+    # cp.async copies (with registers between, as fit_k, it spills 12 bytes on sm_86 and sm_89)
+    DEFAULT.replace(bm=256, bn=64, async_copy=True),
     DEFAULT.replace(async_copy=True),
     DEFAULT.replace(async_copy=True, stages=3),
     DEFAULT.replace(band=True, bk=4),
