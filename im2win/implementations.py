@@ -5,6 +5,10 @@ Ids are the same everywhere: code, asv parameters, CSV columns, plot legends.
     im2win       the optimized im2win: NHWC windows (the follow-up paper's layout) built block by
                  block into a per-thread buffer and consumed at once by a register-blocked SIMD GEMM
                  micro-kernel over the overlapping windows; output NCHW with channels_last memory.
+    im2win_packed  im2win over its filter packed ahead and kept across calls while the weight
+                 lives unchanged (im2win.packed.packed_for), on channels_last input and filter
+                 made before the call: im2win as im2win.nn.Conv2d runs it in a network, the peer
+                 of torch_cl_net.
     im2win_nhwc  the same kernel on a materialised NHWC window tensor (transform, then convolve).
     im2win_nchw  the HPEC 2022 paper's own method: NCHW window transform, filter transform, one SIMD
                  dot product of length R*S per output and input channel.
@@ -48,6 +52,7 @@ from im2win.metrics import (
     window_nchw_elems,
     window_nhwc_elems,
 )
+from im2win.packed import im2win_packed, packed_filter_floats, packed_for
 from im2win.plan import (
     PLANES,
     STREAMED,
@@ -61,28 +66,17 @@ from im2win.plan import (
     fused_splits_channels,
     im2win_workspace_floats,
     path_plan,
+    prepacked_work_floats,
 )
 from im2win.shapes import ConvShape
+from im2win.streamed import (
+    PHASE_SLOTS,
+    contiguous_params,
+    convolve_fused,
+    kernel_phases,
+    ptr,
+)
 from im2win.transform import window_block, window_nchw, window_nhwc
-
-
-def _ptr(t: torch.Tensor | None):
-    return None if t is None else t.data_ptr()
-
-
-def _contiguous_params(weight, bias):
-    return weight.contiguous(), None if bias is None else bias.contiguous()
-
-
-PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
-
-
-def kernel_phases(seconds, transform_ms: float | None = None) -> dict:
-    return {
-        "transform_ms": seconds[0] * 1e3 if transform_ms is None else transform_ms,
-        "pack_ms": seconds[1] * 1e3,
-        "wait_ms": seconds[2] * 1e3,
-    }
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
@@ -111,36 +105,14 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     return out, kernel_phases(seconds) | {"path": path}
 
 
-def convolve_fused(
-    x, shape, weight, bias, work_floats: int, kernel=None
-) -> tuple[torch.Tensor, ctypes.Array]:
-    """The streamed im2win (im2win_conv_fused) with a work buffer of `work_floats` (the kernel's
-    plan, fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
-    where the plan packs the whole filter once; the kernel also runs where it does not (the
-    filter panel by panel into every work item). kernel: another with the same arguments
-    (im2win_conv_planes, with its own plan's work_floats; im2win_conv_prepacked, `weight` then
-    a PackedFilter's data)."""
-    weight, bias = _contiguous_params(weight, bias)
-    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
-    work = torch.empty(work_floats)
-    seconds = (ctypes.c_double * PHASE_SLOTS)()
-    threads = torch.get_num_threads()
-    (kernel or lib().im2win_conv_fused)(
-        x.data_ptr(),
-        *x.stride(),
-        *shape.kernel_args(),
-        weight.data_ptr(),
-        _ptr(bias),
-        out.data_ptr(),
-        work.data_ptr(),
-        seconds,
-        threads,
-    )
-    return out, seconds
-
-
 def _im2win(x, weight, bias, stride, padding):
     return im2win_with_phases(x, weight, bias, stride, padding)[0]
+
+
+def _im2win_packed_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
+    """im2win over `weight` packed ahead: on the first call with it, then kept while it lives
+    unchanged (packed_for), as im2win.nn.Conv2d keeps its own."""
+    return im2win_packed(x, packed_for(weight), bias, stride, padding)
 
 
 def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, ctypes.Array]:
@@ -150,7 +122,7 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
     block = block or shape.c
     if block < shape.c and filter_packed_once(shape):
         raise ValueError("a window in blocks of channels needs the filter packed panel by panel")
-    weight, bias = _contiguous_params(weight, bias)
+    weight, bias = contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
     work = torch.empty(filter_work_floats(shape, threads, block))
@@ -158,7 +130,7 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
     lib().im2win_conv_nhwc(
         iw.data_ptr(),
         weight.data_ptr(),
-        _ptr(bias),
+        ptr(bias),
         out.data_ptr(),
         *shape.window_args(),
         block,
@@ -176,7 +148,7 @@ def _im2win_nhwc(x, weight, bias, stride, padding):
 
 def _im2win_nchw(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
-    weight, bias = _contiguous_params(weight, bias)
+    weight, bias = contiguous_params(weight, bias)
     threads = torch.get_num_threads()
     iw = window_nchw(x, shape)
     fw = torch.empty(weight.shape)
@@ -187,7 +159,7 @@ def _im2win_nchw(x, weight, bias, stride, padding):
     lib().im2win_conv_nchw(
         iw.data_ptr(),
         fw.data_ptr(),
-        _ptr(bias),
+        ptr(bias),
         out.data_ptr(),
         *shape.window_args(),
         threads,
@@ -198,12 +170,12 @@ def _im2win_nchw(x, weight, bias, stride, padding):
 def _direct(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
     x = x.contiguous()
-    weight, bias = _contiguous_params(weight, bias)
+    weight, bias = contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape())
     lib().direct_conv_nchw(
         x.data_ptr(),
         weight.data_ptr(),
-        _ptr(bias),
+        ptr(bias),
         out.data_ptr(),
         *shape.kernel_args(),
         torch.get_num_threads(),
@@ -228,7 +200,7 @@ def nhwc_input(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:
 def _direct_nhwc(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
     xp = nhwc_input(x, shape)
-    weight, bias = _contiguous_params(weight, bias)
+    weight, bias = contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     work = torch.empty(direct_nhwc_work_floats(shape))
     _, c, hp, wp = xp.shape  # the padded input's rows and images, dense in channels_last memory
@@ -247,7 +219,7 @@ def _direct_nhwc(x, weight, bias, stride, padding):
         shape.p,
         shape.q,
         weight.data_ptr(),
-        _ptr(bias),
+        ptr(bias),
         out.data_ptr(),
         work.data_ptr(),
         None,
@@ -355,6 +327,15 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             extra_elems=im2win_workspace_floats,
             cuda_extra_elems=_cuda_window_elems,
             phases_ms=lambda *args: im2win_with_phases(*args)[1],
+        ),
+        Implementation(  # the packed filter (kept across calls) beside the bands
+            "im2win_packed",
+            lambda *args: _im2win_packed_phases(*args)[0],
+            extra_elems=lambda shape, threads: (
+                packed_filter_floats(shape) + prepacked_work_floats(shape, threads)
+            ),
+            phases_ms=lambda *args: _im2win_packed_phases(*args)[1],
+            memory_format=torch.channels_last,
         ),
         Implementation(
             "im2win_nhwc",

@@ -25,9 +25,8 @@ from collections.abc import Callable
 import torch
 
 from im2win.conv import conv2d
-from im2win.cpu import kernels
 from im2win.implementations import IMPLEMENTATIONS
-from im2win.packed import PackedFilter, pack_filter
+from im2win.packed import PackedFilter, repack
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -38,7 +37,7 @@ class Conv2d(torch.nn.Conv2d):
 
     impl: str = "im2win"
     pack_weight: bool = True  # keep the weight packed across calls (impl "im2win" on the CPU)
-    _packed: tuple | None = None  # (weight, its data pointer, its version, its PackedFilter)
+    _packed: tuple | None = None  # packed.repack's (weight, data pointer, version, PackedFilter)
 
     def __getstate__(self):
         """The module as it copies and pickles: without its packed weight, which its first forward
@@ -69,16 +68,8 @@ class Conv2d(torch.nn.Conv2d):
         )
         if not usable:
             return None
-        key = (weight.data_ptr(), weight._version)
-        held = self._packed
-        if (
-            held is None
-            or held[0] is not weight
-            or held[1:3] != key
-            or held[3].kernels != kernels()
-        ):
-            held = self._packed = (weight, *key, pack_filter(weight))
-        return held[3]
+        self._packed = repack(self._packed, weight)
+        return self._packed[3]
 
 
 def unpack(model: torch.nn.Module) -> int:

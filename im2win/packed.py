@@ -4,6 +4,7 @@ weight so)."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import torch
 
 from im2win import cpu
 from im2win.cpu import lib
-from im2win.implementations import convolve_fused, kernel_phases
 from im2win.plan import STREAMED, prepacked_work_floats
 from im2win.shapes import ConvShape
+from im2win.streamed import convolve_fused, kernel_phases
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +41,11 @@ class PackedFilter:
                 "packed was packed for other CPU kernels than those loaded now: pack again with "
                 "im2win.pack_filter(weight)"
             )
+
+
+def packed_filter_floats(shape: ConvShape) -> int:
+    """Floats of a filter of `shape` packed by pack_filter (K rounded up to the channel block)."""
+    return lib().im2win_packed_filter_floats(shape.k, shape.c, shape.r, shape.s)
 
 
 def pack_filter(weight: torch.Tensor) -> PackedFilter:
@@ -86,3 +92,31 @@ def im2win_packed(x, packed: PackedFilter, bias, stride, padding) -> tuple[torch
     work = prepacked_work_floats(shape, torch.get_num_threads())
     out, seconds = convolve_fused(x, shape, packed.data, bias, work, lib().im2win_conv_prepacked)
     return out, kernel_phases(seconds) | {"path": f"{STREAMED}, filter packed ahead"}
+
+
+def repack(held: tuple | None, weight: torch.Tensor) -> tuple:
+    """`held`, a (weak reference to a weight, its data pointer, its version, its PackedFilter),
+    where it still stands for `weight`: the same tensor, at the same place and version, packed by
+    the kernels loaded now; else `weight` packed anew in such a tuple. (A change made through
+    weight.data does not move the version counter: drop `held` then.)"""
+    key = (weight.data_ptr(), weight._version)
+    if held and held[0]() is weight and held[1:3] == key and held[3].kernels == cpu.kernels():
+        return held
+    return (weakref.ref(weight), *key, pack_filter(weight))
+
+
+_HELD: dict[int, tuple] = {}  # id(weight) -> repack's tuple, dropped with the weight
+
+
+def packed_for(weight: torch.Tensor) -> PackedFilter:
+    """`weight` packed for im2win, on the first call with it and kept while it lives and stays
+    unchanged (repack), for callers that hold plain tensors (impl "im2win_packed"); an inference
+    tensor, which keeps no version, is packed anew each call."""
+    if weight.is_inference():
+        return pack_filter(weight)
+    key = id(weight)
+    held = _HELD.get(key)
+    if held is None:
+        weakref.finalize(weight, _HELD.pop, key, None)
+    _HELD[key] = repack(held, weight)
+    return _HELD[key][3]

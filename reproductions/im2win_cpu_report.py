@@ -8,28 +8,22 @@ import statistics
 from pathlib import Path
 
 from harness import environment, results
-from harness.peak import APART_NS
 from im2win.cpu.levels import LEVELS
+from reproductions.im2win_cpu_goals import (
+    goals_history,
+    goals_table,
+    relative,
+    run_level,
+)
 from reproductions.im2win_cpu_time import (
-    FAULTS_SHOWN,
     breakdown_table,
-    faulted,
     faults_line,
     isa_table,
     parts_table,
     rounds_table,
     transform_table,
 )
-from reproductions.tables import against, fmt, geomean, grid, table
-
-LARGE_3X3 = ("conv8", "conv9", "conv10", "conv11")  # the goal: >= 85% of the FMA peak on these
-VERDICT = {True: "met", False: "NOT met", None: "n/a"}  # a goal's status, as the tables show it
-GOAL_IMPLS = ("im2win", "torch", "torch_cl", "im2col_gemm")  # what the issue's goals read
-PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
-    "memory_saving_vs_im2col": 0.416,
-    "speedup_vs_im2col": 3.6,
-    "speedup_vs_direct": 5.3,
-}
+from reproductions.tables import fmt, geomean, grid, table
 
 
 def gflops_table(doc: dict) -> str:
@@ -54,6 +48,13 @@ def gflops_table(doc: dict) -> str:
         + table(["layer", *impls], rows)
         + faults_line(doc)
     )
+
+
+PAPER_CLAIMS = {  # HPEC 2022 abstract; the paper gives no per-layer CPU numbers
+    "memory_saving_vs_im2col": 0.416,
+    "speedup_vs_im2col": 3.6,
+    "speedup_vs_direct": 5.3,
+}
 
 
 def _rounds_line(doc: dict) -> str:
@@ -144,174 +145,6 @@ def paper_comparison(doc: dict) -> str:
     )
 
 
-def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
-    """The CPU issue's goals (oneDNN's fastest path, the FMA peak, memory), each (goal, measured,
-    met)."""
-    layers, impls, g = grid(doc, "gflops")
-    _, _, frac = grid(doc, "fraction_of_peak")
-    _, _, mem = grid(doc, "extra_mem_bytes")
-    gm = {i: geomean(g[(l, i)] for l in layers) for i in impls}
-    out = []
-    for peer, factor in (("torch_cl", 1.0), ("torch", 1.1), ("torch_cl_net", 1.0)):
-        if {"im2win", peer} <= gm.keys():
-            ratio = gm["im2win"] / gm[peer]
-            out.append(
-                (
-                    f"im2win geomean >= {factor:.1f}x {peer}",
-                    f"{gm['im2win']:.1f} vs {gm[peer]:.1f} GFLOP/s ({against(ratio, factor)}x)",
-                    ratio >= factor,
-                )
-            )
-    _, _, trips = grid(doc, "round_trip_ns_in_rounds")
-
-    def apart(missed: list[str]) -> str:
-        """Which of the layers that missed ran with the two threads apart (no shared last-level
-        cache; runs since 2026-12-02 time the threads' round trip in every layer's rounds)."""
-        far = [l for l in missed if (trips.get((l, "im2win")) or {}).get("median", 0) > APART_NS]
-        return f" (threads apart in the rounds of {', '.join(far)})" if far else ""
-
-    if {"im2win", "torch"} <= gm.keys():
-        behind = [l for l in layers if g[(l, "im2win")] < g[(l, "torch")]]
-        out.append(
-            (
-                "im2win >= torch on every layer",
-                "behind on " + ", ".join(behind) + apart(behind) if behind else "every layer",
-                not behind,
-            )
-        )
-    big = [l for l in LARGE_3X3 if (l, "im2win") in frac]
-    if big:
-        worst = min(frac[(l, "im2win")] for l in big)
-        _, _, during = grid(doc, "peak_in_rounds_gflops")
-        measured = ", ".join(f"{l} {against(100 * frac[(l, 'im2win')], 85, 0)}%" for l in big)
-        if all(during.get((l, "im2win")) for l in big):  # runs since 2026-12-02
-            measured += "; of the FMA probe in each layer's own rounds: " + ", ".join(
-                f"{l} {g[(l, 'im2win')] / during[(l, 'im2win')]:.0%}" for l in big
-            )
-        if all(frac.get((l, "torch")) for l in big):  # how fast the machine ran them for a peer
-            measured += "; torch's own: " + ", ".join(f"{l} {frac[(l, 'torch')]:.0%}" for l in big)
-        measured += apart([l for l in big if 100 * frac[(l, "im2win")] < 85])
-        out.append(
-            ("im2win >= 85% of the measured FMA peak on conv8-conv11", measured, 100 * worst >= 85)
-        )
-    ratios = [
-        mem[(l, "im2win")] / mem[(l, "im2col_gemm")]
-        for l in layers
-        if mem.get((l, "im2win")) is not None and mem.get((l, "im2col_gemm"))
-    ]
-    if ratios:
-        out.append(
-            (
-                "im2win extra memory <= 0.5x im2col_gemm on every layer",
-                f"max ratio {max(ratios):.3f}",
-                max(ratios) <= 0.5,
-            )
-        )
-    if doc["config"].get("scale") == "quick" and "wall_s" in doc:
-        out.append(
-            ("quick reproduction < 5 min", f"{doc['wall_s'] / 60:.1f} min", doc["wall_s"] < 300)
-        )
-    return out
-
-
-def goals_table(doc: dict) -> str:
-    rows = [[goal, measured, VERDICT[met]] for goal, measured, met in goals(doc)]
-    return table(["goal", "measured", "status"], rows)
-
-
-def _level(doc: dict) -> str:
-    """The x86 level a run held every implementation to (--isa); "native" for runs before it."""
-    return doc["config"].get("isa", "native")
-
-
-def _comparable(doc: dict) -> tuple:
-    """What two runs must share for their goals to be read side by side: the scale, the x86 level
-    held to, layers, the implementations the issue's goals read (GOAL_IMPLS; a run that also
-    timed torch_cl_net, added later, is comparable with one that did not) and thread count, and
-    the CPU (model name, family and model numbers)."""
-    cfg, env = doc["config"], doc["environment"]
-    cpu = env.get("cpu_details") or {}
-    return (
-        cfg.get("scale"),
-        _level(doc),
-        tuple(cfg.get("layers") or ()),
-        tuple(i for i in cfg.get("impls") or () if i in GOAL_IMPLS),
-        cfg.get("threads"),
-        env.get("cpu_model"),
-        cpu.get("family"),
-        cpu.get("model"),
-    )
-
-
-def goals_history(doc: dict, source: Path) -> str:
-    """The goals in every run comparable with `doc` (_comparable) whose raw file lies in the
-    folder of `source`, this one included, oldest first: on a shared machine one run is one
-    sample, and a goal met in one run and missed in the next is not robust. Also per run: in how
-    many layers' im2win rounds the two threads sat apart (a median round trip above APART_NS)."""
-    key = _comparable(doc)
-    runs = []  # (path, run, {goal: met})
-    for path in results.run_files_in(Path(source).parent):
-        try:
-            other = results.load_run(path)
-        except ValueError:
-            continue  # not a run file: nothing to compare
-        if other.get("experiment") == doc.get("experiment") and other["records"]:
-            if _comparable(other) == key:
-                runs.append((path, other, {goal: met for goal, _, met in goals(other)}))
-    if len(runs) < 2:
-        return ""
-    names = list(dict.fromkeys(goal for _, _, verdicts in runs for goal in verdicts))
-    met_count, judged = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
-    rows = []
-    for path, other, verdicts in runs:
-        for goal in names:
-            met_count[goal] += verdicts.get(goal) is True
-            judged[goal] += verdicts.get(goal) is not None
-        _, _, trips = grid(other, "round_trip_ns_in_rounds")
-        layers = [l for (l, impl), trip in trips.items() if impl == "im2win" and trip]
-        apart = sum(trips[(l, "im2win")]["median"] > APART_NS for l in layers)
-        git = other["environment"].get("git") or {}
-        peak = (other.get("peak") or {}).get("gflops")
-        _, _, gflops = grid(other, "gflops")
-        torch_big = [gflops[(l, "torch")] for l in LARGE_3X3 if gflops.get((l, "torch"))]
-        faults = faulted(other)
-        rows.append(
-            [
-                f"`{path.name}`" + (" (this one)" if path.name == Path(source).name else ""),
-                str(git.get("commit"))[:7] + (" (dirty)" if git.get("dirty") else ""),
-                "shuffled" if "shuffled" in other.get("timing_method", "") else "fixed",
-                f"{apart} of {len(layers)}" if layers else "n/a",
-                f"{peak:.0f}" if peak else "n/a",
-                f"{geomean(torch_big):.0f}" if torch_big else "n/a",
-                "n/a" if faults is None else ", ".join(f"{i} {l}" for l, i, _ in faults) or "none",
-                *[VERDICT[verdicts.get(goal)] for goal in names],
-            ]
-        )
-    columns = ["run", "commit", "rounds' order", "threads apart", "FMA peak"]
-    columns += ["torch on conv8-11", "page faults"]
-    rows.append(
-        ["met in", *[""] * (len(columns) - 1), *[f"{met_count[g]} of {judged[g]}" for g in names]]
-    )
-    return (
-        "## The goals in every comparable run\n\n"
-        f"Every raw file in `{_relative(Path(source).parent)}` with this run's scale, x86 level, "
-        "layers, implementations the issue's goals read (torch_cl_net aside), thread count and "
-        "CPU model, oldest first, judged as this run is above; met in: of the runs that could "
-        "judge the goal. "
-        "One run is one sample of a shared machine: a goal met in some runs and not in others is "
-        "not robust. Rounds' order: each round's calls in one fixed order (older runs) "
-        "or shuffled anew each round (harness.timing.ROUND_ORDER_SEED). Threads "
-        "apart: in how many layers' im2win rounds the two threads' median "
-        f"round trip was above {APART_NS:.0f} ns (no shared last-level cache; n/a: runs before "
-        "2026-12-02 did not time it). What the machine gave each run, so that a goal missed on a "
-        "slow machine can be told from one missed by the code: its FMA peak (the best probe of "
-        "the run, GFLOP/s) and torch's own geomean on conv8-conv11 (GFLOP/s), the same layers "
-        "run by a peer that im2win's code does not touch. Page faults: the best rounds that took "
-        f"{FAULTS_SHOWN} or more (their time includes faulting fresh pages in; n/a: not counted "
-        "before 2026-12-03).\n\n" + table([*columns, *names], rows)
-    )
-
-
 def _figures(doc: dict, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -321,7 +154,7 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     layers, impls, _ = grid(doc, "gflops")
     width = 0.8 / len(impls)
     paths = []
-    level = _level(doc)
+    level = run_level(doc)
     held = "" if level == "native" else f", every implementation held to {level}"
     specs = [
         (
@@ -374,16 +207,9 @@ def _figures(doc: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _relative(path: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
-
-
 def held_line(doc: dict) -> str:
     """What a run held to one x86 level (repro run im2win-cpu --isa) ran; "" for a native run."""
-    level, held = _level(doc), doc["config"].get("isa_held")
+    level, held = run_level(doc), doc["config"].get("isa_held")
     if level == "native" or not held:
         return ""
     env = " ".join(f"{k}={v}" for k, v in held["environment"].items())
@@ -400,7 +226,7 @@ def held_line(doc: dict) -> str:
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     """Write the tables (one Markdown report) and figures of run `doc` into out_dir (a run held to
     an x86 level, into its subfolder named after the level)."""
-    level = _level(doc)
+    level = run_level(doc)
     if level != "native":
         out_dir = out_dir / level
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -410,7 +236,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     report = "\n".join(
         [
             f"# im2win on CPU ({title})\n",
-            f"Rendered from `{_relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
+            f"Rendered from `{relative(source)}`, measured {doc['created_utc']} with `{doc['command']}` "
             f"on {environment.describe_cpu(env)}, {doc['config']['threads']} threads, torch "
             f"{env['packages'].get('torch')}, commit {str(git.get('commit'))[:12]}"
             f"{' (dirty)' if git.get('dirty') else ''}. Run time {doc.get('wall_s', float('nan')):.0f} s"

@@ -66,10 +66,11 @@ def test_empty_batch_gives_an_empty_output(impl):
     assert out.shape == torch.nn.functional.conv2d(x, w).shape == (0, 4, 6, 6)
 
 
-def test_torch_cl_net_is_timed_on_channels_last_tensors_made_before_the_call():
-    """torch_cl_net is oneDNN as a channels_last network runs it: the reproduction (and the
-    benchmarks) hand it channels_last input and filter made outside the timed call, so no reorder
-    is in its time; every other implementation gets the caller's tensors as they are."""
+def test_network_forms_are_timed_on_channels_last_tensors_made_before_the_call():
+    """torch_cl_net and im2win_packed are oneDNN and im2win as a channels_last network runs them:
+    the reproduction (and the benchmarks) hand them channels_last input and filter made outside
+    the timed call, so no reorder is in their time; every other implementation gets the caller's
+    tensors as they are."""
     from reproductions.im2win_cpu import _call
 
     shape = reduced(PAPER_LAYERS["conv9"], n=2)
@@ -79,7 +80,7 @@ def test_torch_cl_net_is_timed_on_channels_last_tensors_made_before_the_call():
     for impl in im2win.IMPLEMENTATIONS:
         call = _call(impl, x, w, b, shape)
         xa, wa = call.args[:2]
-        if impl == "torch_cl_net":
+        if impl in ("torch_cl_net", "im2win_packed"):
             assert xa.is_contiguous(memory_format=cl) and wa.is_contiguous(memory_format=cl)
         else:
             assert xa is x and wa is w
@@ -409,8 +410,8 @@ def test_streamed_bands_with_the_filter_in_panels(threads):
     """The streamed kernel where its plan does not pack the whole filter once (K > M / 2: im2win
     then takes the whole window tensor instead), called directly: the filter goes panel by panel
     into every work item, each thread its own panel."""
-    from im2win.implementations import convolve_fused
     from im2win.plan import fused_plan
+    from im2win.streamed import convolve_fused
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -490,8 +491,9 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
     even filter, a 1 x 1 filter; the first two through im2win (its path and label), the others
     through the streamed kernel itself (im2win would materialise their small windows)."""
     from im2win import cpu
-    from im2win.implementations import convolve_fused, im2win_with_phases
+    from im2win.implementations import im2win_with_phases
     from im2win.plan import STREAMED_SPLIT, fused_plan, fused_splits_channels
+    from im2win.streamed import convolve_fused
 
     torch.manual_seed(0)
     shapes = [  # (x, w, stride, padding)

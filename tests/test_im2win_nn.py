@@ -98,7 +98,7 @@ def test_a_converted_module_packs_its_weight_once_and_again_when_it_changes(monk
 
     packs = []
     real = im2win.packed.pack_filter
-    monkeypatch.setattr(inn, "pack_filter", lambda w: packs.append(w) or real(w))
+    monkeypatch.setattr(im2win.packed, "pack_filter", lambda w: packs.append(w) or real(w))
     stock = nn.Conv2d(8, 16, 3, padding=1).eval()
     conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)).eval()
     conv.load_state_dict({f"0.{k}": v for k, v in stock.state_dict().items()})
@@ -212,7 +212,7 @@ def test_a_module_that_ran_copies_and_pickles_without_its_packing():
         with torch.inference_mode():
             out = made(x)
         assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
-        assert all(m._packed is not None and m._packed[0] is m.weight for m in convs)
+        assert all(m._packed is not None and m._packed[0]() is m.weight for m in convs)
     with pytest.raises(ValueError, match=r"fold first, then convert \(convert\(fold_batch_norms"):
         inn.fold_batch_norms(model)
     packed = pickle.loads(pickle.dumps(im2win.pack_filter(torch.randn(4, 3, 3, 3))))

@@ -112,3 +112,38 @@ def test_a_packed_filter_with_an_empty_batch_or_one_image():
     x = torch.randn(3, 8, 8)
     out = im2win.conv2d(x, w, packed=packed)
     assert max_violation(out.unsqueeze(0), x.unsqueeze(0), w, None, (1, 1), (0, 0)) <= 1.0
+
+
+def test_impl_im2win_packed_packs_once_per_weight_and_again_when_it_changes(monkeypatch):
+    """impl "im2win_packed" (a network's form: the filter packed ahead and kept): the first call
+    with a weight packs it, later calls reuse the packing, a change in place packs anew, and the
+    packing goes with the weight; every output the oracle's."""
+    from im2win import packed
+
+    packs = []
+
+    def counting(weight):
+        packs.append(weight.shape)
+        return pack_filter(weight)
+
+    pack_filter = packed.pack_filter
+    monkeypatch.setattr(packed, "pack_filter", counting)
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(24, 16, 3, 3)
+    for _ in range(3):
+        out = im2win.conv2d(x, w, None, 1, 1, impl="im2win_packed")
+    assert len(packs) == 1 and max_violation(out, x, w, None, (1, 1), (1, 1)) <= 1.0
+    with torch.no_grad():
+        w.mul_(-0.5)  # in place: the version counter moves
+    out = im2win.conv2d(x, w, None, 1, 1, impl="im2win_packed")
+    assert len(packs) == 2 and max_violation(out, x, w, None, (1, 1), (1, 1)) <= 1.0
+    assert id(w) in packed._HELD
+    key = id(w)
+    del w
+    assert key not in packed._HELD  # nothing kept past the weight
+    with torch.inference_mode():  # no version to key on: packed in the call
+        v = torch.randn(24, 16, 3, 3)
+        im2win.conv2d(x, v, None, 1, 1, impl="im2win_packed")
+        im2win.conv2d(x, v, None, 1, 1, impl="im2win_packed")
+    assert len(packs) == 4

@@ -481,7 +481,7 @@ def test_an_interrupted_run_resumes_with_the_layers_it_had_timed(tmp_path, monke
 def test_cpu_goals_say_which_missing_layers_ran_with_the_threads_apart():
     """A layer that misses a goal in rounds where the two threads sat apart (no shared last-level
     cache: a round trip above harness.peak.APART_NS) is named so in the goal's measured text."""
-    from reproductions import im2win_cpu_report
+    from reproductions import im2win_cpu_goals
 
     def record(layer, impl, gflops, trip):
         return {
@@ -500,7 +500,7 @@ def test_cpu_goals_say_which_missing_layers_ran_with_the_threads_apart():
     records = [record(l, "im2win", ours[l], trips[l]) for l in trips]
     records += [record(l, "torch", theirs[l], trips[l]) for l in trips]
     doc = {"records": records, "config": {"scale": "paper"}}
-    goals = {goal: (measured, met) for goal, measured, met in im2win_cpu_report.goals(doc)}
+    goals = {goal: (measured, met) for goal, measured, met in im2win_cpu_goals.goals(doc)}
     measured, met = goals["im2win >= torch on every layer"]
     assert not met and measured == "behind on conv10 (threads apart in the rounds of conv10)"
     measured, met = goals["im2win >= 85% of the measured FMA peak on conv8-conv11"]
@@ -517,7 +517,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     each goal was met; others are left out, and a run with nothing to compare has no such
     section."""
     from harness import timing
-    from reproductions import im2win_cpu_report
+    from reproductions import im2win_cpu_goals
 
     def run(
         name, ours, trip, family="25", scale="quick", peak=None, level=None, faults=None, method=""
@@ -564,7 +564,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
         return doc, path
 
     first, first_path = run("1", {"conv9": 180.0, "conv12": 160.0}, 60.0)
-    assert im2win_cpu_report.goals_history(first, first_path) == ""  # nothing to compare
+    assert im2win_cpu_goals.goals_history(first, first_path) == ""  # nothing to compare
     run("2", {"conv9": 180.0, "conv12": 140.0}, 600.0, peak=234.6, faults={})
     run("3", {"conv9": 100.0, "conv12": 100.0}, 600.0, family="26")  # another CPU
     run("4", {"conv9": 100.0, "conv12": 100.0}, 600.0, scale="paper")  # another scale
@@ -578,7 +578,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
         faults={("conv9", "torch"): 9e5},
         method=timing.method(1, 5),  # its rounds in a shuffled order
     )
-    history = im2win_cpu_report.goals_history(first, first_path)
+    history = im2win_cpu_goals.goals_history(first, first_path)
     lines = history.splitlines()
     # the goals these records allow: geomean >= 1.1x torch, every layer >= torch, 85% on conv9
     # the machine's state beside them: the FMA peak (where recorded) and torch on conv8-11
@@ -602,7 +602,7 @@ def test_cpu_goals_history_lists_every_comparable_run_beside_this_one(tmp_path):
     wider, wider_path = run("8", {"conv9": 180.0, "conv12": 160.0}, 60.0)
     wider["config"]["impls"].append("torch_cl_net")
     wider_path.write_text(json.dumps(wider))
-    assert "`8_quick.json`" in im2win_cpu_report.goals_history(first, first_path)
+    assert "`8_quick.json`" in im2win_cpu_goals.goals_history(first, first_path)
 
 
 def test_list_says_what_each_experiment_reproduces_and_its_scales(capsys):

@@ -1,0 +1,59 @@
+"""The call of the CPU kernels that share the streamed im2win's arguments (im2win_conv_fused,
+im2win_conv_planes, im2win_conv_prepacked): their output, work buffer and phase timers."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from im2win.cpu import lib
+
+
+def ptr(t: torch.Tensor | None):
+    """A tensor's address for the kernels, None (NULL) for none."""
+    return None if t is None else t.data_ptr()
+
+
+def contiguous_params(weight, bias):
+    """Filter and bias as the kernels read them: contiguous."""
+    return weight.contiguous(), None if bias is None else bias.contiguous()
+
+
+PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
+
+
+def kernel_phases(seconds, transform_ms: float | None = None) -> dict:
+    return {
+        "transform_ms": seconds[0] * 1e3 if transform_ms is None else transform_ms,
+        "pack_ms": seconds[1] * 1e3,
+        "wait_ms": seconds[2] * 1e3,
+    }
+
+
+def convolve_fused(
+    x, shape, weight, bias, work_floats: int, kernel=None
+) -> tuple[torch.Tensor, ctypes.Array]:
+    """The streamed im2win (im2win_conv_fused) with a work buffer of `work_floats` (the kernel's
+    plan, fused_plan). Returns the output and the kernel's phase_seconds. im2win takes it only
+    where the plan packs the whole filter once; the kernel also runs where it does not (the
+    filter panel by panel into every work item). kernel: another with the same arguments
+    (im2win_conv_planes, with its own plan's work_floats; im2win_conv_prepacked, `weight` then
+    a PackedFilter's data)."""
+    weight, bias = contiguous_params(weight, bias)
+    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
+    work = torch.empty(work_floats)
+    seconds = (ctypes.c_double * PHASE_SLOTS)()
+    threads = torch.get_num_threads()
+    (kernel or lib().im2win_conv_fused)(
+        x.data_ptr(),
+        *x.stride(),
+        *shape.kernel_args(),
+        weight.data_ptr(),
+        ptr(bias),
+        out.data_ptr(),
+        work.data_ptr(),
+        seconds,
+        threads,
+    )
+    return out, seconds
