@@ -74,6 +74,7 @@ def test_strided_input_view_and_unaligned_channels():
         "band",
         "sgemm_tile",
         "sgemm_tile_band",
+        "wide_thread_tile",
     ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])
@@ -173,7 +174,9 @@ def test_direct_kernel_paper_layers_reduced(layer):
     assert max_violation(out, x, w, None, shape.stride, shape.padding) <= 1.0
 
 
-@pytest.mark.parametrize("variant", ["fit_k", "fit_k_no_double_buffer", "sgemm_tile_fit_k"])
+@pytest.mark.parametrize(
+    "variant", ["fit_k", "fit_k_no_double_buffer", "sgemm_tile_fit_k", "wide_thread_tile"]
+)
 @pytest.mark.parametrize("k", [1, 21, 32, 33, 64, 65])
 def test_tiles_fitted_to_the_output_channels(variant, k):
     """Tiles of 512 x 32 and 256 x 64 pixels x channels (512 x 64 in cuBLAS's tiling), several

@@ -246,3 +246,28 @@ def test_the_fitted_tiles_compile_without_spills_and_access_shared_memory_withou
         pytest.skip(str(exc))
     wide = variant.startswith("sgemm")
     assert mix["ffma_per_shared_load"] >= (21 if wide else 16) and mix["local_accesses"] == 0
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("layer", ["conv9", "conv10"])
+def test_the_wide_thread_tile_leaves_the_fma_pipe_the_bound_with_two_blocks_an_sm(arch, layer):
+    """16 x 8 outputs a thread in 128-thread blocks: 21 FFMA per shared load, the model's shared
+    clocks per FFMA clock at most 0.85 on sm_90 (8 x 8: 1.06), every shared access conflict-free
+    (its B loads in runs of 4: one run of 8 a thread stored 2-way conflicted), whole sectors, no
+    spills at the register cap of two blocks an SM; fitted to conv9's K = 64 (256 x 64) too."""
+    shape = PAPER_LAYERS[layer].with_batch(128)
+    config = for_shape(VARIANTS["wide_thread_tile"], shape)
+    assert config.threads == 128 and config.min_blocks == 2 and config.b_run == 4
+    sites = access.model(config, shape)
+    assert all(s.ways == 1 for s in sites if s.space == "shared")
+    assert all(s.sector_use == 32 for s in sites if s.space == "global")
+    assert access.shared_pipe_demand(config, shape) <= 0.85
+    compiled = compile_cubin(config.kernel(), arch)
+    conv = compiled.resources["im2win_conv"]
+    assert (conv.spill_stores, conv.spill_loads, conv.stack_bytes) == (0, 0, 0), conv
+    assert conv.registers * config.threads * 2 <= 65536  # two blocks an SM
+    try:
+        mix = sass.loop_mix(compiled.cubin)
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    assert mix["ffma_per_shared_load"] >= 21 and mix["local_accesses"] == 0

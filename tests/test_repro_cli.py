@@ -72,10 +72,12 @@ def test_run_and_render_smoke(tmp_path, capsys):
     ]
     assert all(g > 0 for g in doc["microkernel_parts"]["gflops"].values())
     assert "## The micro-kernel taken apart" in report
-    # im2win's breakdown comes from one call: its parts fit within that call's time
+    # im2win's breakdown comes from one call: each part (the slowest thread's) fits within that
+    # call's time. (Their sum need not: on a loaded machine one thread's slow bands and the other's
+    # slow packing can add up to more than the call took; CI once measured 8.2 against 6.0 ms.)
     for rec in (r for r in doc["records"] if r["impl"] == "im2win"):
-        parts = rec["transform_ms"] + rec["pack_ms"] + rec["wait_ms"]
-        assert 0 < parts <= rec["phases_call_ms"]
+        parts = (rec["transform_ms"], rec["pack_ms"], rec["wait_ms"])
+        assert sum(parts) > 0 and max(parts) <= rec["phases_call_ms"]
     assert "every part below is from that call" in report
     # the threads' round trip in every layer's rounds, where there are two threads
     trips = [r["round_trip_ns_in_rounds"] for r in doc["records"]]

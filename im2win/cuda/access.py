@@ -51,7 +51,7 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     # float4 global loads: compiled in (VEC_A/VEC_B) and allowed by the launch (vec_a: C % 4 == 0,
     # vec_b: K % 4 == 0, im2win/cuda/launch.py)
     vec_a = c.vec_load and k.a_run % 4 == 0 and shape.c % 4 == 0
-    vec_b = c.vec_load and k.b_loads % 4 == 0 and shape.k % 4 == 0
+    vec_b = c.vec_load and k.b_run % 4 == 0 and shape.k % 4 == 0
     out_vec = not legacy and k.tns == 4 and shape.k % 4 == 0
 
     def base(m: int) -> int:  # window_base(): start of pixel m's window in Iw
@@ -79,16 +79,17 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     )
     b_width = 4  # as STORE_B: float4 when compiled with VEC_B, else float2 runs, else scalar
     if not legacy:
-        b_width = 16 if c.vec_load and k.b_loads % 4 == 0 else 8 if k.b_loads % 2 == 0 else 4
+        b_width = 16 if c.vec_load and k.b_run % 4 == 0 else 8 if k.b_run % 2 == 0 else 4
     add(
         f"B tile store (STS{'' if b_width == 4 else f'.{8 * b_width}'})",
         "shared",
         "store",
         b_width,
         [
-            [(k.b_slot(t)[0] * c.bn + k.b_slot(t)[1] + j) * 4 for t in warp]
+            [(k.b_runs(t)[r][0] * c.bn + k.b_runs(t)[r][1] + j) * 4 for t in warp]
             for warp in warps
-            for j in range(0, k.b_loads, b_width // 4)
+            for r in range(k.b_loads // k.b_run)
+            for j in range(0, k.b_run, b_width // 4)
         ],
     )
     # shared loads of a step: a (TM rows) and b (TN columns), a float4 per 4 consecutive; the
@@ -128,9 +129,10 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
         "load",
         16 if vec_b else 4,
         [
-            [(k.b_slot(t)[0] * shape.k + k.b_slot(t)[1] + j) * 4 for t in warp]
+            [(k.b_runs(t)[r][0] * shape.k + k.b_runs(t)[r][1] + j) * 4 for t in warp]
             for warp in warps
-            for j in range(0, k.b_loads, 4 if vec_b else 1)
+            for r in range(k.b_loads // k.b_run)
+            for j in range(0, k.b_run, 4 if vec_b else 1)
         ],
     )
     # output stores of the block

@@ -96,6 +96,7 @@ class KernelIndex:
         self.as_row = config.bm if legacy else config.bm + 4
         self.a_loads, self.b_loads = config.a_loads, config.b_loads
         self.a_run = config.a_loads if legacy else config.row_run
+        self.b_run = config.b_loads if legacy else config.b_run
         self.tms, self.tns = min(config.tm, 4), min(config.tn, 4)
         self.ly, self.lx = config.lanes
 
@@ -138,6 +139,11 @@ class KernelIndex:
             for r in range(self.a_loads // self.c.row_run)
         ]
 
-    def b_slot(self, tid: int) -> tuple[int, int]:  # (t, first channel) of its B loads
-        e = tid * self.b_loads
-        return e // self.c.bn, e % self.c.bn
+    def b_runs(self, tid: int) -> list[tuple[int, int]]:
+        """(filter row, first channel) of each run of this thread's B loads (B_RUN long, B_ROWS_APART
+        rows apart; the legacy kernel: one run of all of them)."""
+        e = tid * self.b_run
+        apart = self.threads * self.b_run // self.c.bn
+        return [
+            (e // self.c.bn + r * apart, e % self.c.bn) for r in range(self.b_loads // self.b_run)
+        ]

@@ -63,6 +63,13 @@ class TileConfig:
         return self.bk * self.bn // self.threads
 
     @property
+    def b_run(self) -> int:
+        """B_RUN: the channels of one filter row a thread loads together: all its b_loads, or where
+        those are more than 4 (and a multiple of 4) runs of 4, consecutive threads on consecutive
+        runs."""
+        return 4 if self.b_loads > 4 and self.b_loads % 4 == 0 else self.b_loads
+
+    @property
     def band_cols(self) -> int:
         """LP: the floats a quad's band takes in the band kernel's A tile (as im2win_band.cu)."""
         cols = -(-(3 * self.band_sx + self.band_s) // 4) * 4
@@ -160,12 +167,13 @@ class TileConfig:
                 or self.b_loads == 0
                 or self.bk % self.row_run
                 or self.a_loads % self.row_run
-                or self.bn % self.b_loads
+                or self.bn % self.b_run
+                or self.threads * self.b_run % self.bn
             ):
                 out.append(
-                    "each thread's A loads must be whole runs of min(a_loads, 4) inside one tile "
-                    "row, its B loads one run inside one (bk and a_loads multiples of the run, bn "
-                    "of b_loads)"
+                    "each thread's A and B loads must be whole runs inside one tile row (A: runs "
+                    "of min(a_loads, 4), bk and a_loads multiples of it; B: runs of b_run, bn and "
+                    "threads * b_run multiples of it)"
                 )
         return out
 
@@ -238,6 +246,15 @@ thread (16 x 8), one block an SM. Its main loop feeds 21 FFMA per shared-load in
 8 x 8) and is 86% FFMA (79%); 128 x 32 warp tiles keep every shared access conflict-free by the
 model, where 128 x 256 (8 x 16) would store its B tile 2-way conflicted."""
 
+WIDE_THREAD_TILE = TileConfig(
+    bm=128, bn=128, tm=16, tn=8, min_blocks=2, wide_index=False, fit_k=True
+)
+"""cuBLAS's 128 outputs a thread (16 x 8) in the default's 128 x 128 block, of 4 warps instead of
+8, so that two blocks share an SM (219 registers on sm_90, no spills): a thread's 16 + 8 fragment
+floats feed 128 FFMAs, and the model's shared clocks per FFMA clock fall from 1.06 (8 x 8: the
+shared pipe as busy as the FMA pipe) to 0.81, with the barrier stalls of one block covered by the
+other (`sgemm_tile`, 0.80, runs one block of 8 warps an SM). Fitted to K (fit_k)."""
+
 VARIANTS: dict[str, TileConfig] = {
     "im2win": DEFAULT,
     "no_prefetch": DEFAULT.replace(prefetch=False),
@@ -263,11 +280,13 @@ VARIANTS: dict[str, TileConfig] = {
     "fit_k": DEFAULT.replace(fit_k=True),
     "fit_k_no_double_buffer": DEFAULT.replace(fit_k=True, double_buffer=False),
     "sgemm_tile_fit_k": SGEMM_TILE.replace(fit_k=True),
+    "wide_thread_tile": WIDE_THREAD_TILE,  # beyond the paper: 16 x 8 a thread, 2 blocks an SM
 }
 """The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
 the default with cp.async copies, 1 and 2 steps ahead, the default staging window bands, cuBLAS's
-256 x 128 tiling, the bands in that tiling, and tiles fitted to the layer's output channels (each
-measured beside it before it may become the default)."""
+256 x 128 tiling, the bands in that tiling, tiles fitted to the layer's output channels, and 16 x 8
+outputs a thread in blocks of 4 warps (each measured beside it before it may become the
+default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
@@ -288,6 +307,7 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
     # and on half of them, K = 64 (conv3, conv4, conv7, conv9), as fit_k makes it, here with
     # cp.async copies (with registers between, as fit_k, it spills 12 bytes on sm_86 and sm_89)
     DEFAULT.replace(bm=256, bn=64, async_copy=True),
+    WIDE_THREAD_TILE.replace(fit_k=False),
     DEFAULT.replace(async_copy=True),
     DEFAULT.replace(async_copy=True, stages=3),
     DEFAULT.replace(band=True, bk=4),

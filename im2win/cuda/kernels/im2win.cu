@@ -107,9 +107,16 @@ typedef int idx;
 #define RUNS_PER_ROW (BK / ROW_RUN)
 #define A_ROWS_APART (THREADS / RUNS_PER_ROW) /* tile rows between a thread's runs */
 #define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
+/* ... as B_RUNS runs of B_RUN channels of one filter row: one run, or where a thread loads more
+ * than 4 (a multiple of 4), runs of 4 with consecutive threads on consecutive runs, so that the
+ * float4 stores of a quarter warp fill 32 banks and its loads whole sectors; a thread's runs
+ * B_ROWS_APART filter rows apart, at the same channels */
+#define B_RUN (B_LOADS > 4 && B_LOADS % 4 == 0 ? 4 : B_LOADS)
+#define B_RUNS (B_LOADS / B_RUN)
+#define B_ROWS_APART (THREADS * B_RUN / BN)
 #define NBUF (ASYNC_COPY ? STAGES : DOUBLE_BUFFER ? 2 : 1)
 #define VEC_A (VEC_LOAD && ROW_RUN == 4) /* float4 loads need runs of 4 */
-#define VEC_B (VEC_LOAD && B_LOADS % 4 == 0)
+#define VEC_B (VEC_LOAD && B_RUN % 4 == 0)
 
 /* Phase "transform", as a tiled transpose. Block (row, y, z) copies window row r of output row p of
  * image n (row = (n*P + p)*R + r, input row h = p*sy + r - py), window columns w0 = y*TW .. and
@@ -167,8 +174,8 @@ DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
 
 /* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + a_t ..]
  * (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are never
- * stored), rb = Fw[t0 + b_t][kb ..]; zero past the reduction and K. float4 loads when compiled in
- * and the launch says addresses align. */
+ * stored), rb[r * B_RUN ..] = Fw[t0 + b_t + r * B_ROWS_APART][kb ..]; zero past the reduction and
+ * K. float4 loads when compiled in and the launch says addresses align. */
 DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base, int a_t,
                       int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra,
                       float* rb) {
@@ -184,15 +191,19 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx*
     for (int r = 0; r < ROW_RUNS; ++r)
       for (int j = 0; j < ROW_RUN; ++j)
         ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
+  for (int r = 0; r < B_RUNS; ++r) {
+    const int tr = tb + r * B_ROWS_APART;
+    float* run = rb + r * B_RUN;
 #if VEC_B
-  if (vec_b && tb < T && kb + B_LOADS <= K) {
-    for (int j = 0; j < B_LOADS; j += 4) {
-      const float4 v = LOAD4(fw + (idx)tb * K + kb + j);
-      rb[j] = v.x, rb[j + 1] = v.y, rb[j + 2] = v.z, rb[j + 3] = v.w;
-    }
-  } else
+    if (vec_b && tr < T && kb + B_RUN <= K) {
+      for (int j = 0; j < B_RUN; j += 4) {
+        const float4 v = LOAD4(fw + (idx)tr * K + kb + j);
+        run[j] = v.x, run[j + 1] = v.y, run[j + 2] = v.z, run[j + 3] = v.w;
+      }
+    } else
 #endif
-    for (int j = 0; j < B_LOADS; ++j) rb[j] = (tb < T && kb + j < K) ? fw[(idx)tb * K + kb + j] : 0.0f;
+      for (int j = 0; j < B_RUN; ++j) run[j] = (tr < T && kb + j < K) ? fw[(idx)tr * K + kb + j] : 0.0f;
+  }
 }
 
 /* This thread's output rows and columns inside the block tile: the warp's WM x WN tile at (wm0,
@@ -307,25 +318,31 @@ IM2WIN_CONV_ENTRY {
 
   /* This thread's share of a step: A runs id = tid + r*THREADS -> (row id / RUNS_PER_ROW,
    * t (id % RUNS_PER_ROW) * ROW_RUN ..), rows A_ROWS_APART apart,
-   * B elements e = tid*B_LOADS + j -> (t e / BN, channel e % BN): runs of consecutive addresses. */
+   * B runs (row tid * B_RUN / BN + r * B_ROWS_APART, channels tid * B_RUN % BN ..). */
 #if !ASYNC_COPY
   float ra[A_LOADS], rb[B_LOADS];
 #endif
-  const int eb = tid * B_LOADS;
   const int a_row = tid / RUNS_PER_ROW, a_t = tid % RUNS_PER_ROW * ROW_RUN;
-  const int b_t = eb / BN, b_k = eb % BN;
+  const int b_t = tid * B_RUN / BN, b_k = tid * B_RUN % BN;
   idx a_base[ROW_RUNS];
   for (int r = 0; r < ROW_RUNS; ++r) a_base[r] = row_base[a_row + r * A_ROWS_APART];
+#define B_ROW(buf, r) Bs[buf][b_t + (r) * B_ROWS_APART]
 #if VEC_B
-#define STORE_B(buf)                                                                 \
-  for (int j = 0; j < B_LOADS; j += 4)                                               \
-    STORE4(&Bs[buf][b_t][b_k + j], MAKE4(rb[j], rb[j + 1], rb[j + 2], rb[j + 3]));
-#elif B_LOADS % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
-#define STORE_B(buf) \
-  for (int j = 0; j < B_LOADS; j += 2) STORE2(&Bs[buf][b_t][b_k + j], rb[j], rb[j + 1]);
+#define STORE_B(buf)                                                                           \
+  for (int r = 0; r < B_RUNS; ++r)                                                             \
+    for (int j = 0; j < B_RUN; j += 4)                                                         \
+      STORE4(&B_ROW(buf, r)[b_k + j],                                                          \
+             MAKE4(rb[r * B_RUN + j], rb[r * B_RUN + j + 1], rb[r * B_RUN + j + 2],             \
+                   rb[r * B_RUN + j + 3]));
+#elif B_RUN % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
+#define STORE_B(buf)                                                                           \
+  for (int r = 0; r < B_RUNS; ++r)                                                             \
+    for (int j = 0; j < B_RUN; j += 2)                                                         \
+      STORE2(&B_ROW(buf, r)[b_k + j], rb[r * B_RUN + j], rb[r * B_RUN + j + 1]);
 #else
-#define STORE_B(buf) \
-  for (int j = 0; j < B_LOADS; ++j) Bs[buf][b_t][b_k + j] = rb[j];
+#define STORE_B(buf)                                                                           \
+  for (int r = 0; r < B_RUNS; ++r)                                                             \
+    for (int j = 0; j < B_RUN; ++j) B_ROW(buf, r)[b_k + j] = rb[r * B_RUN + j];
 #endif
 #define STORE_STEP(buf)                                                  \
   {                                                                      \
@@ -348,13 +365,16 @@ IM2WIN_CONV_ENTRY {
         CP_ASYNC4(&As[buf][a_t + j][a_row + r * A_ROWS_APART], iw + (ok ? a_base[r] + ta + j : 0), \
                   ok);                                                                        \
       }                                                                                       \
-    if (VEC_B && vec_b && tb < T && kb + B_LOADS <= K) {                                      \
-      for (int j = 0; j < B_LOADS; j += 4)                                                    \
-        CP_ASYNC16(&Bs[buf][b_t][b_k + j], fw + (idx)tb * K + kb + j);                        \
-    } else {                                                                                  \
-      for (int j = 0; j < B_LOADS; ++j) {                                                     \
-        const int ok = tb < T && kb + j < K;                                                  \
-        CP_ASYNC4(&Bs[buf][b_t][b_k + j], fw + (ok ? (idx)tb * K + kb + j : 0), ok);          \
+    for (int r = 0; r < B_RUNS; ++r) {                                                        \
+      const int tr = tb + r * B_ROWS_APART;                                                   \
+      if (VEC_B && vec_b && tr < T && kb + B_RUN <= K) {                                      \
+        for (int j = 0; j < B_RUN; j += 4)                                                    \
+          CP_ASYNC16(&B_ROW(buf, r)[b_k + j], fw + (idx)tr * K + kb + j);                     \
+      } else {                                                                                \
+        for (int j = 0; j < B_RUN; ++j) {                                                     \
+          const int ok = tr < T && kb + j < K;                                                \
+          CP_ASYNC4(&B_ROW(buf, r)[b_k + j], fw + (ok ? (idx)tr * K + kb + j : 0), ok);       \
+        }                                                                                     \
       }                                                                                       \
     }                                                                                         \
     CP_ASYNC_COMMIT();                                                                        \
