@@ -204,3 +204,24 @@ def test_window_transform_tiles(n, c, h, w, stride, padding, channels_last):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     _check(x, wt, torch.randn(5), stride, padding, VARIANTS["im2win"])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        VARIANTS["im2win"].replace(bk=16),
+        VARIANTS["im2win"].replace(bk=16, async_copy=True),
+        VARIANTS["im2win"].replace(bk=16, double_buffer=False),
+        VARIANTS["wide_thread_tile"].replace(bk=16),
+        TileConfig(bm=64, bn=64, bk=16, tm=4, tn=4, wide_index=False),
+    ],
+    ids=["default", "async_copy", "no_double_buffer", "wide_thread_tile", "64x64_4x4"],
+)
+def test_sixteen_deep_steps(config):
+    """BK = 16, its A runs in two rounds of the tile's rows: reductions that end mid-step and
+    mid-run, C not a multiple of 4 (scalar loads), split-K."""
+    x, w = torch.randn(2, 7, 9, 10), torch.randn(40, 7, 3, 3)
+    _check(x, w, torch.randn(40), 1, 1, config)
+    _check(x, w, None, (2, 1), 0, config.replace(split_k=2))
+    x, w = torch.randn(1, 16, 6, 6), torch.randn(64, 16, 2, 2)
+    _check(x, w, torch.randn(64), 1, 0, config)

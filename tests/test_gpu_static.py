@@ -271,3 +271,33 @@ def test_the_wide_thread_tile_leaves_the_fma_pipe_the_bound_with_two_blocks_an_s
     except sass.DisassemblerUnavailable as exc:
         pytest.skip(str(exc))
     assert mix["ffma_per_shared_load"] >= 21 and mix["local_accesses"] == 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DEFAULT.replace(bk=16),
+        DEFAULT.replace(bk=16, async_copy=True),
+        DEFAULT.replace(bk=16, bm=256, bn=64),
+        VARIANTS["wide_thread_tile"].replace(bk=16, fit_k=False),
+        TileConfig(bm=64, bn=64, bk=16, tm=4, tn=4, wide_index=False),
+    ],
+    ids=["default", "async_copy", "256x64", "wide_thread_tile", "64x64_4x4"],
+)
+def test_sixteen_deep_steps_store_their_a_tile_without_bank_conflicts(config):
+    """BK = 16: a row's two 32-byte sectors a step come in two rounds of the tile's rows, a warp's
+    runs pairing up within one sector, so that its transposed stores stay within two groups of 16
+    banks (one thread a row for all 16 t stored 2-way conflicted) and its loads read whole
+    sectors; every element of the tile is loaded once."""
+    shape = PAPER_LAYERS["conv10"].with_batch(128)
+    sites = access.model(config, shape)
+    assert all(s.ways == 1 for s in sites if s.space == "shared"), config
+    assert next(s for s in sites if s.name.startswith("A window")).sector_use == 32
+    k = access.KernelIndex(config, legacy=False)
+    elements = [
+        (row, t + j)
+        for tid in range(config.threads)
+        for row, t in k.a_runs(tid)
+        for j in range(config.row_run)
+    ]
+    assert sorted(elements) == [(row, t) for row in range(config.bm) for t in range(config.bk)]

@@ -32,7 +32,15 @@ from im2win.cuda.launch import for_shape
 from im2win.cuda.occupancy import ARCH_LIMITS, SHARED_WAVEFRONTS_PER_CLOCK
 from im2win.shapes import ConvShape
 
-__all__ = ["Site", "global_sectors", "model", "shared_pipe_demand", "shared_wavefronts", "summary"]
+__all__ = [
+    "KernelIndex",
+    "Site",
+    "global_sectors",
+    "model",
+    "shared_pipe_demand",
+    "shared_wavefronts",
+    "summary",
+]
 
 
 def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Site]:

@@ -127,21 +127,25 @@ class KernelIndex:
         ]
 
     def a_runs(self, tid: int) -> list[tuple[int, int]]:
-        """(row, first t) of each run of this thread's A loads (ROW_RUN long; the legacy kernel:
-        one run of all of them)."""
+        """(row, first t) of each run of this thread's A loads (ROW_RUN long, the runs of a 32-byte
+        sector on consecutive threads, a row's sectors in rounds of the tile's rows: im2win.cu's
+        SECTOR_RUNS; the legacy kernel: one run of all of them)."""
         if self.legacy:
             e = tid * self.a_loads
             return [(e // self.c.bk, e % self.c.bk)]
-        per_row = self.c.bk // self.c.row_run  # RUNS_PER_ROW
-        apart = self.threads // per_row  # A_ROWS_APART
-        return [
-            (tid // per_row + r * apart, tid % per_row * self.c.row_run)
-            for r in range(self.a_loads // self.c.row_run)
-        ]
+        run = self.c.row_run
+        sector_runs = min(8 // run, self.c.bk // run)  # SECTOR_RUNS
+        out = []
+        for r in range(self.a_loads // run):
+            sector = tid // sector_runs + r * (self.threads // sector_runs)
+            out.append(
+                (sector % self.c.bm, (sector // self.c.bm * sector_runs + tid % sector_runs) * run)
+            )
+        return out
 
     def b_runs(self, tid: int) -> list[tuple[int, int]]:
-        """(filter row, first channel) of each run of this thread's B loads (B_RUN long, B_ROWS_APART
-        rows apart; the legacy kernel: one run of all of them)."""
+        """(filter row, first channel) of each run of this thread's B loads (FILTER_RUN long,
+        FILTER_ROWS_APART rows apart; the legacy kernel: one run of all of them)."""
         e = tid * self.b_run
         apart = self.threads * self.b_run // self.c.bn
         return [

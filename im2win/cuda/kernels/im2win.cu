@@ -99,24 +99,39 @@ typedef int idx;
 #define NSUB (TN / TNS)
 #define AS_ROW (BM + 4) /* As rows padded by 4 floats: conflict-free transposed stores, 16-B rows */
 #define A_LOADS (BM * BK / THREADS) /* A-tile elements each thread loads per step */
-/* ... as ROW_RUNS runs of ROW_RUN consecutive t of one tile row, run tid + r * THREADS at row
- * id / (BK / ROW_RUN), t from (id % (BK / ROW_RUN)) * ROW_RUN: runs of 4 (16 bytes), so that a warp's
- * request reads whole 32-byte sectors of 16 rows (a run of 8 would read halves of 32 rows) */
-#define ROW_RUN (A_LOADS < 4 ? A_LOADS : 4)
+/* ... as ROW_RUNS runs of ROW_RUN consecutive t of one tile row (runs of 4: 16 bytes). Consecutive
+ * threads take the SECTOR_RUNS runs of one 32-byte sector of a row, so that a warp's request reads
+ * whole sectors (a run of 8 would read halves of 32 rows' sectors). Run id = tid + r * THREADS is
+ * run id % SECTOR_RUNS of sector (id / SECTOR_RUNS) / BM of row (id / SECTOR_RUNS) % BM. Where a
+ * row has more sectors in a step than one (A_ROUNDS > 1: BK = 16), they come in rounds of the
+ * tile's rows, so that a warp's transposed stores stay within two groups of 16 banks (one run a
+ * row for all of BK stored 2-way conflicted). */
+/* (the band kernel, whose tiles these do not describe, may load no A or B element a thread this
+ * way: runs of 1 then, so that nothing divides by zero) */
+#define ROW_RUN (A_LOADS < 4 ? (A_LOADS > 0 ? A_LOADS : 1) : 4)
 #define ROW_RUNS (A_LOADS / ROW_RUN)
 #define RUNS_PER_ROW (BK / ROW_RUN)
-#define A_ROWS_APART (THREADS / RUNS_PER_ROW) /* tile rows between a thread's runs */
+#define SECTOR_RUNS (8 / ROW_RUN < RUNS_PER_ROW ? 8 / ROW_RUN : RUNS_PER_ROW)
+#define A_ROUNDS (RUNS_PER_ROW / SECTOR_RUNS)
+#define A_ROWS_APART (THREADS / RUNS_PER_ROW) /* A_ROUNDS == 1: tile rows between a thread's runs */
+#if A_ROUNDS == 1
+typedef int a_t_arg; /* the t of every run of a thread */
+#define RUN_T(r) a_t
+#else
+typedef const int* a_t_arg; /* the t of each run of a thread */
+#define RUN_T(r) a_t[r]
+#endif
 #define B_LOADS (BK * BN / THREADS) /* B-tile elements each thread loads per step */
-/* ... as B_RUNS runs of B_RUN channels of one filter row: one run, or where a thread loads more
- * than 4 (a multiple of 4), runs of 4 with consecutive threads on consecutive runs, so that the
- * float4 stores of a quarter warp fill 32 banks and its loads whole sectors; a thread's runs
- * B_ROWS_APART filter rows apart, at the same channels */
-#define B_RUN (B_LOADS > 4 && B_LOADS % 4 == 0 ? 4 : B_LOADS)
-#define B_RUNS (B_LOADS / B_RUN)
-#define B_ROWS_APART (THREADS * B_RUN / BN)
+/* ... as FILTER_RUNS runs of FILTER_RUN channels of one filter row: one run, or where a thread loads
+ * more than 4 (a multiple of 4), runs of 4 with consecutive threads on consecutive runs, so that
+ * the float4 stores of a quarter warp fill 32 banks and its loads whole sectors; a thread's runs
+ * FILTER_ROWS_APART filter rows apart, at the same channels */
+#define FILTER_RUN (B_LOADS > 4 && B_LOADS % 4 == 0 ? 4 : B_LOADS > 0 ? B_LOADS : 1)
+#define FILTER_RUNS (B_LOADS / FILTER_RUN)
+#define FILTER_ROWS_APART (THREADS * FILTER_RUN / BN)
 #define NBUF (ASYNC_COPY ? STAGES : DOUBLE_BUFFER ? 2 : 1)
 #define VEC_A (VEC_LOAD && ROW_RUN == 4) /* float4 loads need runs of 4 */
-#define VEC_B (VEC_LOAD && B_RUN % 4 == 0)
+#define VEC_B (VEC_LOAD && FILTER_RUN % 4 == 0)
 
 /* Phase "transform", as a tiled transpose. Block (row, y, z) copies window row r of output row p of
  * image n (row = (n*P + p)*R + r, input row h = p*sy + r - py), window columns w0 = y*TW .. and
@@ -172,13 +187,27 @@ DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
   return ((n * P + p) * Wu + (idx)q * sx) * RC;
 }
 
-/* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + a_t ..]
+/* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + RUN_T(r)..]
  * (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are never
- * stored), rb[r * B_RUN ..] = Fw[t0 + b_t + r * B_ROWS_APART][kb ..]; zero past the reduction and
+ * stored), rb[r * FILTER_RUN ..] = Fw[t0 + b_t + r * FILTER_ROWS_APART][kb ..]; zero past the reduction and
  * K. float4 loads when compiled in and the launch says addresses align. */
-DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base, int a_t,
-                      int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b, float* ra,
-                      float* rb) {
+DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base,
+                      a_t_arg a_t, int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b,
+                      float* ra, float* rb) {
+#if A_ROUNDS > 1
+  const int tb = t0 + b_t;
+  for (int r = 0; r < ROW_RUNS; ++r) {
+    const int ta = t0 + a_t[r];
+#if VEC_A
+    if (vec_a && ta + 4 <= T) {
+      const float4 v = LOAD4(iw + a_base[r] + ta);
+      ra[r * 4] = v.x, ra[r * 4 + 1] = v.y, ra[r * 4 + 2] = v.z, ra[r * 4 + 3] = v.w;
+    } else
+#endif
+      for (int j = 0; j < ROW_RUN; ++j)
+        ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
+  }
+#else
   const int ta = t0 + a_t, tb = t0 + b_t;
 #if VEC_A
   if (vec_a && ta + 4 <= T) {
@@ -191,18 +220,19 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx*
     for (int r = 0; r < ROW_RUNS; ++r)
       for (int j = 0; j < ROW_RUN; ++j)
         ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
-  for (int r = 0; r < B_RUNS; ++r) {
-    const int tr = tb + r * B_ROWS_APART;
-    float* run = rb + r * B_RUN;
+#endif
+  for (int r = 0; r < FILTER_RUNS; ++r) {
+    const int tr = tb + r * FILTER_ROWS_APART;
+    float* run = rb + r * FILTER_RUN;
 #if VEC_B
-    if (vec_b && tr < T && kb + B_RUN <= K) {
-      for (int j = 0; j < B_RUN; j += 4) {
+    if (vec_b && tr < T && kb + FILTER_RUN <= K) {
+      for (int j = 0; j < FILTER_RUN; j += 4) {
         const float4 v = LOAD4(fw + (idx)tr * K + kb + j);
         run[j] = v.x, run[j + 1] = v.y, run[j + 2] = v.z, run[j + 3] = v.w;
       }
     } else
 #endif
-      for (int j = 0; j < B_RUN; ++j) run[j] = (tr < T && kb + j < K) ? fw[(idx)tr * K + kb + j] : 0.0f;
+      for (int j = 0; j < FILTER_RUN; ++j) run[j] = (tr < T && kb + j < K) ? fw[(idx)tr * K + kb + j] : 0.0f;
   }
 }
 
@@ -318,37 +348,48 @@ IM2WIN_CONV_ENTRY {
 
   /* This thread's share of a step: A runs id = tid + r*THREADS -> (row id / RUNS_PER_ROW,
    * t (id % RUNS_PER_ROW) * ROW_RUN ..), rows A_ROWS_APART apart,
-   * B runs (row tid * B_RUN / BN + r * B_ROWS_APART, channels tid * B_RUN % BN ..). */
+   * B runs (row tid * FILTER_RUN / BN + r * FILTER_ROWS_APART, channels tid * FILTER_RUN % BN ..). */
 #if !ASYNC_COPY
   float ra[A_LOADS], rb[B_LOADS];
 #endif
+#if A_ROUNDS == 1
   const int a_row = tid / RUNS_PER_ROW, a_t = tid % RUNS_PER_ROW * ROW_RUN;
-  const int b_t = tid * B_RUN / BN, b_k = tid * B_RUN % BN;
+#define RUN_ROW(r) (a_row + (r) * A_ROWS_APART)
+#else
+  int a_row[ROW_RUNS], a_t[ROW_RUNS]; /* run r's tile row and first t (see SECTOR_RUNS) */
+  for (int r = 0; r < ROW_RUNS; ++r) {
+    const int sector = tid / SECTOR_RUNS + r * (THREADS / SECTOR_RUNS);
+    a_row[r] = sector % BM;
+    a_t[r] = (sector / BM * SECTOR_RUNS + tid % SECTOR_RUNS) * ROW_RUN;
+  }
+#define RUN_ROW(r) a_row[r]
+#endif
+  const int b_t = tid * FILTER_RUN / BN, b_k = tid * FILTER_RUN % BN;
   idx a_base[ROW_RUNS];
-  for (int r = 0; r < ROW_RUNS; ++r) a_base[r] = row_base[a_row + r * A_ROWS_APART];
-#define B_ROW(buf, r) Bs[buf][b_t + (r) * B_ROWS_APART]
+  for (int r = 0; r < ROW_RUNS; ++r) a_base[r] = row_base[RUN_ROW(r)];
+#define B_ROW(buf, r) Bs[buf][b_t + (r) * FILTER_ROWS_APART]
 #if VEC_B
 #define STORE_B(buf)                                                                           \
-  for (int r = 0; r < B_RUNS; ++r)                                                             \
-    for (int j = 0; j < B_RUN; j += 4)                                                         \
+  for (int r = 0; r < FILTER_RUNS; ++r)                                                             \
+    for (int j = 0; j < FILTER_RUN; j += 4)                                                         \
       STORE4(&B_ROW(buf, r)[b_k + j],                                                          \
-             MAKE4(rb[r * B_RUN + j], rb[r * B_RUN + j + 1], rb[r * B_RUN + j + 2],             \
-                   rb[r * B_RUN + j + 3]));
-#elif B_RUN % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
+             MAKE4(rb[r * FILTER_RUN + j], rb[r * FILTER_RUN + j + 1], rb[r * FILTER_RUN + j + 2],             \
+                   rb[r * FILTER_RUN + j + 3]));
+#elif FILTER_RUN % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
 #define STORE_B(buf)                                                                           \
-  for (int r = 0; r < B_RUNS; ++r)                                                             \
-    for (int j = 0; j < B_RUN; j += 2)                                                         \
-      STORE2(&B_ROW(buf, r)[b_k + j], rb[r * B_RUN + j], rb[r * B_RUN + j + 1]);
+  for (int r = 0; r < FILTER_RUNS; ++r)                                                             \
+    for (int j = 0; j < FILTER_RUN; j += 2)                                                         \
+      STORE2(&B_ROW(buf, r)[b_k + j], rb[r * FILTER_RUN + j], rb[r * FILTER_RUN + j + 1]);
 #else
 #define STORE_B(buf)                                                                           \
-  for (int r = 0; r < B_RUNS; ++r)                                                             \
-    for (int j = 0; j < B_RUN; ++j) B_ROW(buf, r)[b_k + j] = rb[r * B_RUN + j];
+  for (int r = 0; r < FILTER_RUNS; ++r)                                                             \
+    for (int j = 0; j < FILTER_RUN; ++j) B_ROW(buf, r)[b_k + j] = rb[r * FILTER_RUN + j];
 #endif
 #define STORE_STEP(buf)                                                  \
   {                                                                      \
     for (int r = 0; r < ROW_RUNS; ++r)                                   \
       for (int j = 0; j < ROW_RUN; ++j)                                  \
-        As[buf][a_t + j][a_row + r * A_ROWS_APART] = ra[r * ROW_RUN + j]; \
+        As[buf][RUN_T(r) + j][RUN_ROW(r)] = ra[r * ROW_RUN + j];        \
     STORE_B(buf)                                                         \
   }
 
@@ -358,20 +399,19 @@ IM2WIN_CONV_ENTRY {
    * zeros outside the problem. */
 #define COPY_STEP(buf, t0)                                                                    \
   {                                                                                           \
-    const int ta = (t0) + a_t, tb = (t0) + b_t, kb = k0 + b_k;                                \
+    const int tb = (t0) + b_t, kb = k0 + b_k;                                                \
     for (int r = 0; r < ROW_RUNS; ++r)                                                        \
       for (int j = 0; j < ROW_RUN; ++j) {                                                     \
-        const int ok = ta + j < T;                                                            \
-        CP_ASYNC4(&As[buf][a_t + j][a_row + r * A_ROWS_APART], iw + (ok ? a_base[r] + ta + j : 0), \
-                  ok);                                                                        \
+        const int ta = (t0) + RUN_T(r), ok = ta + j < T;                                      \
+        CP_ASYNC4(&As[buf][RUN_T(r) + j][RUN_ROW(r)], iw + (ok ? a_base[r] + ta + j : 0), ok);  \
       }                                                                                       \
-    for (int r = 0; r < B_RUNS; ++r) {                                                        \
-      const int tr = tb + r * B_ROWS_APART;                                                   \
-      if (VEC_B && vec_b && tr < T && kb + B_RUN <= K) {                                      \
-        for (int j = 0; j < B_RUN; j += 4)                                                    \
+    for (int r = 0; r < FILTER_RUNS; ++r) {                                                        \
+      const int tr = tb + r * FILTER_ROWS_APART;                                                   \
+      if (VEC_B && vec_b && tr < T && kb + FILTER_RUN <= K) {                                      \
+        for (int j = 0; j < FILTER_RUN; j += 4)                                                    \
           CP_ASYNC16(&B_ROW(buf, r)[b_k + j], fw + (idx)tr * K + kb + j);                     \
       } else {                                                                                \
-        for (int j = 0; j < B_RUN; ++j) {                                                     \
+        for (int j = 0; j < FILTER_RUN; ++j) {                                                     \
           const int ok = tr < T && kb + j < K;                                                \
           CP_ASYNC4(&B_ROW(buf, r)[b_k + j], fw + (ok ? (idx)tr * K + kb + j : 0), ok);       \
         }                                                                                     \
