@@ -230,27 +230,22 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
     """Where im2win's time goes: each kernel's best ms (runs since 2026-12-04 record them), their
     sum against the whole call's best, and the convolution kernel alone in TFLOPS and against the
     same-shape SGEMM."""
-    phases = {
-        r["layer"]: r["phases_ms"]
-        for r in doc["records"]
-        if r.get("impl") == "im2win" and r.get("phases_ms")
-    }
-    if not phases:
-        return []
-    flops = {r["layer"]: r["flops"] for r in doc["records"] if r.get("impl") == "im2win"}
-    best = {r["layer"]: r.get("min_ms") for r in doc["records"] if r.get("impl") == "im2win"}
+    im2win = {r["layer"]: r for r in doc["records"] if r.get("impl") == "im2win"}
     rows = []
     for l in layers:
-        ph = phases.get(l)
-        if ph is None:
+        r = im2win.get(l, {})
+        ph = r.get("phases_ms")
+        if not ph:
             continue
-        conv_tf = flops[l] / (ph["im2win_conv"] * 1e-3) / 1e12 if ph.get("im2win_conv") else None
+        conv_tf = r["flops"] / (ph["im2win_conv"] * 1e-3) / 1e12 if ph.get("im2win_conv") else None
         rows.append(
             [l]
             + [fmt(ph.get(k), ".3f") for k in PHASES]
-            + [fmt(sum(ph.values()), ".3f"), fmt(best.get(l), ".3f")]
+            + [fmt(sum(ph.values()), ".3f"), fmt(r.get("min_ms"), ".3f")]
             + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
         )
+    if not rows:
+        return []
     return [
         "## Where im2win's time goes (ms at best, per kernel)\n",
         "Each kernel of one im2win call between CUDA events of its own, timed as the whole call "

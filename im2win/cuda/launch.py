@@ -86,7 +86,7 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
     """im2win_window: one block per window row (n, p, r) and tile of TW window columns x TC
     channels (TC the least power of 2 >= C, at most 32; TC * TW = 2**WINDOW_TILE_LOG2), read along
     the input's innermost axis (c_inner: channels_last strides)."""
-    tc_log2 = min(5, max(0, (shape.c - 1).bit_length()))
+    tc_log2 = min(5, (shape.c - 1).bit_length())  # C >= 1
     tw = 2 ** (WINDOW_TILE_LOG2 - tc_log2)
     rows = shape.n * shape.p * shape.r
     if rows > INT32_MAX:

@@ -187,10 +187,13 @@ DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
   return ((n * P + p) * Wu + (idx)q * sx) * RC;
 }
 
-/* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + RUN_T(r)..]
- * (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are never
- * stored), rb[r * FILTER_RUN ..] = Fw[t0 + b_t + r * FILTER_ROWS_APART][kb ..]; zero past the reduction and
- * K. float4 loads when compiled in and the launch says addresses align. */
+/* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + RUN_T(r)
+ * ..] (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are
+ * never stored), rb[r * FILTER_RUN ..] = Fw[t0 + b_t + r * FILTER_ROWS_APART][kb ..]; zero past the
+ * reduction and K. float4 loads when compiled in and the launch says addresses align. Where every
+ * run of a thread has the same t (A_ROUNDS == 1), one bounds check serves them all: checked run by
+ * run, as 16-deep steps must, the main loop of sgemm_tile, fit_k and wide_thread_tile grew by
+ * 13-38 instructions on sm_90. */
 DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base,
                       a_t_arg a_t, int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b,
                       float* ra, float* rb) {
