@@ -1472,7 +1472,8 @@ void im2win_prepacked_plan(int N, int C, int /*K*/, int R, int S, int sx, int P,
 // (their row blocks use each panel read in for 33-65 tiles, and building every band twice costs
 // more). Retimed against the threads' own ranges of rows (conv_streamed's schedule since they
 // replaced the shared counter), -DIM2WIN_SPLIT_K=0 against Intel's tuning, 80 rounds: conv11 0.91x
-// at best and at the median without the split, conv5 (never split) 1.00x. (On Zen 4, 1 MB of L2, conv11 ran 0.86-0.88x with the threads' cores apart: a
+// at best and at the median without the split, conv5 (never split) 1.00x. (On Zen 4, 1 MB of L2,
+// conv11 ran 0.86-0.88x with the threads' cores apart: a
 // thread's share did not fit there; see the grabs in im2win_conv_fused.) A thread slowed by a
 // neighbour cannot hand its share over. Two threads only, the count it was timed with: each
 // thread builds every band, so with n threads the bands take n times the work they share now,
@@ -1624,7 +1625,8 @@ static void conv_streamed(const float* x, long sn, long sc, long sh, long sw, in
   // together (two threads may then each build the bands of one row block). (The last row block
   // taken whole left nothing to take where each thread owns one: ResNet-18's 7 x 7 layers at batch
   // 1 over a packed filter, two row blocks of 4 and 3 rows, ran 0.85-0.89 ms against 0.71-0.73 ms
-  // item by item; the paper's layers at batch 4 level, 0.995-1.012x at best, 40 rounds.) Each thread so writes one run of the output, where the ops after the
+  // item by item; the paper's layers at batch 4 level, 0.995-1.012x at best, 40 rounds.) Each
+  // thread so writes one run of the output, where the ops after the
   // convolution in a network (a batch norm, a ReLU, a residual add: ATen's parallel loops split a
   // tensor into contiguous shares among the same threads) find their share in their own core's
   // cache. Before, items went in grabs of 1-4 row blocks from one shared counter, so each thread

@@ -376,8 +376,8 @@ IM2WIN_CONV_ENTRY {
   for (int r = 0; r < FILTER_RUNS; ++r)                                                             \
     for (int j = 0; j < FILTER_RUN; j += 4)                                                         \
       STORE4(&B_ROW(buf, r)[b_k + j],                                                          \
-             MAKE4(rb[r * FILTER_RUN + j], rb[r * FILTER_RUN + j + 1], rb[r * FILTER_RUN + j + 2],             \
-                   rb[r * FILTER_RUN + j + 3]));
+             MAKE4(rb[r * FILTER_RUN + j], rb[r * FILTER_RUN + j + 1],                         \
+                   rb[r * FILTER_RUN + j + 2], rb[r * FILTER_RUN + j + 3]));
 #elif FILTER_RUN % 2 == 0 /* float2 stores: a half warp covers 32 consecutive words */
 #define STORE_B(buf)                                                                           \
   for (int r = 0; r < FILTER_RUNS; ++r)                                                             \
