@@ -484,8 +484,10 @@ void pack_panel(const float* f, long T, int R, int S, int C, int k0, int kvalid,
   }
 }
 
-void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
-               float* dst, bool rows_first = false);
+// Never inlined: flattened into gemm_block_taps (AVX2 and narrower), its row pointers took the
+// registers of the micro-kernel's loop there, which then reloaded one from the stack every step.
+__attribute__((noinline)) void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid,
+                                         int c0, int cn, float* dst, bool rows_first = false);
 void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, int C, float* dst,
                       bool rows_first = false);
 // Whether pack_taps_stream can write at dst: a row of KB floats is whole cache lines (not with
@@ -648,17 +650,36 @@ inline void pack_run_tail(const float* src, long T, long n, int kvalid, TapRows&
 // so that every vector's place is fixed and the stores need no counters: 1.3-1.4x faster alone
 // with the filter in L2, but level in the calls, conv12 1.01x, conv6 1.00x, conv5 and conv11
 // 1.00x in cache (Zen 4, 30 rounds): not kept.)
+// On Intel (kIntel), 16 output channels a pass instead of 8: each 64-byte line of a panel row is
+// written whole while it is in L1, against two passes over the whole panel, each writing half of
+// every line, its lines fetched again from L2 or L3 for the second. On the Xeon (family 6 model
+// 167, 48 KB L1d), pack_filter alone, two threads, 100 calls: conv11's filter 0.102 -> 0.081 ms,
+// 512 x 512 x 3 x 3 (conv12's) 0.455 -> 0.384, conv5's 0.111 -> 0.093 (0.125 -> 0.107 with the
+// caches flushed); the calls (kernel_ab, torch_cl between, 100 rounds): conv12 1.05x at best and
+// 1.06x at the median (its packing 0.33 -> 0.28 ms), conv6 1.02x and 1.01x (0.18 -> 0.14 ms),
+// conv11 1.01x and 1.02x (0.10 -> 0.07 ms), conv5 1.01x, the others 0.99-1.00x; again with
+// pack_taps never inlined, 60 rounds: conv12 1.02x and 1.08x, conv6 1.02x and 1.02x, conv11 1.02x
+// and 1.04x, conv5 1.01x and 1.00x. The AVX2 code (--march x86-64-v3, 60 rounds; 16 channels, its
+// whole row): conv12 1.03x and 1.04x, conv6 1.01x and 1.01x, conv5 and conv11 0.99-1.00x; packing
+// conv6 0.14 -> 0.10 ms, conv12 0.29 -> 0.23. All 32 channels a pass (the whole 128-byte row, as
+// pack_taps_stream): conv11's packing 0.075 ms alone, but conv5's 0.19 ms against 0.12 in the calls
+// (0.98x); 32 runs read at once. Not timed on AMD's cores, which keep 8.
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst, bool rows_first) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
   const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
   TapRows rows{dst, R, S, cn, rows_first};
-  for (int g = 0; g < KB; g += 8) {  // output channels g .. g + 7
+  const int line = kIntel ? std::min(KB, 16) : 8;  // output channels a pass: see above
+  for (int g0 = 0; g0 < KB; g0 += line) {
     rows.restart();
     for (long u = 0; u < n / 8 * 8; u += 8) {  // at run positions u .. u + 7
-      V8 v[8];
-      load_runs8(src, T, u, g, kvalid, v);
-      for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(rows.next() + g) = v[i];
+      float* d[8];
+      for (int i = 0; i < 8; ++i) d[i] = rows.next();
+      for (int g = g0; g < g0 + line; g += 8) {  // output channels g .. g + 7
+        V8 v[8];
+        load_runs8(src, T, u, g, kvalid, v);
+        for (int i = 0; i < 8; ++i) *reinterpret_cast<V8u*>(d[i] + g) = v[i];
+      }
     }
   }
   pack_run_tail(src, T, n, kvalid, rows);
