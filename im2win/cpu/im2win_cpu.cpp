@@ -653,17 +653,16 @@ inline void pack_run_tail(const float* src, long T, long n, int kvalid, TapRows&
 // On Intel (kIntel), 16 output channels a pass instead of 8: each 64-byte line of a panel row is
 // written whole while it is in L1, against two passes over the whole panel, each writing half of
 // every line, its lines fetched again from L2 or L3 for the second. On the Xeon (family 6 model
-// 167, 48 KB L1d), pack_filter alone, two threads, 100 calls: conv11's filter 0.102 -> 0.081 ms,
-// 512 x 512 x 3 x 3 (conv12's) 0.455 -> 0.384, conv5's 0.111 -> 0.093 (0.125 -> 0.107 with the
-// caches flushed); the calls (kernel_ab, torch_cl between, 100 rounds): conv12 1.05x at best and
-// 1.06x at the median (its packing 0.33 -> 0.28 ms), conv6 1.02x and 1.01x (0.18 -> 0.14 ms),
-// conv11 1.01x and 1.02x (0.10 -> 0.07 ms), conv5 1.01x, the others 0.99-1.00x; again with
-// pack_taps never inlined, 60 rounds: conv12 1.02x and 1.08x, conv6 1.02x and 1.02x, conv11 1.02x
-// and 1.04x, conv5 1.01x and 1.00x. The AVX2 code (--march x86-64-v3, 60 rounds; 16 channels, its
-// whole row): conv12 1.03x and 1.04x, conv6 1.01x and 1.01x, conv5 and conv11 0.99-1.00x; packing
-// conv6 0.14 -> 0.10 ms, conv12 0.29 -> 0.23. All 32 channels a pass (the whole 128-byte row, as
-// pack_taps_stream): conv11's packing 0.075 ms alone, but conv5's 0.19 ms against 0.12 in the calls
-// (0.98x); 32 runs read at once. Not timed on AMD's cores, which keep 8.
+// 167, 48 KB L1d; kernel_ab, torch_cl between, 100 rounds; the packing the slowest thread's, best
+// of the rounds): conv12 1.05x at best and 1.06x at the median, its packing 0.33 -> 0.28 ms; conv6
+// 1.02x and 1.01x, 0.18 -> 0.14 ms; conv11 1.01x and 1.02x, 0.10 -> 0.07 ms; conv5 1.01x, the
+// others 0.99-1.00x. Again with pack_taps never inlined, 60 rounds: conv12 1.02x and 1.08x, conv6
+// 1.02x and 1.02x, conv11 1.02x and 1.04x, conv5 1.01x and 1.00x. The AVX2 code (--march x86-64-v3,
+// 60 rounds; 16 channels, its whole row): conv12 1.03x and 1.04x, conv6 1.01x and 1.01x, conv5 and
+// conv11 0.99-1.00x; packing conv6 0.14 -> 0.10 ms, conv12 0.29 -> 0.23. All 32 channels a pass
+// (the whole 128-byte row, as pack_taps_stream): conv11 1.01-1.04x, its packing 0.07-0.08 ms, but
+// conv5 0.98-0.99x, its packing 0.12 -> 0.17-0.19 ms; 32 runs read at once. Not timed on AMD's
+// cores, which keep 8.
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst, bool rows_first) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
