@@ -878,8 +878,10 @@ IM2WIN_FLATTEN void gemm_block_taps(const float* const* arow, long rows, const f
 // kernel_ab on Zen 5, 30 rounds. AVX-512 16 x 16 tiles, 64 unpacks and 128-bit lane shuffles
 // each, took 1.0-2.2x as long as these in L1 on Zen 5: conv9's rows 379 against 203 ns. Two
 // 8 x 8 tiles of 16 channels, each column's 16 floats one whole-line store: conv9 0.997x, conv10
-// 0.992x, conv4 1.004x on Zen 4, torch_cl run between the calls, 100 rounds.) pf (0:
-// none): prefetch the same columns pf floats on (see build_bands).
+// 0.992x, conv4 1.004x on Zen 4, torch_cl run between the calls, 100 rounds. So on the Xeon,
+// family 6 model 167, as pack_taps writes its rows there: bands conv9 0.14 -> 0.16 ms, conv8 0.62
+// -> 0.65, the calls 0.996-1.003x on conv4, conv5 and conv8-conv11; 60 rounds.) pf (0: none):
+// prefetch the same columns pf floats on (see build_bands).
 void transpose_rows(const float* src, long sc, int C, long cols, float* d, long ld, long pf) {
   const int c8 = C / 8 * 8;
   const long w8 = cols / 8 * 8;
