@@ -133,6 +133,11 @@ constexpr int TC = 192;       // reduction depth per B panel: TC * KB floats sta
 // 324-358 for the whole call in the same rounds; in the reproduction's rounds of these layers the
 // micro-kernel alone in L1 ran 371-431 and the FMA probe 403-471 (two runs): the micro-kernel on
 // the layer's own bands and B rows (from L2), not what surrounds it, is most of the gap.
+// Retimed on the Xeon with ukernel_wide's pairs of panels (conv8-conv10: 4 B vectors a step, twice
+// 12 x 2's B rows from L2 a multiply-add), slices of 96, 192 and 288 steps (a pair's slice 24-72
+// KB) against the whole reduction: conv8 0.94x, 0.98x, 0.99x at best, conv9 0.94x, 0.98x, 0.98x,
+// conv10 0.92x, 0.96x, 0.96x, conv11 (12 x 2) 0.93x, 0.95x, 0.97x (kernel_ab, torch_cl between,
+// 40 rounds; the medians alike).
 constexpr int TC_PACKED = 4608;
 constexpr int MC = 64 * MR;   // pixels per work item: amortises packing, A block stays in L2
 // Floats of the filter panel a thread packs for itself where the filter is not packed once (18 KB
