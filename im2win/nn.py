@@ -26,7 +26,7 @@ import torch
 
 from im2win.conv import conv2d
 from im2win.implementations import IMPLEMENTATIONS
-from im2win.packed import PackedFilter, repack
+from im2win.packed import PackedCall, PackedFilter, repack
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -38,17 +38,33 @@ class Conv2d(torch.nn.Conv2d):
     impl: str = "im2win"
     pack_weight: bool = True  # keep the weight packed across calls (impl "im2win" on the CPU)
     _packed: tuple | None = None  # packed.repack's (weight, data pointer, version, PackedFilter)
+    _call: PackedCall | None = None  # the last call over _packed, planned for the next alike
 
     def __getstate__(self):
         """The module as it copies and pickles: without its packed weight, which its first forward
         after packs anew (a copy's weight is another tensor)."""
         state = dict(super().__getstate__())
         state.pop("_packed", None)
+        state.pop("_call", None)
         return state
 
     def _conv_forward(self, input, weight, bias):
+        call = self._call
+        if (
+            call is not None
+            and self.impl == "im2win"
+            and self.pack_weight
+            and call.fits(self._packed, input, weight, bias, self.stride, self.padding)
+        ):
+            return call(input, bias)
         packed = self._packed_weight(input, weight)
-        return conv2d(input, weight, bias, self.stride, self.padding, impl=self.impl, packed=packed)
+        out = conv2d(input, weight, bias, self.stride, self.padding, impl=self.impl, packed=packed)
+        self._call = (
+            None
+            if packed is None
+            else PackedCall.plan(self._packed, input, bias, self.stride, self.padding)
+        )
+        return out
 
     def _packed_weight(self, input, weight) -> PackedFilter | None:
         """`weight` packed for im2win, from the last call's packing while the weight is the same
@@ -78,7 +94,7 @@ def unpack(model: torch.nn.Module) -> int:
     (through `weight.data`). Returns how many held one."""
     held = [m for m in model.modules() if isinstance(m, Conv2d) and m._packed is not None]
     for m in held:
-        m._packed = None
+        m._packed = m._call = None
     return len(held)
 
 

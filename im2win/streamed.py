@@ -41,19 +41,34 @@ def convolve_fused(
     (im2win_conv_planes, with its own plan's work_floats; im2win_conv_prepacked, `weight` then
     a PackedFilter's data)."""
     weight, bias = contiguous_params(weight, bias)
-    out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
+    return launch(
+        kernel or lib().im2win_conv_fused,
+        x,
+        (*x.stride(), *shape.kernel_args()),
+        weight,
+        bias,
+        shape.output_shape(),
+        work_floats,
+    )
+
+
+def launch(
+    kernel, x, x_args: tuple, weight, bias, output_shape, work_floats: int
+) -> tuple[torch.Tensor, ctypes.Array]:
+    """convolve_fused's call of `kernel` on arguments already made: x_args, x's strides and the
+    shape's kernel_args; weight and bias (or None) contiguous. Returns the output (channels_last
+    memory, of output_shape) and the kernel's phase_seconds."""
+    out = torch.empty(output_shape, memory_format=torch.channels_last)
     work = torch.empty(work_floats)
     seconds = (ctypes.c_double * PHASE_SLOTS)()
-    threads = torch.get_num_threads()
-    (kernel or lib().im2win_conv_fused)(
+    kernel(
         x.data_ptr(),
-        *x.stride(),
-        *shape.kernel_args(),
+        *x_args,
         weight.data_ptr(),
         ptr(bias),
         out.data_ptr(),
         work.data_ptr(),
         seconds,
-        threads,
+        torch.get_num_threads(),
     )
     return out, seconds

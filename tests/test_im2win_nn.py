@@ -128,6 +128,63 @@ def test_a_converted_module_packs_its_weight_once_and_again_when_it_changes(monk
     assert len(packs) == 6
 
 
+def test_a_module_plans_its_call_once_and_only_while_the_arguments_are_alike(monkeypatch):
+    """After a forward through im2win.conv2d, im2win.nn.Conv2d runs the next ones alike from the
+    call planned then (PackedCall), bit for bit what conv2d returned, without conv2d; any change
+    that conv2d would treat otherwise goes through conv2d again: another input shape, strides,
+    dtype or thread count, another padding or impl, the bias dropped, the weight changed, grad
+    mode on (and its errors are conv2d's)."""
+    calls = []
+    real = inn.conv2d
+    monkeypatch.setattr(inn, "conv2d", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    torch.manual_seed(0)
+    stock = nn.Conv2d(8, 16, 3, padding=1).eval()
+    conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)).eval()
+    conv.load_state_dict({f"0.{k}": v for k, v in stock.state_dict().items()})
+    inn.convert(conv)
+    x = torch.randn(2, 8, 10, 10)
+
+    def run(x, through_conv2d: bool):
+        before = len(calls)
+        with torch.inference_mode():
+            ref, out = stock(x), conv(x)
+        assert len(calls) == before + through_conv2d
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+        return out
+
+    first = run(x, True)
+    assert torch.equal(run(x, False), first) and conv[0]._call is not None
+    run(torch.randn(3, 8, 10, 10), True)  # another batch
+    run(x.contiguous(memory_format=torch.channels_last), True)  # other strides
+    run(x.contiguous(memory_format=torch.channels_last), False)
+    stock.bias = conv[0].bias = nn.Parameter(torch.randn(16))  # another bias, alike: planned
+    run(x, True), run(x, False)
+    stock.padding = conv[0].padding = (0, 0)
+    run(x, True), run(x, False)
+    with torch.no_grad():  # the weight in place: a new version, packed again
+        stock.weight.mul_(-1), conv[0].weight.mul_(-1)
+    run(x, True), run(x, False)
+    stock.bias = conv[0].bias = None
+    run(x, True), run(x, False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run(x, True), run(x, False)
+    finally:
+        torch.set_num_threads(threads)
+    run(x, True)
+    conv[0].impl = "direct"
+    run(x, True), run(x, True)
+    conv[0].impl = "im2win"
+    run(x, True)
+    with pytest.raises(ValueError, match="float32 only"), torch.inference_mode():
+        conv(x.double())
+    with pytest.raises(ValueError, match="forward only"):
+        conv(x)  # grad mode on, the weight requires grad
+    assert conv[0]._call is not None and inn.unpack(conv) == 1 and conv[0]._call is None
+    run(x, True)
+
+
 def test_a_module_keeps_no_packing_where_it_is_not_asked_to_or_cannot():
     model = _model()
     inn.convert(model, pack_weight=False)
