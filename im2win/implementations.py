@@ -71,8 +71,8 @@ from im2win.plan import (
 from im2win.shapes import ConvShape
 from im2win.streamed import (
     PHASE_SLOTS,
+    Launch,
     contiguous_params,
-    convolve_fused,
     kernel_phases,
     ptr,
 )
@@ -88,21 +88,31 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     the materialised window tensor's transform, which is timed here."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    path, work_floats = path_plan(shape, threads)
-    if path == WHOLE:
+    launch = im2win_launch(x, shape, threads)
+    if launch is None:
         block = window_block(shape, threads)
         start = time.perf_counter()
         iw = window_nhwc(x, shape, block)
         transform_ms = (time.perf_counter() - start) * 1e3
         out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
-        return out, kernel_phases(seconds, transform_ms) | {"path": path}
-    kernel = lib().im2win_conv_planes if path == PLANES else lib().im2win_conv_fused
-    out, seconds = convolve_fused(x, shape, weight, bias, work_floats, kernel)
+        return out, kernel_phases(seconds, transform_ms) | {"path": WHOLE}
+    out, seconds = launch.run(x, *contiguous_params(weight, bias))
+    path = path_plan(shape, threads)[0]
     if path == STREAMED and fused_splits_channels(shape, threads):
         path = STREAMED_SPLIT
     elif path == STREAMED and (blocks := fused_item_blocks(shape, threads)) > 1:
         path = STREAMED_TILES.format(blocks)
     return out, kernel_phases(seconds) | {"path": path}
+
+
+def im2win_launch(x, shape: ConvShape, threads: int) -> Launch | None:
+    """im2win's kernel call for `x` of `shape` on `threads` threads, where it streams windows
+    (bands or planes: path_plan); None where it makes the whole window tensor first."""
+    path, work_floats = path_plan(shape, threads)
+    if path == WHOLE:
+        return None
+    kernel = "im2win_conv_planes" if path == PLANES else "im2win_conv_fused"
+    return Launch(kernel, shape.x_args(x), shape.output_shape(), work_floats)
 
 
 def _im2win(x, weight, bias, stride, padding):

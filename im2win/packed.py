@@ -14,7 +14,7 @@ from im2win import cpu
 from im2win.cpu import lib
 from im2win.plan import STREAMED, prepacked_work_floats
 from im2win.shapes import ConvShape
-from im2win.streamed import convolve_fused, kernel_phases, launch
+from im2win.streamed import Launch, convolve_fused, kernel_phases
 from im2win.validation import validate
 
 
@@ -108,9 +108,7 @@ class PackedCall:
 
     held: tuple  # repack's (weak reference to the weight, data pointer, version, PackedFilter)
     key: tuple  # the arguments' key (key_of)
-    x_args: tuple  # the input's strides and the kernel's shape arguments
-    output_shape: tuple[int, int, int, int]
-    work_floats: int
+    launch: Launch
 
     @staticmethod
     def key_of(x, bias, stride, padding) -> tuple:
@@ -128,12 +126,11 @@ class PackedCall:
         weight = held[0]()
         pairs = validate(x, weight, bias, stride, padding)  # "same" and "valid" as numbers
         shape = ConvShape.of(x, weight, *pairs)
+        work_floats = prepacked_work_floats(shape, torch.get_num_threads())
         return cls(
             held,
             cls.key_of(x, bias, stride, padding),
-            (*x.stride(), *shape.kernel_args()),
-            shape.output_shape(),
-            prepacked_work_floats(shape, torch.get_num_threads()),
+            Launch("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats),
         )
 
     def fits(self, held: tuple | None, x, weight, bias, stride, padding) -> bool:
@@ -149,9 +146,7 @@ class PackedCall:
         )
 
     def __call__(self, x, bias) -> torch.Tensor:
-        kernel = lib().im2win_conv_prepacked
-        data = self.held[3].data
-        return launch(kernel, x, self.x_args, data, bias, self.output_shape, self.work_floats)[0]
+        return self.launch(x, self.held[3].data, bias)
 
 
 def repack(held: tuple | None, weight: torch.Tensor) -> tuple:

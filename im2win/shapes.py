@@ -55,6 +55,10 @@ class ConvShape:
         k, _, r, s = weight.shape
         return cls(n, c, h, w, k, r, s, tuple(stride), tuple(padding))
 
+    def x_args(self, x) -> tuple[int, ...]:
+        """The streamed kernels' arguments after the input's address: its strides, kernel_args."""
+        return (*x.stride(), *self.kernel_args())
+
     def kernel_args(self) -> tuple[int, ...]:
         """(N, C, H, W, K, R, S, sy, sx, py, px, P, Q): the order the compiled kernels take."""
         return (

@@ -4,6 +4,7 @@ im2win_conv_planes, im2win_conv_prepacked): their output, work buffer and phase 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 
 import torch
 
@@ -44,7 +45,7 @@ def convolve_fused(
     return launch(
         kernel or lib().im2win_conv_fused,
         x,
-        (*x.stride(), *shape.kernel_args()),
+        shape.x_args(x),
         weight,
         bias,
         shape.output_shape(),
@@ -72,3 +73,24 @@ def launch(
         torch.get_num_threads(),
     )
     return out, seconds
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A call of one of the streamed kernels planned once, for the calls after it with alike
+    arguments: the kernel's name in lib(), the input's strides and the shape's kernel_args
+    (x_args), the output's shape and the work buffer's floats. Calling it launches the kernel on
+    an input of those strides and a contiguous weight and bias (or None); returns the output."""
+
+    kernel: str
+    x_args: tuple
+    output_shape: tuple
+    work_floats: int
+
+    def __call__(self, x, weight, bias) -> torch.Tensor:
+        return self.run(x, weight, bias)[0]
+
+    def run(self, x, weight, bias) -> tuple[torch.Tensor, ctypes.Array]:
+        """The output and the kernel's phase_seconds."""
+        kernel = getattr(lib(), self.kernel)
+        return launch(kernel, x, self.x_args, weight, bias, self.output_shape, self.work_floats)
