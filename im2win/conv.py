@@ -7,9 +7,8 @@ import functools
 import torch
 
 from im2win import cpu
-from im2win.implementations import IMPLEMENTATIONS, im2win_launch
+from im2win.implementations import IMPLEMENTATIONS, planned_call
 from im2win.packed import PackedFilter, im2win_packed
-from im2win.shapes import ConvShape
 from im2win.validation import validate
 
 _CALLS: dict[tuple, object] = {}  # conv2d's calls planned once, by their arguments' _key
@@ -57,16 +56,11 @@ def _key(input, weight, bias, stride, padding, dilation, groups, impl) -> tuple 
 
 def _plan(impl, run, input, weight, bias, stride, padding):
     """The call conv2d has just made for these (checked) arguments, for the next with an equal
-    key: im2win's kernel launch where it streams windows over a contiguous filter and bias (the
-    Python side of a call was about 30 us of conv9's 2 ms at batch 4 on a Xeon: checks, plan,
-    phase timers), else the implementation's run with the checked stride and padding."""
-    contiguous = weight.is_contiguous() and (bias is None or bias.is_contiguous())
-    if impl == "im2win" and not input.is_cuda and contiguous:
-        shape = ConvShape.of(input, weight, stride, padding)
-        launch = im2win_launch(input, shape, torch.get_num_threads())
-        if launch is not None:
-            return launch
-    return functools.partial(_no_grad_run, run, stride=stride, padding=padding)
+    key: the implementation's own lean call where it has one (planned_call: im2win's kernel
+    launch; the Python side of a call was about 30 us of conv9's 2 ms at batch 4 on a Xeon:
+    checks, plan, phase timers), else its run with the checked stride and padding."""
+    lean = planned_call(impl, input, weight, bias, stride, padding)
+    return lean or functools.partial(_no_grad_run, run, stride=stride, padding=padding)
 
 
 def _no_grad_run(run, input, weight, bias, stride, padding):

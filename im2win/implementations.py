@@ -119,6 +119,23 @@ def _im2win(x, weight, bias, stride, padding):
     return im2win_with_phases(x, weight, bias, stride, padding)[0]
 
 
+def planned_call(impl: str, x, weight, bias, stride, padding) -> Callable | None:
+    """For later arguments alike these (checked) ones, where `impl` has one: a call that only
+    launches the kernel (im2win where it streams windows over a contiguous filter; im2win_packed,
+    its filter found packed by packed_for at each call), (x, weight, bias) -> output. None
+    elsewhere: CUDA tensors, a bias that is not contiguous, the other implementations."""
+    if x.is_cuda or not (bias is None or bias.is_contiguous()):
+        return None
+    shape, threads = ConvShape.of(x, weight, stride, padding), torch.get_num_threads()
+    if impl == "im2win" and weight.is_contiguous():
+        return im2win_launch(x, shape, threads)
+    if impl == "im2win_packed":
+        work_floats = prepacked_work_floats(shape, threads)
+        launch = Launch("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats)
+        return lambda x, weight, bias: launch(x, packed_for(weight).data, bias)
+    return None
+
+
 def _im2win_packed_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
     """im2win over `weight` packed ahead: on the first call with it, then kept while it lives
     unchanged (packed_for), as im2win.nn.Conv2d keeps its own."""

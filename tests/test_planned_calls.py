@@ -17,7 +17,7 @@ def _arguments(x_shape, w_shape, with_bias, stride, padding, memory_format):
     return x, w, torch.randn(w_shape[0]) if with_bias else None, stride, padding
 
 
-@pytest.mark.parametrize("impl", ["im2win", "direct", "im2col_gemm", "torch_cl"])
+@pytest.mark.parametrize("impl", ["im2win", "im2win_packed", "direct", "im2col_gemm", "torch_cl"])
 def test_a_planned_call_returns_what_the_checked_call_returns(impl, monkeypatch):
     """The second call of arguments alike skips the checks and the plan and returns bit for bit
     what the checked call returns for its own tensors (other data, same kinds): on every im2win
