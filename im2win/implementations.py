@@ -112,7 +112,7 @@ def im2win_launch(x, shape: ConvShape, threads: int) -> Launch | None:
     if path == WHOLE:
         return None
     kernel = "im2win_conv_planes" if path == PLANES else "im2win_conv_fused"
-    return Launch(kernel, shape.x_args(x), shape.output_shape(), work_floats)
+    return Launch.of(kernel, shape.x_args(x), shape.output_shape(), work_floats)
 
 
 def _im2win(x, weight, bias, stride, padding):
@@ -131,7 +131,9 @@ def planned_call(impl: str, x, weight, bias, stride, padding) -> Callable | None
         return im2win_launch(x, shape, threads)
     if impl == "im2win_packed":
         work_floats = prepacked_work_floats(shape, threads)
-        launch = Launch("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats)
+        launch = Launch.of(
+            "im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats
+        )
         return lambda x, weight, bias: launch(x, packed_for(weight).data, bias)
     return None
 

@@ -130,7 +130,7 @@ class PackedCall:
         return cls(
             held,
             cls.key_of(x, bias, stride, padding),
-            Launch("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats),
+            Launch.of("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats),
         )
 
     def fits(self, held: tuple | None, x, weight, bias, stride, padding) -> bool:

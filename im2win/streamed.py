@@ -54,14 +54,14 @@ def convolve_fused(
 
 
 def launch(
-    kernel, x, x_args: tuple, weight, bias, output_shape, work_floats: int
-) -> tuple[torch.Tensor, ctypes.Array]:
+    kernel, x, x_args: tuple, weight, bias, output_shape, work_floats: int, timers: bool = True
+) -> tuple[torch.Tensor, ctypes.Array | None]:
     """convolve_fused's call of `kernel` on arguments already made: x_args, x's strides and the
     shape's kernel_args; weight and bias (or None) contiguous. Returns the output (channels_last
-    memory, of output_shape) and the kernel's phase_seconds."""
+    memory, of output_shape) and the kernel's phase_seconds (None: timers off, none asked for)."""
     out = torch.empty(output_shape, memory_format=torch.channels_last)
     work = torch.empty(work_floats)
-    seconds = (ctypes.c_double * PHASE_SLOTS)()
+    seconds = (ctypes.c_double * PHASE_SLOTS)() if timers else None
     kernel(
         x.data_ptr(),
         *x_args,
@@ -78,19 +78,24 @@ def launch(
 @dataclass(frozen=True)
 class Launch:
     """A call of one of the streamed kernels planned once, for the calls after it with alike
-    arguments: the kernel's name in lib(), the input's strides and the shape's kernel_args
-    (x_args), the output's shape and the work buffer's floats. Calling it launches the kernel on
-    an input of those strides and a contiguous weight and bias (or None); returns the output."""
+    arguments: the kernel (named in lib() when planned; the kernels loaded then), the input's
+    strides and the shape's kernel_args (x_args), the output's shape and the work buffer's floats.
+    Calling it launches the kernel on an input of those strides and a contiguous weight and bias
+    (or None), its phase timers off; returns the output."""
 
-    kernel: str
+    kernel: object
     x_args: tuple
     output_shape: tuple
     work_floats: int
 
-    def __call__(self, x, weight, bias) -> torch.Tensor:
-        return self.run(x, weight, bias)[0]
+    @classmethod
+    def of(cls, name: str, x_args: tuple, output_shape: tuple, work_floats: int) -> Launch:
+        return cls(getattr(lib(), name), x_args, output_shape, work_floats)
 
-    def run(self, x, weight, bias) -> tuple[torch.Tensor, ctypes.Array]:
-        """The output and the kernel's phase_seconds."""
-        kernel = getattr(lib(), self.kernel)
-        return launch(kernel, x, self.x_args, weight, bias, self.output_shape, self.work_floats)
+    def __call__(self, x, weight, bias) -> torch.Tensor:
+        return self.run(x, weight, bias, timers=False)[0]
+
+    def run(self, x, weight, bias, timers: bool = True) -> tuple[torch.Tensor, ctypes.Array | None]:
+        """The output and the kernel's phase_seconds (None with the timers off)."""
+        args = (self.x_args, weight, bias, self.output_shape, self.work_floats, timers)
+        return launch(self.kernel, x, *args)
