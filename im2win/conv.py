@@ -49,7 +49,7 @@ def _key(input, weight, bias, stride, padding, dilation, groups, impl) -> tuple 
             cpu.kernels(),
         )
         hash(key)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError, RuntimeError):  # RuntimeError: a layout without strides
         return None
     return key
 

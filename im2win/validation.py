@@ -43,6 +43,10 @@ def _check(name: str, t, dims: int, layout: str) -> None:
         raise ValueError(
             f"{name} has dtype {t.dtype}; im2win computes in float32 only: pass {name}.float()"
         )
+    if t.layout != torch.strided:
+        raise ValueError(
+            f"{name} is a {t.layout} tensor; im2win takes dense tensors: pass {name}.to_dense()"
+        )
     if t.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} is on {t.device}; im2win runs on the CPU or on CUDA GPUs")
     if t.dim() != dims:

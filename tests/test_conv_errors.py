@@ -39,6 +39,8 @@ W = torch.randn(4, 3, 3, 3)
         ({"bias": torch.randn(5)}, "bias"),
         ({"input": [[1.0]]}, "torch.Tensor"),
         ({"input": X.to("meta")}, "CPU or on CUDA"),
+        ({"input": X.to_sparse()}, "torch.sparse_coo tensor; im2win takes dense tensors"),
+        ({"weight": W.to_sparse()}, "weight is a torch.sparse_coo tensor"),
     ],
 )
 def test_bad_input(kwargs, message):
