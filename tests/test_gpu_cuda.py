@@ -109,15 +109,17 @@ def test_the_phases_of_one_call_are_its_kernels():
     x, w = torch.randn(2, 16, 12, 12).cuda(), torch.randn(24, 16, 3, 3).cuda()
     config = VARIANTS["im2win"].replace(split_k=2)
     events = []
-    out = conv2d(x, w, None, 1, 1, config, events=events)
+    out = conv2d(x, w, None, (1, 1), (1, 1), config, events=events)
     assert [e[0] for e in events] == [
         "im2win_window",
         "im2win_filter",
         "im2win_conv",
         "splitk_reduce",
     ]
-    assert torch.equal(out, conv2d(x, w, None, 1, 1, config))
-    phases = measure_cuda_phases(lambda ev: conv2d(x, w, None, 1, 1, config, events=ev), 1, 5)
-    whole = measure_cuda(lambda: conv2d(x, w, None, 1, 1, config), 1, 5).min_ms
+    assert torch.equal(out, conv2d(x, w, None, (1, 1), (1, 1), config))
+    phases = measure_cuda_phases(
+        lambda ev: conv2d(x, w, None, (1, 1), (1, 1), config, events=ev), 1, 5
+    )
+    whole = measure_cuda(lambda: conv2d(x, w, None, (1, 1), (1, 1), config), 1, 5).min_ms
     assert set(phases) == {e[0] for e in events} and all(v > 0 for v in phases.values())
     assert sum(phases.values()) <= whole * 1.5
