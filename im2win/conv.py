@@ -9,14 +9,10 @@ import torch
 from im2win import cpu
 from im2win.implementations import IMPLEMENTATIONS, planned_call
 from im2win.packed import PackedFilter, im2win_packed
-from im2win.validation import validate
+from im2win.validation import tensor_key, validate
 
 _CALLS: dict[tuple, object] = {}  # conv2d's calls planned once, by their arguments' _key
 _CALLS_KEPT = 64  # the most kept; the oldest goes first
-
-
-def _tensor_key(t) -> tuple:
-    return type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad
 
 
 def _plain(value) -> bool:
@@ -37,9 +33,9 @@ def _key(input, weight, bias, stride, padding, dilation, groups, impl) -> tuple 
     try:
         key = (
             impl,
-            _tensor_key(input),
-            _tensor_key(weight),
-            None if bias is None else _tensor_key(bias),
+            tensor_key(input),
+            tensor_key(weight),
+            None if bias is None else tensor_key(bias),
             stride,
             padding,
             dilation,

@@ -52,7 +52,7 @@ from im2win.metrics import (
     window_nchw_elems,
     window_nhwc_elems,
 )
-from im2win.packed import im2win_packed, packed_filter_floats, packed_for
+from im2win.packed import im2win_packed, packed_filter_floats, packed_for, prepacked_launch
 from im2win.plan import (
     PLANES,
     STREAMED,
@@ -130,10 +130,7 @@ def planned_call(impl: str, x, weight, bias, stride, padding) -> Callable | None
     if impl == "im2win" and weight.is_contiguous():
         return im2win_launch(x, shape, threads)
     if impl == "im2win_packed":
-        work_floats = prepacked_work_floats(shape, threads)
-        launch = Launch.of(
-            "im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats
-        )
+        launch = prepacked_launch(x, shape)
         return lambda x, weight, bias: launch(x, packed_for(weight).data, bias)
     return None
 

@@ -14,8 +14,8 @@ from im2win import cpu
 from im2win.cpu import lib
 from im2win.plan import STREAMED, prepacked_work_floats
 from im2win.shapes import ConvShape
-from im2win.streamed import Launch, convolve_fused, kernel_phases
-from im2win.validation import validate
+from im2win.streamed import Launch, contiguous_params, kernel_phases
+from im2win.validation import tensor_key, validate
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,9 +90,16 @@ def im2win_packed(x, packed: PackedFilter, bias, stride, padding) -> tuple[torch
     im2win_with_phases reports them (no filter packing; always streamed bands)."""
     k, _, r, s = packed.weight_shape
     shape = ConvShape(*x.shape, k, r, s, tuple(stride), tuple(padding))
-    work = prepacked_work_floats(shape, torch.get_num_threads())
-    out, seconds = convolve_fused(x, shape, packed.data, bias, work, lib().im2win_conv_prepacked)
+    out, seconds = prepacked_launch(x, shape).run(x, *contiguous_params(packed.data, bias))
     return out, kernel_phases(seconds) | {"path": f"{STREAMED}, filter packed ahead"}
+
+
+def prepacked_launch(x, shape: ConvShape) -> Launch:
+    """The call of im2win_conv_prepacked for `x` of `shape` (im2win_packed's, PackedCall's and
+    conv2d's planned calls of impl im2win_packed): its work buffer is the plan's for the threads
+    now."""
+    work_floats = prepacked_work_floats(shape, torch.get_num_threads())
+    return Launch.of("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,9 +119,8 @@ class PackedCall:
 
     @staticmethod
     def key_of(x, bias, stride, padding) -> tuple:
-        bias_key = None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device)
-        return (x.shape, x.stride(), x.dtype, x.device, bias_key, stride, padding,
-                torch.get_num_threads(), cpu.kernels())  # fmt: skip
+        bias_key = None if bias is None else tensor_key(bias)
+        return (tensor_key(x), bias_key, stride, padding, torch.get_num_threads(), cpu.kernels())
 
     @classmethod
     def plan(cls, held: tuple, x, bias, stride, padding) -> PackedCall | None:
@@ -126,12 +132,7 @@ class PackedCall:
         weight = held[0]()
         pairs = validate(x, weight, bias, stride, padding)  # "same" and "valid" as numbers
         shape = ConvShape.of(x, weight, *pairs)
-        work_floats = prepacked_work_floats(shape, torch.get_num_threads())
-        return cls(
-            held,
-            cls.key_of(x, bias, stride, padding),
-            Launch.of("im2win_conv_prepacked", shape.x_args(x), shape.output_shape(), work_floats),
-        )
+        return cls(held, cls.key_of(x, bias, stride, padding), prepacked_launch(x, shape))
 
     def fits(self, held: tuple | None, x, weight, bias, stride, padding) -> bool:
         """Whether this call stands for im2win.conv2d(x, weight, bias, stride, padding, packed=)

@@ -97,5 +97,6 @@ class Launch:
 
     def run(self, x, weight, bias, timers: bool = True) -> tuple[torch.Tensor, ctypes.Array | None]:
         """The output and the kernel's phase_seconds (None with the timers off)."""
-        args = (self.x_args, weight, bias, self.output_shape, self.work_floats, timers)
-        return launch(self.kernel, x, *args)
+        return launch(
+            self.kernel, x, self.x_args, weight, bias, self.output_shape, self.work_floats, timers
+        )

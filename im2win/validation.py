@@ -53,6 +53,13 @@ def _check(name: str, t, dims: int, layout: str) -> None:
         raise ValueError(f"{name} must be {dims}-D {layout}, got shape {tuple(t.shape)}")
 
 
+def tensor_key(t) -> tuple:
+    """What the checks read of a tensor argument (its type, shape, strides, dtype, device and
+    requires_grad): tensors with equal keys pass or fail them alike, and are planned alike (the
+    planned calls of im2win.conv2d and im2win.nn.Conv2d). Raises where `t` has no strides."""
+    return type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad
+
+
 def _padding(padding, stride: tuple[int, int], weight: torch.Tensor):
     """F.conv2d's string paddings as a pair: "valid" none, "same" (stride 1) half the filter on
     each side where the filter's size is odd; an int or a pair of ints as they are."""
