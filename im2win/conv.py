@@ -53,8 +53,8 @@ def _key(input, weight, bias, stride, padding, dilation, groups, impl) -> tuple 
 def _plan(impl, run, input, weight, bias, stride, padding):
     """The call conv2d has just made for these (checked) arguments, for the next with an equal
     key: the implementation's own lean call where it has one (planned_call: im2win's kernel
-    launch; the Python side of a call was about 30 us of conv9's 2 ms at batch 4 on a Xeon:
-    checks, plan, phase timers), else its run with the checked stride and padding."""
+    launch, without checks, plan or phase timers), else its run with the checked stride and
+    padding."""
     lean = planned_call(impl, input, weight, bias, stride, padding)
     return lean or functools.partial(_no_grad_run, run, stride=stride, padding=padding)
 

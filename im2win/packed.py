@@ -106,12 +106,11 @@ def prepacked_launch(x, shape: ConvShape) -> Launch:
 class PackedCall:
     """im2win over a packed weight (repack's `held`), planned once for the calls after it whose
     arguments are alike (fits): im2win.nn.Conv2d's forward in a network. Such a call does in
-    Python no more than allocate its output and work buffer and launch the kernel: checking the
-    arguments again, planning the call and the kernel's phase timers took about 50 us of each
-    of ResNet-18's convolutions at batch 1 (of about 550 us a layer on a Xeon, two threads).
-    Alike: the same input shape, strides, dtype and device, the same stride and padding, thread
-    count and kernels, the same bias tensor's shape and strides (or none), the weight the same
-    tensor at the same place and version as when packed, and grad mode off."""
+    Python no more than allocate its output and work buffer and launch the kernel, not check the
+    arguments again, plan the call or read the kernel's phase timers. Alike: the same kind,
+    shape, strides, dtype and device of input and bias (or none), the same stride and padding,
+    thread count and kernels, the weight the same tensor at the same place and version as when
+    packed, and grad mode off."""
 
     held: tuple  # repack's (weak reference to the weight, data pointer, version, PackedFilter)
     key: tuple  # the arguments' key (key_of)
