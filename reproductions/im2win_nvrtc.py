@@ -14,10 +14,11 @@ from tqdm import tqdm
 from harness import environment, results
 from im2win.cuda import access, sass
 from im2win.cuda import compile as nvrtc
+from im2win.cuda.access_window import window_model, window_summary
 from im2win.cuda.config import AUTOTUNE_CANDIDATES, DEFAULT, VARIANTS, TileConfig
-from im2win.cuda.launch import for_shape
+from im2win.cuda.launch import for_shape, window_tile
 from im2win.cuda.occupancy import theoretical_occupancy
-from im2win.shapes import PAPER_LAYERS
+from im2win.shapes import PAPER_GPU_LAYERS, PAPER_LAYERS
 from reproductions.tables import fmt
 
 EXPERIMENT = "im2win-nvrtc"
@@ -114,6 +115,7 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
             }
             for s in sites
         ]
+    records += _window_records()
     config = {
         "scale": scale,
         "configs": {n: c.defines() for n, c in CONFIGS.items()},
@@ -134,6 +136,30 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
             "calculator formula, per-SM limits of the CUDA C++ Guide)",
         },
     )
+
+
+WINDOW_LEGACY = "c72bc28"  # the window transform before one block took an output row's tile
+
+
+def _window_records() -> list[dict]:
+    """The window transform's access model (im2win/cuda/access_window.py) on the GPU paper's
+    layers at batch 128, input NCHW and channels_last, as now and as up to WINDOW_LEGACY."""
+    out = []
+    for layer, shape in PAPER_GPU_LAYERS.items():
+        for channels_last in (False, True):
+            tile = window_tile(shape, channels_last and shape.c > 1)
+            for legacy in (True, False):
+                out.append(
+                    {
+                        "kind": "window_access",
+                        "layer": layer,
+                        "input": "channels_last" if channels_last else "NCHW",
+                        "kernel": WINDOW_LEGACY if legacy else "now",
+                        "tile": None if legacy else [tile.tr, tile.tc, tile.tw],
+                        **window_summary(window_model(shape, channels_last, legacy)),
+                    }
+                )
+    return out
 
 
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
@@ -161,7 +187,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             f"{r['occupancy']:.0%} "
             f"({r['occupancy_limited_by']}) |"
         )
-    lines += _mix_table(doc) + _access_table(doc)
+    lines += _mix_table(doc) + _access_table(doc) + _window_table(doc)
     lines += _goals(doc, rows)
     path = out_dir / "README.md"
     results.atomic_write(path, "\n".join(lines) + "\n")
@@ -233,6 +259,34 @@ def _access_table(doc: dict) -> list[str]:
             f"{r['global_store_bytes_per_sector']:.1f} | "
             + " | ".join(fmt(demand.get(a), ".2f") for a in DEMAND_ARCHS)
             + " |"
+        )
+    return out
+
+
+def _window_table(doc: dict) -> list[str]:
+    rows = [r for r in doc["records"] if r.get("kind") == "window_access"]
+    if not rows:
+        return []
+    out = [
+        "\n## Window transform access model (GPU paper layers, batch 128)\n",
+        "im2win_window from its index math for one block in the middle of image 0 "
+        "(im2win/cuda/access_window.py), not measured: useful bytes per 32-byte sector of the "
+        "loads from x and the stores to the window tensor Iw, wavefronts per ideal wavefront of "
+        "the tile's shared stores and loads (1.00: conflict-free), and the share of the store "
+        f"lanes that move a value. `{WINDOW_LEGACY}`: the kernel up to that commit (a block a "
+        "window row, TC <= 32 channels x 1024 / TC columns), which the H200 timed at 0.24-1.31 "
+        "TB/s (results/im2win-gpu); now: a block an output row's TR x TC x TW tile.\n",
+        "| layer | input | kernel | tile TR x TC x TW | x load B / sector | Iw store B / sector "
+        "| tile store ways | tile load ways | store lanes busy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tile = " x ".join(map(str, r["tile"])) if r["tile"] else "1 x <= 32 x 1024 / TC"
+        out.append(
+            f"| {r['layer']} | {r['input']} | {r['kernel']} | {tile} | "
+            f"{r['x_load_bytes_per_sector']:.1f} | {r['iw_store_bytes_per_sector']:.1f} | "
+            f"{r['tile_store_ways']:.2f} | {r['tile_load_ways']:.2f} | "
+            f"{r['store_lane_use']:.0%} |"
         )
     return out
 

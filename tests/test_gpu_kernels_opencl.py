@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from im2win.cuda import opencl
 from im2win.cuda.config import VARIANTS, TileConfig
 from im2win.reference import max_violation
-from im2win.shapes import PAPER_LAYERS, reduced
+from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
 
 try:
     DEVICE = opencl.device_name()
@@ -188,22 +188,47 @@ def test_tiles_fitted_to_the_output_channels(variant, k):
 
 
 @pytest.mark.parametrize(
-    "n, c, h, w, stride, padding",
+    "n, c, h, w, r, stride, padding",
     [
-        (1, 3, 5, 300, (2, 1), (1, 2)),  # C = 3: tiles 4 channels x 256 columns, two of them
-        (2, 70, 6, 9, 1, 1),  # C = 70: three tiles of 32 channels, the last cut off
-        (2, 1, 7, 40, (1, 3), (0, 1)),  # C = 1: one channel x 1024 columns
-        (3, 32, 4, 33, 2, 0),  # exactly one tile of channels, columns past Wu
+        (1, 3, 5, 300, 3, (2, 1), (1, 2)),  # C = 3: 3 x 4 x 256 tiles, two of them across
+        (2, 70, 6, 9, 3, 1, 1),  # C = 70: 3 x 128 x 16, channels cut off
+        (2, 1, 7, 40, 3, (1, 3), (0, 1)),  # C = 1: one channel x 64 columns
+        (3, 32, 4, 33, 3, 2, 0),  # exactly one tile of channels, columns past Wu
+        (1, 300, 4, 5, 3, 1, 1),  # C = 300: tiles of 256 channels, the last cut off
+        (1, 40, 31, 12, 30, 1, 0),  # 30 rows x 32 channels x 9 columns pass a block: rows tiled
     ],
 )
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_window_transform_tiles(n, c, h, w, stride, padding, channels_last):
-    """The window transform's tiles: channels below, at and above 32, window rows wider than a
-    tile, padding, and input read along its innermost axis in either memory format."""
-    x, wt = torch.randn(n, c, h, w), torch.randn(5, c, 3, 3)
+def test_window_transform_tiles(n, c, h, w, r, stride, padding, channels_last):
+    """The window transform's tiles (launch.window_tile): channels below, at and above a tile's,
+    window rows wider than a tile and rows split across blocks, padding, and input read along its
+    innermost axis in either memory format."""
+    x, wt = torch.randn(n, c, h, w), torch.randn(5, c, r, 3)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     _check(x, wt, torch.randn(5), stride, padding, VARIANTS["im2win"])
+
+
+ODD_WINDOWS = [(1, 1, 1), (1, 3000, 60), (5000, 3, 1), (40, 12, 30), (600, 100, 11)]  # C, W, R
+
+
+def test_window_tiles_fit_their_block():
+    """Every tile fits the block's shared memory in its layout, keeps at least 32 channels and 8
+    columns where the layer has them, and takes all of a paper layer's window rows."""
+    from im2win.cuda.launch import WINDOW_FLOATS, window_tile
+
+    odd = [ConvShape(n=1, c=c, h=64, w=w, k=1, r=r, s=1) for c, w, r in ODD_WINDOWS]
+    for shape in [*PAPER_LAYERS.values(), *odd]:
+        for c_inner in (False, True):
+            t = window_tile(shape, c_inner)
+            last = (t.tw - 1) * t.w_pitch + (t.tr * t.tc - 1) * t.rc_pitch
+            assert last < WINDOW_FLOATS and t.tr <= shape.r
+            assert t.tc >= min(shape.c, 32) and t.tw >= min(shape.window_width, 8)
+            assert t.tr == shape.r or shape in odd
+    assert [(t.tr, t.tc, t.tw) for t in map(window_tile, PAPER_LAYERS.values())][::11] == [
+        (11, 4, 128),  # conv1
+        (3, 256, 8),  # conv12
+    ]
 
 
 @pytest.mark.parametrize(

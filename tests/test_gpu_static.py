@@ -4,6 +4,7 @@ index math) and the machine code NVRTC makes of its main loop."""
 import pytest
 
 from im2win.cuda import access, sass
+from im2win.cuda.access_window import window_model, window_summary
 from im2win.cuda.compile import compile_cubin, kernels_for
 from im2win.cuda.config import (
     AUTOTUNE_CANDIDATES,
@@ -13,7 +14,7 @@ from im2win.cuda.config import (
     TileConfig,
 )
 from im2win.cuda.launch import band_depth, conv_launch, for_shape, pixel_rows, reduction_steps
-from im2win.shapes import PAPER_LAYERS, ConvShape
+from im2win.shapes import PAPER_GPU_LAYERS, PAPER_LAYERS, ConvShape
 
 LEGACY_DEFAULT = TileConfig(bm=64, bn=128, tm=4, tn=8, min_blocks=4, wide_index=False)
 
@@ -301,3 +302,30 @@ def test_sixteen_deep_steps_store_their_a_tile_without_bank_conflicts(config):
         for j in range(config.row_run)
     ]
     assert sorted(elements) == [(row, t) for row in range(config.bm) for t in range(config.bk)]
+
+
+@pytest.mark.parametrize("layer", list(PAPER_GPU_LAYERS))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_window_transform_writes_whole_sectors(layer, channels_last):
+    """im2win_window on every paper layer (batch 128), by the model: Iw's stores use 24 bytes
+    or more of each 32-byte sector (3 of 4 lanes where C = 3; whole sectors elsewhere), x's loads
+    no fewer than the kernel up to c72bc28 used, the tile's shared stores and loads at most 2-way,
+    and no fewer of a block's lanes busy than then."""
+    shape = PAPER_GPU_LAYERS[layer]
+    new = window_summary(window_model(shape, channels_last))
+    old = window_summary(window_model(shape, channels_last, legacy=True))
+    assert new["iw_store_bytes_per_sector"] >= (24 if shape.c == 3 else 32)
+    assert new["x_load_bytes_per_sector"] >= old["x_load_bytes_per_sector"] - 1e-9
+    assert max(new["tile_store_ways"], new["tile_load_ways"]) <= 2
+    assert new["store_lane_use"] >= old["store_lane_use"]
+
+
+def test_the_window_model_sees_the_old_kernels_partial_stores():
+    """Up to c72bc28 a block wrote one window row: runs of C floats R*C apart, 12 bytes of 32 a
+    sector and a 3-way shared load where C = 3 (conv1-3, conv7), and on conv12 (7 columns of a
+    32-column tile) a quarter of its lanes busy."""
+    for layer in ("conv1", "conv3"):
+        old = window_summary(window_model(PAPER_GPU_LAYERS[layer], legacy=True))
+        assert old["iw_store_bytes_per_sector"] < 10 and old["tile_load_ways"] == 3
+    conv12 = window_summary(window_model(PAPER_GPU_LAYERS["conv12"], legacy=True))
+    assert conv12["store_lane_use"] < 0.25

@@ -78,21 +78,69 @@ def _blocks(n: int, per: int) -> int:
     return -(-n // per)
 
 
-WINDOW_TILE_LOG2 = 10  # floats of one window-transform tile (the kernel's WIN_LOG2)
+WINDOW_FLOATS = 8192  # shared floats of a window-transform block, padding included (WIN_FLOATS)
 WINDOW_THREADS = 256  # threads of a window-transform block (WIN_THREADS)
+WINDOW_MIN_CHANNELS = 32  # a tile's channels: whole 128-byte lines of Iw a store ...
+WINDOW_MIN_COLUMNS = 8  # ... and columns: whole 32-byte sectors of an NCHW row a load
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class WindowTile:
+    """One im2win_window block's tile: TR window rows x TC channels x TW window columns, value
+    (r, c, w) at w * w_pitch + (r*TC + c) * rc_pitch of shared memory."""
+
+    tr: int
+    tc: int
+    tw: int
+    w_pitch: int
+    rc_pitch: int
+
+
+def _tile_floats(tr: int, tc: int, tw: int) -> int:
+    """Shared floats a tile takes in either layout (rc rows of TW + 1, or columns of TR*TC + 1)."""
+    return tr * tc * tw + max(tr * tc, tw)
+
+
+def window_tile(shape: ConvShape, c_inner: bool = False) -> WindowTile:
+    """im2win_window's tile for `shape`: first at least 32 channels and 8 columns (or all there
+    are), then every window row that fits WINDOW_FLOATS, then more along the input's innermost axis
+    (columns for NCHW, so that its short rows are read whole; channels for channels_last) and then
+    along the other, up to the powers of 2 above C and Wu and WINDOW_THREADS: NCHW conv1 11 x 4 x
+    128, conv8 3 x 64 x 32, conv12 3 x 256 x 8. Shared memory as rc rows of TW + 1 floats (lanes
+    along w or along c in distinct banks), or where a tile has fewer channels than a warp's lanes,
+    whose stores then span several (w, r), as columns of TR*TC + 1."""
+    c2 = min(_pow2_at_least(shape.c), WINDOW_THREADS)
+    w2 = min(_pow2_at_least(shape.window_width), WINDOW_THREADS)
+    tc, tw = min(c2, WINDOW_MIN_CHANNELS), min(w2, WINDOW_MIN_COLUMNS)
+    tr = min(shape.r, WINDOW_FLOATS // (tc * (tw + 1)))
+    grow = [("tc", c2), ("tw", w2)]
+    for axis, limit in grow if c_inner else grow[::-1]:
+        while (tc if axis == "tc" else tw) < limit:
+            bigger = (tr, tc * 2, tw) if axis == "tc" else (tr, tc, tw * 2)
+            if _tile_floats(*bigger) > WINDOW_FLOATS:
+                break
+            tr, tc, tw = bigger
+    if tc < WINDOW_MIN_CHANNELS:
+        return WindowTile(tr, tc, tw, tr * tc + 1, 1)
+    return WindowTile(tr, tc, tw, 1, tw + 1)
 
 
 def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
-    """im2win_window: one block per window row (n, p, r) and tile of TW window columns x TC
-    channels (TC the least power of 2 >= C, at most 32; TC * TW = 2**WINDOW_TILE_LOG2), read along
-    the input's innermost axis (c_inner: channels_last strides)."""
-    tc_log2 = min(5, (shape.c - 1).bit_length())  # C >= 1
-    tw = 2 ** (WINDOW_TILE_LOG2 - tc_log2)
-    rows = shape.n * shape.p * shape.r
+    """im2win_window: one block per output row (n, p), tile of TW window columns and tile of TR
+    window rows x TC channels (window_tile), read along the input's innermost axis (c_inner:
+    channels_last strides)."""
+    c_inner = strides[1] == 1 and shape.c > 1
+    tile = window_tile(shape, c_inner)
+    rows = shape.n * shape.p
     if rows > INT32_MAX:
         raise ValueError(
-            f"{rows} window rows (N*P*R) pass the grid's 2**31 - 1 blocks: split the batch"
+            f"{rows} output rows (N*P) pass the grid's 2**31 - 1 blocks: split the batch"
         )
+    tiles_c = _blocks(shape.c, tile.tc)
     args = (
         *strides,
         shape.c,
@@ -103,11 +151,16 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
         *shape.padding,
         shape.p,
         shape.window_width,
-        tc_log2,
-        int(strides[1] == 1 and shape.c > 1),
+        tile.tc.bit_length() - 1,
+        tile.tw.bit_length() - 1,
+        tile.tr,
+        tiles_c,
+        tile.w_pitch,
+        tile.rc_pitch,
+        int(c_inner),
     )
-    grid = (rows, _blocks(shape.window_width, tw), _blocks(shape.c, 2**tc_log2))
-    return Launch("im2win_window", grid, WINDOW_THREADS, args, "llll" + "i" * 11)
+    grid = (rows, _blocks(shape.window_width, tile.tw), tiles_c * _blocks(shape.r, tile.tr))
+    return Launch("im2win_window", grid, WINDOW_THREADS, args, "llll" + "i" * 16)
 
 
 def filter_launch(shape: ConvShape) -> Launch:

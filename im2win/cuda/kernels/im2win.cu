@@ -133,38 +133,110 @@ typedef const int* a_t_arg; /* the t of each run of a thread */
 #define VEC_A (VEC_LOAD && ROW_RUN == 4) /* float4 loads need runs of 4 */
 #define VEC_B (VEC_LOAD && FILTER_RUN % 4 == 0)
 
-/* Phase "transform", as a tiled transpose. Block (row, y, z) copies window row r of output row p of
- * image n (row = (n*P + p)*R + r, input row h = p*sy + r - py), window columns w0 = y*TW .. and
- * channels c0 = z*TC .., into Iw[n][p][w][r][c]: a TC x TW tile of 2^WIN_LOG2 floats (TC = 2^tc_log2,
- * the least power of 2 >= C up to 32) through shared memory, read along the input's innermost axis
- * (w for NCHW, c where c_inner: channels_last) and written along c, so both sides are coalesced
- * and the index math is shifts and masks, not a 64-bit division per element. x is read through its
- * strides (any memory format); zeros outside the input. */
-#define WIN_LOG2 10
+/* Phase "transform": Iw[n][p][w][r][c] = x[n][c][p*sy + r - py][w - px], zero outside the input.
+ * Block (n*P + p, y, z) copies a tile of TR window rows x TC channels x TW window columns of output
+ * row p of image n (window columns w0 = y*TW .., z = channel tile + row tile * channel tiles):
+ * rows r0 = z / tiles_c * TR .., channels c0 = (z % tiles_c) * TC ..; TC and TW powers of 2, at
+ * most WIN_THREADS (im2win/cuda/launch.py window_tile picks them). x is read through its strides
+ * along its innermost axis (w for NCHW, c where c_inner: channels_last), as runs of TW (or TC)
+ * floats; Iw is written along c, where TR = R and TC >= C (most layers) as one contiguous run of
+ * TW*R*C floats a block. Shared memory holds value (r, c, w) at w * w_pitch + (r*TC + c) * rc_pitch,
+ * padded so that the lanes of a request fall in distinct banks (window_tile: rc rows of TW + 1
+ * floats, or for few channels columns of TR*TC + 1). Index math is shifts and masks and, for the
+ * stores' (w, r), one division a thread, then steps. */
+#define WIN_FLOATS 8192
 #define WIN_THREADS 256
+#define WIN_BATCH 8 /* loads a thread has in flight */
 KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 sc, i64 sh, i64 sw,
                           int C, int H, int W, int R, int sy, int py, int px, int P, int Wu,
-                          int tc_log2, int c_inner) {
-  SHARED float tile[(1 << WIN_LOG2) + 32]; /* tile[cl * (TW + 1) + wl]: rows padded by one */
-  const int tw_log2 = WIN_LOG2 - tc_log2, TC = 1 << tc_log2, TW = 1 << tw_log2;
-  const int row = BLOCK_ID_X, r = row % R, np = row / R, p = np % P;
+                          int tc_log2, int tw_log2, int TR, int tiles_c, int w_pitch,
+                          int rc_pitch, int c_inner) {
+  SHARED float tile[WIN_FLOATS];
+  const int TC = 1 << tc_log2, TW = 1 << tw_log2;
+  const int np = BLOCK_ID_X, p = np % P, w0 = BLOCK_ID_Y * TW;
+  const int c0 = (BLOCK_ID_Z % tiles_c) * TC, r0 = (BLOCK_ID_Z / tiles_c) * TR;
+  const int tr = R - r0 < TR ? R - r0 : TR, tc = C - c0 < TC ? C - c0 : TC;
+  const int tw = Wu - w0 < TW ? Wu - w0 : TW;
+  const int h0 = p * sy + r0 - py; /* input row of the tile's first window row */
   const i64 n = np / P;
-  const int h = p * sy + r - py, w0 = BLOCK_ID_Y * TW, c0 = BLOCK_ID_Z * TC;
-  const int in_rows = h >= 0 && h < H;
-  CONST_GLOBAL float* src = x + n * sn + h * sh + c0 * sc + (i64)(w0 - px) * sw; /* tile (0, 0) */
-  GLOBAL float* dst = iw + (((i64)np * Wu + w0) * R + r) * C + c0;
-  const i64 dst_w = (i64)R * C; /* between window columns in Iw */
-  for (int i = THREAD_ID; i < (1 << WIN_LOG2); i += WIN_THREADS) {
-    const int cl = c_inner ? (i & (TC - 1)) : (i >> tw_log2);
-    const int wl = c_inner ? (i >> tc_log2) : (i & (TW - 1));
-    const int wi = w0 + wl - px;
-    tile[cl * (TW + 1) + wl] =
-        in_rows && c0 + cl < C && wi >= 0 && wi < W ? src[cl * sc + wl * sw] : 0.0f;
+  /* the tile's (0, 0, 0) in x; w - px may be negative: read only where in the input */
+  CONST_GLOBAL float* src = x + n * sn + (i64)c0 * sc + (i64)h0 * sh + (i64)(w0 - px) * sw;
+  /* Each loop steps its thread's (r, c, w), its address in x and its place in the tile by
+   * constant increments, carrying at most once a step (the steps and tile sides are powers of 2,
+   * or for the stores' r any step below 2 * tr), so that no address is multiplied out anew. The
+   * loads go WIN_BATCH at a time into registers before any is stored, so that a thread keeps that
+   * many in flight (one at a time, a block's 256 threads wait out the memory latency for each). */
+  float v[WIN_BATCH];
+  int at[WIN_BATCH]; /* the tile index of v[k], -1 past the tile */
+  if (c_inner) {     /* (r, w, c), c fastest: each thread keeps one channel */
+    const int c = THREAD_ID & (TC - 1), step = WIN_THREADS >> tc_log2;
+    const int dw = step & (TW - 1), dr = step >> tw_log2;
+    int w = (THREAD_ID >> tc_log2) & (TW - 1), r = THREAD_ID >> (tc_log2 + tw_log2);
+    CONST_GLOBAL float* s = src + c * sc + r * sh + w * sw;
+    int t = w * w_pitch + ((r << tc_log2) + c) * rc_pitch;
+    const i64 ds = dw * sw + dr * sh, ds_carry = sh - TW * sw;
+    const int dt = dw * w_pitch + (dr << tc_log2) * rc_pitch;
+    const int dt_carry = (TC * rc_pitch) - TW * w_pitch;
+    while (r < tr) {
+#pragma unroll
+      for (int k = 0; k < WIN_BATCH; ++k) {
+        const int h = h0 + r, wi = w0 + w - px;
+        v[k] = r < tr && c < tc && w < tw && h >= 0 && h < H && wi >= 0 && wi < W ? *s : 0.0f;
+        at[k] = r < tr ? t : -1;
+        w += dw, r += dr, s += ds, t += dt;
+        if (w >= TW) w -= TW, ++r, s += ds_carry, t += dt_carry;
+      }
+#pragma unroll
+      for (int k = 0; k < WIN_BATCH; ++k)
+        if (at[k] >= 0) tile[at[k]] = v[k];
+    }
+  } else { /* (r, c, w), w fastest: each thread keeps one window column */
+    const int w = THREAD_ID & (TW - 1), step = WIN_THREADS >> tw_log2, wi = w0 + w - px;
+    const int w_in = w < tw && wi >= 0 && wi < W;
+    const int dc = step & (TC - 1), dr = step >> tc_log2;
+    int c = (THREAD_ID >> tw_log2) & (TC - 1), r = THREAD_ID >> (tw_log2 + tc_log2);
+    CONST_GLOBAL float* s = src + c * sc + r * sh + w * sw;
+    int t = w * w_pitch + ((r << tc_log2) + c) * rc_pitch;
+    const i64 ds = dc * sc + dr * sh, ds_carry = sh - TC * sc;
+    const int dt = step * rc_pitch;
+    while (r < tr) {
+#pragma unroll
+      for (int k = 0; k < WIN_BATCH; ++k) {
+        const int h = h0 + r;
+        v[k] = r < tr && w_in && c < tc && h >= 0 && h < H ? *s : 0.0f;
+        at[k] = r < tr ? t : -1;
+        c += dc, r += dr, s += ds, t += dt;
+        if (c >= TC) c -= TC, ++r, s += ds_carry;
+      }
+#pragma unroll
+      for (int k = 0; k < WIN_BATCH; ++k)
+        if (at[k] >= 0) tile[at[k]] = v[k];
+    }
   }
   SYNC();
-  for (int i = THREAD_ID; i < (1 << WIN_LOG2); i += WIN_THREADS) {
-    const int cl = i & (TC - 1), wl = i >> tc_log2;
-    if (c0 + cl < C && w0 + wl < Wu) dst[wl * dst_w + cl] = tile[cl * (TW + 1) + wl];
+  /* stores in Iw's order (w, r, c), c fastest: each thread keeps one channel and steps (w, r);
+   * WIN_BATCH shared loads before their global stores, for the same reason */
+  const int c = THREAD_ID & (TC - 1), step = WIN_THREADS >> tc_log2;
+  const int dw = step / tr, dr = step - dw * tr;
+  int w = (THREAD_ID >> tc_log2) / tr, r = (THREAD_ID >> tc_log2) - w * tr;
+  GLOBAL float* d = iw + (((i64)np * Wu + w0 + w) * R + r0 + r) * C + c0 + c;
+  int t = w * w_pitch + ((r << tc_log2) + c) * rc_pitch;
+  const i64 dd = ((i64)dw * R + dr) * C, dd_carry = (i64)(R - tr) * C;
+  const int dt = dw * w_pitch + (dr << tc_log2) * rc_pitch;
+  const int dt_carry = w_pitch - (tr << tc_log2) * rc_pitch;
+  if (c >= tc) return;
+  while (w < tw) {
+    GLOBAL float* to[WIN_BATCH];
+#pragma unroll
+    for (int k = 0; k < WIN_BATCH; ++k) {
+      v[k] = w < tw ? tile[t] : 0.0f;
+      to[k] = w < tw ? d : 0;
+      w += dw, r += dr, d += dd, t += dt;
+      if (r >= tr) r -= tr, ++w, d += dd_carry, t += dt_carry;
+    }
+#pragma unroll
+    for (int k = 0; k < WIN_BATCH; ++k)
+      if (to[k]) *to[k] = v[k];
   }
 }
 
