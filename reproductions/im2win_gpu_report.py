@@ -8,6 +8,8 @@ from pathlib import Path
 
 from harness import results
 from im2win.cuda.tuned import architecture_default, no_default_reason
+from im2win.metrics import window_nhwc_elems
+from im2win.shapes import ConvShape
 from reproductions.tables import against, fmt, geomean, grid, table
 
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
@@ -228,8 +230,9 @@ PHASES = {  # the kernels of im2win.cuda.runtime.conv2d, in launch order
 
 def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
     """Where im2win's time goes: each kernel's best ms (runs since 2026-12-04 record them), their
-    sum against the whole call's best, and the convolution kernel alone in TFLOPS and against the
-    same-shape SGEMM."""
+    sum against the whole call's best, the window transform's bandwidth (the input read once and
+    the window tensor written, over its time), and the convolution kernel alone in TFLOPS and
+    against the same-shape SGEMM."""
     im2win = {r["layer"]: r for r in doc["records"] if r.get("impl") == "im2win"}
     rows = []
     for l in layers:
@@ -242,6 +245,7 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
             [l]
             + [fmt(ph.get(k), ".3f") for k in PHASES]
             + [fmt(sum(ph.values()), ".3f"), fmt(r.get("min_ms"), ".3f")]
+            + [fmt(_window_tbps(r, ph.get("im2win_window")), ".2f")]
             + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
         )
     if not rows:
@@ -250,20 +254,31 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
         "## Where im2win's time goes (ms at best, per kernel)\n",
         "Each kernel of one im2win call between CUDA events of its own, timed as the whole call "
         "(L2 flushed before each call); the rest of the whole call's time is the host's launches "
-        "and allocations. The convolution kernel alone in TFLOPS, and against the SGEMM of the "
-        "same shape.\n",
+        "and allocations. The window transform's bandwidth: the input read once and the window "
+        "tensor written (4 bytes a float each), over its time. The convolution kernel alone in "
+        "TFLOPS, and against the SGEMM of the same shape.\n",
         table(
             [
                 "layer",
                 *PHASES.values(),
                 "kernels",
                 "whole call",
+                "transform TB/s",
                 "convolution TFLOPS",
                 "conv / sgemm",
             ],
             rows,
         ),
     ]
+
+
+def _window_tbps(record: dict, ms: float | None) -> float | None:
+    """TB/s of the window transform: its input read once and its window tensor written."""
+    if not ms:
+        return None
+    shape = ConvShape.from_dict(record)
+    floats = shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)
+    return floats * 4 / (ms * 1e-3) / 1e12
 
 
 def _ratio(a, b) -> float | None:

@@ -274,8 +274,8 @@ def _window_table(doc: dict) -> list[str]:
         "loads from x and the stores to the window tensor Iw, wavefronts per ideal wavefront of "
         "the tile's shared stores and loads (1.00: conflict-free), and the share of the store "
         f"lanes that move a value. `{WINDOW_LEGACY}`: the kernel up to that commit (a block a "
-        "window row, TC <= 32 channels x 1024 / TC columns), which the H200 timed at 0.24-1.31 "
-        "TB/s (results/im2win-gpu); now: a block an output row's TR x TC x TW tile.\n",
+        "window row, TC <= 32 channels x 1024 / TC columns), the one whose bandwidth results/im2win-gpu "
+        "records up to the H200 run at cc02389; now: a block an output row's TR x TC x TW tile.\n",
         "| layer | input | kernel | tile TR x TC x TW | x load B / sector | Iw store B / sector "
         "| tile store ways | tile load ways | store lanes busy |",
         "|---|---|---|---|---|---|---|---|---|",

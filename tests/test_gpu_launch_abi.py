@@ -12,6 +12,7 @@ from im2win.cuda.launch import (
     conv_launch,
     direct_launch,
     filter_launch,
+    partial_elems,
     reduce_launch,
     split_slices,
     window_launch,
@@ -253,3 +254,40 @@ def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_defaul
     assert runtime.resolve_config(wide, 0) == for_shape(DEFAULT, wide)
     assert runtime.tile_source(wide, 0) == "default"
     assert not runtime.launch_problems(runtime.resolve_config(wide, 0), 0)
+
+
+def test_a_call_is_planned_once_while_the_tuned_files_stay(fake_gpu, tmp_path, monkeypatch):
+    """runtime.plan: the launches conv2d makes for a shape, input strides and bias, made once and
+    kept; a configuration the autotuner stores since is taken up at the next call."""
+    import types
+
+    import torch
+
+    from im2win.cuda import runtime, tuned
+
+    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr(tuned, "cache_dir", lambda: tmp_path / "cache")
+    props = types.SimpleNamespace(
+        name="PretendGPU", multi_processor_count=132, shared_memory_per_block=48 * 1024
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    monkeypatch.setattr(runtime, "_kernels", lambda config, arch, index: {"config": config})
+    runtime._plan.cache_clear()
+    strides = (CONV12.c * CONV12.h * CONV12.w, CONV12.h * CONV12.w, CONV12.w, 1)
+    first = runtime.plan(CONV12, strides, True, 0)
+    assert runtime.plan(CONV12, list(strides), True, 0) is first
+    config = runtime.resolve_config(CONV12, 0)
+    slices = split_slices(CONV12, config, 132)
+    assert first.kernels["config"] == config.kernel(slices)
+    assert first.launches[:3] == (
+        window_launch(CONV12, strides),
+        filter_launch(CONV12),
+        conv_launch(CONV12, config, True, slices),
+    )
+    assert len(first.launches) == 3 + (slices > 1)
+    assert first.partial_elems == partial_elems(CONV12, config, slices)
+    assert runtime.plan(CONV12, strides, False, 0).launches[2].args[0] == 0  # has_bias
+    tuned.store("sm_90", CONV12, DEFAULT.replace(bm=64, tm=4), 1.0, 10, None)
+    again = runtime.plan(CONV12, strides, True, 0)
+    assert again is not first and again.kernels["config"].bm == 64

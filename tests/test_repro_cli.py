@@ -9,6 +9,7 @@ import torch
 
 import im2win
 from im2win.cpu import levels
+from im2win.shapes import PAPER_GPU_LAYERS
 from reproductions import cli
 
 
@@ -190,6 +191,7 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
         for layer in ("conv1", "conv12")
         for i, impl in enumerate(impls)
     ]
+    records[0] |= PAPER_GPU_LAYERS["conv1"].with_batch(8).as_dict()
     records[0]["min_ms"] = 2.0  # conv1's im2win
     records[0]["phases_ms"] = {"im2win_window": 0.25, "im2win_filter": 0.01, "im2win_conv": 1.5}
     records.append({"layer": "conv1", "impl": "sgemm", "kind": "roofline", "tflops": 2.0})
@@ -209,8 +211,9 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     assert "TestGPU" in text and "| conv12 |" in text and "paper im2win" in text
     assert "16.04" in text  # the authors' conv1 im2win, 8.018 MACs/s x 2
     assert "im2col_cublas" not in text and "| im2col_gemm_loop |" in text  # one id per impl
-    # where the time goes: 1.5 ms of convolution = 1.33 TFLOPS, 0.67x the SGEMM; 1.76 ms of kernels
-    assert "| conv1 | 0.250 | 0.010 | 1.500 | n/a | 1.760 | 2.000 | 1.33 | 0.67 |" in text
+    # where the time goes: 1.5 ms of convolution = 1.33 TFLOPS, 0.67x the SGEMM; 1.76 ms of
+    # kernels; the transform 4,532,736 floats (input and window tensor) in 0.25 ms: 0.07 TB/s
+    assert "| conv1 | 0.250 | 0.010 | 1.500 | n/a | 1.760 | 2.000 | 0.07 | 1.33 | 0.67 |" in text
 
 
 def test_supersam_speed_smoke(tmp_path):

@@ -8,9 +8,11 @@ torch.cuda.max_memory_allocated() sees the window tensor and the reordered filte
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
+from im2win.cuda import tuned
 from im2win.cuda.compile import KERNELS, compile_cubin
 from im2win.cuda.config import DEFAULT, STATIC_SHARED_LIMIT, TileConfig
 from im2win.cuda.launch import (
@@ -24,7 +26,6 @@ from im2win.cuda.launch import (
     split_slices,
     window_launch,
 )
-from im2win.cuda.tuned import stored
 from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
 
@@ -95,7 +96,7 @@ def _stored(shape: ConvShape, index: int) -> tuple[str, TileConfig] | None:
     """The configuration stored for `shape` on this device's architecture (im2win.cuda.tuned.stored)
     where it can launch for the shape: a default measured on other layers may not (a window-band
     variant's shared memory grows with the filter's width and stride)."""
-    found = stored(device_arch(index), shape)
+    found = tuned.stored(device_arch(index), shape)
     if found is None or launch_problems(for_shape(found[1], shape), index):
         return None
     return found
@@ -140,6 +141,49 @@ def workspace_elems(shape: ConvShape, index: int, config: TileConfig | None = No
     return window_nhwc_elems(shape) + filter_elems(shape) + partial_elems(shape, config, slices)
 
 
+@dataclass(frozen=True)
+class CallPlan:
+    """Everything conv2d works out for one shape, input strides, device and configuration before
+    it launches: the kernels and their launches (window, filter, convolution and, with split-K,
+    the reduction) and the floats to allocate."""
+
+    kernels: dict
+    launches: tuple[Launch, ...]
+    window_elems: int
+    filter_elems: int
+    partial_elems: int
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(shape: ConvShape, strides, has_bias: bool, index: int, config, version) -> CallPlan:
+    config = resolve_config(shape, index, config)
+    check_launchable(config, index)
+    slices = split_slices(shape, config, sm_count(index))
+    launches = [
+        window_launch(shape, strides),
+        filter_launch(shape),
+        conv_launch(shape, config, has_bias, slices),
+    ]
+    reduce = reduce_launch(shape, config, slices)
+    return CallPlan(
+        _kernels(config.kernel(slices), device_arch(index), index),
+        (*launches, reduce) if reduce else tuple(launches),
+        window_nhwc_elems(shape),
+        filter_elems(shape),
+        partial_elems(shape, config, slices),
+    )
+
+
+def plan(
+    shape: ConvShape, strides, has_bias: bool, index: int, config: TileConfig | None = None
+) -> CallPlan:
+    """conv2d's plan for `shape` with input `strides` (and a bias or none) on device `index`, made
+    once and kept (the last 64) while the tuned-configuration files resolve_config reads stay as
+    they were."""
+    version = tuned.version(device_arch(index))
+    return _plan(shape, tuple(strides), has_bias, index, config, version)
+
+
 def conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -150,7 +194,7 @@ def conv2d(
     events: list | None = None,
 ) -> torch.Tensor:
     """im2win on validated CUDA float32 tensors: window transform, filter reorder, convolution
-    (and split-K's reduction where the layer has too few tiles for the GPU).
+    (and split-K's reduction where the layer has too few tiles for the GPU), as plan() makes them.
 
     config: the tile configuration; default: the tuned one for this shape and architecture, else
     the architecture's default, else DEFAULT (resolve_config).
@@ -161,38 +205,30 @@ def conv2d(
     """
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
-    arch = device_arch(index)
-    config = resolve_config(shape, index, config)
-    check_launchable(config, index)
-    slices = split_slices(shape, config, sm_count(index))
-    kernels = _kernels(config.kernel(slices), arch, index)
+    call = plan(shape, x.stride(), bias is not None, index, config)
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
-    iw = torch.empty(window_nhwc_elems(shape), device=x.device)
-    fw = torch.empty(filter_elems(shape), device=x.device)
+    iw = torch.empty(call.window_elems, device=x.device)
+    fw = torch.empty(call.filter_elems, device=x.device)
     out = torch.empty(shape.output_shape(), device=x.device, memory_format=torch.channels_last)
-    b = bias.contiguous() if bias is not None else torch.zeros(1, device=x.device)
-
-    def launch(launch: Launch, buffers: list) -> None:
+    partial = torch.empty(call.partial_elems, device=x.device) if call.partial_elems else out
+    # the convolution reads no bias where the plan says there is none: any pointer will do
+    b = bias.contiguous() if bias is not None else out
+    buffers = [
+        [x.data_ptr(), iw.data_ptr()],
+        [weight.data_ptr(), fw.data_ptr()],
+        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
+        [out.data_ptr(), partial.data_ptr()],  # split-K's reduction, where the plan has one
+    ]
+    for launch, args in zip(call.launches, buffers, strict=False):
         if events is None:
-            _launch(kernels, launch, stream, buffers)
-            return
+            _launch(call.kernels, launch, stream, args)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        _launch(kernels, launch, stream, buffers)
+        _launch(call.kernels, launch, stream, args)
         end.record()
         events.append((launch.kernel, start, end))
-
-    launch(window_launch(shape, x.stride()), [x.data_ptr(), iw.data_ptr()])
-    launch(filter_launch(shape), [weight.data_ptr(), fw.data_ptr()])
-    partial = torch.empty(max(partial_elems(shape, config, slices), 1), device=x.device)
-    launch(
-        conv_launch(shape, config, bias is not None, slices),
-        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
-    )
-    reduce = reduce_launch(shape, config, slices)
-    if reduce:
-        launch(reduce, [out.data_ptr(), partial.data_ptr()])
     return out
 
 

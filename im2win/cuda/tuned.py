@@ -59,6 +59,21 @@ def _entry(path: Path, key: str) -> dict | None:
     return _parsed(path, stat.st_ino, stat.st_mtime_ns, stat.st_size).get(key)
 
 
+def version(arch: str) -> tuple:
+    """Which versions of this machine's and the package's files for `arch` stored() would read
+    now (inode, mtime and size of each, None where missing): a cache of what they say stays valid
+    while this does not change."""
+    out = []
+    for path in (tuned_path(arch), tuned_path(arch, SHIPPED)):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
 def _lookup(arch: str, shape: ConvShape, folder: Path | None) -> tuple[str, dict] | None:
     """(source, entry) of the configuration for `shape` on `arch`, in this order: this machine's
     search of the shape ("local"), the package's ("shipped"), this machine's architecture default
