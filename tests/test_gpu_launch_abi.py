@@ -272,22 +272,28 @@ def test_a_call_is_planned_once_while_the_tuned_files_stay(fake_gpu, tmp_path, m
     )
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
-    monkeypatch.setattr(runtime, "_kernels", lambda config, arch, index: {"config": config})
+    kernels = {name: f"<{name}>" for name in runtime.KERNELS}
+    monkeypatch.setattr(runtime, "_kernels", lambda config, arch, index: kernels | {"c": config})
     runtime._plan.cache_clear()
     strides = (CONV12.c * CONV12.h * CONV12.w, CONV12.h * CONV12.w, CONV12.w, 1)
     first = runtime.plan(CONV12, strides, True, 0)
     assert runtime.plan(CONV12, list(strides), True, 0) is first
     config = runtime.resolve_config(CONV12, 0)
     slices = split_slices(CONV12, config, 132)
-    assert first.kernels["config"] == config.kernel(slices)
+    assert first.kernels["c"] == config.kernel(slices)
     assert first.launches[:3] == (
         window_launch(CONV12, strides),
         filter_launch(CONV12),
         conv_launch(CONV12, config, True, slices),
     )
     assert len(first.launches) == 3 + (slices > 1)
+    for launch, (kernel, launch_config, scalars) in zip(
+        first.launches, first.prepared, strict=True
+    ):
+        assert kernel == f"<{launch.kernel}>" and launch_config.grid == launch.grid
+        assert launch_config.block == (launch.block, 1, 1) and scalars == launch.scalars()
     assert first.partial_elems == partial_elems(CONV12, config, slices)
     assert runtime.plan(CONV12, strides, False, 0).launches[2].args[0] == 0  # has_bias
     tuned.store("sm_90", CONV12, DEFAULT.replace(bm=64, tm=4), 1.0, 10, None)
     again = runtime.plan(CONV12, strides, True, 0)
-    assert again is not first and again.kernels["config"].bm == 64
+    assert again is not first and again.kernels["c"].bm == 64

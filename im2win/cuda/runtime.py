@@ -109,12 +109,19 @@ def tile_source(shape: ConvShape, index: int) -> str:
     return found[0] if found else "default"
 
 
-def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
+def _prepared(kernels: dict, launch: Launch) -> tuple:
+    """(kernel, cuda.core LaunchConfig, scalar arguments) of `launch`."""
     from cuda.core import LaunchConfig
-    from cuda.core import launch as cuda_launch
 
     config = LaunchConfig(grid=launch.grid, block=(launch.block, 1, 1))
-    cuda_launch(stream, config, kernels[launch.kernel], *buffers, *launch.scalars())
+    return kernels[launch.kernel], config, launch.scalars()
+
+
+def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
+    from cuda.core import launch as cuda_launch
+
+    kernel, config, scalars = _prepared(kernels, launch)
+    cuda_launch(stream, config, kernel, *buffers, *scalars)
 
 
 def resolve_config(shape: ConvShape, index: int, config: TileConfig | None = None) -> TileConfig:
@@ -149,6 +156,7 @@ class CallPlan:
 
     kernels: dict
     launches: tuple[Launch, ...]
+    prepared: tuple[tuple, ...]  # each launch's _prepared()
     window_elems: int
     filter_elems: int
     partial_elems: int
@@ -165,9 +173,12 @@ def _plan(shape: ConvShape, strides, has_bias: bool, index: int, config, version
         conv_launch(shape, config, has_bias, slices),
     ]
     reduce = reduce_launch(shape, config, slices)
+    launches = (*launches, reduce) if reduce else tuple(launches)
+    kernels = _kernels(config.kernel(slices), device_arch(index), index)
     return CallPlan(
-        _kernels(config.kernel(slices), device_arch(index), index),
-        (*launches, reduce) if reduce else tuple(launches),
+        kernels,
+        launches,
+        tuple(_prepared(kernels, launch) for launch in launches),
         window_nhwc_elems(shape),
         filter_elems(shape),
         partial_elems(shape, config, slices),
@@ -220,13 +231,17 @@ def conv2d(
         [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
         [out.data_ptr(), partial.data_ptr()],  # split-K's reduction, where the plan has one
     ]
-    for launch, args in zip(call.launches, buffers, strict=False):
+    from cuda.core import launch as cuda_launch
+
+    for launch, (kernel, config, scalars), args in zip(
+        call.launches, call.prepared, buffers, strict=False
+    ):
         if events is None:
-            _launch(call.kernels, launch, stream, args)
+            cuda_launch(stream, config, kernel, *args, *scalars)
             continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        _launch(call.kernels, launch, stream, args)
+        cuda_launch(stream, config, kernel, *args, *scalars)
         end.record()
         events.append((launch.kernel, start, end))
     return out
