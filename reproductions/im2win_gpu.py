@@ -23,6 +23,7 @@ from harness.device import first_line, gpu_lost, resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.launch import split_slices
+from im2win.metrics import window_nhwc_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 from reproductions.im2win_gpu_report import render
@@ -206,6 +207,7 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
             record = check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)
             if impl == "im2win":
                 record["phases_ms"] = _phases(xc, wc, bc, shape, cfg)
+                record["window_copy_ms"] = _window_copy_ms(shape, cfg)
             return [record]
 
         records += _guarded(name, impl, measure)
@@ -215,6 +217,16 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     records += _guarded(name, "cudnn_engines", lambda: _cudnn_engines(xc, wc, name, shape, plain))
     records += _guarded(name, "sgemm", lambda: [_sgemm(name, shape, cfg)])
     return records
+
+
+def _window_copy_ms(shape: ConvShape, cfg: dict) -> float:
+    """The window transform's roofline: the best ms of a device-to-device copy (torch's copy_)
+    that reads and writes as many bytes as the transform does (its input once, the window tensor),
+    timed as the whole call is."""
+    floats = -(-(shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)) // 2)
+    src = torch.empty(floats, device="cuda")
+    dst = torch.empty_like(src)
+    return timing.measure_cuda(lambda: dst.copy_(src), cfg["warmup"], cfg["repeat"]).min_ms
 
 
 def _phases(x, w, b, shape: ConvShape, cfg: dict) -> dict[str, float]:

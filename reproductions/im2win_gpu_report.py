@@ -246,6 +246,7 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
             + [fmt(ph.get(k), ".3f") for k in PHASES]
             + [fmt(sum(ph.values()), ".3f"), fmt(r.get("min_ms"), ".3f")]
             + [fmt(_window_tbps(r, ph.get("im2win_window")), ".2f")]
+            + [fmt(_window_tbps(r, r.get("window_copy_ms")), ".2f")]
             + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
         )
     if not rows:
@@ -255,8 +256,9 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
         "Each kernel of one im2win call between CUDA events of its own, timed as the whole call "
         "(L2 flushed before each call); the rest of the whole call's time is the host's launches "
         "and allocations. The window transform's bandwidth: the input read once and the window "
-        "tensor written (4 bytes a float each), over its time. The convolution kernel alone in "
-        "TFLOPS, and against the SGEMM of the same shape.\n",
+        "tensor written (4 bytes a float each), over its time; copy: a device-to-device copy of "
+        "as many bytes, its roofline (in runs that record it). The convolution kernel "
+        "alone in TFLOPS, and against the SGEMM of the same shape.\n",
         table(
             [
                 "layer",
@@ -264,6 +266,7 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
                 "kernels",
                 "whole call",
                 "transform TB/s",
+                "copy TB/s",
                 "convolution TFLOPS",
                 "conv / sgemm",
             ],
