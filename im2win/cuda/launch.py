@@ -110,7 +110,7 @@ def window_tile(shape: ConvShape, c_inner: bool = False) -> WindowTile:
     are), then every window row that fits WINDOW_FLOATS, then more along the input's innermost axis
     (columns for NCHW, so that its short rows are read whole; channels for channels_last) and then
     along the other, up to the powers of 2 above C and Wu and WINDOW_THREADS: NCHW conv1 11 x 4 x
-    128, conv8 3 x 64 x 32, conv12 3 x 256 x 8. Shared memory as rc rows of TW + 1 floats (lanes
+    128, conv8 3 x 32 x 64, conv12 3 x 256 x 8. Shared memory as rc rows of TW + 1 floats (lanes
     along w or along c in distinct banks), or where a tile has fewer channels than a warp's lanes,
     whose stores then span several (w, r), as columns of TR*TC + 1."""
     c2 = min(_pow2_at_least(shape.c), WINDOW_THREADS)
