@@ -123,3 +123,21 @@ def test_the_phases_of_one_call_are_its_kernels():
     whole = measure_cuda(lambda: conv2d(x, w, None, (1, 1), (1, 1), config), 1, 5).min_ms
     assert set(phases) == {e[0] for e in events} and all(v > 0 for v in phases.values())
     assert sum(phases.values()) <= whole * 1.5
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_planned_calls_on_gpu(channels_last):
+    """runtime.conv2d from its plan: the same shape again, with the bias and without it, in either
+    memory format (the window transform reads channels_last along c), each call right."""
+    from im2win.cuda import runtime
+
+    x, w, b = torch.randn(2, 3, 37, 45), torch.randn(8, 3, 11, 11), torch.randn(8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    hits = runtime._plan.cache_info().hits
+    for bias in (b, None, b, None):
+        out = runtime.conv2d(
+            x.cuda(), w.cuda(), None if bias is None else bias.cuda(), (4, 4), (2, 2)
+        )
+        assert max_violation(out.cpu(), x, w, bias, (4, 4), (2, 2)) <= 1.0
+    assert runtime._plan.cache_info().hits >= hits + 2
