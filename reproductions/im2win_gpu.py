@@ -207,7 +207,7 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
             record = check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)
             if impl == "im2win":
                 record["phases_ms"] = _phases(xc, wc, bc, shape, cfg)
-                record["window_copy_ms"] = _window_copy_ms(shape, cfg)
+                record |= _window_copy(shape, cfg)
             return [record]
 
         records += _guarded(name, impl, measure)
@@ -219,14 +219,19 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     return records
 
 
-def _window_copy_ms(shape: ConvShape, cfg: dict) -> float:
-    """The window transform's roofline: the best ms of a device-to-device copy (torch's copy_)
-    that reads and writes as many bytes as the transform does (its input once, the window tensor),
-    timed as the whole call is."""
+def _window_copy(shape: ConvShape, cfg: dict) -> dict:
+    """The window transform's roofline, {"window_copy_ms": the best ms of a device-to-device copy
+    (torch's copy_) that reads and writes as many bytes as the transform does (its input once,
+    the window tensor), timed as the whole call is}; where it cannot run (memory),
+    {"window_copy_failed": why}, and im2win's own record stands."""
     floats = -(-(shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)) // 2)
-    src = torch.empty(floats, device="cuda")
-    dst = torch.empty_like(src)
-    return timing.measure_cuda(lambda: dst.copy_(src), cfg["warmup"], cfg["repeat"]).min_ms
+    try:
+        src = torch.empty(floats, device="cuda")
+        dst = torch.empty_like(src)
+        t = timing.measure_cuda(lambda: dst.copy_(src), cfg["warmup"], cfg["repeat"])
+    except (RuntimeError, AssertionError) as exc:  # out of memory; no CUDA in this torch
+        return {"window_copy_failed": first_line(exc)}
+    return {"window_copy_ms": t.min_ms}
 
 
 def _phases(x, w, b, shape: ConvShape, cfg: dict) -> dict[str, float]:
