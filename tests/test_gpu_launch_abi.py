@@ -222,20 +222,15 @@ def test_a_runs_fastest_variant_over_its_layers_becomes_the_architectures_defaul
     )
 
 
-def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_default(
-    fake_gpu, tmp_path, monkeypatch
-):
-    """resolve_config takes the architecture's default only where it can launch: the window-band
-    kernel in cuBLAS's tiling, measured on narrow filters, needs 71 KB of shared memory on a
-    31 x 31 filter of stride 16, over the 48 KB static limit, so that shape runs DEFAULT (and a
-    run records "default") instead of failing."""
+@pytest.fixture
+def pretend_sm90(fake_gpu, tmp_path, monkeypatch):
+    """A pretended sm_90 GPU (132 SMs, 48 KB of shared memory a block) whose tuned-configuration
+    folders, this machine's and the package's, are empty ones of the test's own."""
     import types
 
     import torch
 
-    from im2win.cuda import runtime, tuned
-    from im2win.cuda.config import VARIANTS
-    from im2win.cuda.launch import for_shape
+    from im2win.cuda import tuned
 
     monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
     monkeypatch.setattr(tuned, "cache_dir", lambda: tmp_path / "cache")
@@ -244,6 +239,17 @@ def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_defaul
     )
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+
+
+def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_default(pretend_sm90):
+    """resolve_config takes the architecture's default only where it can launch: the window-band
+    kernel in cuBLAS's tiling, measured on narrow filters, needs 71 KB of shared memory on a
+    31 x 31 filter of stride 16, over the 48 KB static limit, so that shape runs DEFAULT (and a
+    run records "default") instead of failing."""
+    from im2win.cuda import runtime, tuned
+    from im2win.cuda.config import VARIANTS
+    from im2win.cuda.launch import for_shape
+
     band = VARIANTS["sgemm_tile_band"]
     tuned._write("sm_90", tuned.ARCH_DEFAULT, {"config": dataclasses.asdict(band)}, tuned.SHIPPED)
     narrow = ConvShape(2, 64, 16, 16, 64, 3, 3)
@@ -256,22 +262,11 @@ def test_an_architecture_default_that_cannot_launch_for_a_shape_leaves_it_defaul
     assert not runtime.launch_problems(runtime.resolve_config(wide, 0), 0)
 
 
-def test_a_call_is_planned_once_while_the_tuned_files_stay(fake_gpu, tmp_path, monkeypatch):
+def test_a_call_is_planned_once_while_the_tuned_files_stay(pretend_sm90, monkeypatch):
     """runtime.plan: the launches conv2d makes for a shape, input strides and bias, made once and
     kept; a configuration the autotuner stores since is taken up at the next call."""
-    import types
-
-    import torch
-
     from im2win.cuda import runtime, tuned
 
-    monkeypatch.setattr(tuned, "SHIPPED", tmp_path / "shipped")
-    monkeypatch.setattr(tuned, "cache_dir", lambda: tmp_path / "cache")
-    props = types.SimpleNamespace(
-        name="PretendGPU", multi_processor_count=132, shared_memory_per_block=48 * 1024
-    )
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: props)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
     kernels = {name: f"<{name}>" for name in runtime.KERNELS}
     monkeypatch.setattr(runtime, "_kernels", lambda config, arch, index: kernels | {"c": config})
     runtime._plan.cache_clear()
