@@ -207,7 +207,7 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
             record = check(impl, call, analytic_bytes(impl, shape)) | _kernel_record(impl, shape)
             if impl == "im2win":
                 record["phases_ms"] = _phases(xc, wc, bc, shape, cfg)
-                record |= _window_copy(shape, cfg)
+                record |= _window_alone(name, xc, shape, cfg)
             return [record]
 
         records += _guarded(name, impl, measure)
@@ -219,19 +219,31 @@ def _layer(name: str, shape: ConvShape, gen: torch.Generator, cfg: dict) -> list
     return records
 
 
-def _window_copy(shape: ConvShape, cfg: dict) -> dict:
-    """The window transform's roofline, {"window_copy_ms": the best ms of a device-to-device copy
-    (torch's copy_) that reads and writes as many bytes as the transform does (its input once,
-    the window tensor), timed as the whole call is}; where it cannot run (memory),
-    {"window_copy_failed": why}, and im2win's own record stands."""
+def _window_alone(layer: str, x, shape: ConvShape, cfg: dict) -> dict:
+    """The window transform on its own, each timed as the whole call is: im2win_window
+    ("window_ms"), the kernel up to c72bc28 ("window_rows_ms") and the roofline, a device-to-device
+    copy (torch's copy_) that reads and writes as many bytes ("window_copy_ms"). One that fails
+    (memory) is recorded as "<name>_failed" with why (_guarded), and im2win's own record stands."""
     floats = -(-(shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)) // 2)
-    try:
+
+    def copy():
         src = torch.empty(floats, device="cuda")
         dst = torch.empty_like(src)
-        t = timing.measure_cuda(lambda: dst.copy_(src), cfg["warmup"], cfg["repeat"])
-    except (RuntimeError, AssertionError) as exc:  # out of memory; no CUDA in this torch
-        return {"window_copy_failed": first_line(exc)}
-    return {"window_copy_ms": t.min_ms}
+        return lambda: dst.copy_(src)
+
+    out = {}
+    for name, make in (
+        ("window", lambda: lambda: runtime.window_transform(x, shape)),
+        ("window_rows", lambda: lambda: runtime.window_transform(x, shape, rows=True)),
+        ("window_copy", copy),
+    ):
+
+        def measure(make=make):
+            return [{"ms": timing.measure_cuda(make(), cfg["warmup"], cfg["repeat"]).min_ms}]
+
+        (got,) = _guarded(layer, f"im2win {name}", measure)
+        out[f"{name}_{'failed' if 'failed' in got else 'ms'}"] = got.get("failed", got.get("ms"))
+    return out
 
 
 def _phases(x, w, b, shape: ConvShape, cfg: dict) -> dict[str, float]:

@@ -150,6 +150,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             _engine_table(layers, engines, tf, correct, workspace, skipped, failed, doc, mib),
         ]
     parts += _phase_table(doc, layers, tf)
+    parts += _window_alone_table(doc, layers)
     parts += [
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
         table(
@@ -246,7 +247,6 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
             + [fmt(ph.get(k), ".3f") for k in PHASES]
             + [fmt(sum(ph.values()), ".3f"), fmt(r.get("min_ms"), ".3f")]
             + [fmt(_window_tbps(r, ph.get("im2win_window")), ".2f")]
-            + [fmt(_window_tbps(r, r.get("window_copy_ms")), ".2f")]
             + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
         )
     if not rows:
@@ -256,9 +256,8 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
         "Each kernel of one im2win call between CUDA events of its own, timed as the whole call "
         "(L2 flushed before each call); the rest of the whole call's time is the host's launches "
         "and allocations. The window transform's bandwidth: the input read once and the window "
-        "tensor written (4 bytes a float each), over its time; copy: a device-to-device copy of "
-        "as many bytes, its roofline (in runs that record it). The convolution kernel "
-        "alone in TFLOPS, and against the SGEMM of the same shape.\n",
+        "tensor written (4 bytes a float each), over its time. The convolution kernel alone in "
+        "TFLOPS, and against the SGEMM of the same shape.\n",
         table(
             [
                 "layer",
@@ -266,13 +265,58 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
                 "kernels",
                 "whole call",
                 "transform TB/s",
-                "copy TB/s",
                 "convolution TFLOPS",
                 "conv / sgemm",
             ],
             rows,
         ),
     ]
+
+
+def _window_alone_table(doc: dict, layers: list[str]) -> list[str]:
+    """The window transform on its own: im2win_window, the kernel up to c72bc28 and a copy of as
+    many bytes (runs since 2026-12-04 record them)."""
+    im2win = {r["layer"]: r for r in doc["records"] if r.get("impl") == "im2win"}
+    rows = []
+    for l in layers:
+        r = im2win.get(l, {})
+        if not any(f"{k}_ms" in r or f"{k}_failed" in r for k in WINDOW_ALONE):
+            continue
+        cells = []
+        for k in WINDOW_ALONE:
+            ms = r.get(f"{k}_ms")
+            cells.append(
+                "failed"
+                if f"{k}_failed" in r
+                else f"{fmt(ms, '.3f')} ({fmt(_window_tbps(r, ms), '.2f')})"
+            )
+        speedup = _ratio(r.get("window_rows_ms"), r.get("window_ms"))
+        of_copy = _ratio(r.get("window_copy_ms"), r.get("window_ms"))
+        rows.append([l, *cells, fmt(speedup, ".2f"), fmt(of_copy, ".2f")])
+    if not rows:
+        return []
+    return [
+        "## The window transform on its own (ms at best, TB/s)\n",
+        "Each timed as the whole call is (L2 flushed before each call): im2win_window, the kernel "
+        "conv2d runs (a block an output row's tile of window rows x channels x columns); "
+        "im2win_window_rows, the kernel up to c72bc28 (a block one window row's 32 x 32 tile); and "
+        "a device-to-device copy that reads and writes as many bytes as the transform (the input "
+        "once and the window tensor), its roofline. TB/s as in the table above.\n",
+        table(
+            [
+                "layer",
+                "im2win_window",
+                "c72bc28's kernel",
+                "copy",
+                "speedup over c72bc28's",
+                "of the copy's speed",
+            ],
+            rows,
+        ),
+    ]
+
+
+WINDOW_ALONE = ("window", "window_rows", "window_copy")
 
 
 def _window_tbps(record: dict, ms: float | None) -> float | None:

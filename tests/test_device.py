@@ -214,6 +214,7 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
     measured = [r for r in records if r["impl"] not in ("sgemm", "cudnn_engines")]
     assert [(r["impl"], r["failed"]) for r in measured if r.get("failed")] == []
     assert by_impl["im2win"]["window_copy_failed"]  # its roofline is made on the device: none here
+    assert by_impl["im2win"]["window_rows_failed"]  # (the tensors are CPU ones here)
     assert all(r["correct"] for r in measured), [r["impl"] for r in measured if not r["correct"]]
     variants = [f"im2win_{v}" for v in im2win_gpu.VARIANTS if v != "im2win"]
     assert {"im2win", "direct", "im2col_gemm", "torch", *variants} <= set(by_impl)

@@ -141,3 +141,17 @@ def test_planned_calls_on_gpu(channels_last):
         )
         assert max_violation(out.cpu(), x, w, bias, (4, 4), (2, 2)) <= 1.0
     assert runtime._plan.cache_info().hits >= hits + 2
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["window", "window_rows"])
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_both_window_kernels_on_gpu(layer, rows):
+    """im2win_window and im2win_window_rows (timed beside it in the GPU run) build exactly the CPU
+    transform's window tensor on every paper layer's geometry (reduced)."""
+    from im2win.cuda.runtime import window_transform
+    from im2win.transform import window_nhwc
+
+    shape = reduced(PAPER_LAYERS[layer], n=2, max_out=9)
+    x = torch.randn(shape.input_shape())
+    got = window_transform(x.cuda(), shape, rows)
+    assert torch.equal(got.cpu(), window_nhwc(x, shape))

@@ -250,3 +250,31 @@ def test_sixteen_deep_steps(config):
     _check(x, w, None, (2, 1), 0, config.replace(split_k=2))
     x, w = torch.randn(1, 16, 6, 6), torch.randn(64, 16, 2, 2)
     _check(x, w, torch.randn(64), 1, 0, config)
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["window", "window_rows"])
+@pytest.mark.parametrize(
+    "n, c, h, w, r, s, stride, padding",
+    [
+        (2, 3, 23, 29, 11, 11, (4, 4), (2, 2)),  # conv1's C, R and stride
+        (1, 32, 15, 17, 7, 7, (2, 2), (3, 3)),  # conv4's
+        (2, 70, 6, 9, 3, 3, 1, 1),  # channel tiles, the last cut off
+        (1, 300, 4, 5, 3, 3, 1, 1),
+        (1, 40, 31, 12, 30, 1, 1, 0),  # window rows split across blocks
+        (3, 1, 7, 40, 3, 2, (1, 3), (0, 1)),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_both_window_kernels_build_the_window_tensor(
+    n, c, h, w, r, s, stride, padding, channels_last, rows
+):
+    """im2win_window and im2win_window_rows (the kernel up to c72bc28, timed beside it in the GPU
+    run) each build exactly the window tensor of the CPU transform."""
+    from im2win.transform import window_nhwc
+
+    x = torch.randn(n, c, h, w)
+    pair = [(v, v) if isinstance(v, int) else v for v in (stride, padding)]
+    shape = ConvShape.of(x, torch.empty(2, c, r, s), *pair)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(opencl.window_transform(x, shape, rows), window_nhwc(x, shape))

@@ -25,7 +25,14 @@ from im2win.cuda.source import kernel_source
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
-KERNELS = ("im2win_window", "im2win_filter", "im2win_conv", "splitk_reduce", "direct_conv")
+KERNELS = (
+    "im2win_window",
+    "im2win_window_rows",
+    "im2win_filter",
+    "im2win_conv",
+    "splitk_reduce",
+    "direct_conv",
+)
 
 
 class NvrtcUnavailable(RuntimeError):

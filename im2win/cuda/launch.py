@@ -163,6 +163,35 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
     return Launch("im2win_window", grid, WINDOW_THREADS, args, "llll" + "i" * 16)
 
 
+WINDOW_ROWS_TILE_LOG2 = 10  # im2win_window_rows: floats of a tile (its WIN_ROWS_LOG2)
+
+
+def window_rows_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
+    """im2win_window_rows, the window transform up to c72bc28 (timed beside window_launch's): one
+    block per window row (n, p, r) and tile of TW window columns x TC channels (TC the least power
+    of 2 >= C, at most 32; TC * TW = 2**WINDOW_ROWS_TILE_LOG2)."""
+    tc_log2 = min(5, (shape.c - 1).bit_length())  # C >= 1
+    rows = shape.n * shape.p * shape.r
+    if rows > INT32_MAX:
+        raise ValueError(f"{rows} window rows (N*P*R) pass the grid's 2**31 - 1 blocks")
+    args = (
+        *strides,
+        shape.c,
+        shape.h,
+        shape.w,
+        shape.r,
+        shape.stride[0],
+        *shape.padding,
+        shape.p,
+        shape.window_width,
+        tc_log2,
+        int(strides[1] == 1 and shape.c > 1),
+    )
+    tw = 2 ** (WINDOW_ROWS_TILE_LOG2 - tc_log2)
+    grid = (rows, _blocks(shape.window_width, tw), _blocks(shape.c, 2**tc_log2))
+    return Launch("im2win_window_rows", grid, WINDOW_THREADS, args, "llll" + "i" * 11)
+
+
 def filter_launch(shape: ConvShape) -> Launch:
     """im2win_filter: one thread per element of Fw[T][K]."""
     total = filter_elems(shape)

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import torch
 
-from im2win.cuda.config import TileConfig
+from im2win.cuda.config import DEFAULT, TileConfig
 from im2win.cuda.launch import (
     Launch,
     conv_launch,
@@ -23,6 +23,7 @@ from im2win.cuda.launch import (
     reduce_launch,
     split_slices,
     window_launch,
+    window_rows_launch,
 )
 from im2win.cuda.source import kernel_source
 from im2win.metrics import filter_elems, window_nhwc_elems
@@ -144,6 +145,15 @@ def conv2d(
     if reduce:
         _run(kernel, reduce, [out, partial])
     return _download(out, (shape.n, shape.p, shape.q, shape.k)).permute(0, 3, 1, 2)
+
+
+def window_transform(x: torch.Tensor, shape: ConvShape, rows: bool = False) -> torch.Tensor:
+    """The window tensor Iw [N, P, Wu, R, C] of `shape` for the float32 CPU tensor x, built by the
+    GPU's im2win_window, or with `rows` by im2win_window_rows, emulated on the CPU."""
+    iw = _alloc(window_nhwc_elems(shape))
+    launch = (window_rows_launch if rows else window_launch)(shape, x.stride())
+    _run(for_shape(DEFAULT, shape).kernel(), launch, [_upload_strided(x), iw])
+    return _download(iw, (shape.n, shape.p, shape.window_width, shape.r, shape.c))
 
 
 def direct_conv2d(

@@ -25,6 +25,7 @@ from im2win.cuda.launch import (
     reduce_launch,
     split_slices,
     window_launch,
+    window_rows_launch,
 )
 from im2win.metrics import filter_elems, window_nhwc_elems
 from im2win.shapes import ConvShape
@@ -245,6 +246,19 @@ def conv2d(
         end.record()
         events.append((launch.kernel, start, end))
     return out
+
+
+def window_transform(x: torch.Tensor, shape: ConvShape, rows: bool = False) -> torch.Tensor:
+    """The window tensor Iw [N, P, Wu, R, C] of `shape` for the CUDA float32 input x, built by
+    im2win_window (conv2d's), or with `rows` by im2win_window_rows (the kernel up to c72bc28), so
+    that the GPU run can time the two side by side."""
+    index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    kernels = _kernels(for_shape(DEFAULT, shape).kernel(), device_arch(index), index)
+    iw = torch.empty(shape.n, shape.p, shape.window_width, shape.r, shape.c, device=x.device)
+    launch = (window_rows_launch if rows else window_launch)(shape, x.stride())
+    stream = _TorchStream(torch.cuda.current_stream(x.device))
+    _launch(kernels, launch, stream, [x.data_ptr(), iw.data_ptr()])
+    return iw
 
 
 def direct_conv2d(

@@ -240,6 +240,43 @@ KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 s
   }
 }
 
+/* The window transform as it was up to c72bc28, kept to be timed beside im2win_window in the GPU
+ * run (its phase table) until a GPU has measured the two: a tiled transpose. Block (row, y, z)
+ * copies window row r of output row p of
+ * image n (row = (n*P + p)*R + r, input row h = p*sy + r - py), window columns w0 = y*TW .. and
+ * channels c0 = z*TC .., into Iw[n][p][w][r][c]: a TC x TW tile of 2^WIN_ROWS_LOG2 floats (TC = 2^tc_log2,
+ * the least power of 2 >= C up to 32) through shared memory, read along the input's innermost axis
+ * (w for NCHW, c where c_inner: channels_last) and written along c, so both sides are coalesced
+ * and the index math is shifts and masks, not a 64-bit division per element. x is read through its
+ * strides (any memory format); zeros outside the input. */
+#define WIN_ROWS_LOG2 10
+KERNEL void im2win_window_rows(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 sc, i64 sh, i64 sw,
+                               int C, int H, int W, int R, int sy, int py, int px, int P, int Wu,
+                               int tc_log2, int c_inner) {
+  SHARED float tile[(1 << WIN_ROWS_LOG2) + 32]; /* tile[cl * (TW + 1) + wl]: rows padded by one */
+  const int tw_log2 = WIN_ROWS_LOG2 - tc_log2, TC = 1 << tc_log2, TW = 1 << tw_log2;
+  const int row = BLOCK_ID_X, r = row % R, np = row / R, p = np % P;
+  const i64 n = np / P;
+  const int h = p * sy + r - py, w0 = BLOCK_ID_Y * TW, c0 = BLOCK_ID_Z * TC;
+  const int in_rows = h >= 0 && h < H;
+  CONST_GLOBAL float* src = x + n * sn + h * sh + c0 * sc + (i64)(w0 - px) * sw; /* tile (0, 0) */
+  GLOBAL float* dst = iw + (((i64)np * Wu + w0) * R + r) * C + c0;
+  const i64 dst_w = (i64)R * C; /* between window columns in Iw */
+  for (int i = THREAD_ID; i < (1 << WIN_ROWS_LOG2); i += WIN_THREADS) {
+    const int cl = c_inner ? (i & (TC - 1)) : (i >> tw_log2);
+    const int wl = c_inner ? (i >> tc_log2) : (i & (TW - 1));
+    const int wi = w0 + wl - px;
+    tile[cl * (TW + 1) + wl] =
+        in_rows && c0 + cl < C && wi >= 0 && wi < W ? src[cl * sc + wl * sw] : 0.0f;
+  }
+  SYNC();
+  for (int i = THREAD_ID; i < (1 << WIN_ROWS_LOG2); i += WIN_THREADS) {
+    const int cl = i & (TC - 1), wl = i >> tc_log2;
+    if (c0 + cl < C && w0 + wl < Wu) dst[wl * dst_w + cl] = tile[cl * (TW + 1) + wl];
+  }
+}
+
+
 /* Phase "filter": Fw[t][k] = F[k][c][r][s], t = (s, r, c); one thread per element, along k. */
 KERNEL void im2win_filter(CONST_GLOBAL float* f, GLOBAL float* fw, int K, int C, int R, int S,
                           i64 total) {
