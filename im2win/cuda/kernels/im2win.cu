@@ -181,7 +181,9 @@ KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 s
 #pragma unroll
       for (int k = 0; k < WIN_BATCH; ++k) {
         const int h = h0 + r, wi = w0 + w - px;
-        v[k] = r < tr && c < tc && w < tw && h >= 0 && h < H && wi >= 0 && wi < W ? *s : 0.0f;
+        v[k] = r < tr && c < tc && w < tw && (unsigned)h < (unsigned)H && (unsigned)wi < (unsigned)W
+                   ? *s
+                   : 0.0f;
         at[k] = r < tr ? t : -1;
         w += dw, r += dr, s += ds, t += dt;
         if (w >= TW) w -= TW, ++r, s += ds_carry, t += dt_carry;
@@ -203,7 +205,7 @@ KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 s
 #pragma unroll
       for (int k = 0; k < WIN_BATCH; ++k) {
         const int h = h0 + r;
-        v[k] = r < tr && w_in && c < tc && h >= 0 && h < H ? *s : 0.0f;
+        v[k] = r < tr && w_in && c < tc && (unsigned)h < (unsigned)H ? *s : 0.0f;
         at[k] = r < tr ? t : -1;
         c += dc, r += dr, s += ds, t += dt;
         if (c >= TC) c -= TC, ++r, s += ds_carry;
