@@ -39,6 +39,12 @@ def input_elems(shape: ConvShape) -> int:
     return shape.n * shape.c * shape.h * shape.w
 
 
+def window_transform_elems(shape: ConvShape) -> int:
+    """Elements the window transform moves at least: its input read once, its NHWC window tensor
+    written."""
+    return input_elems(shape) + window_nhwc_elems(shape)
+
+
 def padded_input_elems(shape: ConvShape) -> int:
     """The input with its zero padding in place (direct_nhwc's copy of it)."""
     py, px = shape.padding

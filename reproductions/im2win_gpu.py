@@ -23,7 +23,7 @@ from harness.device import first_line, gpu_lost, resolve_device
 from im2win.cuda import cudnn_engines, runtime
 from im2win.cuda.config import VARIANTS
 from im2win.cuda.launch import split_slices
-from im2win.metrics import window_nhwc_elems
+from im2win.metrics import window_transform_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
 from reproductions.im2win_gpu_report import render
@@ -224,7 +224,7 @@ def _window_alone(layer: str, x, shape: ConvShape, cfg: dict) -> dict:
     ("window_ms"), the kernel up to c72bc28 ("window_rows_ms") and the roofline, a device-to-device
     copy (torch's copy_) that reads and writes as many bytes ("window_copy_ms"). One that fails
     (memory) is recorded as "<name>_failed" with why (_guarded), and im2win's own record stands."""
-    floats = -(-(shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)) // 2)
+    floats = -(-window_transform_elems(shape) // 2)
 
     def copy():
         src = torch.empty(floats, device="cuda")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import results
 from im2win.cuda.tuned import architecture_default, no_default_reason
-from im2win.metrics import window_nhwc_elems
+from im2win.metrics import FLOAT32_BYTES, window_transform_elems
 from im2win.shapes import ConvShape
 from reproductions.tables import against, fmt, geomean, grid, table
 
@@ -323,9 +323,8 @@ def _window_tbps(record: dict, ms: float | None) -> float | None:
     """TB/s of the window transform: its input read once and its window tensor written."""
     if not ms:
         return None
-    shape = ConvShape.from_dict(record)
-    floats = shape.n * shape.c * shape.h * shape.w + window_nhwc_elems(shape)
-    return floats * 4 / (ms * 1e-3) / 1e12
+    floats = window_transform_elems(ConvShape.from_dict(record))
+    return floats * FLOAT32_BYTES / (ms * 1e-3) / 1e12
 
 
 def _ratio(a, b) -> float | None:

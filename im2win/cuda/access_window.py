@@ -13,13 +13,19 @@ TB/s (results/im2win-gpu), so that the two can be set side by side.
 from __future__ import annotations
 
 from im2win.cuda.access_sites import WARP, Site, site
-from im2win.cuda.launch import WINDOW_THREADS, window_launch, window_tile
+from im2win.cuda.launch import (
+    WINDOW_ROWS_TILE_LOG2,
+    WINDOW_THREADS,
+    window_c_inner,
+    window_launch,
+    window_rows_launch,
+    window_tile,
+)
 from im2win.shapes import ConvShape
 
 F = 4  # bytes of a float
 
-LEGACY_TILE_FLOATS = 1024
-LEGACY_MAX_CHANNELS = 32
+LEGACY_TILE_FLOATS = 1 << WINDOW_ROWS_TILE_LOG2  # im2win_window_rows's tile
 
 
 def _strides(shape: ConvShape, channels_last: bool) -> tuple[int, int, int, int]:
@@ -58,7 +64,8 @@ def window_model(shape: ConvShape, channels_last: bool = False, legacy: bool = F
     as byte addresses relative to x and Iw; inactive accesses (outside the input, past C or Wu)
     as the kernel leaves them out."""
     model = _legacy if legacy else _current
-    return model(shape, _strides(shape, channels_last), channels_last and shape.c > 1)
+    strides = _strides(shape, channels_last)
+    return model(shape, strides, window_c_inner(shape, strides))
 
 
 def _current(shape: ConvShape, strides, c_inner: bool) -> list[Site]:
@@ -118,7 +125,9 @@ def _current(shape: ConvShape, strides, c_inner: bool) -> list[Site]:
 
 def _legacy(shape: ConvShape, strides, c_inner: bool) -> list[Site]:
     sn, sc, sh, sw = strides
-    tc_log2 = min(5, (shape.c - 1).bit_length())
+    tc_log2 = window_rows_launch(shape, strides).args[
+        -2
+    ]  # the launch's tile, as the kernel reads it
     tc_, tw_ = 1 << tc_log2, LEGACY_TILE_FLOATS >> tc_log2
     tw_log2 = tw_.bit_length() - 1
     n, p, _ = _block(shape)

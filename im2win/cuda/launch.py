@@ -129,19 +129,14 @@ def window_tile(shape: ConvShape, c_inner: bool = False) -> WindowTile:
     return WindowTile(tr, tc, tw, 1, tw + 1)
 
 
-def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
-    """im2win_window: one block per output row (n, p), tile of TW window columns and tile of TR
-    window rows x TC channels (window_tile), read along the input's innermost axis (c_inner:
-    channels_last strides)."""
-    c_inner = strides[1] == 1 and shape.c > 1
-    tile = window_tile(shape, c_inner)
-    rows = shape.n * shape.p
-    if rows > INT32_MAX:
-        raise ValueError(
-            f"{rows} output rows (N*P) pass the grid's 2**31 - 1 blocks: split the batch"
-        )
-    tiles_c = _blocks(shape.c, tile.tc)
-    args = (
+def window_c_inner(shape: ConvShape, strides: tuple[int, int, int, int]) -> bool:
+    """Whether a window transform reads the input along c (channels_last strides), not along w."""
+    return strides[1] == 1 and shape.c > 1
+
+
+def _window_args(shape: ConvShape, strides: tuple[int, int, int, int]) -> tuple:
+    """The arguments both window-transform kernels take first: x's strides and the geometry."""
+    return (
         *strides,
         shape.c,
         shape.h,
@@ -151,6 +146,23 @@ def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launc
         *shape.padding,
         shape.p,
         shape.window_width,
+    )
+
+
+def window_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> Launch:
+    """im2win_window: one block per output row (n, p), tile of TW window columns and tile of TR
+    window rows x TC channels (window_tile), read along the input's innermost axis (c_inner:
+    channels_last strides)."""
+    c_inner = window_c_inner(shape, strides)
+    tile = window_tile(shape, c_inner)
+    rows = shape.n * shape.p
+    if rows > INT32_MAX:
+        raise ValueError(
+            f"{rows} output rows (N*P) pass the grid's 2**31 - 1 blocks: split the batch"
+        )
+    tiles_c = _blocks(shape.c, tile.tc)
+    args = (
+        *_window_args(shape, strides),
         tile.tc.bit_length() - 1,
         tile.tw.bit_length() - 1,
         tile.tr,
@@ -174,19 +186,7 @@ def window_rows_launch(shape: ConvShape, strides: tuple[int, int, int, int]) -> 
     rows = shape.n * shape.p * shape.r
     if rows > INT32_MAX:
         raise ValueError(f"{rows} window rows (N*P*R) pass the grid's 2**31 - 1 blocks")
-    args = (
-        *strides,
-        shape.c,
-        shape.h,
-        shape.w,
-        shape.r,
-        shape.stride[0],
-        *shape.padding,
-        shape.p,
-        shape.window_width,
-        tc_log2,
-        int(strides[1] == 1 and shape.c > 1),
-    )
+    args = (*_window_args(shape, strides), tc_log2, int(window_c_inner(shape, strides)))
     tw = 2 ** (WINDOW_ROWS_TILE_LOG2 - tc_log2)
     grid = (rows, _blocks(shape.window_width, tw), _blocks(shape.c, 2**tc_log2))
     return Launch("im2win_window_rows", grid, WINDOW_THREADS, args, "llll" + "i" * 11)

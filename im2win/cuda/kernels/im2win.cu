@@ -140,10 +140,10 @@ typedef const int* a_t_arg; /* the t of each run of a thread */
  * most WIN_THREADS (im2win/cuda/launch.py window_tile picks them). x is read through its strides
  * along its innermost axis (w for NCHW, c where c_inner: channels_last), as runs of TW (or TC)
  * floats; Iw is written along c, where TR = R and TC >= C (most layers) as one contiguous run of
- * TW*R*C floats a block. Shared memory holds value (r, c, w) at w * w_pitch + (r*TC + c) * rc_pitch,
- * padded so that the lanes of a request fall in distinct banks (window_tile: rc rows of TW + 1
- * floats, or for few channels columns of TR*TC + 1). Index math is shifts and masks and, for the
- * stores' (w, r), one division a thread, then steps. */
+ * TW*R*C floats a block. Shared memory holds value (r, c, w) at w * w_pitch + (r*TC + c) *
+ * rc_pitch, padded so that the lanes of a request fall in distinct banks (window_tile: rc rows of
+ * TW + 1 floats, or for few channels columns of TR*TC + 1). Index math is shifts and masks and,
+ * for the stores' (w, r), one division a thread, then steps. */
 #define WIN_FLOATS 8192
 #define WIN_THREADS 256
 #define WIN_BATCH 8 /* loads a thread has in flight */
@@ -247,18 +247,18 @@ KERNEL void im2win_window(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 s
 }
 
 /* The window transform as it was up to c72bc28, kept to be timed beside im2win_window in the GPU
- * run (its phase table) until a GPU has measured the two: a tiled transpose. Block (row, y, z)
- * copies window row r of output row p of
- * image n (row = (n*P + p)*R + r, input row h = p*sy + r - py), window columns w0 = y*TW .. and
- * channels c0 = z*TC .., into Iw[n][p][w][r][c]: a TC x TW tile of 2^WIN_ROWS_LOG2 floats (TC = 2^tc_log2,
- * the least power of 2 >= C up to 32) through shared memory, read along the input's innermost axis
- * (w for NCHW, c where c_inner: channels_last) and written along c, so both sides are coalesced
- * and the index math is shifts and masks, not a 64-bit division per element. x is read through its
- * strides (any memory format); zeros outside the input. */
+ * run ("The window transform on its own") until a GPU has measured the two: a tiled transpose.
+ * Block (row, y, z) copies window row r of output row p of image n (row = (n*P + p)*R + r, input
+ * row h = p*sy + r - py), window columns w0 = y*TW .. and channels c0 = z*TC .., into
+ * Iw[n][p][w][r][c]: a TC x TW tile of 2^WIN_ROWS_LOG2 floats (TC = 2^tc_log2, the least power of
+ * 2 >= C up to 32) through shared memory, read along the input's innermost axis (w for NCHW, c
+ * where c_inner: channels_last) and written along c, so both sides are coalesced and the index
+ * math is shifts and masks, not a 64-bit division per element. x is read through its strides (any
+ * memory format); zeros outside the input. */
 #define WIN_ROWS_LOG2 10
-KERNEL void im2win_window_rows(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 sc, i64 sh, i64 sw,
-                               int C, int H, int W, int R, int sy, int py, int px, int P, int Wu,
-                               int tc_log2, int c_inner) {
+KERNEL void im2win_window_rows(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, i64 sc, i64 sh,
+                               i64 sw, int C, int H, int W, int R, int sy, int py, int px, int P,
+                               int Wu, int tc_log2, int c_inner) {
   SHARED float tile[(1 << WIN_ROWS_LOG2) + 32]; /* tile[cl * (TW + 1) + wl]: rows padded by one */
   const int tw_log2 = WIN_ROWS_LOG2 - tc_log2, TC = 1 << tc_log2, TW = 1 << tw_log2;
   const int row = BLOCK_ID_X, r = row % R, np = row / R, p = np % P;
@@ -281,7 +281,6 @@ KERNEL void im2win_window_rows(CONST_GLOBAL float* x, GLOBAL float* iw, i64 sn, 
     if (c0 + cl < C && w0 + wl < Wu) dst[wl * dst_w + cl] = tile[cl * (TW + 1) + wl];
   }
 }
-
 
 /* Phase "filter": Fw[t][k] = F[k][c][r][s], t = (s, r, c); one thread per element, along k. */
 KERNEL void im2win_filter(CONST_GLOBAL float* f, GLOBAL float* fw, int K, int C, int R, int S,
