@@ -155,3 +155,27 @@ def test_both_window_kernels_on_gpu(layer, rows):
     x = torch.randn(shape.input_shape())
     got = window_transform(x.cuda(), shape, rows)
     assert torch.equal(got.cpu(), window_nhwc(x, shape))
+
+
+@pytest.mark.parametrize("variant", ["fused", "sgemm_tile_fit_k_fused"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "unaligned"])
+@pytest.mark.parametrize("layer", list(PAPER_LAYERS))
+def test_fused_kernels_on_the_paper_layers_on_gpu(layer, layout, variant):
+    """The window transform fused into the convolution on every paper layer's geometry (reduced):
+    x NCHW, channels_last (float4 loads where C % 4 == 0) and channels_last starting 4 bytes past
+    16-byte alignment (its loads then scalar); no window tensor allocated."""
+    from im2win.cuda import runtime
+
+    shape = reduced(PAPER_LAYERS[layer], n=2, max_out=9)
+    x, w, b = (torch.randn(s) for s in (shape.input_shape(), shape.weight_shape(), (shape.k,)))
+    xg = x.cuda()
+    if layout != "nchw":
+        xg = xg.contiguous(memory_format=torch.channels_last)
+    if layout == "unaligned":
+        storage = torch.empty(xg.numel() + 1, device="cuda")
+        xg = storage[1:].as_strided(xg.shape, xg.stride()).copy_(xg)
+    config = VARIANTS[variant]
+    index = torch.cuda.current_device()
+    assert runtime.plan(shape, xg.stride(), True, index, config).window_elems == 0
+    out = runtime.conv2d(xg, w.cuda(), b.cuda(), shape.stride, shape.padding, config)
+    assert max_violation(out.cpu(), x, w, b, shape.stride, shape.padding) <= 1.0

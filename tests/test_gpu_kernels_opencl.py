@@ -75,6 +75,8 @@ def test_strided_input_view_and_unaligned_channels():
         "sgemm_tile",
         "sgemm_tile_band",
         "wide_thread_tile",
+        "fused",
+        "sgemm_tile_fit_k_fused",
     ],
 )
 @pytest.mark.parametrize("split_k", [2, 3, 5])
@@ -239,8 +241,9 @@ def test_window_tiles_fit_their_block():
         VARIANTS["im2win"].replace(bk=16, double_buffer=False),
         VARIANTS["wide_thread_tile"].replace(bk=16),
         TileConfig(bm=64, bn=64, bk=16, tm=4, tn=4, wide_index=False),
+        VARIANTS["fused"].replace(bk=16),
     ],
-    ids=["default", "async_copy", "no_double_buffer", "wide_thread_tile", "64x64_4x4"],
+    ids=["default", "async_copy", "no_double_buffer", "wide_thread_tile", "64x64_4x4", "fused"],
 )
 def test_sixteen_deep_steps(config):
     """BK = 16, its A runs in two rounds of the tile's rows: reductions that end mid-step and
@@ -250,6 +253,25 @@ def test_sixteen_deep_steps(config):
     _check(x, w, None, (2, 1), 0, config.replace(split_k=2))
     x, w = torch.randn(1, 16, 6, 6), torch.randn(64, 16, 2, 2)
     _check(x, w, torch.randn(64), 1, 0, config)
+
+
+@pytest.mark.parametrize("variant", ["fused", "sgemm_tile_fit_k_fused"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "view"])
+@pytest.mark.parametrize("c", [3, 8, 1])
+def test_fused_kernels_read_the_input_in_every_layout(variant, layout, c):
+    """The window transform fused into the convolution reads x through its strides: NCHW,
+    channels_last (float4 loads where C % 4 == 0) and a view with a storage offset and a channel
+    stride; each value's place apart (C = 3, 1) or 4 channels of one (r, s) (C = 8); zero padding
+    at every side, both strides, K not a multiple of 4."""
+    base = torch.randn(2, 2 * c, 15, 16)
+    x = {
+        "nchw": base[:, :c].contiguous(),
+        "channels_last": base[:, :c].contiguous(memory_format=torch.channels_last),
+        "view": base[:, 1::2, 1:, 3:],
+    }[layout]
+    w = torch.randn(21, c, 4, 3)
+    _check(x, w, torch.randn(21), (2, 1), (2, 1), VARIANTS[variant])
+    _check(x, w, None, (1, 3), (0, 2), VARIANTS[variant])
 
 
 @pytest.mark.parametrize("rows", [False, True], ids=["window", "window_rows"])

@@ -9,6 +9,7 @@ import pytest
 
 from im2win.cuda.config import DEFAULT
 from im2win.cuda.launch import (
+    CONV_SCALARS,
     conv_launch,
     direct_launch,
     filter_launch,
@@ -24,11 +25,22 @@ SHAPE = ConvShape(2, 3, 9, 11, 5, 3, 2, (2, 1), (1, 0))
 STRIDES = (297, 99, 11, 1)
 
 
-def _signature(kernel: str) -> list[str]:
-    match = re.search(rf"\bvoid\s+{kernel}\(([^)]*)\)", kernel_source(), re.S)
+def _params(kernel: str) -> list[str]:
+    source = kernel_source().replace("\\\n", " ")  # line continuations, as the preprocessor
+    match = re.search(rf"\bvoid\s+{kernel}\(([^)]*)\)", source, re.S)
     assert match, kernel
-    params = [p.strip() for p in match.group(1).split(",")]
+    return [p.strip() for p in match.group(1).split(",")]
+
+
+def _signature(kernel: str) -> list[str]:
+    params = _params(kernel)
     return ["ptr" if "*" in p else ("l" if p.startswith("i64") else "i") for p in params]
+
+
+def test_conv_scalars_are_named_as_in_the_kernel():
+    """launch.CONV_SCALARS, by which callers find a conv launch's scalars, names im2win_conv's
+    parameters after its five buffers, in their order."""
+    assert tuple(p.split()[-1] for p in _params("im2win_conv")[5:]) == CONV_SCALARS
 
 
 @pytest.mark.parametrize(
@@ -66,7 +78,8 @@ def test_split_k_only_where_tiles_cannot_fill_the_gpu():
     assert split_slices(tiny, DEFAULT.replace(split_k=4), 132) == 1
     launch = conv_launch(CONV12, DEFAULT, False, split_slices(CONV12, DEFAULT, 132))
     assert launch.grid[2] == split_slices(CONV12, DEFAULT, 132)
-    assert launch.args[-1] % DEFAULT.bk == 0 and launch.args[-1] * launch.grid[2] >= 4608
+    t_split = launch.args[CONV_SCALARS.index("t_split")]
+    assert t_split % DEFAULT.bk == 0 and t_split * launch.grid[2] >= 4608
 
 
 def test_tuned_configs_this_machines_search_first_then_the_shipped_ones(tmp_path, monkeypatch):
@@ -292,3 +305,59 @@ def test_a_call_is_planned_once_while_the_tuned_files_stay(pretend_sm90, monkeyp
     tuned.store("sm_90", CONV12, DEFAULT.replace(bm=64, tm=4), 1.0, 10, None)
     again = runtime.plan(CONV12, strides, True, 0)
     assert again is not first and again.kernels["c"].bm == 64
+
+
+def test_a_fused_call_plans_no_window_tensor(pretend_sm90, monkeypatch):
+    """A fused configuration (the window transform fused into the convolution): no window launch,
+    no window tensor in the plan or in workspace_elems, the convolution reading x. Its vec_a by
+    the input: float4 loads of x only where channels_last and 16-byte aligned (2), 4 channels of
+    one (r, s) a run where C % 4 == 0 (1), else each value apart (0)."""
+    from im2win.cuda import runtime
+    from im2win.cuda.config import VARIANTS
+    from im2win.metrics import filter_elems
+
+    monkeypatch.setattr(runtime, "_kernels", lambda config, arch, index: {})
+    monkeypatch.setattr(runtime, "_prepared", lambda kernels, launch: None)
+    runtime._plan.cache_clear()
+    fused = VARIANTS["fused"]
+    nchw = (CONV12.c * CONV12.h * CONV12.w, CONV12.h * CONV12.w, CONV12.w, 1)
+    channels_last = (nchw[0], 1, CONV12.w * CONV12.c, CONV12.c)
+    plan = runtime.plan(CONV12, nchw, False, 0, fused)
+    config = runtime.resolve_config(CONV12, 0, fused)
+    slices = split_slices(CONV12, config, 132)
+    assert plan.fused and plan.window_elems == 0
+    assert plan.launches[:2] == (
+        filter_launch(CONV12),
+        conv_launch(CONV12, config, False, slices, nchw),
+    )
+    assert runtime.workspace_elems(CONV12, 0, fused) == filter_elems(CONV12) + partial_elems(
+        CONV12, config, slices
+    )
+
+    def vec_a(shape, strides, aligned=True):
+        conv = runtime.plan(shape, strides, False, 0, fused, aligned).launches[1]
+        return conv.args[CONV_SCALARS.index("vec_a")]
+
+    assert vec_a(CONV12, channels_last) == 2
+    assert vec_a(CONV12, channels_last, aligned=False) == 1
+    assert vec_a(CONV12, nchw) == 1
+    c3 = ConvShape(2, 3, 16, 16, 8, 3, 3)
+    assert vec_a(c3, (768, 1, 48, 3)) == 0  # channels_last, but C = 3
+    unfused = runtime.plan(CONV12, nchw, False, 0, DEFAULT)
+    assert not unfused.fused and unfused.launches[0].kernel == "im2win_window"
+
+
+def test_a_fused_kernel_takes_wide_offsets_by_its_input_not_a_window_tensor():
+    """for_shape's 64-bit offsets: a window tensor past 2**31 floats needs them, but a fused
+    kernel reads no window tensor; its input, through its strides, decides."""
+    from im2win.cuda.config import VARIANTS
+    from im2win.cuda.launch import for_shape
+
+    fused = VARIANTS["fused"]
+    # windows 11 rows high, of stride 1, over a 216M-float input: a 2.3G-float window tensor
+    shape = ConvShape(300, 3, 490, 490, 8, 11, 1)
+    assert for_shape(DEFAULT, shape).wide_index
+    assert not for_shape(fused, shape).wide_index
+    # the same input as a view into a storage 10 times as long: offsets past 2**31
+    strides = (3 * 490 * 490 * 10, 490 * 490, 490, 1)
+    assert for_shape(fused, shape, strides).wide_index

@@ -329,3 +329,59 @@ def test_the_window_model_sees_the_old_kernels_partial_stores():
         assert old["iw_store_bytes_per_sector"] < 10 and old["tile_load_ways"] == 3
     conv12 = window_summary(window_model(PAPER_GPU_LAYERS["conv12"], legacy=True))
     assert conv12["store_lane_use"] < 0.25
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_fused_kernel_reads_each_value_where_the_window_tensor_holds_it(channels_last):
+    """access.input_offset, the fused kernel's index math as the model uses it: for every pixel m
+    and reduction index t of a strided, padded layer, x there (zero in the padding) is the window
+    tensor's A[m][t] (access.window_offset), as the CPU transform builds it."""
+    import torch
+
+    from im2win.transform import window_nhwc
+
+    shape = ConvShape(n=2, c=3, h=7, w=8, k=4, r=3, s=4, stride=(2, 1), padding=(1, 2))
+    x = torch.randn(shape.input_shape())
+    iw = window_nhwc(x, shape).flatten()
+    flat = (x.permute(0, 2, 3, 1) if channels_last else x).flatten()
+    for m in range(shape.n * shape.p * shape.q):
+        for t in range(shape.s * shape.r * shape.c):
+            at = access.input_offset(shape, m, t, channels_last)
+            assert iw[access.window_offset(shape, m, t)] == (0.0 if at is None else flat[at])
+
+
+@pytest.mark.parametrize("layer", ["conv10", "conv12"])
+def test_fused_channels_last_input_loads_use_whole_sectors(layer):
+    """Where C % 4 == 0 a fused kernel's A loads from a channels_last x are float4s of whole
+    sectors, as its twin's from the window tensor; from NCHW, scalar loads (C floats apart)."""
+    shape = PAPER_LAYERS[layer].with_batch(128)
+
+    def a_load(config, channels_last=False):
+        sites = access.model(config, shape, channels_last=channels_last)
+        return next(s for s in sites if s.name.startswith("A ") and s.space == "global")
+
+    fused = a_load(VARIANTS["sgemm_tile_fit_k_fused"], channels_last=True)
+    assert fused.width == 16 and fused.sector_use == 32
+    assert fused.sectors == a_load(VARIANTS["sgemm_tile_fit_k"]).sectors
+    assert a_load(VARIANTS["sgemm_tile_fit_k_fused"]).width == 4
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize(
+    "variant, twin", [("fused", "im2win"), ("sgemm_tile_fit_k_fused", "sgemm_tile_fit_k")]
+)
+def test_a_fused_main_loop_keeps_its_twins_ffma_and_shared_loads(arch, variant, twin):
+    """The fused kernel's main loop (with its loads of x and the carry of its place in the
+    reduction inside it, found as the smallest loop with the most FFMAs) holds its twin's FFMAs
+    and float4 shared loads, touches no local memory, and the kernel never spills."""
+    compiled = compile_cubin(VARIANTS[variant], arch)
+    assert compiled.resources["im2win_conv"].spill_stores == 0
+    try:
+        mix, twin_mix = (
+            sass.loop_mix(c.cubin) for c in (compiled, compile_cubin(VARIANTS[twin], arch))
+        )
+    except sass.DisassemblerUnavailable as exc:
+        pytest.skip(str(exc))
+    assert mix["ffma"] == twin_mix["ffma"] >= 512
+    assert mix["shared_loads"] == twin_mix["shared_loads"]
+    assert set(mix["widths"]["LDS"]) == {128} and mix["local_accesses"] == 0

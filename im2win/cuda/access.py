@@ -36,17 +36,45 @@ __all__ = [
     "KernelIndex",
     "Site",
     "global_sectors",
+    "input_offset",
     "model",
     "shared_pipe_demand",
     "shared_wavefronts",
     "summary",
+    "window_offset",
 ]
 
 
-def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Site]:
+def window_offset(shape: ConvShape, m: int, t: int) -> int:
+    """Where A[m][t] is in the window tensor Iw: pixel m's window start (window_base) + t."""
+    n, rest = divmod(m, shape.p * shape.q)
+    p, q = divmod(rest, shape.q)
+    return ((n * shape.p + p) * shape.window_width + q * shape.stride[1]) * shape.r * shape.c + t
+
+
+def input_offset(shape: ConvShape, m: int, t: int, channels_last: bool = False) -> int | None:
+    """Where a fused kernel reads A[m][t] in a contiguous x (NCHW or channels_last), t = (s, r, c):
+    x[n][c][p*sy + r - py][q*sx + s - px]; None in the zero padding."""
+    n, rest = divmod(m, shape.p * shape.q)
+    p, q = divmod(rest, shape.q)
+    s, rc = divmod(t, shape.r * shape.c)
+    r, c = divmod(rc, shape.c)
+    h = p * shape.stride[0] + r - shape.padding[0]
+    w = q * shape.stride[1] + s - shape.padding[1]
+    if not (0 <= h < shape.h and 0 <= w < shape.w):
+        return None
+    if channels_last:
+        return ((n * shape.h + h) * shape.w + w) * shape.c + c
+    return ((n * shape.c + c) * shape.h + h) * shape.w + w
+
+
+def model(
+    config: TileConfig, shape: ConvShape, legacy: bool = False, channels_last: bool = False
+) -> list[Site]:
     """Every access site of im2win_conv for `config`, over the warps of block (0, 0) and its
-    first BK step, on `shape` (for the global addresses: window starts, K). Models the
-    shared-memory path (config.smem)."""
+    first BK step, on `shape` (for the global addresses: window starts, K; a fused kernel's A
+    values in a contiguous x, NCHW or `channels_last`). Models the shared-memory path
+    (config.smem)."""
     if not config.smem:
         raise ValueError("the access model covers the shared-memory path (smem=True) only")
     config = for_shape(config, shape)  # the kernel the launch runs: fitted, a band for the shape
@@ -55,17 +83,17 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     k = KernelIndex(config, legacy)
     c, threads = config, k.threads
     warps = [range(w * WARP, (w + 1) * WARP) for w in range(threads // WARP)]
-    rc, wu = shape.r * shape.c, shape.window_width
     # float4 global loads: compiled in (VEC_A/VEC_B) and allowed by the launch (vec_a: C % 4 == 0,
-    # vec_b: K % 4 == 0, im2win/cuda/launch.py)
-    vec_a = c.vec_load and k.a_run % 4 == 0 and shape.c % 4 == 0
+    # and for a fused kernel x channels_last; vec_b: K % 4 == 0, im2win/cuda/launch.py)
+    vec_a = c.vec_load and k.a_run % 4 == 0 and shape.c % 4 == 0 and (channels_last or not c.fused)
     vec_b = c.vec_load and k.b_run % 4 == 0 and shape.k % 4 == 0
     out_vec = not legacy and k.tns == 4 and shape.k % 4 == 0
 
-    def base(m: int) -> int:  # window_base(): start of pixel m's window in Iw
-        n, rest = divmod(m, shape.p * shape.q)
-        p, q = divmod(rest, shape.q)
-        return ((n * shape.p + p) * wu + q * shape.stride[1]) * rc
+    def a_address(m: int, t: int) -> int | None:  # A[m][t]'s bytes: in Iw, or in x (fused)
+        if not c.fused:
+            return window_offset(shape, m, t) * 4
+        at = input_offset(shape, m, t, channels_last)
+        return None if at is None else at * 4
 
     sites = []
 
@@ -120,12 +148,12 @@ def model(config: TileConfig, shape: ConvShape, legacy: bool = False) -> list[Si
     # global loads of one step
     a_width = 16 if vec_a else 4
     add(
-        f"A window load (LDG{'.128' if a_width == 16 else ''})",
+        f"A {'input' if c.fused else 'window'} load (LDG{'.128' if a_width == 16 else ''})",
         "global",
         "load",
         a_width,
         [
-            [(base(k.a_runs(t)[r][0]) + k.a_runs(t)[r][1] + j) * 4 for t in warp]
+            [a_address(k.a_runs(t)[r][0], k.a_runs(t)[r][1] + j) for t in warp]
             for warp in warps
             for r in range(k.a_loads // k.a_run)
             for j in range(0, k.a_run, a_width // 4)

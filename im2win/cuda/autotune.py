@@ -1,8 +1,9 @@
 """OpenTuner search over the GPU kernel's compile-time tile parameters, per layer and architecture.
 
 Searched: block tile (bm, bn), K-tile (bk), micro-tile (tm, tn, hence threads = bm/tm * bn/tn),
-the registers cap (min_blocks), the reduction's slices (split_k), cp.async copies (async_copy) and
-the window-band kernel (band; its filter width and stride are the layer's, launch.for_shape).
+the registers cap (min_blocks), the reduction's slices (split_k), cp.async copies (async_copy),
+the window-band kernel (band; its filter width and stride are the layer's, launch.for_shape) and
+the window transform fused into the convolution (fused).
 Configurations that cannot compile or launch are reported to OpenTuner as errors without being
 measured. The known-good tiles of AUTOTUNE_CANDIDATES (the paper's 128x128/8x8 among them) are
 proposed first, so a short search starts from them. The best configuration per (architecture,
@@ -40,6 +41,7 @@ SPACE = {
     "async_copy": [False, True],
     "stages": [2, 3],
     "band": [False, True],  # window bands staged once per 4 pixels (kernels/im2win_band.cu)
+    "fused": [False, True],  # the window transform fused into the convolution (A read from x)
 }
 
 

@@ -43,6 +43,9 @@ class TileConfig:
     # its channels still cover all K of them, half as many channels and twice as many pixels, so
     # no thread multiplies the zeros past K (conv3, conv4, conv7 and conv9 have K = 64)
     fit_k: bool = False
+    # the window transform fused into the convolution: the kernel reads each A value from x where
+    # the transform would have, through x's strides; no window tensor, no transform kernel
+    fused: bool = False
 
     @property
     def threads(self) -> int:
@@ -88,7 +91,8 @@ class TileConfig:
         if self.band:  # two buffers of As[BK][AB_ROW] and Bs[S * BK][BN]
             return 2 * self.bk * (self.band_a_row + self.band_s * self.bn) * FLOAT_BYTES
         buffers = self.stages if self.async_copy else 2 if self.double_buffer else 1
-        index_bytes = 8 if self.wide_index else 4  # one window start per tile row
+        # one window start per tile row (a fused kernel keeps its rows' starts in registers)
+        index_bytes = 0 if self.fused else 8 if self.wide_index else 4
         a_row = self.bm + 4  # As rows are padded by 4 floats
         return self.bm * index_bytes + buffers * self.bk * (a_row + self.bn) * FLOAT_BYTES
 
@@ -154,6 +158,11 @@ class TileConfig:
         for name, size in (("tm", self.tm), ("tn", self.tn)):
             if size > 4 and size % 4:
                 out.append(f"{name}={size}: micro-tiles above 4 must be made of 4-wide sub-tiles")
+        if self.fused and (self.band or self.async_copy or not self.smem):
+            out.append(
+                "fused loads its A values from x through registers into shared memory: not with "
+                "band or async_copy, and only with smem"
+            )
         if self.band:
             out += self._band_problems()
         elif self.smem:
@@ -214,6 +223,7 @@ class TileConfig:
             "WIDE_INDEX": int(self.wide_index),
             "SPLIT_K": int(self.sliced),
             "BAND": int(self.band),
+            "FUSED": int(self.fused),
             **({"BAND_S": self.band_s, "BAND_SX": self.band_sx} if self.band else {}),
         }
 
@@ -281,12 +291,16 @@ VARIANTS: dict[str, TileConfig] = {
     "fit_k_no_double_buffer": DEFAULT.replace(fit_k=True, double_buffer=False),
     "sgemm_tile_fit_k": SGEMM_TILE.replace(fit_k=True),
     "wide_thread_tile": WIDE_THREAD_TILE,  # beyond the paper: 16 x 8 a thread, 2 blocks an SM
+    # beyond the paper: the window transform fused into the convolution (A read from x), in the
+    # default and in the H200 run's fastest tiling (sgemm_tile_fit_k)
+    "fused": DEFAULT.replace(fused=True),
+    "sgemm_tile_fit_k_fused": SGEMM_TILE.replace(fit_k=True, fused=True),
 }
 """The ablation: the full kernel, each of the paper's optimizations switched off, the paper's tiling,
 the default with cp.async copies, 1 and 2 steps ahead, the default staging window bands, cuBLAS's
-256 x 128 tiling, the bands in that tiling, tiles fitted to the layer's output channels, and 16 x 8
-outputs a thread in blocks of 4 warps (each measured beside it before it may become the
-default)."""
+256 x 128 tiling, the bands in that tiling, tiles fitted to the layer's output channels, 16 x 8
+outputs a thread in blocks of 4 warps, and the window transform fused into the convolution (each
+measured beside it before it may become the default)."""
 
 AUTOTUNE_CANDIDATES: list[TileConfig] = [
     TileConfig(bm=bm, bn=bn, bk=bk, tm=tm, tn=tn, min_blocks=mb, wide_index=False)
@@ -313,6 +327,7 @@ AUTOTUNE_CANDIDATES: list[TileConfig] = [
     DEFAULT.replace(band=True, bk=4),
     SGEMM_TILE,
     SGEMM_TILE.replace(band=True, bk=4),
+    SGEMM_TILE.replace(fused=True),
 ]
 """Tile configurations the autotuner proposes first, before its own (all compile for every target,
 and all have conflict-free shared memory access by the model; their spills, occupancy and main-loop

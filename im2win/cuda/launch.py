@@ -54,11 +54,25 @@ def band_depth(bk: int, s: int) -> int:
     return depth
 
 
-def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
+def contiguous_strides(shape: ConvShape) -> tuple[int, int, int, int]:
+    """The strides of a contiguous NCHW input of `shape`."""
+    return (shape.c * shape.h * shape.w, shape.h * shape.w, shape.w, 1)
+
+
+def input_extent(shape: ConvShape, strides: tuple[int, int, int, int] | None) -> int:
+    """Elements from an input's first to its last, through `strides` (None: contiguous)."""
+    strides = contiguous_strides(shape) if strides is None else strides
+    sizes = shape.input_shape()
+    return 1 + sum((n - 1) * abs(st) for n, st in zip(sizes, strides, strict=True))
+
+
+def for_shape(
+    config: TileConfig, shape: ConvShape, strides: tuple[int, int, int, int] | None = None
+) -> TileConfig:
     """`config` made for `shape`: a band kernel for its filter width and column stride (and step
     depth, band_depth; one block an SM past BAND_SLIDE_FLOATS), the block tile fitted to its output
     channels where config.fit_k asks (TileConfig.fitted), and 64-bit offsets when some buffer has
-    2**31 elements or more."""
+    2**31 elements or more (a fused kernel's input read through `strides`: None, contiguous)."""
     if config.band:
         config = config.replace(
             band_s=shape.s, band_sx=shape.stride[1], bk=band_depth(config.bk, shape.s)
@@ -67,7 +81,7 @@ def for_shape(config: TileConfig, shape: ConvShape) -> TileConfig:
             config = config.replace(min_blocks=1)
     config = config.fitted(shape.k)
     largest = max(
-        window_nhwc_elems(shape),  # window tensor
+        input_extent(shape, strides) if config.fused else window_nhwc_elems(shape),  # A's source
         shape.n * shape.p * shape.q * shape.k,  # output
         filter_elems(shape),  # filter
     )
@@ -270,19 +284,49 @@ def partial_elems(shape: ConvShape, config: TileConfig, slices: int) -> int:
     return (slices_used(shape, config, slices) - 1) * shape.n * shape.p * shape.q * shape.k
 
 
-def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: int = 1) -> Launch:
+# im2win_conv's scalars after its five buffers, in the kernel's order (IM2WIN_CONV_ENTRY)
+CONV_SCALARS = (
+    *("has_bias", "N", "C", "K", "R", "S", "sx", "P", "Q", "Wu", "vec_a", "vec_b", "t_split"),
+    *("xn", "xc", "xh", "xw", "H", "W", "sy", "py", "px"),
+)
+
+
+def fused_vec_a(shape: ConvShape, strides: tuple[int, int, int, int], aligned: bool) -> int:
+    """A fused kernel's vec_a: 2 where its runs of 4 values are one float4 of x (C % 4 == 0, x
+    channels_last with every stride a multiple of 4 and its data 16-byte `aligned`), 1 where they
+    are 4 channels of one (r, s) (C % 4 == 0), else 0 (each value's place its own)."""
+    if shape.c % 4:
+        return 0
+    xn, xc, xh, xw = strides
+    return 2 if aligned and xc == 1 and xn % 4 == 0 and xh % 4 == 0 and xw % 4 == 0 else 1
+
+
+def conv_launch(
+    shape: ConvShape,
+    config: TileConfig,
+    has_bias: bool,
+    slices: int = 1,
+    strides: tuple[int, int, int, int] | None = None,
+    aligned: bool = True,
+) -> Launch:
     """im2win_conv: one block per BM x BN output tile and slice of the reduction; float4 loads
     where addresses align.
 
     A rows start at multiples of R*C and step by 4 only when C % 4 == 0 (a band kernel's runs of
-    r*C + c: when R*C % 4 == 0); B rows are K long.
+    r*C + c: when R*C % 4 == 0); B rows are K long. A fused kernel reads x through `strides`
+    (None: contiguous NCHW), whose data is 16-byte `aligned` or not (fused_vec_a); the others take
+    them too, unread.
     """
     if config.band and (config.band_s, config.band_sx) != (shape.s, shape.stride[1]):
         raise ValueError(
             f"a band kernel compiled for S = {config.band_s}, stride {config.band_sx} cannot run "
             f"S = {shape.s}, stride {shape.stride[1]}: make it with launch.for_shape"
         )
-    vec_a = int((shape.r if config.band else 1) * shape.c % 4 == 0)
+    strides = contiguous_strides(shape) if strides is None else tuple(strides)
+    if config.fused:
+        vec_a = fused_vec_a(shape, strides, aligned)
+    else:
+        vec_a = int((shape.r if config.band else 1) * shape.c % 4 == 0)
     vec_b = int(shape.k % 4 == 0)
     t_split = slice_steps(shape, config, slices)
     args = (
@@ -292,13 +336,19 @@ def conv_launch(shape: ConvShape, config: TileConfig, has_bias: bool, slices: in
         vec_a,
         vec_b,
         t_split,
+        *strides,
+        shape.h,
+        shape.w,
+        shape.stride[0],
+        *shape.padding,
     )
     grid = (
         _blocks(pixel_rows(shape, config), config.bm),
         _blocks(shape.k, config.bn),
         slices_used(shape, config, slices),
     )
-    return Launch("im2win_conv", grid, config.threads, args, "i" * len(args))
+    types = "".join("l" if name in ("xn", "xc", "xh", "xw") else "i" for name in CONV_SCALARS)
+    return Launch("im2win_conv", grid, config.threads, args, types)
 
 
 def reduce_launch(shape: ConvShape, config: TileConfig, slices: int) -> Launch | None:

@@ -127,18 +127,22 @@ def conv2d(
     """im2win through the GPU kernels, emulated on the CPU: [N, C, H, W] -> [N, K, P, Q] (float32)."""
     stride, padding = validate(x, weight, bias, stride, padding)
     shape = ConvShape.of(x, weight, stride, padding)
-    config = for_shape(config, shape)
+    config = for_shape(config, shape, x.stride())
     slices = split_slices(shape, config, None)  # split-K only where config.split_k asks
     kernel = config.kernel(slices)
-    iw = _alloc(window_nhwc_elems(shape))
+    xs = _upload_strided(x)  # an OpenCL buffer starts aligned: float4 loads of x where fused
     fw = _alloc(filter_elems(shape))
     out = _alloc(shape.n * shape.p * shape.q * shape.k)
-    _run(kernel, window_launch(shape, x.stride()), [_upload_strided(x), iw])
+    if config.fused:  # the convolution reads x itself
+        iw = xs
+    else:
+        iw = _alloc(window_nhwc_elems(shape))
+        _run(kernel, window_launch(shape, x.stride()), [xs, iw])
     _run(kernel, filter_launch(shape), [_upload(weight), fw])
     partial = _alloc(partial_elems(shape, config, slices))
     _run(
         kernel,
-        conv_launch(shape, config, bias is not None, slices),
+        conv_launch(shape, config, bias is not None, slices, x.stride()),
         [iw, fw, _bias(bias), out, partial],
     )
     reduce = reduce_launch(shape, config, slices)

@@ -125,15 +125,17 @@ def _launch(kernels: dict, launch: Launch, stream, buffers: list) -> None:
     cuda_launch(stream, config, kernel, *buffers, *scalars)
 
 
-def resolve_config(shape: ConvShape, index: int, config: TileConfig | None = None) -> TileConfig:
+def resolve_config(
+    shape: ConvShape, index: int, config: TileConfig | None = None, strides=None
+) -> TileConfig:
     """The configuration conv2d runs `shape` with on device `index`: `config`, else the one stored
     for this shape on this architecture (a search's or a run's), else the architecture's default
     if a run stored one (either only where it can launch for the shape), else DEFAULT (64-bit
-    offsets if needed)."""
+    offsets if needed; a fused kernel's for an input with `strides`, None: contiguous)."""
     if config is None:
         found = _stored(shape, index)
         config = found[1] if found else DEFAULT
-    return for_shape(config, shape)
+    return for_shape(config, shape, strides)
 
 
 def slices_for(shape: ConvShape, index: int, config: TileConfig | None = None) -> int:
@@ -142,18 +144,19 @@ def slices_for(shape: ConvShape, index: int, config: TileConfig | None = None) -
 
 
 def workspace_elems(shape: ConvShape, index: int, config: TileConfig | None = None) -> int:
-    """Floats conv2d allocates besides the output: window tensor, reordered filter and split-K's
-    partial sums."""
+    """Floats conv2d allocates besides the output: window tensor (none where the transform is
+    fused), reordered filter and split-K's partial sums."""
     config = resolve_config(shape, index, config)
     slices = split_slices(shape, config, sm_count(index))
-    return window_nhwc_elems(shape) + filter_elems(shape) + partial_elems(shape, config, slices)
+    window = 0 if config.fused else window_nhwc_elems(shape)
+    return window + filter_elems(shape) + partial_elems(shape, config, slices)
 
 
 @dataclass(frozen=True)
 class CallPlan:
     """Everything conv2d works out for one shape, input strides, device and configuration before
-    it launches: the kernels and their launches (window, filter, convolution and, with split-K,
-    the reduction) and the floats to allocate."""
+    it launches: the kernels and their launches (window (none where the transform is fused),
+    filter, convolution and, with split-K, the reduction) and the floats to allocate."""
 
     kernels: dict
     launches: tuple[Launch, ...]
@@ -161,17 +164,20 @@ class CallPlan:
     window_elems: int
     filter_elems: int
     partial_elems: int
+    fused: bool  # the convolution reads x itself (TileConfig.fused): no window tensor
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(shape: ConvShape, strides, has_bias: bool, index: int, config, version) -> CallPlan:
-    config = resolve_config(shape, index, config)
+def _plan(
+    shape: ConvShape, strides, aligned: bool, has_bias: bool, index: int, config, version
+) -> CallPlan:
+    config = resolve_config(shape, index, config, strides)
     check_launchable(config, index)
     slices = split_slices(shape, config, sm_count(index))
     launches = [
-        window_launch(shape, strides),
+        *([] if config.fused else [window_launch(shape, strides)]),
         filter_launch(shape),
-        conv_launch(shape, config, has_bias, slices),
+        conv_launch(shape, config, has_bias, slices, strides, aligned),
     ]
     reduce = reduce_launch(shape, config, slices)
     launches = (*launches, reduce) if reduce else tuple(launches)
@@ -180,20 +186,26 @@ def _plan(shape: ConvShape, strides, has_bias: bool, index: int, config, version
         kernels,
         launches,
         tuple(_prepared(kernels, launch) for launch in launches),
-        window_nhwc_elems(shape),
+        0 if config.fused else window_nhwc_elems(shape),
         filter_elems(shape),
         partial_elems(shape, config, slices),
+        config.fused,
     )
 
 
 def plan(
-    shape: ConvShape, strides, has_bias: bool, index: int, config: TileConfig | None = None
+    shape: ConvShape,
+    strides,
+    has_bias: bool,
+    index: int,
+    config: TileConfig | None = None,
+    aligned: bool = True,
 ) -> CallPlan:
     """conv2d's plan for `shape` with input `strides` (and a bias or none) on device `index`, made
     once and kept (the last 64) while the tuned-configuration files resolve_config reads stay as
-    they were."""
+    they were. `aligned`: the input's data starts on 16 bytes (a fused kernel's float4 loads)."""
     version = tuned.version(device_arch(index))
-    return _plan(shape, tuple(strides), has_bias, index, config, version)
+    return _plan(shape, tuple(strides), aligned, has_bias, index, config, version)
 
 
 def conv2d(
@@ -217,26 +229,32 @@ def conv2d(
     """
     index = x.device.index if x.device.index is not None else torch.cuda.current_device()
     shape = ConvShape.of(x, weight, stride, padding)
-    call = plan(shape, x.stride(), bias is not None, index, config)
+    call = plan(shape, x.stride(), bias is not None, index, config, x.data_ptr() % 16 == 0)
     stream = _TorchStream(torch.cuda.current_stream(x.device))
     weight = weight.contiguous()
-    iw = torch.empty(call.window_elems, device=x.device)
+    # a fused convolution reads x where the others read the window tensor
+    iw = x if call.fused else torch.empty(call.window_elems, device=x.device)
     fw = torch.empty(call.filter_elems, device=x.device)
     out = torch.empty(shape.output_shape(), device=x.device, memory_format=torch.channels_last)
     partial = torch.empty(call.partial_elems, device=x.device) if call.partial_elems else out
     # the convolution reads no bias where the plan says there is none: any pointer will do
     b = bias.contiguous() if bias is not None else out
-    buffers = [
-        [x.data_ptr(), iw.data_ptr()],
-        [weight.data_ptr(), fw.data_ptr()],
-        [iw.data_ptr(), fw.data_ptr(), b.data_ptr(), out.data_ptr(), partial.data_ptr()],
-        [out.data_ptr(), partial.data_ptr()],  # split-K's reduction, where the plan has one
-    ]
+    buffers = {
+        "im2win_window": [x.data_ptr(), iw.data_ptr()],
+        "im2win_filter": [weight.data_ptr(), fw.data_ptr()],
+        "im2win_conv": [
+            iw.data_ptr(),
+            fw.data_ptr(),
+            b.data_ptr(),
+            out.data_ptr(),
+            partial.data_ptr(),
+        ],
+        "splitk_reduce": [out.data_ptr(), partial.data_ptr()],
+    }
     from cuda.core import launch as cuda_launch
 
-    for launch, (kernel, config, scalars), args in zip(
-        call.launches, call.prepared, buffers, strict=False
-    ):
+    for launch, (kernel, config, scalars) in zip(call.launches, call.prepared, strict=True):
+        args = buffers[launch.kernel]
         if events is None:
             cuda_launch(stream, config, kernel, *args, *scalars)
             continue

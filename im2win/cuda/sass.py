@@ -1,7 +1,7 @@
 """The machine code NVRTC produced: disassembly of a CUBIN (cuobjdump -sass, no GPU needed) and the
 instruction mix of a kernel's main loop.
 
-The main loop is the innermost loop (a backward branch and its target) with the most FFMA
+The main loop is the smallest loop (a backward branch and its target) with the most FFMA
 instructions: for im2win_conv, one BK-deep step of the implicit GEMM. Its mix shows what bounds the
 kernel before it ever runs: FFMA per shared-load instruction, the width of every load and store
 (LDS.128 is one instruction for four floats), local-memory traffic (spills), barriers.
@@ -92,20 +92,17 @@ def disassemble(cubin: bytes, kernel: str) -> list[Instruction]:
 
 
 def main_loop(code: list[Instruction]) -> list[Instruction]:
-    """The innermost loop with the most FFMAs (all of `code` when it has no loop)."""
+    """The smallest loop with the most FFMAs (all of `code` when it has no loop): the innermost one
+    that holds them, with any loop inside it (a fused kernel's carry of its place in the
+    reduction) counted once."""
     loops = []
     for ins in code:
         target = ins.branch_target
         if target is not None and target <= ins.address:
             loops.append([i for i in code if target <= i.address <= ins.address])
-    inner = [
-        body
-        for body in loops
-        if not any(
-            other is not body and set(map(id, other)) < set(map(id, body)) for other in loops
-        )
-    ]
-    return max(inner or [code], key=lambda body: sum(i.opcode == "FFMA" for i in body))
+    return max(
+        loops or [code], key=lambda body: (sum(i.opcode == "FFMA" for i in body), -len(body))
+    )
 
 
 def _width(opcode: str) -> int:

@@ -35,6 +35,10 @@
  *                  at once)
  *   BAND           (not in the paper) im2win_conv from im2win_band.cu instead: a block stages the
  *                  window band its pixels share once per step, not one window row per pixel
+ *   FUSED          (not in the paper) the window transform fused into im2win_conv: its first
+ *                  buffer is x itself, and each A value Iw[base(m) + t] is read where the
+ *                  transform would have taken it from, x[n][c][p*sy + r - py][q*sx + s - px]
+ *                  (zero outside x), through x's strides: no window tensor, no transform kernel
  */
 
 #ifndef BM
@@ -83,6 +87,12 @@ typedef int idx;
 #endif
 #ifndef BAND
 #define BAND 0 /* 1: im2win_conv stages window bands (im2win_band.cu), for BAND_S and BAND_SX */
+#endif
+#ifndef FUSED
+#define FUSED 0 /* 1: im2win_conv reads its A values from x, not from a window tensor */
+#endif
+#if FUSED && (BAND || ASYNC_COPY || !SMEM)
+#error "FUSED loads A through registers into shared memory: not with BAND, ASYNC_COPY or SMEM=0"
 #endif
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS 1 /* blocks per SM the compiler must fit (caps registers per thread) */
@@ -303,16 +313,13 @@ DEVICE idx window_base(idx m, idx M, int P, int Q, int Wu, int sx, idx RC) {
 
 /* Global -> registers for one BK-deep step at t0: ra[r * ROW_RUN ..] = A[row of run r][t0 + RUN_T(r)
  * ..] (a_base[r]: that row's window start; pixel 0's for rows past the last pixel, whose sums are
- * never stored), rb[r * FILTER_RUN ..] = Fw[t0 + b_t + r * FILTER_ROWS_APART][kb ..]; zero past the
- * reduction and K. float4 loads when compiled in and the launch says addresses align. Where every
- * run of a thread has the same t (A_ROUNDS == 1), one bounds check serves them all: checked run by
- * run, as 16-deep steps must, the main loop of sgemm_tile, fit_k and wide_thread_tile grew by
- * 13-38 instructions on sm_90. */
-DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx* a_base,
-                      a_t_arg a_t, int b_t, int kb, int T, int K, int t0, int vec_a, int vec_b,
-                      float* ra, float* rb) {
+ * never stored); zero past the reduction. float4 loads when compiled in and the launch says
+ * addresses align. Where every run of a thread has the same t (A_ROUNDS == 1), one bounds check
+ * serves them all: checked run by run, as 16-deep steps must, the main loop of sgemm_tile, fit_k
+ * and wide_thread_tile grew by 13-38 instructions on sm_90. */
+DEVICE void load_a(CONST_GLOBAL float* iw, const idx* a_base, a_t_arg a_t, int T, int t0,
+                   int vec_a, float* ra) {
 #if A_ROUNDS > 1
-  const int tb = t0 + b_t;
   for (int r = 0; r < ROW_RUNS; ++r) {
     const int ta = t0 + a_t[r];
 #if VEC_A
@@ -325,7 +332,7 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx*
         ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
   }
 #else
-  const int ta = t0 + a_t, tb = t0 + b_t;
+  const int ta = t0 + a_t;
 #if VEC_A
   if (vec_a && ta + 4 <= T) {
     for (int r = 0; r < ROW_RUNS; ++r) {
@@ -338,6 +345,77 @@ DEVICE void load_step(CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, const idx*
       for (int j = 0; j < ROW_RUN; ++j)
         ra[r * ROW_RUN + j] = ta + j < T ? iw[a_base[r] + ta + j] : 0.0f;
 #endif
+}
+
+#if FUSED
+/* Where a thread's A values lie in x (FUSED): t = (s*R + r)*C + c, as (s, r, c). A thread keeps
+ * the place of each distinct t it loads (one where A_ROUNDS == 1) and steps it by BK a step, so
+ * that only the block's first step divides. */
+#define A_PLACES (A_ROUNDS > 1 ? ROW_RUNS : 1)
+typedef struct {
+  int c, r, s;
+} tplace;
+DEVICE tplace tplace_at(int t, int C, int R) {
+  tplace at;
+  at.s = t / (R * C);
+  t -= at.s * R * C;
+  at.r = t / C;
+  at.c = t - at.r * C;
+  return at;
+}
+DEVICE void tplace_step(tplace* at, int d, int C, int R) {
+  at->c += d;
+  while (at->c >= C) { /* at most once where C >= d (BK: every paper layer but C = 3's) */
+    at->c -= C;
+    if (++at->r == R) at->r = 0, ++at->s;
+  }
+}
+
+/* load_a for FUSED: run r's values t = t0 + RUN_T(r) .. of tile row RUN_ROW(r), whose window's
+ * (r, s) = (0, 0) corner is x + a_base[r] at input row a_h[r] and column a_w[r] (negative in the
+ * padding; rows past the last pixel: pixel 0's), read where the window transform would read them,
+ * zero outside x and past the reduction. vec_a (the launch's): 0: each value's (s, r, c) apart; 1:
+ * C % 4 == 0, so a run's values are channels c .. of one (r, s); 2: and float4 loads (x
+ * channels_last, 16-byte aligned). Then every place steps to the next step's t. */
+DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, const int* a_w,
+                     tplace* place, a_t_arg a_t, int T, int t0, int vec_a, idx xc, idx xh,
+                     idx xw, int C, int R, int H, int W, float* ra) {
+  for (int r = 0; r < ROW_RUNS; ++r) {
+    tplace v = place[A_PLACES > 1 ? r : 0];
+    const int ta = t0 + RUN_T(r);
+    if (vec_a && ta + ROW_RUN <= T) {
+      const int in =
+          (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
+      CONST_GLOBAL float* src = x + a_base[r] + v.s * xw + v.r * xh + v.c * xc;
+#if VEC_A
+      if (vec_a == 2) {
+        const float4 f = in ? LOAD4(src) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
+        ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
+        continue;
+      }
+#endif
+      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? src[j * xc] : 0.0f;
+      continue;
+    }
+    for (int j = 0; j < ROW_RUN; ++j) { /* each value's place stepped from the last's */
+      const int in = ta + j < T && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
+                     (unsigned)(a_w[r] + v.s) < (unsigned)W;
+      ra[r * ROW_RUN + j] = in ? x[a_base[r] + v.s * xw + v.r * xh + v.c * xc] : 0.0f;
+      if (++v.c == C) { /* one carry at most (an offset stepped along spilled at 128 registers) */
+        v.c = 0;
+        if (++v.r == R) v.r = 0, ++v.s;
+      }
+    }
+  }
+  for (int i = 0; i < A_PLACES; ++i) tplace_step(&place[i], BK, C, R);
+}
+#endif
+
+/* rb[r * FILTER_RUN ..] = Fw[t0 + b_t + r * FILTER_ROWS_APART][kb ..]; zero past the reduction and
+ * K; float4 loads when compiled in and the launch says addresses align. */
+DEVICE void load_b(CONST_GLOBAL float* fw, int b_t, int kb, int T, int K, int t0, int vec_b,
+                   float* rb) {
+  const int tb = t0 + b_t;
   for (int r = 0; r < FILTER_RUNS; ++r) {
     const int tr = tb + r * FILTER_ROWS_APART;
     float* run = rb + r * FILTER_RUN;
@@ -437,12 +515,15 @@ DEVICE int tile_col(int wn0, int lx, int j) {
     for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
 /* The convolution kernel's entry point, one for the row kernel below and the window-band kernel
- * (im2win_band.cu, BAND): the same buffers and scalars, so that one launch serves both. */
+ * (im2win_band.cu, BAND): the same buffers and scalars, so that one launch serves both. iw is the
+ * window tensor, or where FUSED the input x, read through its strides xn, xc, xh, xw (with H, W,
+ * sy, py and px, which only FUSED reads). */
 #define IM2WIN_CONV_ENTRY                                                                      \
   KERNEL LAUNCH_BOUNDS(THREADS, MIN_BLOCKS) void im2win_conv(                                  \
       CONST_GLOBAL float* iw, CONST_GLOBAL float* fw, CONST_GLOBAL float* bias,                \
       GLOBAL float* out, GLOBAL float* partial, int has_bias, int N, int C, int K, int R,      \
-      int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b, int t_split)
+      int S, int sx, int P, int Q, int Wu, int vec_a, int vec_b, int t_split, i64 xn, i64 xc,  \
+      i64 xh, i64 xw, int H, int W, int sy, int py, int px)
 
 #if !BAND
 /* Phase "convolve". grid = (ceil(M / BM), ceil(K / BN), slices), block = THREADS; block z reduces
@@ -454,14 +535,18 @@ IM2WIN_CONV_ENTRY {
   BLOCK_START(S * R * C)
 
 #if SMEM
+#if !FUSED
   SHARED idx row_base[BM];
+#endif
   SHARED ALIGN16 float As[NBUF][BK][AS_ROW]; /* A transposed: As[t][row], rows padded */
   SHARED ALIGN16 float Bs[NBUF][BK][BN];
-  for (int i = tid; i < BM; i += THREADS) { /* rows past the last pixel: pixel 0's (see load_step) */
+#if !FUSED
+  for (int i = tid; i < BM; i += THREADS) { /* rows past the last pixel: pixel 0's (see load_a) */
     const idx base = window_base(m0 + i, M, P, Q, Wu, sx, RC);
     row_base[i] = base < 0 ? 0 : base;
   }
   SYNC();
+#endif
 
   /* This thread's share of a step: A runs id = tid + r*THREADS -> (row id / RUNS_PER_ROW,
    * t (id % RUNS_PER_ROW) * ROW_RUN ..), rows A_ROWS_APART apart,
@@ -483,7 +568,28 @@ IM2WIN_CONV_ENTRY {
 #endif
   const int b_t = tid * FILTER_RUN / BN, b_k = tid * FILTER_RUN % BN;
   idx a_base[ROW_RUNS];
+#if FUSED
+  /* each run's window corner in x (its row's pixel; pixel 0's past the last), and its place */
+  const idx xc_ = (idx)xc, xh_ = (idx)xh, xw_ = (idx)xw;
+  int a_h[ROW_RUNS], a_w[ROW_RUNS];
+  for (int r = 0; r < ROW_RUNS; ++r) {
+    const idx m = m0 + RUN_ROW(r) < M ? m0 + RUN_ROW(r) : 0;
+    const idx n = m / ((idx)P * Q);
+    const int pq = (int)(m - n * P * Q), p = pq / Q;
+    a_h[r] = p * sy - py, a_w[r] = (pq - p * Q) * sx - px;
+    a_base[r] = n * (idx)xn + a_h[r] * xh_ + a_w[r] * xw_;
+  }
+  tplace place[A_PLACES];
+  for (int i = 0; i < A_PLACES; ++i) place[i] = tplace_at(t_begin + RUN_T(i), C, R);
+#define LOAD_A(t0) \
+  load_a_x(iw, a_base, a_h, a_w, place, a_t, T, t0, vec_a, xc_, xh_, xw_, C, R, H, W, ra)
+#else
   for (int r = 0; r < ROW_RUNS; ++r) a_base[r] = row_base[RUN_ROW(r)];
+#define LOAD_A(t0) load_a(iw, a_base, a_t, T, t0, vec_a, ra)
+#endif
+#define LOAD_STEP(t0) \
+  LOAD_A(t0);         \
+  load_b(fw, b_t, k0 + b_k, T, K, t0, vec_b, rb)
 #define B_ROW(buf, r) Bs[buf][b_t + (r) * FILTER_ROWS_APART]
 #if VEC_B
 #define STORE_B(buf)                                                                           \
@@ -544,7 +650,7 @@ IM2WIN_CONV_ENTRY {
   }
   CP_ASYNC_WAIT(STAGES - 2); /* step 0 has landed */
 #else
-  load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t_begin, vec_a, vec_b, ra, rb);
+  LOAD_STEP(t_begin);
   STORE_STEP(0);
 #endif
   SYNC();
@@ -561,8 +667,9 @@ IM2WIN_CONV_ENTRY {
 #else
     const int cur = DOUBLE_BUFFER ? (t0 / BK) & 1 : 0; /* t_begin / BK is even: 0 first */
     const int more = t0 + BK < T;
-    if (PREFETCH && more) /* loads in flight while computing below */
-      load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
+    if (PREFETCH && more) { /* loads in flight while computing below */
+      LOAD_STEP(t0 + BK);
+    }
 #endif
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {                 /* phase "compute": the micro-kernel */
@@ -590,8 +697,9 @@ IM2WIN_CONV_ENTRY {
 #if ASYNC_COPY
       CP_ASYNC_WAIT(STAGES - 2); /* the next step has landed */
 #else
-      if (!PREFETCH)
-        load_step(iw, fw, a_base, a_t, b_t, k0 + b_k, T, K, t0 + BK, vec_a, vec_b, ra, rb);
+      if (!PREFETCH) {
+        LOAD_STEP(t0 + BK);
+      }
       if (!DOUBLE_BUFFER) SYNC(); /* all reads of the only buffer done before it is refilled */
       STORE_STEP(DOUBLE_BUFFER ? (cur ^ 1) : 0);
 #endif
