@@ -116,6 +116,7 @@ def run(scale: str = "all", results_dir: Path | None = None, progress: bool = Tr
             for s in sites
         ]
     records += _window_records()
+    records += _fused_records()
     config = {
         "scale": scale,
         "configs": {n: c.defines() for n, c in CONFIGS.items()},
@@ -162,6 +163,33 @@ def _window_records() -> list[dict]:
     return out
 
 
+FUSED_PAIR = ("sgemm_tile_fit_k", "sgemm_tile_fit_k_fused")  # a kernel over Iw, and fused
+
+
+def _fused_records() -> list[dict]:
+    """The A-tile loads of a step of FUSED_PAIR by the access model, on the GPU paper's layers at
+    batch 128, input NCHW and channels_last: from the window tensor, and from x itself."""
+    out = []
+    for layer, shape in PAPER_GPU_LAYERS.items():
+        for channels_last in (False, True):
+            for name in FUSED_PAIR:
+                sites = access.model(VARIANTS[name], shape, channels_last=channels_last)
+                load = next(s for s in sites if s.space == "global" and s.name.startswith("A "))
+                out.append(
+                    {
+                        "kind": "fused_access",
+                        "layer": layer,
+                        "input": "channels_last" if channels_last else "NCHW",
+                        "config": name,
+                        "width": load.width,
+                        "requests": load.requests,
+                        "sectors": load.sectors,
+                        "bytes_used": load.bytes_used,
+                    }
+                )
+    return out
+
+
 def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in doc["records"] if r.get("kernel") == "im2win_conv"]
@@ -187,7 +215,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             f"{r['occupancy']:.0%} "
             f"({r['occupancy_limited_by']}) |"
         )
-    lines += _mix_table(doc) + _access_table(doc) + _window_table(doc)
+    lines += _mix_table(doc) + _access_table(doc) + _window_table(doc) + _fused_table(doc)
     lines += _goals(doc, rows)
     path = out_dir / "README.md"
     results.atomic_write(path, "\n".join(lines) + "\n")
@@ -204,10 +232,12 @@ def _mix_table(doc: dict) -> list[str]:
         return []
     out = [
         "\n## Main loop instruction mix\n",
-        "im2win_conv's innermost loop with the most FFMAs, disassembled from the NVRTC CUBIN "
+        "im2win_conv's smallest loop with the most FFMAs, disassembled from the NVRTC CUBIN "
         "(cuobjdump -sass; im2win/cuda/sass.py). Widths in bits per thread: an LDS.128 loads four "
         "floats. LDGSTS = cp.async copies global -> shared (async_copy variants). Local = LDL/STL "
-        "inside the loop (spills).\n",
+        "inside the loop (spills). Static counts: a fused kernel's loop holds both of its ways of "
+        "loading x (float4 runs, and each value apart for C % 4 != 0) and the carry of its place "
+        "in the reduction, of which a step runs one way.\n",
         "| config | arch | instructions | FFMA | shared loads | FFMA per shared load | LDS | "
         "STS | LDG | LDGSTS | local | barriers |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -287,6 +317,37 @@ def _window_table(doc: dict) -> list[str]:
             f"{r['x_load_bytes_per_sector']:.1f} | {r['iw_store_bytes_per_sector']:.1f} | "
             f"{r['tile_store_ways']:.2f} | {r['tile_load_ways']:.2f} | "
             f"{r['store_lane_use']:.0%} |"
+        )
+    return out
+
+
+def _fused_table(doc: dict) -> list[str]:
+    rows = [r for r in doc["records"] if r.get("kind") == "fused_access"]
+    if not rows:
+        return []
+    unfused, fused = FUSED_PAIR
+    by = {(r["layer"], r["input"], r["config"]): r for r in rows}
+    out = [
+        "\n## The A tile's loads, from the window tensor and fused (GPU paper layers, batch 128)\n",
+        f"One step of block (0, 0) by the access model (im2win/cuda/access.py), not measured: "
+        f"`{unfused}` loads its A tile from the window tensor Iw, `{fused}` (the window transform "
+        "fused into the convolution) from x itself. Bytes a lane loads, 32-byte sectors the "
+        "step's requests touch and the useful bytes of each. The fused kernel has no transform "
+        "kernel before it and no window tensor.\n",
+        "| layer | input | Iw: B a lane | sectors | B / sector | fused: B a lane | sectors | "
+        "B / sector | fused / Iw sectors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = dict.fromkeys((r["layer"], r["input"]) for r in rows)
+    for layer, layout in keys:
+        a, b = by.get((layer, layout, unfused)), by.get((layer, layout, fused))
+        if not (a and b):
+            continue
+        cells = [
+            f"{r['width']} | {r['sectors']} | {r['bytes_used'] / r['sectors']:.1f}" for r in (a, b)
+        ]
+        out.append(
+            f"| {layer} | {layout} | {cells[0]} | {cells[1]} | {b['sectors'] / a['sectors']:.2f} |"
         )
     return out
 
