@@ -35,11 +35,13 @@ import gc
 from collections.abc import Callable
 from pathlib import Path
 
+MEMORY_CALLS = 3  # calls a measurement takes the median of
 METHOD = (
-    "peak resident set (VmHWM after resetting it through /proc/self/clear_refs) during one call "
-    "minus the resident set before it; glibc set to mmap every allocation >= 64 KiB "
-    "(M_MMAP_THRESHOLD) and free heap pages returned to the OS (malloc_trim) before each call, so "
-    "buffers freed by earlier calls are not silently reused; "
+    "peak resident set (VmHWM after resetting it through /proc/self/clear_refs) during a call "
+    f"minus the resident set before it, the median of {MEMORY_CALLS} calls (other memory the "
+    "process frees or takes during one call moves that call's figure); glibc set to mmap every "
+    "allocation >= 64 KiB (M_MMAP_THRESHOLD) and free heap pages returned to the OS (malloc_trim) "
+    "before each call, so buffers freed by earlier calls are not silently reused; "
     "extra_mem_bytes = that increase minus the output tensor's bytes"
 )
 STEADY_METHOD = (
@@ -105,6 +107,19 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not in {_STATUS}")
+
+
+def median_peak_increase_bytes(
+    fn: Callable[[], object], calls: int = MEMORY_CALLS
+) -> tuple[int, list[int], object]:
+    """(the median of `calls` calls' peak_increase_bytes, each call's, the last call's result):
+    one call's figure moves with whatever else the process frees or takes meanwhile (seen: an
+    im2col buffer measured 3% under its own size in one run of several)."""
+    increases, result = [], None
+    for _ in range(calls):
+        increase, result = peak_increase_bytes(fn)
+        increases.append(increase)
+    return sorted(increases)[len(increases) // 2], increases, result
 
 
 def peak_increase_bytes(fn: Callable[[], object]) -> tuple[int, object]:

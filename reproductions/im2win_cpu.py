@@ -262,8 +262,9 @@ def run(
                 if mem_ok:
                     call = _call(impl, x, w, b, shape)
                     call()
-                    increase, out = memory.peak_increase_bytes(call)
+                    increase, calls, out = memory.median_peak_increase_bytes(call)
                     rec["peak_rss_increase_bytes"] = increase
+                    rec["peak_rss_increase_bytes_calls"] = calls
                     rec["extra_mem_bytes"] = max(0, increase - out.numel() * out.element_size())
                 else:
                     rec["peak_rss_increase_bytes"] = rec["extra_mem_bytes"] = None

@@ -83,6 +83,17 @@ def _microkernel_line(doc: dict) -> str:
     )
 
 
+def _memory_calls(doc: dict) -> str:
+    """The calls each memory figure comes from: the median of several (runs since 2026-12-04
+    record each call's), or one."""
+    calls = [
+        r["peak_rss_increase_bytes_calls"]
+        for r in doc["records"]
+        if r.get("peak_rss_increase_bytes_calls")
+    ]
+    return f"a call, the median of {len(calls[0])} calls," if calls else "one call"
+
+
 def memory_table(doc: dict) -> str:
     layers, impls, measured = grid(doc, "extra_mem_bytes")
     _, _, formula = grid(doc, "extra_mem_formula_bytes")
@@ -105,8 +116,9 @@ def memory_table(doc: dict) -> str:
     ]
     return (
         "Extra memory per call in MiB: measured (formula). Measured = peak resident-set increase "
-        "during the call minus the output; formula = im2win.IMPLEMENTATIONS[impl].extra_bytes "
-        "(n/a: oneDNN's internal workspace has no public formula).\n\n"
+        f"during {_memory_calls(doc)} minus the output; formula = "
+        "im2win.IMPLEMENTATIONS[impl].extra_bytes (n/a: oneDNN's internal workspace has no public "
+        "formula).\n\n"
         + table(["layer", *impls], rows)
         + "\nim2win extra memory relative to im2col_gemm (goal: <= 0.5 on every layer):\n\n"
         + table(["layer", "im2win / im2col_gemm"], ratio)

@@ -92,6 +92,11 @@ def test_memory_sees_a_large_buffer():
     memory.exact_large_allocations()
     increase, _ = memory.peak_increase_bytes(lambda: torch.ones(64 * 2**20 // 4).sum())
     assert 60 * 2**20 <= increase <= 80 * 2**20
+    median, each, _ = memory.median_peak_increase_bytes(
+        lambda: torch.ones(64 * 2**20 // 4).sum(), calls=3
+    )
+    assert len(each) == 3 and median == sorted(each)[1]
+    assert 60 * 2**20 <= median <= 80 * 2**20
 
 
 def test_steady_allocator_reuses_freed_buffers_then_exact_mode_returns():
