@@ -177,7 +177,15 @@ def test_direct_kernel_paper_layers_reduced(layer):
 
 
 @pytest.mark.parametrize(
-    "variant", ["fit_k", "fit_k_no_double_buffer", "sgemm_tile_fit_k", "wide_thread_tile"]
+    "variant",
+    [
+        "fit_k",
+        "fit_k_no_double_buffer",
+        "sgemm_tile_fit_k",
+        "wide_thread_tile",
+        "sgemm_tile_fit_k_fused",
+        "wide_thread_tile_fused",
+    ],
 )
 @pytest.mark.parametrize("k", [1, 21, 32, 33, 64, 65])
 def test_tiles_fitted_to_the_output_channels(variant, k):
@@ -255,7 +263,7 @@ def test_sixteen_deep_steps(config):
     _check(x, w, torch.randn(64), 1, 0, config)
 
 
-@pytest.mark.parametrize("variant", ["fused", "sgemm_tile_fit_k_fused"])
+@pytest.mark.parametrize("variant", ["fused", "sgemm_tile_fit_k_fused", "wide_thread_tile_fused"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "view"])
 @pytest.mark.parametrize("c", [3, 8, 1])
 def test_fused_kernels_read_the_input_in_every_layout(variant, layout, c):
