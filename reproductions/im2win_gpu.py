@@ -66,11 +66,25 @@ def gpu_shapes(batch: int) -> dict[str, ConvShape]:
     return {name: shape.with_batch(batch) for name, shape in PAPER_GPU_LAYERS.items()}
 
 
+# the ablation's entries that run a variant on a channels_last copy of x (made before timing, as a
+# channels_last network holds its activations), by their variant: what the fused kernel's loads
+# cost from NCHW, where they are scalar, against channels_last, where they are float4 of whole
+# sectors (results/im2win-nvrtc, "The A tile's loads")
+CHANNELS_LAST = {"im2win_sgemm_tile_fit_k_fused_cl": "sgemm_tile_fit_k_fused"}
+
+
+def _variant(impl: str):
+    """The ablation variant (TileConfig) `impl` runs; None for im2win itself and the peers."""
+    if impl in CHANNELS_LAST:
+        return VARIANTS[CHANNELS_LAST[impl]]
+    return VARIANTS.get(impl.removeprefix("im2win_")) if impl.startswith("im2win_") else None
+
+
 def analytic_bytes(impl: str, shape: ConvShape) -> int | None:
     """Output plus workspace from the implementation's formula (None: cuDNN's has none); the
     ablation's im2win variants by their own tile's split-K."""
     if impl.startswith("im2win_"):
-        config = VARIANTS[impl.removeprefix("im2win_")]
+        config = _variant(impl)
         extra = runtime.workspace_elems(shape, torch.cuda.current_device(), config) * 4
     else:
         extra = im2win.IMPLEMENTATIONS[impl].extra_bytes(shape, threads=1, cuda=True)
@@ -85,7 +99,7 @@ def _kernel_record(impl: str, shape: ConvShape) -> dict:
     the peers."""
     if impl != "im2win" and not impl.startswith("im2win_"):
         return {"split_k": None}
-    variant = VARIANTS.get(impl.removeprefix("im2win_")) if impl != "im2win" else None
+    variant = _variant(impl)
     index = torch.cuda.current_device()
     config = runtime.resolve_config(shape, index, variant)
     out = {
@@ -109,6 +123,11 @@ def _impls(x, w, b, shape) -> dict:
     calls.update(
         {f"im2win_{name}": variant(cfg) for name, cfg in VARIANTS.items() if name != "im2win"}
     )
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for impl, name in CHANNELS_LAST.items():
+        calls[impl] = functools.partial(
+            runtime.conv2d, x_cl, w, b, shape.stride, shape.padding, VARIANTS[name]
+        )
     return calls
 
 

@@ -165,7 +165,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         "shipped: the package's), or the architecture's default, a run's fastest variant over all "
         "of its layers (local or shipped (architecture)); split-K: the slices of the reduction it "
         "ran with, more than 1 where its tiles "
-        "could not fill the GPU's block slots (both recorded since 2026-12-02).\n",
+        "could not fill the GPU's block slots (both recorded since 2026-12-02). A variant ending "
+        "in _cl reads a channels_last copy of x, made before timing (the others read x NCHW).\n",
         table(
             ["layer", *ablation, "im2win tile", "im2win split-K"],
             [

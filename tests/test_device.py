@@ -217,6 +217,7 @@ def test_repro_im2win_gpu_measures_every_variant_on_a_pretended_gpu(
     assert by_impl["im2win"]["window_rows_failed"]  # (the tensors are CPU ones here)
     assert all(r["correct"] for r in measured), [r["impl"] for r in measured if not r["correct"]]
     variants = [f"im2win_{v}" for v in im2win_gpu.VARIANTS if v != "im2win"]
+    variants += list(im2win_gpu.CHANNELS_LAST)  # variants run on a channels_last copy of x
     assert {"im2win", "direct", "im2col_gemm", "torch", *variants} <= set(by_impl)
     for impl in ["im2win", *variants]:
         assert by_impl[impl]["tile"] and by_impl[impl]["split_k"] >= 1, impl
