@@ -151,6 +151,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         ]
     parts += _phase_table(doc, layers, tf)
     parts += _window_alone_table(doc, layers)
+    parts += _fused_table(layers, tf, correct)
     parts += [
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
         table(
@@ -318,6 +319,51 @@ def _window_alone_table(doc: dict, layers: list[str]) -> list[str]:
 
 
 WINDOW_ALONE = ("window", "window_rows", "window_copy")
+
+FUSED = (  # (a variant over the window tensor, the same with the transform fused, and on x cl)
+    (
+        "im2win_sgemm_tile_fit_k",
+        "im2win_sgemm_tile_fit_k_fused",
+        "im2win_sgemm_tile_fit_k_fused_cl",
+    ),
+    ("im2win_wide_thread_tile", "im2win_wide_thread_tile_fused", None),
+)
+
+
+def _fused_table(layers: list[str], tf: dict, correct: dict) -> list[str]:
+    """The window transform fused into the convolution against the same tile over the window
+    tensor (runs since 2026-12-04 hold both), and on a channels_last x: TFLOPS, and the fused
+    kernel's speedup over its twin; n/a where either is missing or failed the FP32 check."""
+
+    def ok(layer: str, impl: str | None) -> float | None:
+        return tf.get((layer, impl)) if impl and correct.get((layer, impl)) else None
+
+    pairs = [p for p in FUSED if any(ok(l, p[1]) for l in layers)]
+    if not pairs:
+        return []
+    header, rows = ["layer"], []
+    for twin, fused, cl in pairs:
+        header += [twin.removeprefix("im2win_"), fused.removeprefix("im2win_"), "speedup"]
+        if cl:
+            header += ["fused, x channels_last", "speedup"]
+    for l in layers:
+        row = [l]
+        for twin, fused, cl in pairs:
+            a, b = ok(l, twin), ok(l, fused)
+            row += [fmt(a, ".2f"), fmt(b, ".2f"), fmt(_ratio(b, a), ".2f")]
+            if cl:
+                c = ok(l, cl)
+                row += [fmt(c, ".2f"), fmt(_ratio(c, a), ".2f")]
+        rows.append(row)
+    return [
+        "## The window transform fused into the convolution (TFLOPS)\n",
+        "Each tile over the window tensor (transform kernel, then convolution) and the same tile "
+        "reading x itself (no transform, no window tensor), from the ablation; speedup: the fused "
+        "kernel's over its twin on the same NCHW input, and on a channels_last copy of x made "
+        "before timing (float4 loads of whole sectors where C % 4 == 0, against scalar loads from "
+        'NCHW; results/im2win-nvrtc, "The A tile\'s loads").\n',
+        table(header, rows),
+    ]
 
 
 def _window_tbps(record: dict, ms: float | None) -> float | None:

@@ -177,7 +177,15 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     """A GPU run file (here built by the test with made-up numbers) renders without a GPU."""
     from harness import results
 
-    impls = ["im2win", "im2col_cublas", "cudnn", "im2win_no_prefetch"]
+    impls = [
+        "im2win",
+        "im2col_cublas",
+        "cudnn",
+        "im2win_no_prefetch",
+        "im2win_sgemm_tile_fit_k",
+        "im2win_sgemm_tile_fit_k_fused",
+        "im2win_sgemm_tile_fit_k_fused_cl",
+    ]
     records = [
         {
             "layer": layer,
@@ -217,6 +225,9 @@ def test_gpu_tables_render_from_a_raw_file_on_any_machine(tmp_path):
     assert "| conv1 | 0.250 | 0.010 | 1.500 | n/a | 1.760 | 2.000 | 0.07 | 1.33 | 0.67 |" in text
     # the transform on its own: twice as fast as c72bc28's kernel; the copy could not run
     assert "| conv1 | 0.125 (0.15) | 0.250 (0.07) | failed | 2.00 | n/a |" in text
+    # fused: 6 against 5 TFLOPS over the window tensor, 7 from a channels_last x
+    assert "| conv12 | 5.00 | 6.00 | 1.20 | 7.00 | 1.40 |" in text
+    assert "wide_thread_tile_fused" not in text  # not in this run: no column
 
 
 def test_supersam_speed_smoke(tmp_path):
