@@ -386,15 +386,17 @@ DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, c
     if (vec_a && ta + ROW_RUN <= T) {
       const int in =
           (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      CONST_GLOBAL float* src = x + a_base[r] + v.s * xw + v.r * xh + v.c * xc;
+      /* an index into x, not a pointer: one IMAD.WIDE an address, where pointer steps took two
+       * 64-bit instructions each (sm_90) */
+      const idx o = a_base[r] + v.s * xw + v.r * xh + v.c * xc;
 #if VEC_A
       if (vec_a == 2) {
-        const float4 f = in ? LOAD4(src) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float4 f = in ? LOAD4(x + o) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
         ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
         continue;
       }
 #endif
-      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? src[j * xc] : 0.0f;
+      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[o + j * xc] : 0.0f;
       continue;
     }
     for (int j = 0; j < ROW_RUN; ++j) { /* each value's place stepped from the last's */
