@@ -376,39 +376,78 @@ DEVICE void tplace_step(tplace* at, int d, int C, int R) {
  * padding; rows past the last pixel: pixel 0's), read where the window transform would read them,
  * zero outside x and past the reduction. vec_a (the launch's): 0: each value's (s, r, c) apart; 1:
  * C % 4 == 0, so a run's values are channels c .. of one (r, s); 2: and float4 loads (x
- * channels_last, 16-byte aligned). Then every place steps to the next step's t. */
+ * channels_last, 16-byte aligned). Then every place steps to the next step's t. Where all runs
+ * share one t (A_PLACES == 1), each value's place and offset serve every run: the main loop of
+ * sgemm_tile_fit_k_fused held 537 instructions besides its FFMAs when each run worked out its
+ * own, 311 since (static counts, sm_90). */
 DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, const int* a_w,
                      tplace* place, a_t_arg a_t, int T, int t0, int vec_a, idx xc, idx xh,
                      idx xw, int C, int R, int H, int W, float* ra) {
-  for (int r = 0; r < ROW_RUNS; ++r) {
-    tplace v = place[A_PLACES > 1 ? r : 0];
-    const int ta = t0 + RUN_T(r);
-    if (vec_a && ta + ROW_RUN <= T) {
+#if A_PLACES == 1
+  /* every run at the same t: each value's place and offset worked out once, for all the runs */
+  const int ta = t0 + a_t;
+  tplace v = place[0];
+  if (vec_a && ta + ROW_RUN <= T) {
+    /* an index into x, not a pointer: one IMAD.WIDE an address, where pointer steps took two
+     * 64-bit instructions each (sm_90) */
+    const idx o = v.s * xw + v.r * xh + v.c * xc;
+    for (int r = 0; r < ROW_RUNS; ++r) {
       const int in =
           (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      /* an index into x, not a pointer: one IMAD.WIDE an address, where pointer steps took two
-       * 64-bit instructions each (sm_90) */
-      const idx o = a_base[r] + v.s * xw + v.r * xh + v.c * xc;
+      const idx at = a_base[r] + o;
 #if VEC_A
       if (vec_a == 2) {
-        const float4 f = in ? LOAD4(x + o) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float4 f = in ? LOAD4(x + at) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
         ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
         continue;
       }
 #endif
-      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[o + j * xc] : 0.0f;
-      continue;
+      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[at + j * xc] : 0.0f;
     }
+  } else {
     for (int j = 0; j < ROW_RUN; ++j) { /* each value's place stepped from the last's */
-      const int in = ta + j < T && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
-                     (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      ra[r * ROW_RUN + j] = in ? x[a_base[r] + v.s * xw + v.r * xh + v.c * xc] : 0.0f;
-      if (++v.c == C) { /* one carry at most (an offset stepped along spilled at 128 registers) */
+      const idx o = v.s * xw + v.r * xh + v.c * xc;
+      const int more = ta + j < T;
+      for (int r = 0; r < ROW_RUNS; ++r) {
+        const int in = more && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
+                       (unsigned)(a_w[r] + v.s) < (unsigned)W;
+        ra[r * ROW_RUN + j] = in ? x[a_base[r] + o] : 0.0f;
+      }
+      if (++v.c == C) { /* one carry at most */
         v.c = 0;
         if (++v.r == R) v.r = 0, ++v.s;
       }
     }
   }
+#else
+  for (int r = 0; r < ROW_RUNS; ++r) { /* each run at a t of its own, as above run by run */
+    tplace v = place[r];
+    const int ta = t0 + RUN_T(r);
+    if (vec_a && ta + ROW_RUN <= T) {
+      const int in =
+          (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
+      const idx at = a_base[r] + v.s * xw + v.r * xh + v.c * xc;
+#if VEC_A
+      if (vec_a == 2) {
+        const float4 f = in ? LOAD4(x + at) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
+        ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
+        continue;
+      }
+#endif
+      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[at + j * xc] : 0.0f;
+      continue;
+    }
+    for (int j = 0; j < ROW_RUN; ++j) {
+      const int in = ta + j < T && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
+                     (unsigned)(a_w[r] + v.s) < (unsigned)W;
+      ra[r * ROW_RUN + j] = in ? x[a_base[r] + v.s * xw + v.r * xh + v.c * xc] : 0.0f;
+      if (++v.c == C) {
+        v.c = 0;
+        if (++v.r == R) v.r = 0, ++v.s;
+      }
+    }
+  }
+#endif
   for (int i = 0; i < A_PLACES; ++i) tplace_step(&place[i], BK, C, R);
 }
 #endif
