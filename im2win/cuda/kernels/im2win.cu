@@ -377,9 +377,9 @@ DEVICE void tplace_step(tplace* at, int d, int C, int R) {
  * zero outside x and past the reduction. vec_a (the launch's): 0: each value's (s, r, c) apart; 1:
  * C % 4 == 0, so a run's values are channels c .. of one (r, s); 2: and float4 loads (x
  * channels_last, 16-byte aligned). Then every place steps to the next step's t. Where all runs
- * share one t (A_PLACES == 1), each value's place and offset serve every run: the main loop of
- * sgemm_tile_fit_k_fused held 537 instructions besides its FFMAs when each run worked out its
- * own, 311 since (static counts, sm_90). */
+ * share one t (A_PLACES == 1), each value's place and offset serve every run (worked out run by
+ * run, the main loop of sgemm_tile_fit_k_fused held well over half as many other instructions
+ * again as it has now; results/im2win-nvrtc has its mix). */
 DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, const int* a_w,
                      tplace* place, a_t_arg a_t, int T, int t0, int vec_a, idx xc, idx xh,
                      idx xw, int C, int R, int H, int W, float* ra) {
