@@ -380,6 +380,31 @@ DEVICE void tplace_step(tplace* at, int d, int C, int R) {
  * share one t (A_PLACES == 1), each value's place and offset serve every run (worked out run by
  * run, the main loop of sgemm_tile_fit_k_fused held well over half as many other instructions
  * again as it has now; results/im2win-nvrtc has its mix). */
+DEVICE idx tplace_offset(tplace v, idx xc, idx xh, idx xw) { /* from the window's corner */
+  return v.s * xw + v.r * xh + v.c * xc;
+}
+DEVICE int tplace_in(tplace v, int h0, int w0, int H, int W) { /* inside x, not in the padding */
+  return (unsigned)(h0 + v.r) < (unsigned)H && (unsigned)(w0 + v.s) < (unsigned)W;
+}
+DEVICE void tplace_next(tplace* v, int C, int R) { /* one value on: one carry at most */
+  if (++v->c == C) {
+    v->c = 0;
+    if (++v->r == R) v->r = 0, ++v->s;
+  }
+}
+/* A run of ROW_RUN values that are channels of one (r, s), from x[at] (an index, not a pointer:
+ * one IMAD.WIDE an address on sm_90, where pointer steps took two 64-bit instructions), zero where
+ * not `in`: one float4 where vec_a == 2 and compiled in, else loads xc apart. */
+DEVICE void load_run_x(CONST_GLOBAL float* x, idx at, int in, int vec_a, idx xc, float* run) {
+#if VEC_A
+  if (vec_a == 2) {
+    const float4 f = in ? LOAD4(x + at) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
+    run[0] = f.x, run[1] = f.y, run[2] = f.z, run[3] = f.w;
+    return;
+  }
+#endif
+  for (int j = 0; j < ROW_RUN; ++j) run[j] = in ? x[at + j * xc] : 0.0f;
+}
 DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, const int* a_w,
                      tplace* place, a_t_arg a_t, int T, int t0, int vec_a, idx xc, idx xh,
                      idx xw, int C, int R, int H, int W, float* ra) {
@@ -388,35 +413,16 @@ DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, c
   const int ta = t0 + a_t;
   tplace v = place[0];
   if (vec_a && ta + ROW_RUN <= T) {
-    /* an index into x, not a pointer: one IMAD.WIDE an address, where pointer steps took two
-     * 64-bit instructions each (sm_90) */
-    const idx o = v.s * xw + v.r * xh + v.c * xc;
-    for (int r = 0; r < ROW_RUNS; ++r) {
-      const int in =
-          (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      const idx at = a_base[r] + o;
-#if VEC_A
-      if (vec_a == 2) {
-        const float4 f = in ? LOAD4(x + at) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
-        ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
-        continue;
-      }
-#endif
-      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[at + j * xc] : 0.0f;
-    }
+    const idx o = tplace_offset(v, xc, xh, xw);
+    for (int r = 0; r < ROW_RUNS; ++r)
+      load_run_x(x, a_base[r] + o, tplace_in(v, a_h[r], a_w[r], H, W), vec_a, xc,
+                 ra + r * ROW_RUN);
   } else {
-    for (int j = 0; j < ROW_RUN; ++j) { /* each value's place stepped from the last's */
-      const idx o = v.s * xw + v.r * xh + v.c * xc;
-      const int more = ta + j < T;
-      for (int r = 0; r < ROW_RUNS; ++r) {
-        const int in = more && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
-                       (unsigned)(a_w[r] + v.s) < (unsigned)W;
-        ra[r * ROW_RUN + j] = in ? x[a_base[r] + o] : 0.0f;
-      }
-      if (++v.c == C) { /* one carry at most */
-        v.c = 0;
-        if (++v.r == R) v.r = 0, ++v.s;
-      }
+    for (int j = 0; j < ROW_RUN; ++j, tplace_next(&v, C, R)) {
+      const idx o = tplace_offset(v, xc, xh, xw);
+      for (int r = 0; r < ROW_RUNS; ++r)
+        ra[r * ROW_RUN + j] =
+            ta + j < T && tplace_in(v, a_h[r], a_w[r], H, W) ? x[a_base[r] + o] : 0.0f;
     }
   }
 #else
@@ -424,28 +430,14 @@ DEVICE void load_a_x(CONST_GLOBAL float* x, const idx* a_base, const int* a_h, c
     tplace v = place[r];
     const int ta = t0 + RUN_T(r);
     if (vec_a && ta + ROW_RUN <= T) {
-      const int in =
-          (unsigned)(a_h[r] + v.r) < (unsigned)H && (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      const idx at = a_base[r] + v.s * xw + v.r * xh + v.c * xc;
-#if VEC_A
-      if (vec_a == 2) {
-        const float4 f = in ? LOAD4(x + at) : MAKE4(0.0f, 0.0f, 0.0f, 0.0f);
-        ra[r * 4] = f.x, ra[r * 4 + 1] = f.y, ra[r * 4 + 2] = f.z, ra[r * 4 + 3] = f.w;
-        continue;
-      }
-#endif
-      for (int j = 0; j < ROW_RUN; ++j) ra[r * ROW_RUN + j] = in ? x[at + j * xc] : 0.0f;
+      load_run_x(x, a_base[r] + tplace_offset(v, xc, xh, xw),
+                 tplace_in(v, a_h[r], a_w[r], H, W), vec_a, xc, ra + r * ROW_RUN);
       continue;
     }
-    for (int j = 0; j < ROW_RUN; ++j) {
-      const int in = ta + j < T && (unsigned)(a_h[r] + v.r) < (unsigned)H &&
-                     (unsigned)(a_w[r] + v.s) < (unsigned)W;
-      ra[r * ROW_RUN + j] = in ? x[a_base[r] + v.s * xw + v.r * xh + v.c * xc] : 0.0f;
-      if (++v.c == C) {
-        v.c = 0;
-        if (++v.r == R) v.r = 0, ++v.s;
-      }
-    }
+    for (int j = 0; j < ROW_RUN; ++j, tplace_next(&v, C, R))
+      ra[r * ROW_RUN + j] = ta + j < T && tplace_in(v, a_h[r], a_w[r], H, W)
+                                ? x[a_base[r] + tplace_offset(v, xc, xh, xw)]
+                                : 0.0f;
   }
 #endif
   for (int i = 0; i < A_PLACES; ++i) tplace_step(&place[i], BK, C, R);
