@@ -58,7 +58,7 @@ def test_run_and_render_smoke(tmp_path, capsys):
     assert "more until its calls add up to 0.02 s" in report
     # the page faults of each best round, counted and said in the report either way
     assert all(r["faults_in_best"] >= 0 for r in doc["records"])
-    assert "page faults" in report
+    assert "page faults" in report.lower()  # "No ... page faults" or "Page faults in ..."
     # the FMA and micro-kernel probes timed in every layer's rounds, and the run's roof above them
     assert all(r["peak_in_rounds_gflops"] > 0 for r in doc["records"])
     assert all(r["microkernel_in_rounds_gflops"] > 0 for r in doc["records"])
