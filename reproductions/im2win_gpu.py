@@ -26,7 +26,7 @@ from im2win.cuda.launch import split_slices
 from im2win.metrics import window_transform_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
-from reproductions.im2win_gpu_report import render
+from reproductions.im2win_gpu_report import CHANNELS_LAST, render
 
 EXPERIMENT = "im2win-gpu"
 SCALES = {
@@ -64,13 +64,6 @@ def _guarded(name: str, impl: str, measure) -> list[dict]:
 
 def gpu_shapes(batch: int) -> dict[str, ConvShape]:
     return {name: shape.with_batch(batch) for name, shape in PAPER_GPU_LAYERS.items()}
-
-
-# the ablation's entries that run a variant on a channels_last copy of x (made before timing, as a
-# channels_last network holds its activations), by their variant: what the fused kernel's loads
-# cost from NCHW, where they are scalar, against channels_last, where they are float4 of whole
-# sectors (results/im2win-nvrtc, "The A tile's loads")
-CHANNELS_LAST = {"im2win_sgemm_tile_fit_k_fused_cl": "sgemm_tile_fit_k_fused"}
 
 
 def _variant(impl: str):

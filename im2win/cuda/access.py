@@ -28,7 +28,7 @@ from im2win.cuda.access_sites import (
     site,
 )
 from im2win.cuda.config import TileConfig
-from im2win.cuda.launch import for_shape
+from im2win.cuda.launch import contiguous_strides, for_shape
 from im2win.cuda.occupancy import ARCH_LIMITS, SHARED_WAVEFRONTS_PER_CLOCK
 from im2win.shapes import ConvShape
 
@@ -63,9 +63,8 @@ def input_offset(shape: ConvShape, m: int, t: int, channels_last: bool = False) 
     w = q * shape.stride[1] + s - shape.padding[1]
     if not (0 <= h < shape.h and 0 <= w < shape.w):
         return None
-    if channels_last:
-        return ((n * shape.h + h) * shape.w + w) * shape.c + c
-    return ((n * shape.c + c) * shape.h + h) * shape.w + w
+    sn, sc, sh, sw = contiguous_strides(shape, channels_last)
+    return n * sn + c * sc + h * sh + w * sw
 
 
 def model(

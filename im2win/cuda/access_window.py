@@ -16,6 +16,7 @@ from im2win.cuda.access_sites import WARP, Site, site
 from im2win.cuda.launch import (
     WINDOW_ROWS_TILE_LOG2,
     WINDOW_THREADS,
+    contiguous_strides,
     window_c_inner,
     window_launch,
     window_rows_launch,
@@ -26,11 +27,6 @@ from im2win.shapes import ConvShape
 F = 4  # bytes of a float
 
 LEGACY_TILE_FLOATS = 1 << WINDOW_ROWS_TILE_LOG2  # im2win_window_rows's tile
-
-
-def _strides(shape: ConvShape, channels_last: bool) -> tuple[int, int, int, int]:
-    c, h, w = shape.c, shape.h, shape.w
-    return (h * w * c, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
 
 
 def _requests(per_thread: list[list]) -> list[list]:
@@ -64,7 +60,7 @@ def window_model(shape: ConvShape, channels_last: bool = False, legacy: bool = F
     as byte addresses relative to x and Iw; inactive accesses (outside the input, past C or Wu)
     as the kernel leaves them out."""
     model = _legacy if legacy else _current
-    strides = _strides(shape, channels_last)
+    strides = contiguous_strides(shape, channels_last)
     return model(shape, strides, window_c_inner(shape, strides))
 
 
@@ -125,9 +121,8 @@ def _current(shape: ConvShape, strides, c_inner: bool) -> list[Site]:
 
 def _legacy(shape: ConvShape, strides, c_inner: bool) -> list[Site]:
     sn, sc, sh, sw = strides
-    tc_log2 = window_rows_launch(shape, strides).args[
-        -2
-    ]  # the launch's tile, as the kernel reads it
+    # the launch's tile, as the kernel reads it
+    tc_log2 = window_rows_launch(shape, strides).args[-2]
     tc_, tw_ = 1 << tc_log2, LEGACY_TILE_FLOATS >> tc_log2
     tw_log2 = tw_.bit_length() - 1
     n, p, _ = _block(shape)

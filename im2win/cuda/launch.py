@@ -54,9 +54,10 @@ def band_depth(bk: int, s: int) -> int:
     return depth
 
 
-def contiguous_strides(shape: ConvShape) -> tuple[int, int, int, int]:
-    """The strides of a contiguous NCHW input of `shape`."""
-    return (shape.c * shape.h * shape.w, shape.h * shape.w, shape.w, 1)
+def contiguous_strides(shape: ConvShape, channels_last: bool = False) -> tuple[int, int, int, int]:
+    """The (n, c, h, w) strides of a contiguous input of `shape`: NCHW, or `channels_last`."""
+    c, h, w = shape.c, shape.h, shape.w
+    return (h * w * c, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
 
 
 def input_extent(shape: ConvShape, strides: tuple[int, int, int, int] | None) -> int:

@@ -148,8 +148,12 @@ def workspace_elems(shape: ConvShape, index: int, config: TileConfig | None = No
     fused), reordered filter and split-K's partial sums."""
     config = resolve_config(shape, index, config)
     slices = split_slices(shape, config, sm_count(index))
-    window = 0 if config.fused else window_nhwc_elems(shape)
-    return window + filter_elems(shape) + partial_elems(shape, config, slices)
+    return _window_elems(shape, config) + filter_elems(shape) + partial_elems(shape, config, slices)
+
+
+def _window_elems(shape: ConvShape, config: TileConfig) -> int:
+    """The window tensor's floats: none where the convolution reads x itself (fused)."""
+    return 0 if config.fused else window_nhwc_elems(shape)
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,7 @@ def _plan(
         kernels,
         launches,
         tuple(_prepared(kernels, launch) for launch in launches),
-        0 if config.fused else window_nhwc_elems(shape),
+        _window_elems(shape, config),
         filter_elems(shape),
         partial_elems(shape, config, slices),
         config.fused,
