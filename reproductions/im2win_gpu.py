@@ -26,7 +26,8 @@ from im2win.cuda.launch import split_slices
 from im2win.metrics import window_transform_elems
 from im2win.reference import conv2d_reference, error_bound
 from im2win.shapes import PAPER_GPU_LAYERS, ConvShape
-from reproductions.im2win_gpu_report import CHANNELS_LAST, render
+from reproductions.im2win_gpu_fused import CHANNELS_LAST
+from reproductions.im2win_gpu_report import render
 
 EXPERIMENT = "im2win-gpu"
 SCALES = {

@@ -10,7 +10,8 @@ from harness import results
 from im2win.cuda.tuned import architecture_default, no_default_reason
 from im2win.metrics import FLOAT32_BYTES, window_transform_elems
 from im2win.shapes import ConvShape
-from reproductions.tables import against, fmt, geomean, grid, table
+from reproductions.im2win_gpu_fused import fused_table
+from reproductions.tables import against, fmt, geomean, grid, ratio, table
 
 # The authors' logs (log/log_float_GPU_TFLOPS.txt), in their unit: MACs / time = half of 2*MACs/time.
 PAPER_TFLOPS_MACS = {
@@ -91,8 +92,8 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
             + [cell(l, i) for i in main]
             + [f"{fmt(cu, '.2f')} ({name or '-'})", cell(l, "sgemm")]
             + [
-                fmt(_ratio(im, sg), ".2f"),
-                fmt(_ratio(im, cu), ".2f"),
+                fmt(ratio(im, sg), ".2f"),
+                fmt(ratio(im, cu), ".2f"),
             ]
         )
     gm = {i: geomean(tf.get((l, i)) for l in layers) for i in [*main, "sgemm"]}
@@ -103,11 +104,11 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         + [fmt(gm_cudnn, ".2f"), fmt(gm["sgemm"], ".2f")]
         + [
             fmt(
-                geomean(_ratio(tf.get((l, "im2win")), tf.get((l, "sgemm"))) for l in layers),
+                geomean(ratio(tf.get((l, "im2win")), tf.get((l, "sgemm"))) for l in layers),
                 ".2f",
             ),
             fmt(
-                geomean(_ratio(tf.get((l, "im2win")), best_cudnn[l][1]) for l in layers),
+                geomean(ratio(tf.get((l, "im2win")), best_cudnn[l][1]) for l in layers),
                 ".2f",
             ),
         ]
@@ -151,7 +152,7 @@ def render(doc: dict, source: Path, out_dir: Path) -> list[Path]:
         ]
     parts += _phase_table(doc, layers, tf)
     parts += _window_alone_table(doc, layers)
-    parts += _fused_table(layers, tf, correct)
+    parts += fused_table(layers, tf, correct)
     parts += [
         "## Peak memory per call (MiB: output + workspace), measured (formula)\n",
         table(
@@ -249,7 +250,7 @@ def _phase_table(doc: dict, layers: list[str], tf: dict) -> list[str]:
             + [fmt(ph.get(k), ".3f") for k in PHASES]
             + [fmt(sum(ph.values()), ".3f"), fmt(r.get("min_ms"), ".3f")]
             + [fmt(_window_tbps(r, ph.get("im2win_window")), ".2f")]
-            + [fmt(conv_tf, ".2f"), fmt(_ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
+            + [fmt(conv_tf, ".2f"), fmt(ratio(conv_tf, tf.get((l, "sgemm"))), ".2f")]
         )
     if not rows:
         return []
@@ -292,8 +293,8 @@ def _window_alone_table(doc: dict, layers: list[str]) -> list[str]:
                 if f"{k}_failed" in r
                 else f"{fmt(ms, '.3f')} ({fmt(_window_tbps(r, ms), '.2f')})"
             )
-        speedup = _ratio(r.get("window_rows_ms"), r.get("window_ms"))
-        of_copy = _ratio(r.get("window_copy_ms"), r.get("window_ms"))
+        speedup = ratio(r.get("window_rows_ms"), r.get("window_ms"))
+        of_copy = ratio(r.get("window_copy_ms"), r.get("window_ms"))
         rows.append([l, *cells, fmt(speedup, ".2f"), fmt(of_copy, ".2f")])
     if not rows:
         return []
@@ -320,58 +321,6 @@ def _window_alone_table(doc: dict, layers: list[str]) -> list[str]:
 
 WINDOW_ALONE = ("window", "window_rows", "window_copy")
 
-# the ablation's entries that run a variant on a channels_last copy of x (made before timing, as a
-# channels_last network holds its activations), by their variant: what the fused kernel's loads
-# cost from NCHW, where they are scalar, against channels_last, where they are float4 of whole
-# sectors (results/im2win-nvrtc, "The A tile's loads")
-CHANNELS_LAST = {"im2win_sgemm_tile_fit_k_fused_cl": "sgemm_tile_fit_k_fused"}
-
-FUSED = (  # (a variant over the window tensor, the same with the transform fused)
-    ("im2win_sgemm_tile_fit_k", "im2win_sgemm_tile_fit_k_fused"),
-    ("im2win_wide_thread_tile", "im2win_wide_thread_tile_fused"),
-)
-
-
-def _on_channels_last(fused: str) -> str | None:
-    """The CHANNELS_LAST entry that runs the variant of `fused`, if any."""
-    return next((k for k, v in CHANNELS_LAST.items() if f"im2win_{v}" == fused), None)
-
-
-def _fused_table(layers: list[str], tf: dict, correct: dict) -> list[str]:
-    """The window transform fused into the convolution against the same tile over the window
-    tensor (runs since 2026-12-04 hold both), and on a channels_last x: TFLOPS, and the fused
-    kernel's speedup over its twin; n/a where either is missing or failed the FP32 check."""
-
-    def ok(layer: str, impl: str) -> float | None:
-        return tf.get((layer, impl)) if correct.get((layer, impl)) else None
-
-    pairs = [p for p in FUSED if any(ok(l, p[1]) for l in layers)]
-    if not pairs:
-        return []
-    header, rows = ["layer"], []
-    for twin, fused in pairs:
-        header += [twin.removeprefix("im2win_"), fused.removeprefix("im2win_"), "speedup"]
-        if _on_channels_last(fused):
-            header += ["fused, x channels_last", "speedup"]
-    for l in layers:
-        row = [l]
-        for twin, fused in pairs:
-            a, b = ok(l, twin), ok(l, fused)
-            row += [fmt(a, ".2f"), fmt(b, ".2f"), fmt(_ratio(b, a), ".2f")]
-            if cl := _on_channels_last(fused):
-                c = ok(l, cl)
-                row += [fmt(c, ".2f"), fmt(_ratio(c, a), ".2f")]
-        rows.append(row)
-    return [
-        "## The window transform fused into the convolution (TFLOPS)\n",
-        "Each tile over the window tensor (transform kernel, then convolution) and the same tile "
-        "reading x itself (no transform, no window tensor), from the ablation; speedup: the fused "
-        "kernel's over its twin on the same NCHW input, and on a channels_last copy of x made "
-        "before timing (float4 loads of whole sectors where C % 4 == 0, against scalar loads from "
-        'NCHW; results/im2win-nvrtc, "The A tile\'s loads").\n',
-        table(header, rows),
-    ]
-
 
 def _window_tbps(record: dict, ms: float | None) -> float | None:
     """TB/s of the window transform: its input read once and its window tensor written."""
@@ -379,10 +328,6 @@ def _window_tbps(record: dict, ms: float | None) -> float | None:
         return None
     floats = window_transform_elems(ConvShape.from_dict(record))
     return floats * FLOAT32_BYTES / (ms * 1e-3) / 1e12
-
-
-def _ratio(a, b) -> float | None:
-    return a / b if a and b else None
 
 
 def _failures(doc: dict) -> list[str]:
@@ -424,9 +369,9 @@ def _engine_table(layers, engines, tf, correct, workspace, skipped, failed, doc,
 
 def _goals(layers, tf, mem, best_cudnn, best_im2col) -> list[str]:
     im = {l: tf.get((l, "im2win")) for l in layers}
-    vs_sgemm = geomean(_ratio(im[l], tf.get((l, "sgemm"))) for l in layers)
-    vs_cudnn = {l: _ratio(im[l], best_cudnn[l][1]) for l in layers}
-    vs_im2col = geomean(_ratio(im[l], best_im2col[l][1]) for l in layers)
+    vs_sgemm = geomean(ratio(im[l], tf.get((l, "sgemm"))) for l in layers)
+    vs_cudnn = {l: ratio(im[l], best_cudnn[l][1]) for l in layers}
+    vs_im2col = geomean(ratio(im[l], best_im2col[l][1]) for l in layers)
     gemm_layers = [l for l in layers if l in GEMM_TYPE_LAYERS and vs_cudnn[l]]
     mem_ok = all(
         mem.get((l, "im2win")) is not None

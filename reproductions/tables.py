@@ -12,6 +12,11 @@ def geomean(values) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values)) if values else float("nan")
 
 
+def ratio(a, b) -> float | None:
+    """a / b, or None where either is missing or zero."""
+    return a / b if a and b else None
+
+
 def grid(doc: dict, key: str) -> tuple[list[str], list[str], dict]:
     """(layers, impls, {(layer, impl): record[key]}) of a run file, in record order."""
     layers = list(dict.fromkeys(r["layer"] for r in doc["records"]))
