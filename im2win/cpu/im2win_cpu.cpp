@@ -1358,18 +1358,27 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // bias: [K] or null; out: [N][P][Q][K] (a channels_last NCHW tensor); work: the
 // im2win_filter_work_floats of M = N*P*Q. phase_seconds (nullable): as im2win_conv_fused's, with
 // no window bands ([0] = 0).
-// Work items go one at a time to whichever thread is free, so a core slowed by another process or a
-// VM's neighbour takes fewer. With equal shares (static) on a shared 2-core VM, the first thread
-// done waited a median 16-55% of the call on 7 of the 12 layers at batch 4; interleaved against it
-// call by call, this ran faster on 11 layers in one run (1-17%) and on 9 in a second (up to 38%;
-// conv4 10% slower there). (A static schedule on this path: level on Zen 5 with the vCPUs
-// sharing a cache; on Zen 4 with them apart, conv12 0.94x and conv6 1.04x, 30 rounds. Two threads
-// taking channel blocks from either end of one count, so that each knows its next block and
-// prefetches that block's filter during the current one: conv6 and conv12 0.98-1.01x on Zen 4,
-// conv12's packing 0.77 -> 0.88 ms with the caches flushed (its item sweeps the 860 KB window
-// tensor, which evicts the prefetched lines from L2); 30 rounds. The same without the prefetch,
-// so that each thread packs and writes the same blocks from call to call, with the vCPUs apart:
-// conv6 1.02x, conv12 0.98x, 60 rounds.)
+// Work items in equal shares, a contiguous run of them a thread (static): the items are pixel-block
+// major, so each thread convolves the rows of the window tensor that it built itself
+// (im2win_transform_nhwc's runs of rows) and writes the output rows of its own pixels, call after
+// call; where one pixel block takes every pixel (few pixels, below), each thread packs and uses
+// the same channel blocks of the filter every call. Against items handed to whichever thread was
+// free (dynamic), on Zen 4 (family 25 model 17, 2 vCPUs; kernel_ab --impl im2win_nhwc, three runs
+// of 100, 200 and 200 interleaved rounds, torch, torch_cl and torch run between the calls): at
+// best 0.996-1.095x on every layer, at the median 0.97-1.07x (below 0.99x only conv12 0.968x,
+// conv10 0.982x and conv7 0.985x, each in one run); with the vCPUs apart (no shared last-level
+// cache) 1.00-1.09x at best on every layer timed so but conv12 (2 rounds, 0.97x), with them
+// together 0.996-1.03x; conv6 1.03x, 1.03x,
+// 1.08x at best and 1.07x, 1.06x, 1.01x at the median. im2win on conv6 (the one paper layer at
+// batch 4 on this path; kernel_ab, torch and torch_cl between, 300-800 rounds): 1.00-1.01x at best
+// and 1.00-1.02x at the median, apart 0.98-1.03x at best and 1.01-1.02x at the median. (Earlier,
+// on a shared 2-core VM at an older state of this path, equal shares left the first thread done
+// waiting a median 16-55% of the call on 7 of the 12 layers, and the dynamic schedule ran faster
+// on 11 layers in one run (1-17%) and 9 in a second; a static schedule then: level on Zen 5 with
+// the vCPUs sharing a cache, on Zen 4 with them apart conv12 0.94x and conv6 1.04x, 30 rounds.
+// Two threads taking channel blocks from either end of one count, so that each knows its next
+// block and prefetches that block's filter during the current one: conv6 and conv12 0.98-1.01x
+// on Zen 4, conv12's packing 0.77 -> 0.88 ms with the caches flushed; 30 rounds.)
 // Work item = (block of about MC pixels, block of KB output channels). Per item, per step t0 of the
 // reduction: take the B panel from the packed filter or pack it (gemm_block), or per block of
 // channels (gemm_block_taps), then run the MR x KB micro-kernel over the item's pixels, whose
@@ -1401,7 +1410,7 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
         prepack ? nullptr : work + omp_get_thread_num() * nhwc_panel_floats(C, R, S, cb);
     std::vector<const float*> arow(mc);
     double packing = prepack ? pack_filter(f, K, C, R, S, work) : 0.0;
-#pragma omp for collapse(2) schedule(dynamic, 1) nowait
+#pragma omp for collapse(2) schedule(static) nowait
     for (long mb = 0; mb < mblocks; ++mb)
       for (long kb = 0; kb < kblocks; ++kb) {
         const long m0 = mb * mc, m1 = std::min(M, m0 + mc);
