@@ -53,9 +53,9 @@ def fused_splits_channels(shape: ConvShape, threads: int) -> bool:
 @per_kernels
 def fused_item_blocks(shape: ConvShape, threads: int) -> int:
     """Channel blocks of the streamed im2win's work items, each tile of pixels through all of them
-    before the next tile (1: one block over the item's pixels). On Intel CPUs only: every block
-    where the whole filter, packed once, fits in L1 (conv3 and conv7 with AVX-512 on 48 KB of
-    L1), two with AVX-512 where a pair's panels fit in a quarter of L2 (conv8-conv10 at batch 4);
+    before the next tile (1: one block over the item's pixels): every block where the whole
+    filter, packed once, fits in L1 (conv7; conv3 too on 48 KB of L1, with AVX-512), and on Intel
+    CPUs two with AVX-512 where a pair's panels fit in a quarter of L2 (conv8-conv10 at batch 4);
     the kernel's im2win_fused_item_blocks. 1 on a kernel_ab variant older than that schedule."""
     kernels = lib()
     if not hasattr(kernels, "im2win_fused_item_blocks"):

@@ -524,11 +524,12 @@ def test_im2win_with_the_output_channels_split_between_threads_matches_the_oracl
 @pytest.mark.parametrize("level", ["native", "x86-64-v3"])
 def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, threads):
     """Where the whole packed filter fits in L1 (im2win_fused_item_blocks), each tile of pixels
-    runs through every channel block before the next tile; Intel's tuning (-DIM2WIN_INTEL=1, on
-    any CPU), AMD's keeps one block an item. Filters of a few KB, so on any L1: several channel
-    blocks and a partial last one (K = 70 and 50 on 32- and 16-channel panels), a stride per axis,
-    padding, an even filter; the AVX-512 and AVX2 code where this CPU runs them. Not where the
-    filter outgrows L1 and, with AVX-512, a quarter of L2: conv5 (2.4 MB packed) at batch 4."""
+    runs through every channel block before the next tile, on Intel's tuning (-DIM2WIN_INTEL=1,
+    on any CPU) and AMD's alike. Filters of a few KB, so on any L1: several channel blocks and a
+    partial last one (K = 70 and 50 on 32- and 16-channel panels), a stride per axis, padding, an
+    even filter; the AVX-512 and AVX2 code where this CPU runs them (AVX-512: two panels a tile,
+    ukernel_wide, and the partial last one through 12 x 2 tiles). Not where the filter outgrows
+    L1 and, with AVX-512 on Intel's tuning, a quarter of L2: conv5 (2.4 MB packed) at batch 4."""
     from im2win import cpu
     from im2win.cpu import levels
     from im2win.implementations import im2win_with_phases
@@ -542,21 +543,19 @@ def test_im2win_taking_every_channel_block_a_tile_matches_the_oracle(level, thre
         ((3, 4, 41, 37), (50, 4, 2, 2), (2, 1), (1, 0)),
     ]
     with timing.threads(threads):
-        with cpu.kernels_from(cpu.SOURCE, level, ("IM2WIN_INTEL=0",)):
-            x_shape, w_shape, stride, padding = shapes[0]
-            shape = im2win.ConvShape.of(torch.empty(x_shape), torch.empty(w_shape), stride, padding)
-            assert fused_item_blocks(shape, threads) == 1
-        with cpu.kernels_from(cpu.SOURCE, level, ("IM2WIN_INTEL=1",)) as kernels:
-            panel = 2 * kernels.im2win_simd_width()  # NR = 2 vectors of output channels
-            for x_shape, w_shape, stride, padding in shapes:
-                x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
-                shape = im2win.ConvShape.of(x, w, stride, padding)
-                blocks = -(-shape.k // panel)
-                assert fused_item_blocks(shape, threads) == blocks > 1, x_shape
-                out, phases = im2win_with_phases(x, w, b, stride, padding)
-                assert phases["path"] == STREAMED_TILES.format(blocks)
-                assert max_violation(out, x, w, b, stride, padding) <= 1.0, (threads, x_shape)
-            assert fused_item_blocks(PAPER_LAYERS["conv5"].with_batch(4), threads) == 1
+        for tuning in ("IM2WIN_INTEL=0", "IM2WIN_INTEL=1"):
+            with cpu.kernels_from(cpu.SOURCE, level, (tuning,)) as kernels:
+                panel = 2 * kernels.im2win_simd_width()  # NR = 2 vectors of output channels
+                for x_shape, w_shape, stride, padding in shapes:
+                    x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+                    shape = im2win.ConvShape.of(x, w, stride, padding)
+                    blocks = -(-shape.k // panel)
+                    assert fused_item_blocks(shape, threads) == blocks > 1, (tuning, x_shape)
+                    out, phases = im2win_with_phases(x, w, b, stride, padding)
+                    assert phases["path"] == STREAMED_TILES.format(blocks)
+                    violation = max_violation(out, x, w, b, stride, padding)
+                    assert violation <= 1.0, (tuning, threads, x_shape)
+                assert fused_item_blocks(PAPER_LAYERS["conv5"].with_batch(4), threads) == 1
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -400,13 +400,14 @@ void ukernel_dispatch(int m, const float* const* a, const float* b, int tc, floa
 // Micro-kernel over two whole panels (2 x NR vectors of output channels) a tile, for
 // gemm_block's tiles through several channel blocks (item_blocks): C[i][0:2 KB] = bias +
 // sum_t a[i][t] * [b0[t] b1[t]] for i < M <= MR / 2, the whole reduction in one call. With
-// AVX-512 on Intel only: a 6 x 4 tile broadcasts 6 pixel values a step for 24 multiply-adds
-// against 12 x 2's 12, and a pixel's 64 channels are one tile. On the Xeon (family 6 model 167),
+// AVX-512 only: a 6 x 4 tile broadcasts 6 pixel values a step for 24 multiply-adds against
+// 12 x 2's 12, and a pixel's 64 channels are one tile. On the Xeon (family 6 model 167),
 // kernel_ab, torch_cl between the calls, against two 12 x 2 tiles through the two panels: conv7
-// 1.10x at best and 1.11x at the median, conv3 1.02x and 1.02x (100 rounds). (The same with AVX2's
-// 3 x 4: conv7 0.84x, conv3 0.66x; its 12 accumulators, 4 B rows and a broadcast overflow the 16
-// vector registers. Not timed on AMD's cores, which keep 12 x 2.) Two steps a pass, as Intel's
-// main loop (kIntel). first = false: adds to C (direct_conv_nhwc's runs after the first).
+// 1.10x at best and 1.11x at the median, conv3 1.02x and 1.02x (100 rounds); on Zen 4 (family 25
+// model 17), conv7 1.04x and 1.03x (300 rounds; see item_blocks). (The same with AVX2's 3 x 4:
+// conv7 0.84x, conv3 0.66x on the Xeon; its 12 accumulators, 4 B rows and a broadcast overflow
+// the 16 vector registers.) Two steps a pass, as Intel's main loop (kIntel), on every CPU (timed
+// so on Zen 4). first = false: adds to C (direct_conv_nhwc's runs after the first).
 // (Three panels a tile for conv1-conv2's K = 96, 4 x 6: 4 broadcasts a step for 24 multiply-adds,
 // each B vector loaded as its 4 multiply-adds need it, 30 vector registers, no spills in the loop:
 // conv1 0.99x at best and 1.00x at the median, conv2 1.01x and 1.02x against 12 x 2 (kernel_ab,
@@ -770,7 +771,7 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
         for (int i = 0; i < mr; ++i) a[i] = arow[m + i] + run * run_stride + t0;
         const bool streams = stream && last;  // earlier runs' tiles are read back
         int j = 0;  // pairs of whole panels first, where ukernel_wide runs
-        if (kIntel && VL == 16)
+        if (VL == 16)
           for (; j + 1 < blocks && k0 + (j + 2) * KB <= K; j += 2) {
             const int kj = k0 + j * KB;
             for (int i = 0; i < mr; i += MR / 2) {
@@ -1556,10 +1557,16 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 //     every layer whose filter is packed once, conv5 (2.4 MB of filter, the panels then read from
 //     L3 at every tile) 0.93x, conv4 0.99x, the others 1.00-1.01x. The AVX2 code (--march
 //     x86-64-v3, 100 rounds; 16-channel panels, conv7's filter 4 of them): conv7 1.06x and 1.07x,
-//     conv3 1.01x. With AVX-512 on Intel, two whole panels a tile at once (ukernel_wide): against
+//     conv3 1.01x. With AVX-512, two whole panels a tile at once (ukernel_wide): against
 //     this schedule at 625c5d3 with 12 x 2 tiles only, conv7 1.14x at best and 1.10x at the
 //     median, conv3 1.03x and 1.03x, conv9 (not on this path) 0.995x and 0.99x (150 rounds). (Up
 //     to an eighth of L2 instead of L1, so conv1, conv2 and conv9 too: 0.99-1.01x, 100 rounds.)
+//     On Zen 4 (family 25 model 17, 32 KB L1d: conv7 only of the paper layers), against one block
+//     an item, kernel_ab, 300-400 rounds: conv7 1.05x at best and at the median with torch_cl
+//     run between the calls, 1.06x and 1.06x with torch between, 1.06x and 1.06x with the caches
+//     flushed before each call, in either placement of the vCPUs; at batch 1 1.06x, batch 16
+//     1.07x, on one thread 1.06x (100 rounds each). Through 12 x 2 tiles only, 1.01x and 1.02x.
+//     Its AVX2 code (--march x86-64-v3, 300 rounds): 1.11x and 1.11x.
 //   * two, with AVX-512 on Intel (ukernel_wide's pairs of panels), where the channel blocks pair
 //     up and a pair's panels fit in a quarter of L2: conv8-conv10 at batch 4 (74-295 KB a pair).
 //     On the Xeon against one block an item (kernel_ab, torch_cl between, 150 rounds): conv8
@@ -1570,14 +1577,14 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 // and not where each thread convolves its own channel blocks (split_k): pairs within each thread's
 // half there, conv11 at batch 4 on the Xeon, ran 0.98x at best and at the median, 0.96x and 0.99x
 // with the pairs' B rows prefetched 8 steps ahead where the tile's rows span most of L1 (kernel_ab,
-// torch_cl between, 100 rounds). Timed on Intel only:
-// AMD's cores keep one block an item, as they were timed (-DIM2WIN_INTEL=1 builds Intel's
-// choices on any CPU, for kernel_ab --defines IM2WIN_INTEL=0 IM2WIN_INTEL=1).
+// torch_cl between, 100 rounds). The pairs were timed on Intel only: AMD's cores keep one block
+// an item there (-DIM2WIN_INTEL=1 builds Intel's choices on any CPU, for kernel_ab --defines
+// IM2WIN_INTEL=0 IM2WIN_INTEL=1).
 int item_blocks(int K, long T, bool packed, bool split_k) {
   const long kblocks = cdiv(K, KB), panel_bytes = KB * T * static_cast<long>(sizeof(float));
-  if (!kIntel || !packed || split_k || T > TC_PACKED) return 1;
+  if (!packed || split_k || T > TC_PACKED) return 1;
   if (kblocks * panel_bytes <= kL1Bytes) return static_cast<int>(kblocks);
-  if (VL == 16 && kblocks % 2 == 0 && 4 * 2 * panel_bytes <= l2_bytes()) return 2;
+  if (kIntel && VL == 16 && kblocks % 2 == 0 && 4 * 2 * panel_bytes <= l2_bytes()) return 2;
   return 1;
 }
 

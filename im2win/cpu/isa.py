@@ -74,9 +74,9 @@ LOOPS = {
 PART_LOOPS = {"fmas": (2, "the multiply-adds alone", 8), "bloads": (2, "with the B loads", 8)}
 
 
-# The main loop of the micro-kernel over two panels a tile (ukernel_wide: AVX-512 on Intel, where
-# a work item takes several channel blocks, item_blocks), M <= 6 pixels by 4 vectors.
-WIDE_LOOPS = {"wide": (2, "Intel with AVX-512, tiles through two panels at once", 16)}
+# The main loop of the micro-kernel over two panels a tile (ukernel_wide: AVX-512, where a work
+# item takes several channel blocks, item_blocks), M <= 6 pixels by 4 vectors.
+WIDE_LOOPS = {"wide": (2, "any CPU with AVX-512, tiles through two panels at once", 16)}
 MAIN_LOOPS = LOOPS | WIDE_LOOPS  # every main loop the micro-kernels run
 
 
