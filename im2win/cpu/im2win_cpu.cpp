@@ -1566,7 +1566,8 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 //     run between the calls, 1.06x and 1.06x with torch between, 1.06x and 1.06x with the caches
 //     flushed before each call, in either placement of the vCPUs; at batch 1 1.06x, batch 16
 //     1.07x, on one thread 1.06x (100 rounds each). Through 12 x 2 tiles only, 1.01x and 1.02x.
-//     Its AVX2 code (--march x86-64-v3, 300 rounds): 1.11x and 1.11x.
+//     Its AVX2 code (--march x86-64-v3, 300 rounds): 1.11x and 1.11x. (Up to an eighth of L2,
+//     so conv3's 37 KB too: conv3 1.01x and 1.01x, 300 rounds; not kept.)
 //   * two, with AVX-512 on Intel (ukernel_wide's pairs of panels), where the channel blocks pair
 //     up and a pair's panels fit in a quarter of L2: conv8-conv10 at batch 4 (74-295 KB a pair).
 //     On the Xeon against one block an item (kernel_ab, torch_cl between, 150 rounds): conv8
@@ -1577,9 +1578,10 @@ int im2win_fused_splits_k(int N, int C, int K, int R, int S, int sx, int P, int 
 // and not where each thread convolves its own channel blocks (split_k): pairs within each thread's
 // half there, conv11 at batch 4 on the Xeon, ran 0.98x at best and at the median, 0.96x and 0.99x
 // with the pairs' B rows prefetched 8 steps ahead where the tile's rows span most of L1 (kernel_ab,
-// torch_cl between, 100 rounds). The pairs were timed on Intel only: AMD's cores keep one block
-// an item there (-DIM2WIN_INTEL=1 builds Intel's choices on any CPU, for kernel_ab --defines
-// IM2WIN_INTEL=0 IM2WIN_INTEL=1).
+// torch_cl between, 100 rounds). AMD's cores keep one block an item where Intel's take pairs: on
+// Zen 4 the pairs ran conv8 1.00x, conv9 1.00x, conv10 1.00x at best and at the median
+// (kernel_ab, torch_cl between, 200 rounds). (-DIM2WIN_INTEL=1 builds Intel's choices on any
+// CPU, for kernel_ab --defines IM2WIN_INTEL=0 IM2WIN_INTEL=1.)
 int item_blocks(int K, long T, bool packed, bool split_k) {
   const long kblocks = cdiv(K, KB), panel_bytes = KB * T * static_cast<long>(sizeof(float));
   if (!packed || split_k || T > TC_PACKED) return 1;
