@@ -199,7 +199,7 @@ def isa_table(doc: dict) -> str:
     return (
         "## The micro-kernel on each x86 level\n\n"
         "One pass of the micro-kernel's main loop (one reduction step of an M-pixel tile a pass, "
-        "or two in the loop that runs on Intel CPUs), from "
+        "or two in the loops that run on Intel CPUs and in the two-panel loop), from "
         f"{code['method']}; compiler: {code['compiler']}. The levels this CPU runs are also "
         "checked against the float64 oracle by the tests; the others are only read. "
         "Stack accesses are spills, and moves between general and vector registers are row "
