@@ -1369,10 +1369,10 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
 // best 0.996-1.095x on every layer, at the median 0.97-1.07x (below 0.99x only conv12 0.968x,
 // conv10 0.982x and conv7 0.985x, each in one run); with the vCPUs apart (no shared last-level
 // cache) 1.00-1.09x at best on every layer timed so but conv12 (2 rounds, 0.97x), with them
-// together 0.996-1.03x; conv6 1.03x, 1.03x,
-// 1.08x at best and 1.07x, 1.06x, 1.01x at the median. im2win on conv6 (the one paper layer at
-// batch 4 on this path; kernel_ab, torch and torch_cl between, 300-800 rounds): 1.00-1.01x at best
-// and 1.00-1.02x at the median, apart 0.98-1.03x at best and 1.01-1.02x at the median. (Earlier,
+// together 0.996-1.03x; conv6 1.03x, 1.03x, 1.08x at best and 1.07x, 1.06x, 1.01x at the
+// median. im2win on conv6 (the one paper layer at batch 4 on this path; kernel_ab, torch and
+// torch_cl between, 300-800 rounds): 1.00-1.01x at best and 1.00-1.02x at the median, apart
+// 0.98-1.03x at best and 1.01-1.02x at the median. (Earlier,
 // on a shared 2-core VM at an older state of this path, equal shares left the first thread done
 // waiting a median 16-55% of the call on 7 of the 12 layers, and the dynamic schedule ran faster
 // on 11 layers in one run (1-17%) and 9 in a second; a static schedule then: level on Zen 5 with
