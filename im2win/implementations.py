@@ -76,7 +76,7 @@ from im2win.streamed import (
     kernel_phases,
     ptr,
 )
-from im2win.transform import window_block, window_nchw, window_nhwc
+from im2win.transform import window_block, window_nchw, window_nhwc, window_shared
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
@@ -92,7 +92,7 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     if launch is None:
         block = window_block(shape, threads)
         start = time.perf_counter()
-        iw = window_nhwc(x, shape, block)
+        iw = window_nhwc(x, shape, block, window_shared(shape, threads))
         transform_ms = (time.perf_counter() - start) * 1e3
         out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
         return out, kernel_phases(seconds, transform_ms) | {"path": WHOLE}
@@ -167,9 +167,14 @@ def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, c
     return out, seconds
 
 
+def _window_for_nhwc(x, shape: ConvShape) -> torch.Tensor:
+    """Phase 1 of im2win_nhwc: the whole window tensor, written as its convolution will read it."""
+    return window_nhwc(x, shape, shared=window_shared(shape, torch.get_num_threads()))
+
+
 def _im2win_nhwc(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
-    return _convolve_nhwc(window_nhwc(x, shape), shape, weight, bias)[0]
+    return _convolve_nhwc(_window_for_nhwc(x, shape), shape, weight, bias)[0]
 
 
 def _im2win_nchw(x, weight, bias, stride, padding):
@@ -369,7 +374,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             extra_elems=lambda shape, threads: (
                 window_nhwc_elems(shape) + filter_work_floats(shape, threads)
             ),
-            window_transform=window_nhwc,
+            window_transform=_window_for_nhwc,
         ),
         Implementation(  # the paper's window tensor plus its reordered filter Fw
             "im2win_nchw",

@@ -33,18 +33,23 @@ def _args(x: torch.Tensor, shape: ConvShape) -> list:
     ]
 
 
-def window_nhwc(x: torch.Tensor, shape: ConvShape, block: int | None = None) -> torch.Tensor:
+def window_nhwc(
+    x: torch.Tensor, shape: ConvShape, block: int | None = None, shared: bool = False
+) -> torch.Tensor:
     """Iw of shape [N, P, Wu, R, C] for the convolution `shape` of the float32 CPU tensor x; with
     `block` < C channels a block (it must divide C), [N, P, C / block, Wu, R, block]: each block a
     window tensor of its channels, the layout im2win reads where it packs the filter panel by panel
-    (window_block)."""
+    (window_block). shared: every thread will read all of it (window_shared); where the two
+    threads' cores then share no last-level cache, it is written to memory past the caches."""
     block = shape.c if block is None else block
     if not 1 <= block <= shape.c or shape.c % block:
         raise ValueError(
             f"a block of {block} channels does not divide C = {shape.c}; pass a divisor of C"
         )
     iw = torch.empty(shape.n, shape.p, shape.c // block, shape.window_width, shape.r, block)
-    lib().im2win_transform_nhwc(*_args(x, shape), iw.data_ptr(), block, torch.get_num_threads())
+    lib().im2win_transform_nhwc(
+        *_args(x, shape), iw.data_ptr(), block, torch.get_num_threads(), shared
+    )
     return (
         iw if block < shape.c else iw.view(shape.n, shape.p, shape.window_width, shape.r, shape.c)
     )
@@ -60,6 +65,14 @@ def window_block(shape: ConvShape, threads: int) -> int:
     return lib().im2win_window_block(
         shape.k, shape.c, shape.r, shape.s, m, window_nhwc_elems(shape), threads
     )
+
+
+@per_kernels
+def window_shared(shape: ConvShape, threads: int) -> bool:
+    """Whether every thread of im2win's convolution over the whole window tensor reads all of it:
+    few pixels, one block of them, the output channels split between the threads (the kernel's
+    im2win_window_shared)."""
+    return bool(lib().im2win_window_shared(shape.k, shape.n * shape.p * shape.q, threads))
 
 
 def window_nchw(x: torch.Tensor, shape: ConvShape) -> torch.Tensor:

@@ -178,6 +178,79 @@ def test_window_in_channel_blocks_is_the_window_of_each_block(layout):
             window_nhwc(x, shape, bad)
 
 
+@pytest.mark.parametrize("level", ["native", "x86-64-v3", "x86-64-v2"])
+def test_window_written_past_the_caches_is_the_same_window(level):
+    """Where every thread will read the whole window tensor (shared) and the two threads' cores
+    share no last-level cache, the transform writes it with non-temporal stores, each row built
+    whole (transpose_rows_stream). -DIM2WIN_APART=1 takes that placement on any host: the window
+    must equal the one written as in cache (-DIM2WIN_APART=0), bit for bit. Blocks of 16 and 32
+    channels, padding on both axes, a row stride, 13 and 11 columns (the last 8 columns again
+    over the last full tile), 6 columns (too few to transpose 8 at a time), a view whose columns
+    are not contiguous and channels_last input (neither streamed); AVX-512, AVX2 and SSE code
+    (SSE never streams) where this CPU runs them."""
+    from im2win import cpu
+    from im2win.cpu import levels
+
+    if level != "native" and not levels.runs_here(level):
+        pytest.skip(f"this CPU does not run {level} code")
+    torch.manual_seed(0)
+    cases = [  # (x, (R, S), stride, padding, blocks)
+        (torch.randn(2, 32, 9, 13), (3, 3), (1, 1), (1, 2), (16, 32)),
+        (torch.randn(3, 48, 11, 11), (3, 2), (2, 1), (0, 0), (16, 48)),
+        (torch.randn(2, 16, 8, 6), (3, 3), (1, 1), (1, 1), (16,)),
+        (torch.randn(2, 32, 9, 26)[..., ::2], (3, 3), (1, 1), (0, 1), (32,)),
+        (
+            torch.randn(2, 32, 9, 13).contiguous(memory_format=torch.channels_last),
+            (3, 3),
+            (1, 1),
+            (1, 0),
+            (16, 32),
+        ),
+    ]
+    windows = {}
+    with timing.threads(2):
+        for placement in ("IM2WIN_APART=0", "IM2WIN_APART=1"):
+            with cpu.kernels_from(cpu.SOURCE, level, (placement,)):
+                for i, (x, (r, s), stride, padding, blocks) in enumerate(cases):
+                    w = torch.empty(64, x.shape[1], r, s)
+                    shape = im2win.ConvShape.of(x, w, stride, padding)
+                    for block in blocks:
+                        got = window_nhwc(x, shape, block, shared=True)
+                        windows.setdefault((i, block), []).append(got)
+    for (i, block), (in_cache, streamed) in windows.items():
+        assert torch.equal(in_cache, streamed), (level, i, block)
+
+
+@pytest.mark.parametrize("impl", ["im2win", "im2win_nhwc"])
+def test_im2win_on_a_window_written_past_the_caches_matches_the_oracle(impl):
+    """conv6 at batch 4 (im2win's one paper layer on the whole window tensor, on every CPU timed)
+    and a smaller deep layer with padding, on two threads: few pixels, one block of them, so each
+    thread convolves a share of the output channels over the whole window tensor (window_shared),
+    which the transform streams where the threads sit apart (-DIM2WIN_APART=1 takes that
+    placement on any host). im2win takes the whole window tensor for the second where the host's
+    caches make it (its path is asserted for conv6 only)."""
+    from im2win import cpu
+    from im2win.implementations import im2win_with_phases
+    from im2win.plan import WHOLE
+    from im2win.transform import window_shared
+
+    torch.manual_seed(0)
+    with timing.threads(2), cpu.kernels_from(cpu.SOURCE, "native", ("IM2WIN_APART=1",)):
+        for x_shape, w_shape, padding in [
+            ((4, 256, 12, 12), (512, 256, 3, 3), (0, 0)),
+            ((2, 128, 9, 11), (128, 128, 3, 3), (1, 1)),
+        ]:
+            x, w, b = torch.randn(x_shape), torch.randn(w_shape), torch.randn(w_shape[0])
+            shape = im2win.ConvShape.of(x, w, (1, 1), padding)
+            assert window_shared(shape, 2), x_shape
+            if impl == "im2win":
+                out, phases = im2win_with_phases(x, w, b, (1, 1), padding)
+                assert phases["path"] == WHOLE or x_shape[1] != 256, x_shape
+            else:
+                out = im2win.conv2d(x, w, b, 1, padding, impl=impl)
+            assert max_violation(out, x, w, b, (1, 1), padding) <= 1.0, x_shape
+
+
 @pytest.mark.parametrize(
     "c, k, r, s, stride, padding",
     [

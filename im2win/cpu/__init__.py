@@ -26,8 +26,10 @@ _SIGNATURES = {
     # K C R S M, floats of the window tensor, threads -> channels a block
     "im2win_window_block": (_I, [_I, _I, _I, _I, _L, _L, _I]),
     "im2win_streams_output": (_I, [_I, _L, _L, _I, _I]),  # K M T packed-once threads
-    # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads
-    "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I]),
+    # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, channels a block, threads,
+    # whether every thread will read all of it
+    "im2win_transform_nhwc": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I, _I, _I]),
+    "im2win_window_shared": (_I, [_I, _L, _I]),  # K M threads
     # x, strides (n, c, h, w), N C H W R S sy sx py px P Q, iw, threads
     "im2win_transform_nchw": (None, [_P, _L, _L, _L, _L] + [_I] * 12 + [_P, _I]),
     # iw, f, bias, out, N C K R S sx P Q, channels a block, work, phase_seconds, threads

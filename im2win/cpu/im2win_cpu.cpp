@@ -915,6 +915,42 @@ void transpose_rows(const float* src, long sc, int C, long cols, float* d, long 
     for (long w = 0; w < cols; ++w) d[w * ld + c] = src[c * sc + w];
 }
 
+// transpose_rows with non-temporal stores: 16 channels x 8 columns at a time, each column's 16
+// channels one whole cache line, written without reading it in first. C a multiple of 16, cols at
+// least 8, d and ld aligned to a line (16 floats); with AVX2 and AVX-512 only (streams_window).
+void transpose_rows_stream(const float* src, long sc, int C, long cols, float* d, long ld,
+                           long pf) {
+  const long w8 = cols / 8 * 8;
+  for (int c0 = 0; c0 < C; c0 += 16) {
+    const float* s0 = src + c0 * sc;
+    auto tile = [&](long w0) {  // columns w0 .. w0 + 7 of the 16 channels
+      V8 lo[8], hi[8];
+      for (int i = 0; i < 8; ++i) {
+        lo[i] = *reinterpret_cast<const V8u*>(s0 + i * sc + w0);
+        hi[i] = *reinterpret_cast<const V8u*>(s0 + (i + 8) * sc + w0);
+      }
+      transpose8x8(lo);
+      transpose8x8(hi);
+      for (int j = 0; j < 8; ++j) {
+        float* line = d + (w0 + j) * ld + c0;
+#if defined(__AVX__)  // two halves of one line, one after the other: one write of the line
+        _mm256_stream_ps(line, lo[j]);
+        _mm256_stream_ps(line + 8, hi[j]);
+#else  // SSE: plain stores (streams_window takes this path only with AVX and wider)
+        std::memcpy(line, &lo[j], sizeof(V8));
+        std::memcpy(line + 8, &hi[j], sizeof(V8));
+#endif
+      }
+    };
+    for (long w0 = 0; w0 < w8; w0 += 8) {
+      if (pf && w0 % 16 == 0)
+        for (int i = 0; i < 16; ++i) __builtin_prefetch(s0 + i * sc + w0 + pf, 0, 3);
+      tile(w0);
+    }
+    if (w8 < cols) tile(cols - 8);  // the last 8 columns again, overlapping the last full tile
+  }
+}
+
 // d[w * ld + c] = src[c * sc + w * sw] for c < C, w < cols, a column at a time; CC > 0: C == CC
 // known at compile time (grey, RGB, RGBA inputs), so the copy of a column is unrolled. pf (0:
 // none): prefetch the same columns pf floats on (see build_bands).
@@ -957,7 +993,7 @@ void copy_columns(const float* src, long sc, long sw, long cols, float* d, long 
 // second band layout.)
 void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int H, int W, int R,
                  int sy, int py, int px, int P, long Wu, long row0, long rows, float* dst,
-                 const float* before = nullptr, long ld_row = 0) {
+                 const float* before = nullptr, long ld_row = 0, bool stream = false) {
   const long RC = static_cast<long>(R) * C;
   if (ld_row == 0) ld_row = Wu * RC;  // rows one after the other, else blocks of a wider row
   // Columns w of the window that fall inside the input: w - px in [0, W).
@@ -983,7 +1019,7 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
     // rotation, which would also cut work items to one output row. Not built.)
     int r_first = 0;
     const float* prev = row > row0 ? band - ld_row : before;
-    if (prev && p > 0 && sy < R) {
+    if (prev && p > 0 && sy < R && !stream) {
       r_first = R - sy;
       if (r_first * C < 32)
         std::memmove(band, prev + sy * C, sizeof(float) * (Wu * RC - sy * C));
@@ -1053,7 +1089,10 @@ void build_bands(const float* x, long sn, long sc, long sh, long sw, int C, int 
       } else if (sw == 1 && w_hi - w_lo >= 8) {  // NCHW rows: 8 x 8 tiles transposed in
         // registers, reading along rows; a gather down the channels of a large image hits one L1
         // set at every channel (channel stride a multiple of 4 KiB: conv4's 224 x 224 planes)
-        transpose_rows(src, sc, C, w_hi - w_lo, d, RC, pf);
+        if (stream)
+          transpose_rows_stream(src, sc, C, w_hi - w_lo, d, RC, pf);
+        else
+          transpose_rows(src, sc, C, w_hi - w_lo, d, RC, pf);
       } else {  // many channels: gather the C values of one column (a contiguous write)
         // (conv12's 7-column rows; the next row's input prefetched here too: its transform 0.15
         // -> 0.14 ms with the caches flushed, 0.18 -> 0.11 ms in cache, but the calls 0.96x and
@@ -1166,6 +1205,63 @@ double l1_gflops(long reps, int nthreads, Call call) {
     (void)sink;
   }
   return 2.0 * MR * KB * TC * reps * nthreads / seconds / 1e9;
+}
+
+// Whether im2win_conv_nhwc runs over M pixels as one pixel block, its kblocks channel blocks spread
+// over the threads: few pixels (small late layers, whose filter dwarfs their input), so each panel
+// of the filter is packed exactly once (up to 4 MC pixels: conv6 and conv11 at batch 4, 400 and 576
+// pixels, ran 4-15% faster than in blocks of about MC, measured side by side with python -m
+// im2win.cpu.kernel_ab). Every thread then reads the whole window tensor.
+bool one_pixel_block(long M, long kblocks, int nthreads) {
+  return M <= 4 * MC && kblocks % nthreads == 0;
+}
+
+// Whether OpenMP threads 0 and 1 of the calling team sit on cores that share no last-level cache:
+// eight round trips of one cache line between them, about 130 ns each where the cores share one
+// and over 500 ns where they do not (as harness.peak.thread_round_trip_ns times them). Called by
+// every thread of a team of two, which all get the same answer; `line`: zero, shared by the team.
+// At those round trips, about 1 us a call together and 4 us apart. -DIM2WIN_APART=0 or =1 fixes
+// the answer (the tests: either way, on any host).
+bool team_apart(std::atomic<long>& line) {
+#ifdef IM2WIN_APART
+  (void)line;
+  return IM2WIN_APART;
+#else
+  constexpr long kTrips = 8;
+  constexpr double kApartSeconds = kTrips * 250e-9;  // harness.peak.APART_NS a round trip
+  const auto spin = [&](auto done) {
+    long v;
+    while (!done(v = line.load(std::memory_order_acquire))) __builtin_ia32_pause();
+    return v;
+  };
+  if (omp_get_num_threads() != 2) return false;
+  if (omp_get_thread_num() == 0) {
+    spin([](long v) { return v == 1; });  // thread 1 is here: its wake-up not timed
+    const double start = omp_get_wtime();
+    for (long i = 1; i <= kTrips; ++i) {
+      line.store(2 * i, std::memory_order_release);
+      spin([i](long v) { return v == 2 * i + 1; });
+    }
+    const bool apart = omp_get_wtime() - start > kApartSeconds;
+    line.store(apart ? -2 : -1, std::memory_order_release);
+    return apart;
+  }
+  line.store(1, std::memory_order_release);
+  for (long i = 1; i <= kTrips; ++i) {
+    spin([i](long v) { return v == 2 * i; });
+    line.store(2 * i + 1, std::memory_order_release);
+  }
+  return spin([](long v) { return v < 0; }) == -2;
+#endif
+}
+
+// Whether im2win_transform_nhwc may write its window rows with non-temporal stores (where the
+// threads sit apart: team_apart): transposed from channel-major input (sc != 1, sw == 1) in
+// blocks of whole cache lines of channels (cb a multiple of 16) into a window aligned to a line,
+// with AVX2 or AVX-512 (transpose_rows_stream).
+bool streams_window(long sc, long sw, int cb, const float* iw) {
+  return VL >= 8 && sc != 1 && sw == 1 && cb % 16 == 0 &&
+         reinterpret_cast<std::uintptr_t>(iw) % 64 == 0;
 }
 
 }  // namespace
@@ -1326,30 +1422,56 @@ int im2win_streams_output(int K, long M, long T, int packed, int nthreads) {
   return T <= (packed ? TC_PACKED : TC) && K % VL == 0 && M * K > past;
 }
 
+// Whether every thread of the convolution of the NHWC-window layout (im2win_conv_nhwc) reads the
+// whole window tensor: its M pixels one block (one_pixel_block), the output channels split between
+// the threads. im2win_transform_nhwc's `shared`.
+int im2win_window_shared(int K, long M, int nthreads) {
+  return nthreads > 1 && one_pixel_block(M, cdiv(K, KB), nthreads);
+}
+
 // Phase "transform" of the NHWC-window layout. x is read through its strides (any memory format, any
 // view), so non-contiguous inputs need no copy. iw: [N][P][Wu][R][C], Wu = (Q-1)*sx + S; or, in
 // blocks of cb < C channels (cb divides C), [N][P][C / cb][Wu][R][cb]: each block the window
-// tensor of its channels, so a pixel's window is one run of S*R*cb floats in each.
+// tensor of its channels, so a pixel's window is one run of S*R*cb floats in each. shared: whether
+// every thread will read all of it (im2win_window_shared), which decides how it is written.
 void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                            int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
-                           float* iw, int cb, int nthreads) {
+                           float* iw, int cb, int nthreads, int shared) {
   const long Wu = static_cast<long>(Q - 1) * sx + S;
   const long rows = static_cast<long>(N) * P;
   // One contiguous run of rows a thread, so that each row after the first copies its overlap
-  // with the row before (build_bands) instead of building it again. (Each row built in a staging
-  // row in cache and written out whole with non-temporal stores, as pack_filter writes the
-  // filter: conv6 at batch 4 on Zen 4 with the vCPUs apart, its median transform 0.41 -> 0.19 ms
-  // and the call 1.03x at best, 1.02x at the median (252 rounds); together 0.99x at best, level
-  // at the median (1,248 rounds). Not kept: it needs a staging workspace, for one layer's gain in
-  // the rarer placement.)
+  // with the row before (build_bands) instead of building it again.
+  // Written with non-temporal stores instead where every thread will read the whole window tensor
+  // (shared: im2win_window_shared) and the two threads' cores share no last-level cache
+  // (team_apart), each row built whole from the input (streams_window). The lines each thread
+  // writes were then last read by the other, in the call before: with the cores apart each plain
+  // store first fetches its line from the other's cache, about 500 ns a line on the Zen 4 VM this
+  // was timed on (family 25 model 17; the guest shows one L3 whichever two host cores its vCPUs
+  // get, and that changes within minutes). conv6 at batch 4 there (kernel_ab, torch run between
+  // the calls), against plain stores in both placements:
+  //   * streamed in both placements (1,500 rounds: 1,167 apart, 333 together): apart, its
+  //     transform 0.29 -> 0.09 ms and the call 1.08x at best and 1.04x at the median; together
+  //     0.986x and 0.988x (the convolution then reads the window from memory, not from cache).
+  //     With the overlapping rows copied from the row before, as in cache: apart 1.04x at best,
+  //     together 0.99x;
+  //   * by placement, as here (two runs, 1,500 and 500 rounds; 638 and 439 apart): apart 1.045x
+  //     at best both times, 1.04x at the median; together 0.998-0.999x at best, 1.00x at the
+  //     median; im2win_nhwc on conv6 apart 1.05x at best and 1.04x at the median, on conv11 and
+  //     conv12 (few pixels too) 0.99-1.04x.
+  // (Earlier, each row built in a staging row in cache and written out from it, in both
+  // placements: apart 1.03x at best and 1.02x at the median, 252 rounds; together 0.99x.)
+  const bool may_stream = shared && nthreads == 2 && streams_window(sc, sw, cb, iw);
+  std::atomic<long> line{0};
 #pragma omp parallel num_threads(nthreads)
   {
+    const bool stream = may_stream && team_apart(line);
     const long share = cdiv(rows, omp_get_num_threads());
     const long row0 = std::min(rows, omp_get_thread_num() * share);
     const long count = std::min(share, rows - row0);
     for (int c0 = 0; count > 0 && c0 < C; c0 += cb)
       build_bands(x + c0 * sc, sn, sc, sh, sw, cb, H, W, R, sy, py, px, P, Wu, row0, count,
-                  iw + (row0 * C + c0) * Wu * R, nullptr, Wu * R * C);
+                  iw + (row0 * C + c0) * Wu * R, nullptr, Wu * R * C, stream);
+    if (stream) _mm_sfence();  // the streamed rows are ordered before the barrier
   }
 }
 
@@ -1395,12 +1517,8 @@ void im2win_conv_nhwc(const float* iw, const float* f, const float* bias, float*
   const long kblocks = cdiv(K, KB);
   const bool prepack = im2win_filter_packed_once(K, M);
   const bool stream = im2win_streams_output(K, M, T, prepack, nthreads) && aligned(out);
-  // Few pixels (small late layers, whose filter dwarfs their input): one pixel block, channel
-  // blocks spread over the threads, so each panel of the filter is packed exactly once (up to
-  // 4 MC pixels: conv6 and conv11 at batch 4, 400 and 576 pixels, ran 4-15% faster than in blocks
-  // of about MC, measured side by side with python -m im2win.cpu.kernel_ab).
-  const long mc =
-      (M <= 4 * MC && kblocks % nthreads == 0) ? M : balanced_block(M, MC, nthreads, MR);
+  // Few pixels: one pixel block (one_pixel_block).
+  const long mc = one_pixel_block(M, kblocks, nthreads) ? M : balanced_block(M, MC, nthreads, MR);
   const long mblocks = cdiv(M, mc);
   double slowest_pack = 0.0, slowest_busy = 0.0, fastest_busy = 1e300;
 #pragma omp parallel num_threads(nthreads) reduction(max : slowest_pack, slowest_busy) \
