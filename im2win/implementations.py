@@ -35,8 +35,6 @@ Each function takes validated arguments: float32 tensors x [N, C, H, W] (any str
 
 from __future__ import annotations
 
-import ctypes
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,9 +56,7 @@ from im2win.plan import (
     STREAMED,
     STREAMED_SPLIT,
     STREAMED_TILES,
-    WHOLE,
     direct_nhwc_work_floats,
-    filter_packed_once,
     filter_work_floats,
     fused_item_blocks,
     fused_splits_channels,
@@ -70,13 +66,12 @@ from im2win.plan import (
 )
 from im2win.shapes import ConvShape
 from im2win.streamed import (
-    PHASE_SLOTS,
     Launch,
     contiguous_params,
     kernel_phases,
     ptr,
 )
-from im2win.transform import window_block, window_nchw, window_nhwc, window_shared
+from im2win.transform import window_nchw, window_nhwc, window_shared
 
 
 def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, dict]:
@@ -84,19 +79,11 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     "pack_ms": packing the filter, "wait_ms": how long the first thread done waited for the last,
     "path": "streamed bands" (", output channels split": each thread its share of them over
     every row; ", 2 channel blocks a tile": see fused_item_blocks), "window planes a
-    thread" or "whole window tensor"}. The kernel's own timers, the slowest thread's times, except
-    the materialised window tensor's transform, which is timed here."""
+    thread" or "whole window tensor"}. The kernel's own timers: the slowest thread's times, and
+    on the whole window tensor the transform's parallel region."""
     shape = ConvShape.of(x, weight, stride, padding)
     threads = torch.get_num_threads()
-    launch = im2win_launch(x, shape, threads)
-    if launch is None:
-        block = window_block(shape, threads)
-        start = time.perf_counter()
-        iw = window_nhwc(x, shape, block, window_shared(shape, threads))
-        transform_ms = (time.perf_counter() - start) * 1e3
-        out, seconds = _convolve_nhwc(iw, shape, weight, bias, block)
-        return out, kernel_phases(seconds, transform_ms) | {"path": WHOLE}
-    out, seconds = launch.run(x, *contiguous_params(weight, bias))
+    out, seconds = im2win_launch(x, shape, threads).run(x, *contiguous_params(weight, bias))
     path = path_plan(shape, threads)[0]
     if path == STREAMED and fused_splits_channels(shape, threads):
         path = STREAMED_SPLIT
@@ -105,13 +92,13 @@ def im2win_with_phases(x, weight, bias, stride, padding) -> tuple[torch.Tensor, 
     return out, kernel_phases(seconds) | {"path": path}
 
 
-def im2win_launch(x, shape: ConvShape, threads: int) -> Launch | None:
-    """im2win's kernel call for `x` of `shape` on `threads` threads, where it streams windows
-    (bands or planes: path_plan); None where it makes the whole window tensor first."""
+def im2win_launch(x, shape: ConvShape, threads: int) -> Launch:
+    """im2win's kernel call for `x` of `shape` on `threads` threads, on the path it takes
+    (path_plan): streamed bands, window planes a thread, or the whole window tensor first."""
     path, work_floats = path_plan(shape, threads)
-    if path == WHOLE:
-        return None
-    kernel = "im2win_conv_planes" if path == PLANES else "im2win_conv_fused"
+    kernel = {STREAMED: "im2win_conv_fused", PLANES: "im2win_conv_planes"}.get(
+        path, "im2win_conv_whole"
+    )
     return Launch.of(kernel, shape.x_args(x), shape.output_shape(), work_floats)
 
 
@@ -141,30 +128,25 @@ def _im2win_packed_phases(x, weight, bias, stride, padding) -> tuple[torch.Tenso
     return im2win_packed(x, packed_for(weight), bias, stride, padding)
 
 
-def _convolve_nhwc(iw, shape, weight, bias, block=None) -> tuple[torch.Tensor, ctypes.Array]:
-    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor (in blocks
-    of `block` channels: window_nhwc). Returns the output and the kernel's phase_seconds (no bands;
-    packing the filter; the threads' wait)."""
-    block = block or shape.c
-    if block < shape.c and filter_packed_once(shape):
-        raise ValueError("a window in blocks of channels needs the filter packed panel by panel")
+def _convolve_nhwc(iw, shape, weight, bias) -> torch.Tensor:
+    """Phase 2 of im2win_nhwc: the micro-kernel over a materialised NHWC window tensor (window_nhwc,
+    unblocked)."""
     weight, bias = contiguous_params(weight, bias)
     out = torch.empty(shape.output_shape(), memory_format=torch.channels_last)
     threads = torch.get_num_threads()
-    work = torch.empty(filter_work_floats(shape, threads, block))
-    seconds = (ctypes.c_double * PHASE_SLOTS)()
+    work = torch.empty(filter_work_floats(shape, threads))
     lib().im2win_conv_nhwc(
         iw.data_ptr(),
         weight.data_ptr(),
         ptr(bias),
         out.data_ptr(),
         *shape.window_args(),
-        block,
+        shape.c,
         work.data_ptr(),
-        seconds,
+        None,
         threads,
     )
-    return out, seconds
+    return out
 
 
 def _window_for_nhwc(x, shape: ConvShape) -> torch.Tensor:
@@ -174,7 +156,7 @@ def _window_for_nhwc(x, shape: ConvShape) -> torch.Tensor:
 
 def _im2win_nhwc(x, weight, bias, stride, padding):
     shape = ConvShape.of(x, weight, stride, padding)
-    return _convolve_nhwc(_window_for_nhwc(x, shape), shape, weight, bias)[0]
+    return _convolve_nhwc(_window_for_nhwc(x, shape), shape, weight, bias)
 
 
 def _im2win_nchw(x, weight, bias, stride, padding):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 
 from im2win.cpu import lib, per_kernels
-from im2win.metrics import window_nhwc_elems
 from im2win.shapes import ConvShape
 from im2win.transform import window_block
 
@@ -102,12 +101,14 @@ def window_planes(shape: ConvShape, threads: int) -> int:
     return planes_plan(shape, threads)[0] if path_plan(shape, threads)[0] == PLANES else 0
 
 
+@per_kernels
 def _whole_window_floats(shape: ConvShape, threads: int) -> int:
-    """Workspace of the materialised path: the whole window tensor (in the channel blocks
-    window_block chooses) + the filter's workspace."""
-    return window_nhwc_elems(shape) + filter_work_floats(
-        shape, threads, window_block(shape, threads)
-    )
+    """Workspace of the materialised path (im2win_conv_whole): the whole window tensor (in the
+    channel blocks window_block chooses), rounded up to a cache line, + the filter's workspace (the
+    kernel's im2win_whole_plan)."""
+    work = ctypes.c_long()
+    lib().im2win_whole_plan(*shape.window_args(), threads, ctypes.byref(work), None)
+    return work.value
 
 
 @per_kernels

@@ -62,8 +62,15 @@ _SIGNATURES = {
     ),
     # N C K R S sx P Q threads, work floats (out) -> channels a plane (0: the path does not fit)
     "im2win_planes_plan": (_I, [_I] * 9 + [ctypes.POINTER(_L)]),
+    # N C K R S sx P Q threads, work floats and window floats (out) -> channels a window block
+    "im2win_whole_plan": (_I, [_I] * 9 + [ctypes.POINTER(_L)] * 2),
     # the arguments of im2win_conv_fused
     "im2win_conv_planes": (
+        None,
+        [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
+    ),
+    # the arguments of im2win_conv_fused
+    "im2win_conv_whole": (
         None,
         [_P, _L, _L, _L, _L] + [_I] * 13 + [_P, _P, _P, _P, ctypes.POINTER(ctypes.c_double), _I],
     ),

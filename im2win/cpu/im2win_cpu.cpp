@@ -2063,6 +2063,42 @@ void im2win_conv_planes(const float* x, long sn, long sc, long sh, long sw, int 
     phase_seconds[2] = slowest_busy - fastest_busy;
 }
 
+// im2win over the whole window tensor, materialised first (the path of layers that neither stream
+// bands nor build window planes a thread: few pixels, a deep filter packed panel by panel), in one
+// call: the window (im2win_transform_nhwc, in im2win_window_block's blocks of channels) into the
+// front of work, then im2win_conv_nhwc over it, with the rest of work for the filter. The plan:
+// work_floats (nullable), the window tensor (rounded up to a cache line) and the filter's work
+// (im2win_filter_work_floats); returns the channels a block of the window.
+int im2win_whole_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, int nthreads,
+                      long* work_floats, long* window_floats) {
+  const long Wu = static_cast<long>(Q - 1) * sx + S, M = static_cast<long>(N) * P * Q;
+  const long window = static_cast<long>(N) * P * Wu * R * C;
+  const int cb = im2win_window_block(K, C, R, S, M, window, nthreads);
+  if (window_floats) *window_floats = cdiv(window, 16) * 16;
+  if (work_floats)
+    *work_floats = cdiv(window, 16) * 16 + im2win_filter_work_floats(K, C, R, S, M, cb, nthreads);
+  return cb;
+}
+
+// x: [N][C][H][W] through its strides; f: [K][C][R][S] contiguous; bias [K] or null;
+// out: [N][P][Q][K]; work: work_floats of im2win_whole_plan. phase_seconds (nullable): as
+// im2win_conv_fused's, [0] the transform's parallel region.
+void im2win_conv_whole(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
+                       int W, int K, int R, int S, int sy, int sx, int py, int px, int P, int Q,
+                       const float* f, const float* bias, float* out, float* work,
+                       double* phase_seconds, int nthreads) {
+  long window = 0;
+  const int cb = im2win_whole_plan(N, C, K, R, S, sx, P, Q, nthreads, nullptr, &window);
+  const int shared = im2win_window_shared(K, static_cast<long>(N) * P * Q, nthreads);
+  const double start = omp_get_wtime();
+  im2win_transform_nhwc(x, sn, sc, sh, sw, N, C, H, W, R, S, sy, sx, py, px, P, Q, work, cb,
+                        nthreads, shared);
+  const double transform = omp_get_wtime() - start;
+  im2win_conv_nhwc(work, f, bias, out, N, C, K, R, S, sx, P, Q, cb, work + window, phase_seconds,
+                   nthreads);
+  if (phase_seconds) phase_seconds[0] = transform;
+}
+
 // Phase "transform" of the paper's NCHW-window layout: iw [N][C][P][Wu*R].
 void im2win_transform_nchw(const float* x, long sn, long sc, long sh, long sw, int N, int C, int H,
                            int W, int R, int S, int sy, int sx, int py, int px, int P, int Q,
