@@ -22,7 +22,8 @@ def transform_table(doc: dict) -> str:
         "Window transform time / whole convolution time (ms, best of the rounds); the transform is included "
         "in the whole convolution's time. im2win_nhwc and im2win_nchw: the materialised transform "
         "timed on its own. im2win: the time its slowest thread spent building window bands inside "
-        "the convolution (the kernel's own timers).\n\n" + table(["layer", *cols], rows)
+        "the convolution (the kernel's own timers; on the whole window tensor's path, the transform "
+        "as a whole, timed around it).\n\n" + table(["layer", *cols], rows)
     )
 
 
@@ -78,7 +79,7 @@ def breakdown_table(doc: dict) -> str:
     return (
         f"\n## Where im2win's time goes\n\nPer layer: {call_text}, the time spent "
         "building window bands (the slowest thread's, from the kernel's own timers; on the whole "
-        "window tensor's path, that transform timed on its own) and packing the filter (the "
+        "window tensor's path, the transform as a whole, timed around it) and packing the filter (the "
         f"slowest thread's){wait_text}, and the GFLOP/s of what is left (the micro-kernel over the "
         "bands, with its loads and tails"
         + ("" if waits else " and the threads' imbalance")
