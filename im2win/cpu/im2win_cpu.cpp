@@ -1451,7 +1451,7 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
   // the calls), against plain stores in both placements:
   //   * streamed in both placements (1,500 rounds: 1,167 apart, 333 together): apart, its
   //     transform 0.29 -> 0.09 ms and the call 1.08x at best and 1.04x at the median; together
-  //     0.986x and 0.988x (the convolution then reads the window from memory, not from cache).
+  //     0.986x and 0.989x (the convolution then reads the window from memory, not from cache).
   //     With the overlapping rows copied from the row before, as in cache: apart 1.04x at best,
   //     together 0.99x;
   //   * by placement, as here (two runs, 1,500 and 500 rounds; 638 and 439 apart): apart 1.045x
