@@ -656,25 +656,30 @@ inline void pack_run_tail(const float* src, long T, long n, int kvalid, TapRows&
 // so that every vector's place is fixed and the stores need no counters: 1.3-1.4x faster alone
 // with the filter in L2, but level in the calls, conv12 1.01x, conv6 1.00x, conv5 and conv11
 // 1.00x in cache (Zen 4, 30 rounds): not kept.)
-// On Intel (kIntel), 16 output channels a pass instead of 8: each 64-byte line of a panel row is
-// written whole while it is in L1, against two passes over the whole panel, each writing half of
-// every line, its lines fetched again from L2 or L3 for the second. On the Xeon (family 6 model
-// 167, 48 KB L1d; kernel_ab, torch_cl between, 100 rounds; the packing the slowest thread's, best
-// of the rounds): conv12 1.05x at best and 1.06x at the median, its packing 0.33 -> 0.28 ms; conv6
+// 16 output channels a pass (at most KB), not 8: each 64-byte line of a panel row is written whole
+// while it is in L1, against two passes over the whole panel, each writing half of every line,
+// its lines fetched again from L2 or L3 for the second. On the Xeon (family 6 model 167, 48 KB
+// L1d; kernel_ab, torch_cl between, 100 rounds; the packing the slowest thread's, best of the
+// rounds): conv12 1.05x at best and 1.06x at the median, its packing 0.33 -> 0.28 ms; conv6
 // 1.02x and 1.01x, 0.18 -> 0.14 ms; conv11 1.01x and 1.02x, 0.10 -> 0.07 ms; conv5 1.01x, the
 // others 0.99-1.00x. Again with pack_taps never inlined, 60 rounds: conv12 1.02x and 1.08x, conv6
 // 1.02x and 1.02x, conv11 1.02x and 1.04x, conv5 1.01x and 1.00x. The AVX2 code (--march x86-64-v3,
 // 60 rounds; 16 channels, its whole row): conv12 1.03x and 1.04x, conv6 1.01x and 1.01x, conv5 and
 // conv11 0.99-1.00x; packing conv6 0.14 -> 0.10 ms, conv12 0.29 -> 0.23. All 32 channels a pass
 // (the whole 128-byte row, as pack_taps_stream): conv11 1.01-1.04x, its packing 0.07-0.08 ms, but
-// conv5 0.98-0.99x, its packing 0.12 -> 0.17-0.19 ms; 32 runs read at once. Not timed on AMD's
-// cores, which keep 8.
+// conv5 0.98-0.99x, its packing 0.12 -> 0.17-0.19 ms; 32 runs read at once. First Intel's only;
+// on Zen 4 (family 25 model 17, 32 KB L1d; kernel_ab, torch run between the calls), against 8 a
+// pass: conv12 1.03x at best and at the median, its packing 0.34 -> 0.26 ms, conv6 1.01x and
+// 1.01x, 0.17 -> 0.13 ms (400 rounds, the vCPUs together); with the caches flushed before each
+// call conv12 1.02x and 1.02x, conv6 1.01x and 1.01x (200 rounds); the AVX2 code conv12 1.02x and
+// 1.02x, conv6 1.01x and 1.02x (200 rounds, mostly apart); conv5 and conv11 level (150 rounds).
+// All 32 there: conv12 1.00x and 0.99x, conv6 1.01x and 1.01x (150 rounds).
 void pack_taps(const float* f, long T, int R, int S, int k0, int kvalid, int c0, int cn,
                float* dst, bool rows_first) {
   const long n = static_cast<long>(cn) * R * S;  // floats of one output channel's run
   const float* src = f + static_cast<long>(k0) * T + static_cast<long>(c0) * R * S;
   TapRows rows{dst, R, S, cn, rows_first};
-  const int line = kIntel ? std::min(KB, 16) : 8;  // output channels a pass: see above
+  const int line = std::min(KB, 16);  // output channels a pass: see above
   for (int g0 = 0; g0 < KB; g0 += line) {
     rows.restart();
     for (long u = 0; u < n / 8 * 8; u += 8) {  // at run positions u .. u + 7
