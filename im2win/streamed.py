@@ -24,9 +24,9 @@ def contiguous_params(weight, bias):
 PHASE_SLOTS = 3  # the kernels' phase_seconds: building bands, packing the filter, threads' wait
 
 
-def kernel_phases(seconds, transform_ms: float | None = None) -> dict:
+def kernel_phases(seconds) -> dict:
     return {
-        "transform_ms": seconds[0] * 1e3 if transform_ms is None else transform_ms,
+        "transform_ms": seconds[0] * 1e3,
         "pack_ms": seconds[1] * 1e3,
         "wait_ms": seconds[2] * 1e3,
     }

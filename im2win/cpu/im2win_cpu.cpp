@@ -2085,9 +2085,10 @@ int im2win_whole_plan(int N, int C, int K, int R, int S, int sx, int P, int Q, i
   const long Wu = static_cast<long>(Q - 1) * sx + S, M = static_cast<long>(N) * P * Q;
   const long window = static_cast<long>(N) * P * Wu * R * C;
   const int cb = im2win_window_block(K, C, R, S, M, window, nthreads);
-  if (window_floats) *window_floats = cdiv(window, 16) * 16;
+  const long window_lines = cdiv(window, 16) * 16;  // the filter's work starts on a cache line
+  if (window_floats) *window_floats = window_lines;
   if (work_floats)
-    *work_floats = cdiv(window, 16) * 16 + im2win_filter_work_floats(K, C, R, S, M, cb, nthreads);
+    *work_floats = window_lines + im2win_filter_work_floats(K, C, R, S, M, cb, nthreads);
   return cb;
 }
 
