@@ -1,9 +1,10 @@
 """Compile a C++ source file for this host and load it with ctypes, cached after the first build.
 
 The only module that runs the C++ compiler. Flags: -O3 -march=native -fopenmp (OpenMP and the widest
-SIMD the host has), or another -march to build or inspect the code of an x86 level this host may
-lack. The cache key covers the source, the flags, the compiler's version and the host's CPU, so a
-cache directory shared between different machines never hands out a library built for another CPU.
+SIMD the host has; -mcpu=native on AArch64), or another -march to build or inspect the code of an
+x86 level this host may lack. The cache key covers the source, the flags, the compiler's version
+and the host's CPU, so a cache directory shared between different machines never hands out a
+library built for another CPU.
 Builds are written to a temporary file and renamed into place, so a crashed or concurrent build
 never leaves a broken library behind.
 
@@ -68,10 +69,17 @@ def _compiler_version(compiler: str) -> str:
     return out.stdout.splitlines()[0] if out.stdout else compiler
 
 
+def aarch64_host() -> bool:
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
 def flags_for(march: str = "native", defines: tuple[str, ...] = ()) -> tuple[str, ...]:
     """CXXFLAGS with -march=`march` (e.g. x86-64-v3 for AVX2, x86-64-v4 for AVX-512) and a -D for
-    each of `defines` ("NAME=VALUE")."""
-    march_flags = tuple(f"-march={march}" if f == "-march=native" else f for f in CXXFLAGS)
+    each of `defines` ("NAME=VALUE"). On an AArch64 host, native is -mcpu=native: GCC's
+    -march=native there picks the instructions but not the core's tuning, and older clang takes
+    only -mcpu."""
+    arch = "-mcpu=native" if march == "native" and aarch64_host() else f"-march={march}"
+    march_flags = tuple(arch if f == "-march=native" else f for f in CXXFLAGS)
     return march_flags + tuple(f"-D{d}" for d in defines)
 
 

@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cmath>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__aarch64__)
 #define CHAINS_16 1
 #else
 #define CHAINS_16 0
@@ -21,6 +21,9 @@ namespace {
 #if defined(__AVX512F__)
 constexpr int VL = 16;
 constexpr int CHAINS = 16;
+#elif defined(__aarch64__)  // NEON: 32 registers of 4 lanes; up to 4 FMA pipes of latency 4
+constexpr int VL = 4;
+constexpr int CHAINS = 16;
 #elif defined(__AVX__)
 constexpr int VL = 8;
 constexpr int CHAINS = 12;
@@ -29,6 +32,12 @@ constexpr int VL = 4;
 constexpr int CHAINS = 12;
 #endif
 typedef float V __attribute__((vector_size(VL * 4)));
+// An asm operand in a vector register: x86's constraint, AArch64's.
+#if defined(__aarch64__)
+#define VREG "+w"
+#else
+#define VREG "+v"
+#endif
 }  // namespace
 
 extern "C" {
@@ -43,7 +52,7 @@ double peak_fma(long iters, int nthreads, double* flops, float* sink) {
   {
     const V mul = (V){} + 0.999999f, add = (V){} + 1e-7f;
 #define CHAIN_DECL(j) V a##j = (V){} + static_cast<float>(j);
-#define CHAIN_STEP(j) a##j = a##j * mul + add; __asm__ volatile("" : "+v"(a##j));
+#define CHAIN_STEP(j) a##j = a##j * mul + add; __asm__ volatile("" : VREG(a##j));
 #if CHAINS_16
 #define CHAINS_APPLY(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) \
                         F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
@@ -82,6 +91,8 @@ double thread_round_trip_ns(long trips, double max_seconds) {
   auto pause = [] {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
 #endif
   };
 #pragma omp parallel num_threads(2)

@@ -25,9 +25,28 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#include <immintrin.h>
 #include <omp.h>
 #include <unistd.h>
+
+// What differs between the architectures, kept here: the vector code is GCC's vector extensions,
+// which compile to SSE, AVX2 or AVX-512 on x86 and to NEON on 64-bit ARM (AArch64: 4 lanes, the
+// SSE path's register block). x86 adds non-temporal stores (store_stream, stream_fence), the
+// vendor's tuning (kIntel) and the spin-wait hint; elsewhere those are plain stores, a release
+// fence, AMD's tuning and the architecture's own hint.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define IM2WIN_X86 1
+#define IM2WIN_VREG "+v"       // an asm operand in a vector register
+#define IM2WIN_ASM_NOTE "# "   // an assembler comment (im2win.cpu.isa reads the markers)
+#else
+#define IM2WIN_X86 0
+#if defined(__aarch64__)
+#define IM2WIN_VREG "+w"
+#define IM2WIN_ASM_NOTE "// "
+#else
+#error "im2win's CPU kernels build for x86-64 and AArch64"
+#endif
+#endif
 
 namespace {
 
@@ -167,8 +186,27 @@ inline void store_stream(float* p, V v) {
   _mm512_stream_ps(p, (__m512)v);
 #elif defined(__AVX__)
   _mm256_stream_ps(p, (__m256)v);
-#else
+#elif IM2WIN_X86
   _mm_stream_ps(p, (__m128)v);
+#else  // no store that skips the read of its line: a plain one
+  *reinterpret_cast<V*>(p) = v;
+#endif
+}
+// Orders the non-temporal stores before whatever follows (x86's sfence; elsewhere the stores were
+// plain, and a release fence orders them).
+inline void stream_fence() {
+#if IM2WIN_X86
+  _mm_sfence();
+#else
+  std::atomic_thread_fence(std::memory_order_release);
+#endif
+}
+// In a spin-wait loop: lets the core know (x86 pause, AArch64 yield).
+inline void spin_hint() {
+#if IM2WIN_X86
+  __builtin_ia32_pause();
+#else
+  __asm__ volatile("yield");
 #endif
 }
 bool aligned(const float* p) { return reinterpret_cast<std::uintptr_t>(p) % sizeof(V) == 0; }
@@ -187,8 +225,12 @@ long cdiv(long a, long b) { return (a + b - 1) / b; }
 constexpr bool kIntel = IM2WIN_INTEL;
 #else
 bool cpu_is_intel() {
+#if IM2WIN_X86
   __builtin_cpu_init();  // before main: the loader runs this initialiser
   return __builtin_cpu_is("intel");
+#else
+  return false;
+#endif
 }
 const bool kIntel = cpu_is_intel();
 #endif
@@ -339,7 +381,7 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
         // Paired by hand: with the prefetches inside step and `#pragma GCC unroll 2`, GCC 12 built
         // each step's prefetch address apart and parked a row pointer on the stack (isa reads it).
         if (tc & 1) step(t++);
-        __asm__ volatile("# im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
+        __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-prefetch-begin M=%c0" ::"i"(M));
         for (; t != 0; t += 2) {  // the two B rows 8 steps ahead, each of their lines
 #pragma GCC unroll 8
           for (int j = 0; j < 2 * KB; j += 64 / sizeof(float))
@@ -347,17 +389,17 @@ IM2WIN_INLINE_UKERNEL void ukernel_full(const float* const* a, const float* b, i
           step(t);
           step(t + 1);
         }
-        __asm__ volatile("# im2win-ukernel-prefetch-end M=%c0" ::"i"(M));
+        __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-prefetch-end M=%c0" ::"i"(M));
       } else {
-        __asm__ volatile("# im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
+        __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-pairs-begin M=%c0" ::"i"(M));
 #pragma GCC unroll 2
         for (; t != 0; ++t) step(t);
-        __asm__ volatile("# im2win-ukernel-pairs-end M=%c0" ::"i"(M));
+        __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-pairs-end M=%c0" ::"i"(M));
       }
     } else {
-      __asm__ volatile("# im2win-ukernel-loop-begin M=%c0" ::"i"(M));
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-loop-begin M=%c0" ::"i"(M));
       for (; t != 0; ++t) step(t);
-      __asm__ volatile("# im2win-ukernel-loop-end M=%c0" ::"i"(M));
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-loop-end M=%c0" ::"i"(M));
     }
     if (!RUNS || ++run == runs) break;
 #pragma GCC unroll 16
@@ -448,12 +490,12 @@ void ukernel_wide(const float* const* a, const float* b0, const float* b1, int t
   for (int run = 0;;) {  // RUNS: as ukernel_full's
     long t = -tc;
     if (tc & 1) step(t++);
-    __asm__ volatile("# im2win-ukernel-wide-begin M=%c0" ::"i"(M));
+    __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-wide-begin M=%c0" ::"i"(M));
     for (; t != 0; t += 2) {
       step(t);
       step(t + 1);
     }
-    __asm__ volatile("# im2win-ukernel-wide-end M=%c0" ::"i"(M));
+    __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-wide-end M=%c0" ::"i"(M));
     if (!RUNS || ++run == runs) break;
 #pragma GCC unroll 8
     for (int i = 0; i < M; ++i) ap[i] += run_stride;
@@ -722,7 +764,7 @@ void pack_taps_stream(const float* f, long T, int R, int S, int k0, int kvalid, 
     }
   }
   pack_run_tail(src, T, T, kvalid, rows);
-  _mm_sfence();
+  stream_fence();
 }
 
 // Pixels in the next micro-tile when `left` remain: MR, except that a last MR + 1 .. MR + MR/2
@@ -816,7 +858,7 @@ void gemm_block(const float* const* arow, long rows, const float* f, const float
       m += mr;
     }
   }
-  if (stream) _mm_sfence();  // the streamed stores are ordered before whatever follows
+  if (stream) stream_fence();  // the streamed stores are ordered before whatever follows
 }
 
 // gemm_block over windows in blocks of cb < C input channels (im2win_window_block; arow: the
@@ -1153,13 +1195,13 @@ void ukernel_part(const float* b, int tc, float* c) {
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
       if constexpr (Part == 0) {
-        __asm__("" : "+v"(breg[j]));
+        __asm__("" : IM2WIN_VREG(breg[j]));
         bv[j] = breg[j];
       } else {
         bv[j] = loadu(bp + t * KB + j * VL);
       }
     }
-    __asm__("" : "+v"(av));
+    __asm__("" : IM2WIN_VREG(av));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
@@ -1167,12 +1209,12 @@ void ukernel_part(const float* b, int tc, float* c) {
   };
   long t = -tc;
   if (kIntel && VL >= 8) {  // as ukernel_full: marked for im2win.cpu.isa.part_loops
-    if constexpr (Part == 0) __asm__ volatile("# im2win-ukernel-fmas-begin M=%c0" ::"i"(MR));
-    if constexpr (Part == 1) __asm__ volatile("# im2win-ukernel-bloads-begin M=%c0" ::"i"(MR));
+    if constexpr (Part == 0) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-begin M=%c0" ::"i"(MR));
+    if constexpr (Part == 1) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-begin M=%c0" ::"i"(MR));
 #pragma GCC unroll 2
     for (; t != 0; ++t) step(t);
-    if constexpr (Part == 0) __asm__ volatile("# im2win-ukernel-fmas-end M=%c0" ::"i"(MR));
-    if constexpr (Part == 1) __asm__ volatile("# im2win-ukernel-bloads-end M=%c0" ::"i"(MR));
+    if constexpr (Part == 0) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-end M=%c0" ::"i"(MR));
+    if constexpr (Part == 1) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-end M=%c0" ::"i"(MR));
   } else {
     for (; t != 0; ++t) step(t);
   }
@@ -1238,7 +1280,7 @@ bool team_apart(std::atomic<long>& line) {
   constexpr double kApartSeconds = kTrips * 250e-9;  // harness.peak.APART_NS a round trip
   const auto spin = [&](auto done) {
     long v;
-    while (!done(v = line.load(std::memory_order_acquire))) __builtin_ia32_pause();
+    while (!done(v = line.load(std::memory_order_acquire))) spin_hint();
     return v;
   };
   if (omp_get_num_threads() != 2) return false;
@@ -1478,7 +1520,7 @@ void im2win_transform_nhwc(const float* x, long sn, long sc, long sh, long sw, i
     for (int c0 = 0; count > 0 && c0 < C; c0 += cb)
       build_bands(x + c0 * sc, sn, sc, sh, sw, cb, H, W, R, sy, py, px, P, Wu, row0, count,
                   iw + (row0 * C + c0) * Wu * R, nullptr, Wu * R * C, stream);
-    if (stream) _mm_sfence();  // the streamed rows are ordered before the barrier
+    if (stream) stream_fence();  // the streamed rows are ordered before the barrier
   }
 }
 

@@ -1,0 +1,78 @@
+"""The CPU kernels and the FMA probe beyond x86: they build for AArch64 (64-bit ARM: Graviton, Grace,
+Ampere, Linux on Apple silicon) and every convolution entry point matches a float64 convolution there,
+run under qemu-user. tests/native/kernel_check.cpp does the checking in C++, so no ARM Python is
+needed; it runs on this host too, beside the Python tests of the same entry points."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import native
+from harness.peak import SOURCE as PEAK_SOURCE
+from im2win.cpu import SOURCE as KERNEL_SOURCE
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = ROOT / "tests" / "native" / "kernel_check.cpp"
+CROSS = "aarch64-linux-gnu-g++"
+QEMU = "qemu-aarch64"
+AARCH64 = "-march=armv8-a"  # the baseline every AArch64 core runs (NEON included)
+
+needs_cross = pytest.mark.skipif(
+    shutil.which(CROSS) is None,
+    reason=f"no {CROSS} on PATH (Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)",
+)
+needs_qemu = pytest.mark.skipif(
+    shutil.which(QEMU) is None,
+    reason=f"no {QEMU} on PATH (Debian/Ubuntu: apt-get install qemu-user)",
+)
+
+
+def _compile(compiler: str, *args: str) -> None:
+    proc = subprocess.run([compiler, *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _run_check(command: list[str]) -> str:
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "0 failed"
+    checked = {line.split(": ")[0].split(" threads=")[1].split(" ", 1)[1] for line in lines[:-1]}
+    assert {  # every entry point, the window planes path included (the deep shapes of few pixels)
+        "im2win_conv_fused",
+        "im2win_conv_whole",
+        "im2win_conv_planes",
+        "im2win_conv_prepacked",
+        "im2win_transform_nhwc + im2win_conv_nhwc",
+        "im2win_transform_nchw + im2win_conv_nchw",
+        "direct_conv_nchw",
+        "direct_conv_nhwc",
+    } <= checked
+    return proc.stdout
+
+
+def test_every_entry_point_matches_float64_from_cpp_on_this_host(tmp_path):
+    exe = tmp_path / "kernel_check"
+    flags = [f for f in native.flags_for() if f not in ("-shared", "-fPIC")]
+    _compile(native.find_compiler(), *flags, f"-I{ROOT}", str(CHECK), "-o", str(exe))
+    _run_check([str(exe)])
+
+
+@needs_cross
+@pytest.mark.parametrize("source", [KERNEL_SOURCE, PEAK_SOURCE], ids=lambda p: p.name)
+def test_builds_for_aarch64_without_warnings(source, tmp_path):
+    flags = [AARCH64 if f == "-march=native" else f for f in native.CXXFLAGS]
+    _compile(CROSS, *flags, "-Wall", "-Werror", str(source), "-o", str(tmp_path / "lib.so"))
+
+
+@needs_cross
+@needs_qemu
+def test_every_entry_point_matches_float64_on_aarch64(tmp_path):
+    exe = tmp_path / "kernel_check"
+    _compile(CROSS, "-O2", AARCH64, "-fopenmp", "-std=c++17", "-static", f"-I{ROOT}", str(CHECK),
+             "-o", str(exe))  # fmt: skip
+    _run_check([QEMU, str(exe)])
