@@ -5,6 +5,7 @@ needed; it runs on this host too, beside the Python tests of the same entry poin
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -76,3 +77,28 @@ def test_every_entry_point_matches_float64_on_aarch64(tmp_path):
     _compile(CROSS, "-O2", AARCH64, "-fopenmp", "-std=c++17", "-static", f"-I{ROOT}", str(CHECK),
              "-o", str(exe))  # fmt: skip
     _run_check([QEMU, str(exe)])
+
+
+@needs_cross
+def test_aarch64_main_loop_keeps_its_block_in_registers(tmp_path):
+    """The register block's own main loop (the tallest tile's): 8 rows, 16 multiply-adds a step
+    (fmla by element), no stack access (a spilled accumulator costs a load and a store a step)."""
+    asm = tmp_path / "kernel.s"
+    flags = [AARCH64 if f == "-march=native" else f for f in native.CXXFLAGS if f != "-shared"]
+    _compile(CROSS, *flags, "-S", str(KERNEL_SOURCE), "-o", str(asm))
+    loops: dict[int, list[list[str]]] = {}
+    body = None
+    for line in asm.read_text().splitlines():
+        if mark := re.search(r"im2win-ukernel-loop-(begin|end) M=(\d+)", line):
+            if mark.group(1) == "begin":
+                body = []
+            elif body is not None:
+                loops.setdefault(int(mark.group(2)), []).append(body)
+                body = None
+        elif body is not None:
+            body.append(line.split("//")[0].strip())
+    rows = max(loops)
+    main = max(loops[rows], key=lambda lines: sum(ln.startswith("fmla") for ln in lines))
+    assert rows == 8
+    assert sum(ln.startswith("fmla") for ln in main) == 16
+    assert not [ln for ln in main if re.search(r"\bsp\b", ln)]
