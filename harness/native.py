@@ -88,7 +88,34 @@ def _compile(compiler: str, flags: tuple[str, ...], source: Path, out: str) -> N
         [compiler, *flags, str(source), "-o", out], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
-        raise CompilerError(f"compiling {source.name} with {compiler} failed:\n{proc.stderr}")
+        raise CompilerError(_build_failure(compiler, source, proc.stderr))
+
+
+def build_log(source: Path) -> Path:
+    """Where a failed build of `source` leaves the compiler's whole output."""
+    return cache_dir() / f"{source.stem}-build-error.log"
+
+
+def _build_failure(compiler: str, source: Path, stderr: str) -> str:
+    """One line: the compiler's first error, what to do where it is a known one (no OpenMP), and
+    the file that keeps its whole output."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "error" in ln), lines[0] if lines else "no output")
+    hint = ""
+    if "openmp" in stderr.lower() or "omp.h" in stderr:
+        hint = (
+            "; this compiler builds no OpenMP: install g++ (Debian/Ubuntu: apt-get install g++) "
+            "or point CXX at a compiler that does (on macOS, Apple's clang does not: run the "
+            "suite in a Linux container)"
+        )
+    log = build_log(source)
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(stderr)
+        where = f" (the compiler's whole output: {log})"
+    except OSError:
+        where = ""
+    return f"compiling {source.name} with {compiler} failed: {first}{hint}{where}"
 
 
 def compiler_version() -> str:

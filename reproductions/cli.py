@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness import results
 from harness.args import at_least, thread_count
+from harness.native import CompilerError
 from im2win.cpu.levels import LEVELS
 from im2win.implementations import IMPLEMENTATIONS
 from im2win.shapes import PAPER_LAYERS
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return _command(parser, args)
     except OSError as exc:  # e.g. the disk filled up: one line, not a traceback
         raise SystemExit(f"repro {args.command} {args.experiment}: {exc}") from exc
+    except CompilerError as exc:  # no compiler, or the CPU kernels' build failed
+        raise SystemExit(f"repro {args.command} {args.experiment}: {exc}") from None
 
 
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -96,3 +96,31 @@ def test_missing_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     with pytest.raises(native.CompilerError, match="no C\\+\\+ compiler found"):
         native.find_compiler()
+
+
+def test_a_failed_build_is_one_line_with_the_compilers_first_error(monkeypatch, tmp_path):
+    """The compiler's first error, what to do where it lacks OpenMP (Apple's clang), and the file
+    that keeps its whole output."""
+    from harness import native
+
+    compiler = tmp_path / "clang++"
+    compiler.write_text(
+        "#!/bin/sh\necho 'warning: unused flag' >&2\n"
+        "echo \"clang: error: unsupported option '-fopenmp'\" >&2\nexit 1\n"
+    )
+    compiler.chmod(0o755)
+    source = tmp_path / "kernel.cpp"
+    source.write_text("int f() { return 1; }\n")
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("IM2WIN_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(native.CompilerError) as exc:
+        native.build(source)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"compiling kernel.cpp with {compiler} failed: clang: error: unsupported option '-fopenmp';"
+        " this compiler builds no OpenMP"
+    )
+    assert "Linux container" in message
+    log = native.build_log(source)
+    assert str(log) in message and "warning: unused flag" in log.read_text()

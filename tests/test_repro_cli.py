@@ -158,6 +158,22 @@ def test_a_failed_write_during_a_run_is_one_line(tmp_path, monkeypatch):
     assert str(exc.value.code).startswith("repro run im2win-cpu: [Errno 28] No space left")
 
 
+def test_a_kernel_build_that_fails_is_one_line(tmp_path, monkeypatch, capsys):
+    from harness.native import CompilerError
+    from reproductions import im2win_cpu
+
+    def no_openmp(**_):
+        raise CompilerError("compiling im2win_cpu.cpp with clang++ failed: no OpenMP")
+
+    monkeypatch.setattr(im2win_cpu, "run", no_openmp)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "im2win-cpu", "--scale", "smoke", "--results-dir", str(tmp_path)])
+    assert exc.value.code == (
+        "repro run im2win-cpu: compiling im2win_cpu.cpp with clang++ failed: no OpenMP"
+    )
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 def test_gpu_experiment_without_gpu_exits_nonzero_and_writes_nothing(tmp_path):
     with pytest.raises(SystemExit) as exc:
