@@ -21,6 +21,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 
 ITERATIONS = 200  # passes of the loop per simulation: enough for the steady state
+X86 = "x86_64-unknown-linux-gnu"  # the target triples modelled: x86-64 (AT&T syntax) and AArch64
+AARCH64 = "aarch64-unknown-linux-gnu"
 
 
 class MCAError(RuntimeError):
@@ -84,13 +86,13 @@ class Throughput:
 
 
 @functools.cache
-def cpus() -> frozenset[str]:
-    """The CPU names this llvm-mca models (x86-64 targets)."""
+def cpus(triple: str = X86) -> frozenset[str]:
+    """The CPU names this llvm-mca models for `triple`."""
     binary = find()
     if not binary:
         return frozenset()
     out = subprocess.run(
-        [binary, "-mtriple=x86_64-unknown-linux-gnu", "-mcpu=help"],
+        [binary, f"-mtriple={triple}", "-mcpu=help"],
         capture_output=True,
         text=True,
         check=False,
@@ -100,18 +102,19 @@ def cpus() -> frozenset[str]:
     return frozenset(names) | {"native"}
 
 
-def simulate(loop: list[str], cpu: str) -> Throughput:
-    """The steady-state throughput of `loop` (AT&T assembly lines, a label and the jump back to it
-    included or not) on LLVM's model of `cpu` ("native": this host's)."""
+def simulate(loop: list[str], cpu: str, triple: str = X86) -> Throughput:
+    """The steady-state throughput of `loop` (assembly lines of `triple`: AT&T syntax on x86-64; a
+    label and the jump back to it included or not) on LLVM's model of `cpu` ("native": this
+    host's)."""
     binary = find()
     if not binary:
         raise MCAError(missing_reason())
-    if cpu not in cpus():
+    if cpu not in cpus(triple):
         raise MCAError(f"llvm-mca {version()} has no model of the CPU {cpu!r}")
     proc = subprocess.run(
         [
             binary,
-            "-mtriple=x86_64-unknown-linux-gnu",
+            f"-mtriple={triple}",
             f"-mcpu={cpu}",
             f"-iterations={ITERATIONS}",
             "-json",
@@ -144,8 +147,15 @@ def simulate(loop: list[str], cpu: str) -> Throughput:
 
 
 def fma_loop(width: str, chains: int) -> list[str]:
-    """A loop of `chains` independent FP32 FMAs on `width` ("xmm", "ymm" or "zmm") registers: the
-    FMA peak of a model, the reference a kernel's multiply-adds per cycle are taken against."""
+    """A loop of `chains` independent FP32 FMAs on `width` ("xmm", "ymm" or "zmm" registers;
+    "4s": AArch64's 4-lane NEON) registers: the FMA peak of a model, the reference a kernel's
+    multiply-adds per cycle are taken against."""
+    if width == "4s":
+        return (
+            [".Lpeak:"]
+            + [f"\tfmla\tv{i}.4s, v{chains}.4s, v{chains + 1}.4s" for i in range(chains)]
+            + ["\tsubs\tx0, x0, 1", "\tb.ne\t.Lpeak"]
+        )
     return (
         [".Lpeak:"]
         + [

@@ -123,10 +123,13 @@ def compiler_version() -> str:
     return _compiler_version(find_compiler())
 
 
-def assembly(source: Path, march: str = "native", defines: tuple[str, ...] = ()) -> str:
+def assembly(
+    source: Path, march: str = "native", defines: tuple[str, ...] = (), compiler: str | None = None
+) -> str:
     """The assembly the compiler makes of `source` for -march=`march` (not cached): for reading the
-    code of an instruction set this host may not run."""
-    compiler = find_compiler()
+    code of an instruction set this host may not run. `compiler`: another than find_compiler's (a
+    cross compiler: aarch64-linux-gnu-g++ with march armv8.2-a)."""
+    compiler = compiler or find_compiler()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.s")
         _compile(compiler, (*flags_for(march, defines), "-S"), source, out)
