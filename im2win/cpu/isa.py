@@ -93,11 +93,12 @@ def loops_of(level: str) -> list[str]:
 _MULTIPLY_ADD = re.compile(r"^v?f[n]?m(add|sub)[0-9]*ps$")
 
 
-def _operands(text: str) -> list[str]:
-    """AT&T operands, split at the commas outside parentheses."""
+def _operands(text: str, comment: str = "#", brackets: str = "()") -> list[str]:
+    """Operands, split at the commas outside brackets (AT&T's parentheses by default; AArch64's
+    "[]{}"), the comment after `comment` dropped."""
     out, depth, cur = [], 0, ""
-    for ch in text.split("#", 1)[0]:
-        depth += (ch == "(") - (ch == ")")
+    for ch in text.split(comment, 1)[0]:
+        depth += (ch in brackets[::2]) - (ch in brackets[1::2])
         if ch == "," and depth == 0:
             out.append(cur.strip())
             cur = ""
@@ -180,9 +181,12 @@ def _rank(mix: LoopMix) -> tuple[int, int]:
 
 
 def _loops(lines: list[str], level: str, rows: int, loop: str) -> list[LoopMix]:
-    """The loops in one marked region: from a label to a jump back to it."""
-    if level == AARCH64:
-        return _arm_loops(lines, rows, loop)
+    """The loops in one marked region: from a label to a jump back to it (AT&T syntax, or AArch64's
+    where `level` is AARCH64)."""
+    arm = level == AARCH64
+    instruction, jump = (_ARM_INSTRUCTION, _ARM_BRANCH) if arm else (_INSTRUCTION, _JUMP)
+    comment, brackets = ("//", "[]{}") if arm else ("#", "()")
+    mix = _arm_mix if arm else functools.partial(_mix, level)
     labels: dict[str, int] = {}
     body: list[tuple[str, list[str]]] = []
     code: list[str] = []
@@ -192,23 +196,17 @@ def _loops(lines: list[str], level: str, rows: int, loop: str) -> list[LoopMix]:
         if label:
             labels[label.group(1)] = len(body)
             continue
-        ins = _INSTRUCTION.match(line)
+        ins = instruction.match(line)
         if not ins or ins.group(1).startswith("."):
             continue
-        op, ops = ins.group(1), _operands(ins.group(2))
+        op, ops = ins.group(1), _operands(ins.group(2), comment, brackets)
         body.append((op, ops))
-        code.append(line.split("#", 1)[0].rstrip())
-        if _JUMP.match(op) and ops and ops[0] in labels:
-            start = labels[ops[0]]
-            loops.append(
-                _mix(
-                    level,
-                    rows,
-                    loop,
-                    body[start:],
-                    [".Lloop:", *code[start:-1], f"\t{op}\t.Lloop"],
-                )
-            )
+        code.append(line.split(comment, 1)[0].rstrip())
+        target = ops[-1] if ops else ""  # AT&T's jumps and AArch64's branches: the label last
+        if jump.match(op) and target in labels:
+            start = labels[target]
+            looped = [".Lloop:", *code[start:-1], code[-1].replace(target, ".Lloop")]
+            loops.append(mix(rows, loop, body[start:], looped))
     return loops
 
 
@@ -229,45 +227,6 @@ def aarch64_compiler() -> str | None:
     """The compiler that builds AArch64 code here: the host's own on an AArch64 host, else the
     cross compiler on PATH, or None."""
     return find_compiler() if aarch64_host() else shutil.which(AARCH64_CROSS)
-
-
-def _arm_operands(text: str) -> list[str]:
-    """AArch64 operands, split at the commas outside brackets and braces, comments dropped."""
-    out, depth, cur = [], 0, ""
-    for ch in text.split("//", 1)[0]:
-        depth += (ch in "[{") - (ch in "]}")
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        out.append(cur.strip())
-    return out
-
-
-def _arm_loops(lines: list[str], rows: int, loop: str) -> list[LoopMix]:
-    """As _loops, for AArch64 assembly: from a label to a branch back to it."""
-    labels: dict[str, int] = {}
-    body: list[tuple[str, list[str]]] = []
-    code: list[str] = []
-    loops = []
-    for line in lines:
-        label = _LABEL.match(line)
-        if label:
-            labels[label.group(1)] = len(body)
-            continue
-        ins = _ARM_INSTRUCTION.match(line)
-        if not ins or ins.group(1).startswith("."):
-            continue
-        op, ops = ins.group(1), _arm_operands(ins.group(2))
-        body.append((op, ops))
-        code.append(line.split("//", 1)[0].rstrip())
-        if _ARM_BRANCH.match(op) and ops and ops[-1] in labels:
-            start = labels[ops[-1]]
-            jump = code[-1].replace(ops[-1], ".Lloop")
-            loops.append(_arm_mix(rows, loop, body[start:], [".Lloop:", *code[start:-1], jump]))
-    return loops
 
 
 def _arm_mix(rows: int, loop: str, body: list[tuple[str, list[str]]], code: list[str]) -> LoopMix:
@@ -332,6 +291,25 @@ def aarch64_report() -> dict:
     }
 
 
+def _model_entry(
+    loop: LoopMix, block: str, source_block: bool, t: mca.Throughput, peak: float, host: bool
+) -> dict:
+    """One modelled loop on one CPU: its throughput and its multiply-adds a cycle against the
+    model's FMA peak (`peak` a cycle)."""
+    return {
+        "level": loop.level,
+        "block": block,
+        "source_block": source_block,
+        "multiply_adds": loop.multiply_adds,
+        "stack_accesses": loop.stack_accesses,
+        **t.as_dict(),
+        "host": host,
+        "multiply_adds_per_cycle": loop.multiply_adds / t.cycles,
+        "model_peak_per_cycle": peak,
+        "fraction_of_model_peak": loop.multiply_adds / t.cycles / peak,
+    }
+
+
 def aarch64_model(blocks: list[str] | None = None) -> dict:
     """model()'s record for the AArch64 build: the source's register block, AARCH64_BLOCKS and
     `blocks`, on LLVM's models of AARCH64_CPUS, against each model's peak of AARCH64_CHAINS
@@ -359,20 +337,7 @@ def aarch64_model(blocks: list[str] | None = None) -> dict:
             except mca.MCAError as err:
                 entries.append({"level": AARCH64, "block": label, "cpu": cpu, "error": str(err)})
                 continue
-            entries.append(
-                {
-                    "level": AARCH64,
-                    "block": label,
-                    "source_block": block is None,
-                    "multiply_adds": loop.multiply_adds,
-                    "stack_accesses": loop.stack_accesses,
-                    **t.as_dict(),
-                    "host": False,
-                    "multiply_adds_per_cycle": loop.multiply_adds / t.cycles,
-                    "model_peak_per_cycle": peak,
-                    "fraction_of_model_peak": loop.multiply_adds / t.cycles / peak,
-                }
-            )
+            entries.append(_model_entry(loop, label, block is None, t, peak, host=False))
     return {
         "tool": f"llvm-mca (LLVM {mca.version()})",
         "method": "the AArch64 build's main loop repeated "
@@ -511,17 +476,7 @@ def model(levels: list[str] | None = None, blocks: list[str] | None = None) -> d
                     continue
                 seen.add(t.cpu)
                 entries.append(
-                    {
-                        "level": level,
-                        "block": label,
-                        "source_block": block is None,
-                        "multiply_adds": loop.multiply_adds,
-                        **t.as_dict(),
-                        "host": cpu == "native",
-                        "multiply_adds_per_cycle": loop.multiply_adds / t.cycles,
-                        "model_peak_per_cycle": peak,
-                        "fraction_of_model_peak": loop.multiply_adds / t.cycles / peak,
-                    }
+                    _model_entry(loop, label, block is None, t, peak, host=cpu == "native")
                 )
     return {
         "tool": f"llvm-mca (LLVM {mca.version()})",
