@@ -14,7 +14,7 @@ import pytest
 from harness import mca, native
 from harness.peak import SOURCE as PEAK_SOURCE
 from im2win.cpu import SOURCE as KERNEL_SOURCE
-from im2win.cpu import isa
+from im2win.cpu import aarch64
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "native" / "kernel_check.cpp"
@@ -84,20 +84,22 @@ def test_aarch64_main_loop_keeps_its_block_in_registers():
     """The register block's own main loop (the tallest tile's), read from the AArch64 assembly as
     the x86 levels' are: 8 rows, 16 multiply-adds a step (fmla by element), 9 loads, no stack
     access (a spilled accumulator costs a load and a store a step)."""
-    loop = isa.aarch64_loop()
+    loop = aarch64.main_loop()
     assert (loop.rows, loop.multiply_adds, loop.vector_width) == (8, 16, "4s")
     assert (loop.loads, loop.stack_accesses, loop.gpr_vector_moves) == (9, 0, 0)
-    assert isa.aarch64_loop("12x2").stack_accesses > 0  # the reader sees a spill where there is one
+    assert (
+        aarch64.main_loop("12x2").stack_accesses > 0
+    )  # the reader sees a spill where there is one
 
 
 @needs_cross
 def test_aarch64_block_models_near_the_peak_of_each_neoverse(capsys):
     if mca.missing_reason():
         pytest.skip(mca.missing_reason())
-    modelled = isa.aarch64_model()
+    modelled = aarch64.model()
     source = [e for e in modelled["entries"] if e.get("source_block")]
-    assert {e["cpu"] for e in source} == set(isa.AARCH64_CPUS)
+    assert {e["cpu"] for e in source} == set(aarch64.CPUS)
     assert all(e["fraction_of_model_peak"] > 0.9 for e in source)
-    isa.main(["--aarch64", "--model"])
+    aarch64.main(["--model"])
     out = capsys.readouterr().out
     assert "| aarch64 | NEON |" in out and "8x2 (the source's) | neoverse-v2 |" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -182,9 +183,20 @@ def block_defines(block: str) -> tuple[str, ...]:
     return (f"IM2WIN_MR={mr}", f"IM2WIN_NR={nr}")
 
 
+def block_argument(text: str) -> str:
+    """A command line's register block "MRxNR" (argparse's `type`: block_defines' error becomes
+    the command's usage error)."""
+    try:
+        block_defines(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 __all__ = [
     "CompilerError",
     "SOURCE",
+    "block_argument",
     "block_defines",
     "kernels",
     "kernels_from",

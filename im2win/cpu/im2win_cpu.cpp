@@ -121,7 +121,7 @@ constexpr int VL = 8;
 #define IM2WIN_DEFAULT_MR 6
 #elif defined(__aarch64__)
 // NEON: 4 lanes, 32 registers. 8 x 2 (16 accumulators, 9 loads per 16 FMAs), chosen from GCC 12's
-// assembly and llvm-mca 19's models (python -m im2win.cpu.isa --aarch64 --model), not timed on
+// assembly and llvm-mca 19's models (python -m im2win.cpu.aarch64 --model), not timed on
 // an ARM core: of each model's FMA peak, Neoverse N1 100%, V1 99%, V2 99%, against SSE's 6 x 2 at
 // 99%, 75% (its 12 chains too few for V1's latency), 99%. 12 x 2, 8 x 3 and 6 x 4 move
 // accumulators through the stack, 11, 6 and 3 accesses a step: 72-96%.

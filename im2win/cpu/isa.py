@@ -9,10 +9,8 @@ stand in until such a machine times it.
 
     python -m im2win.cpu.isa            # the main loop on every level, as a table
     python -m im2win.cpu.isa --model    # and its throughput in llvm-mca's models of Zen and Xeon
-    python -m im2win.cpu.isa --aarch64 --model   # the AArch64 build's loop, on Neoverse models
 
-AArch64 (64-bit ARM) is read the same way from a cross compiler's assembly (aarch64-linux-gnu-g++;
-an AArch64 host's own compiler there) and modelled on LLVM's Neoverse N1, V1 and V2.
+The AArch64 build is read the same way by im2win.cpu.aarch64 (its Syntax here: ARM_SYNTAX there).
 
 The levels themselves, and which this host runs: im2win.cpu.levels.
 """
@@ -23,13 +21,13 @@ import argparse
 import functools
 import platform
 import re
-import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import mca
-from harness.native import CompilerError, aarch64_host, assembly, compiler_version, find_compiler
-from im2win.cpu import SOURCE, block_defines
+from harness.native import CompilerError, assembly, compiler_version
+from im2win.cpu import SOURCE, block_argument, block_defines
 from im2win.cpu.levels import LEVELS, runs_here, x86_host
 
 
@@ -151,7 +149,24 @@ def _mix(
     )
 
 
-def main_loops(asm: str, level: str = "native", loop: str = "loop") -> dict[int, LoopMix]:
+@dataclass(frozen=True)
+class Syntax:
+    """How an assembly's loops read: its instructions, jumps, comments and operand brackets, and
+    the instruction mix of a loop body (level, rows, loop, body, code) -> LoopMix."""
+
+    instruction: re.Pattern
+    jump: re.Pattern
+    comment: str
+    brackets: str
+    mix: Callable[..., LoopMix]
+
+
+X86_SYNTAX = Syntax(_INSTRUCTION, _JUMP, "#", "()", _mix)  # AT&T, as GCC writes x86-64
+
+
+def main_loops(
+    asm: str, level: str = "native", loop: str = "loop", syntax: Syntax = X86_SYNTAX
+) -> dict[int, LoopMix]:
     """Per tile height M: the micro-kernel's main loop `loop` (one of LOOPS) in `asm`, the loop
     between its marks with the most multiply-adds. Of the copies the compiler made of
     ukernel<M> (one a caller it is inlined into), the one with the most stack accesses and
@@ -167,7 +182,7 @@ def main_loops(asm: str, level: str = "native", loop: str = "loop") -> dict[int,
             region, rows = [], int(mark.group(3))
             continue
         if mark and region is not None:
-            for mix in _loops(region, level, rows, loop):
+            for mix in _loops(region, level, rows, loop, syntax):
                 if rows not in best or _rank(mix) > _rank(best[rows]):
                     best[rows] = mix
             region = None
@@ -180,13 +195,8 @@ def _rank(mix: LoopMix) -> tuple[int, int]:
     return mix.multiply_adds, mix.stack_accesses + mix.gpr_vector_moves
 
 
-def _loops(lines: list[str], level: str, rows: int, loop: str) -> list[LoopMix]:
-    """The loops in one marked region: from a label to a jump back to it (AT&T syntax, or AArch64's
-    where `level` is AARCH64)."""
-    arm = level == AARCH64
-    instruction, jump = (_ARM_INSTRUCTION, _ARM_BRANCH) if arm else (_INSTRUCTION, _JUMP)
-    comment, brackets = ("//", "[]{}") if arm else ("#", "()")
-    mix = _arm_mix if arm else functools.partial(_mix, level)
+def _loops(lines: list[str], level: str, rows: int, loop: str, syntax: Syntax) -> list[LoopMix]:
+    """The loops in one marked region: from a label to a jump back to it."""
     labels: dict[str, int] = {}
     body: list[tuple[str, list[str]]] = []
     code: list[str] = []
@@ -196,102 +206,21 @@ def _loops(lines: list[str], level: str, rows: int, loop: str) -> list[LoopMix]:
         if label:
             labels[label.group(1)] = len(body)
             continue
-        ins = instruction.match(line)
+        ins = syntax.instruction.match(line)
         if not ins or ins.group(1).startswith("."):
             continue
-        op, ops = ins.group(1), _operands(ins.group(2), comment, brackets)
+        op, ops = ins.group(1), _operands(ins.group(2), syntax.comment, syntax.brackets)
         body.append((op, ops))
-        code.append(line.split(comment, 1)[0].rstrip())
+        code.append(line.split(syntax.comment, 1)[0].rstrip())
         target = ops[-1] if ops else ""  # AT&T's jumps and AArch64's branches: the label last
-        if jump.match(op) and target in labels:
+        if syntax.jump.match(op) and target in labels:
             start = labels[target]
             looped = [".Lloop:", *code[start:-1], code[-1].replace(target, ".Lloop")]
-            loops.append(mix(rows, loop, body[start:], looped))
+            loops.append(syntax.mix(level, rows, loop, body[start:], looped))
     return loops
 
 
-# AArch64: GCC's assembly for the baseline every 64-bit ARM server core runs (v8.2: Neoverse N1 on),
-# LLVM's models of three generations of Neoverse cores, and register blocks besides the source's.
-AARCH64 = "aarch64"
-AARCH64_CROSS = "aarch64-linux-gnu-g++"
-AARCH64_MARCH = "armv8.2-a"
-AARCH64_CPUS = ("neoverse-n1", "neoverse-v1", "neoverse-v2")
-AARCH64_BLOCKS = ("6x2", "12x2", "8x3", "6x4")
-AARCH64_CHAINS = 16  # independent FMAs of the peak loop: 4 pipes x 4 cycles
-_ARM_INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9.]*)\s*(.*)$")
-_ARM_BRANCH = re.compile(r"^(b|b\.?(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)|cbn?z|tbn?z)$")
-_ARM_GPR = re.compile(r"^[xw]([0-9]+|zr)$")
-
-
-def aarch64_compiler() -> str | None:
-    """The compiler that builds AArch64 code here: the host's own on an AArch64 host, else the
-    cross compiler on PATH, or None."""
-    return find_compiler() if aarch64_host() else shutil.which(AARCH64_CROSS)
-
-
-def _arm_mix(rows: int, loop: str, body: list[tuple[str, list[str]]], code: list[str]) -> LoopMix:
-    fmla = [ops for op, ops in body if op == "fmla"]
-    memory = [(op, ops) for op, ops in body if any(o.startswith("[") for o in ops)]
-    stores = [ops for op, ops in memory if op.startswith(("st", "stn"))]
-    prefetches = [op for op, _ in body if op == "prfm"]
-    moves = [  # between general and vector registers (fmov, dup, ins, umov)
-        ops
-        for op, ops in body
-        if op in ("fmov", "dup", "ins", "umov", "mov")
-        and any(_ARM_GPR.match(o) for o in ops)
-        and any(o[0] in "vsdq" and o[1:2].isdigit() for o in ops)
-    ]
-    return LoopMix(
-        level=AARCH64,
-        rows=rows,
-        loop=loop,
-        steps=MAIN_LOOPS[loop][0],
-        instructions=len(body),
-        multiply_adds=len(fmla),
-        vector_width="4s" if any(".4s" in o for ops in fmla for o in ops) else "none",
-        loads=len(memory) - len(stores) - len(prefetches),
-        broadcasts=sum(op in ("ld1r", "dup") for op, _ in body),
-        stores=len(stores),
-        prefetches=len(prefetches),
-        stack_accesses=sum(any(re.search(r"\[sp\b", o) for o in ops) for _, ops in body),
-        gpr_vector_moves=len(moves),
-        code=tuple(code),
-    )
-
-
-@functools.cache
-def aarch64_loop(block: str | None = None) -> LoopMix:
-    """The main loop of the full-height micro-kernel built for AArch64 (-march=AARCH64_MARCH), with
-    the source's register block or `block` ("MRxNR")."""
-    compiler = aarch64_compiler()
-    if compiler is None:
-        raise CompilerError(
-            f"no {AARCH64_CROSS} on PATH to build AArch64 code (Debian/Ubuntu: apt-get install "
-            "g++-aarch64-linux-gnu)"
-        )
-    defines = block_defines(block) if block else ()
-    loops = main_loops(assembly(SOURCE, AARCH64_MARCH, defines, compiler), AARCH64)
-    if not loops:
-        raise RuntimeError(f"no marked micro-kernel loop in the AArch64 assembly of {SOURCE.name}")
-    return loops[max(loops)]
-
-
-def aarch64_report() -> dict:
-    """report()'s record for the AArch64 build (its one level, "aarch64")."""
-    entry = {"level": AARCH64, "simd": "NEON", "runs_here": aarch64_host()}
-    try:
-        entry |= aarch64_loop().as_dict()
-    except (CompilerError, RuntimeError) as err:
-        entry |= {"loop": "loop", "error": str(err).splitlines()[0]}
-    return {
-        "compiler": aarch64_compiler() or "none",
-        "method": f"the assembly of im2win_cpu.cpp for AArch64 (-O3 -march={AARCH64_MARCH}), read "
-        "as for x86",
-        "levels": [entry],
-    }
-
-
-def _model_entry(
+def model_entry(
     loop: LoopMix, block: str, source_block: bool, t: mca.Throughput, peak: float, host: bool
 ) -> dict:
     """One modelled loop on one CPU: its throughput and its multiply-adds a cycle against the
@@ -307,44 +236,6 @@ def _model_entry(
         "multiply_adds_per_cycle": loop.multiply_adds / t.cycles,
         "model_peak_per_cycle": peak,
         "fraction_of_model_peak": loop.multiply_adds / t.cycles / peak,
-    }
-
-
-def aarch64_model(blocks: list[str] | None = None) -> dict:
-    """model()'s record for the AArch64 build: the source's register block, AARCH64_BLOCKS and
-    `blocks`, on LLVM's models of AARCH64_CPUS, against each model's peak of AARCH64_CHAINS
-    independent NEON FMAs."""
-    reason = mca.missing_reason() or (
-        None if aarch64_compiler() else f"no {AARCH64_CROSS} on PATH to build AArch64 code"
-    )
-    if reason:
-        return {"skipped": reason}
-    entries = []
-    for block in dict.fromkeys([None, *AARCH64_BLOCKS, *(blocks or ())]):
-        try:
-            loop = aarch64_loop(block)
-        except (CompilerError, RuntimeError) as err:
-            entries.append({"level": AARCH64, "block": block, "error": str(err).splitlines()[0]})
-            continue
-        label = f"{loop.rows}x{loop.multiply_adds // max(loop.rows, 1)}"
-        for cpu in AARCH64_CPUS:
-            try:
-                t = mca.simulate(list(loop.code), cpu, mca.AARCH64)
-                peak = (
-                    AARCH64_CHAINS
-                    / mca.simulate(mca.fma_loop("4s", AARCH64_CHAINS), cpu, mca.AARCH64).cycles
-                )
-            except mca.MCAError as err:
-                entries.append({"level": AARCH64, "block": label, "cpu": cpu, "error": str(err)})
-                continue
-            entries.append(_model_entry(loop, label, block is None, t, peak, host=False))
-    return {
-        "tool": f"llvm-mca (LLVM {mca.version()})",
-        "method": "the AArch64 build's main loop repeated "
-        f"{mca.ITERATIONS} times in llvm-mca's model of each Neoverse core; its multiply-adds a "
-        f"cycle against that model's own peak ({AARCH64_CHAINS} independent NEON FMAs). A model, "
-        "not a timing.",
-        "entries": entries,
     }
 
 
@@ -476,7 +367,7 @@ def model(levels: list[str] | None = None, blocks: list[str] | None = None) -> d
                     continue
                 seen.add(t.cpu)
                 entries.append(
-                    _model_entry(loop, label, block is None, t, peak, host=cpu == "native")
+                    model_entry(loop, label, block is None, t, peak, host=cpu == "native")
                 )
     return {
         "tool": f"llvm-mca (LLVM {mca.version()})",
@@ -533,46 +424,26 @@ def main(argv: list[str] | None = None) -> None:
         "--block",
         action="append",
         metavar="MRxNR",
+        type=block_argument,
         help="another register block to model, MR pixels by NR vectors (repeatable; e.g. 4x3)",
     )
-    parser.add_argument(
-        "--aarch64",
-        action="store_true",
-        help="the AArch64 build instead (a cross compiler on x86: apt-get install "
-        "g++-aarch64-linux-gnu); with --model, on llvm-mca's Neoverse N1, V1 and V2",
-    )
     args = parser.parse_args(argv)
-    for block in args.block or ():
-        try:
-            block_defines(block)
-        except ValueError as err:
-            parser.error(str(err))
-    if args.aarch64:
-        if args.level:
-            parser.error("--level names x86 levels; --aarch64 reads the AArch64 build")
-        _print_aarch64(args.model or bool(args.block), args.block)
-        return
     code = report(args.level)
     if "skipped" in code:
         raise SystemExit(f"im2win.cpu.isa: {code['skipped']}")
-    print(f"From {code['method']}; compiler: {code['compiler']}.\n\n{table(code)}", end="")
-    if args.model or args.block:
-        modelled = model(args.level, args.block)
-        if "skipped" in modelled:
-            raise SystemExit(f"im2win.cpu.isa: no model: {modelled['skipped']}")
-        print(f"\nFrom {modelled['tool']}: {modelled['method']}\n\n{model_table(modelled)}", end="")
+    modelled = model(args.level, args.block) if args.model or args.block else None
+    print_report("im2win.cpu.isa", code, modelled)
 
 
-def _print_aarch64(with_model: bool, blocks: list[str] | None) -> None:
-    code = aarch64_report()
-    if "error" in code["levels"][0]:
-        raise SystemExit(f"im2win.cpu.isa: {code['levels'][0]['error']}")
+def print_report(prog: str, code: dict, modelled: dict | None) -> None:
+    """A command's output: the main loops' table (report's record), then the model's (model's
+    record; None: not asked for)."""
     print(f"From {code['method']}; compiler: {code['compiler']}.\n\n{table(code)}", end="")
-    if with_model:
-        modelled = aarch64_model(blocks)
-        if "skipped" in modelled:
-            raise SystemExit(f"im2win.cpu.isa: no model: {modelled['skipped']}")
-        print(f"\nFrom {modelled['tool']}: {modelled['method']}\n\n{model_table(modelled)}", end="")
+    if modelled is None:
+        return
+    if "skipped" in modelled:
+        raise SystemExit(f"{prog}: no model: {modelled['skipped']}")
+    print(f"\nFrom {modelled['tool']}: {modelled['method']}\n\n{model_table(modelled)}", end="")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ from harness import environment, memory, timing
 from harness.args import at_least, thread_count
 from harness.native import CompilerError
 from harness.peak import APART_NS, thread_round_trip_ns
-from im2win.cpu import block_defines, kernels_from, levels
+from im2win.cpu import block_argument, block_defines, kernels_from, levels
 from im2win.implementations import IMPLEMENTATIONS, im2win_with_phases
 from im2win.shapes import PAPER_LAYERS
 
@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "--blocks",
         nargs="+",
         metavar="MRxNR",
+        type=block_argument,
         help="time every source with each of these register blocks (e.g. 12x2 6x4: MR pixels by "
         "NR vectors of output channels, set through -DIM2WIN_MR/-DIM2WIN_NR)",
     )
@@ -328,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             f"not a C++ source ({', '.join(CXX_SUFFIXES)}): {', '.join(foreign)}; give copies of "
             "im2win/cpu/im2win_cpu.cpp"
         )
-    try:
-        blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
-    except ValueError as err:
-        parser.error(str(err))
+    blocks = [(b, block_defines(b)) for b in args.blocks or ()] or [("", ())]
     bad = [d for d in args.defines or () if not _DEFINE.fullmatch(d)]
     if bad:
         parser.error(f"--defines {' '.join(bad)}: give each as NAME=VALUE, e.g. IM2WIN_INTEL=1")
