@@ -147,9 +147,9 @@ def simulate(loop: list[str], cpu: str, triple: str = X86) -> Throughput:
 
 
 def fma_loop(width: str, chains: int) -> list[str]:
-    """A loop of `chains` independent FP32 FMAs on `width` ("xmm", "ymm" or "zmm" registers;
-    "4s": AArch64's 4-lane NEON) registers: the FMA peak of a model, the reference a kernel's
-    multiply-adds per cycle are taken against."""
+    """A loop of `chains` independent FP32 FMAs on `width` registers ("xmm", "ymm" or "zmm"; "4s":
+    AArch64's 4-lane NEON ones): the FMA peak of a model, the reference a kernel's multiply-adds
+    per cycle are taken against."""
     if width == "4s":
         return (
             [".Lpeak:"]

@@ -70,6 +70,7 @@ def _compiler_version(compiler: str) -> str:
 
 
 def aarch64_host() -> bool:
+    """Whether this host is 64-bit ARM (Linux names it aarch64, macOS arm64)."""
     return platform.machine().lower() in ("aarch64", "arm64")
 
 

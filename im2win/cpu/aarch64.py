@@ -42,9 +42,10 @@ def compiler() -> str | None:
 def _mix(
     level: str, rows: int, loop: str, body: list[tuple[str, list[str]]], code: list[str]
 ) -> isa.LoopMix:
+    """A loop's instruction mix, counted as isa's x86 one is (fmla by element: a multiply-add)."""
     fmla = [ops for op, ops in body if op == "fmla"]
     memory = [(op, ops) for op, ops in body if any(o.startswith("[") for o in ops)]
-    stores = [ops for op, ops in memory if op.startswith(("st", "stn"))]
+    stores = [ops for op, ops in memory if op.startswith("st")]
     prefetches = [op for op, _ in body if op == "prfm"]
     moves = [  # between general and vector registers (fmov, dup, ins, umov)
         ops
@@ -89,7 +90,7 @@ def main_loop(block: str | None = None) -> isa.LoopMix:
 
 
 def report() -> dict:
-    """report()'s record for the AArch64 build (its one level, "aarch64")."""
+    """isa.report()'s record for the AArch64 build (its one level, "aarch64")."""
     entry = {"level": AARCH64, "simd": "NEON", "runs_here": aarch64_host()}
     try:
         entry |= main_loop().as_dict()
@@ -104,7 +105,7 @@ def report() -> dict:
 
 
 def model(blocks: list[str] | None = None) -> dict:
-    """model()'s record for the AArch64 build: the source's register block, BLOCKS and
+    """isa.model()'s record for the AArch64 build: the source's register block, BLOCKS and
     `blocks`, on LLVM's models of CPUS, against each model's peak of CHAINS
     independent NEON FMAs."""
     reason = mca.missing_reason() or (
