@@ -239,10 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"repro: {exc}; give --results-dir a folder you can write in") from None
     try:
         return _command(parser, args)
-    except OSError as exc:  # e.g. the disk filled up: one line, not a traceback
+    # the disk filled up, no compiler, the CPU kernels' build failed: one line, not a traceback
+    except (OSError, CompilerError) as exc:
         raise SystemExit(f"repro {args.command} {args.experiment}: {exc}") from exc
-    except CompilerError as exc:  # no compiler, or the CPU kernels' build failed
-        raise SystemExit(f"repro {args.command} {args.experiment}: {exc}") from None
 
 
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

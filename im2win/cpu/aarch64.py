@@ -27,7 +27,7 @@ CROSS = "aarch64-linux-gnu-g++"
 MARCH = "armv8.2-a"
 CPUS = ("neoverse-n1", "neoverse-v1", "neoverse-v2")
 BLOCKS = ("6x2", "12x2", "8x3", "6x4")
-CHAINS = 16  # independent FMAs of the peak loop: 4 pipes x 4 cycles
+CHAINS = isa.PEAK_CHAINS["4s"]  # independent FMAs of the peak loop
 _INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9.]*)\s*(.*)$")
 _BRANCH = re.compile(r"^(b|b\.?(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)|cbn?z|tbn?z)$")
 _GPR = re.compile(r"^[xw]([0-9]+|zr)$")
@@ -124,7 +124,7 @@ def model(blocks: list[str] | None = None) -> dict:
         for cpu in CPUS:
             try:
                 t = mca.simulate(list(loop.code), cpu, mca.AARCH64)
-                peak = CHAINS / mca.simulate(mca.fma_loop("4s", CHAINS), cpu, mca.AARCH64).cycles
+                peak = isa.model_peak(cpu, "4s")
             except mca.MCAError as err:
                 entries.append({"level": AARCH64, "block": label, "cpu": cpu, "error": str(err)})
                 continue

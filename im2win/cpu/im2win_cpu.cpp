@@ -1217,12 +1217,16 @@ void ukernel_part(const float* b, int tc, float* c) {
   };
   long t = -tc;
   if (kIntel && VL >= 8) {  // as ukernel_full: marked for im2win.cpu.isa.part_loops
-    if constexpr (Part == 0) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-begin M=%c0" ::"i"(MR));
-    if constexpr (Part == 1) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-begin M=%c0" ::"i"(MR));
+    if constexpr (Part == 0)
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-begin M=%c0" ::"i"(MR));
+    if constexpr (Part == 1)
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-begin M=%c0" ::"i"(MR));
 #pragma GCC unroll 2
     for (; t != 0; ++t) step(t);
-    if constexpr (Part == 0) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-end M=%c0" ::"i"(MR));
-    if constexpr (Part == 1) __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-end M=%c0" ::"i"(MR));
+    if constexpr (Part == 0)
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-fmas-end M=%c0" ::"i"(MR));
+    if constexpr (Part == 1)
+      __asm__ volatile(IM2WIN_ASM_NOTE "im2win-ukernel-bloads-end M=%c0" ::"i"(MR));
   } else {
     for (; t != 0; ++t) step(t);
   }

@@ -10,9 +10,8 @@ stand in until such a machine times it.
     python -m im2win.cpu.isa            # the main loop on every level, as a table
     python -m im2win.cpu.isa --model    # and its throughput in llvm-mca's models of Zen and Xeon
 
-The AArch64 build is read the same way by im2win.cpu.aarch64 (its Syntax here: ARM_SYNTAX there).
-
-The levels themselves, and which this host runs: im2win.cpu.levels.
+The levels themselves, and which this host runs: im2win.cpu.levels; the AArch64 build, read the
+same way (its Syntax): im2win.cpu.aarch64.
 """
 
 from __future__ import annotations
@@ -326,14 +325,15 @@ MODEL_CPUS = {
 }
 # Register blocks modelled besides the source's own (see the note beside MR in im2win_cpu.cpp).
 CANDIDATE_BLOCKS = {"x86-64-v4": ("6x4", "8x3")}
-_CHAINS = {"xmm": 12, "ymm": 12, "zmm": 24}  # independent FMAs of the peak loop: registers allow
+# Independent FMAs of the peak loop, as the registers allow (4s: AArch64's NEON, 4 pipes x 4 cycles)
+PEAK_CHAINS = {"xmm": 12, "ymm": 12, "zmm": 24, "4s": 16}
 
 
 @functools.cache
-def _model_peak(cpu: str, width: str) -> float:
-    """FMAs a cycle of independent FMA chains on `width` registers, in LLVM's model of `cpu`."""
-    chains = _CHAINS[width]
-    return chains / mca.simulate(mca.fma_loop(width, chains), cpu).cycles
+def model_peak(cpu: str, width: str) -> float:
+    """FMAs a cycle of PEAK_CHAINS[width] independent FMA chains in LLVM's model of `cpu`."""
+    chains, triple = PEAK_CHAINS[width], mca.AARCH64 if width == "4s" else mca.X86
+    return chains / mca.simulate(mca.fma_loop(width, chains), cpu, triple).cycles
 
 
 def model(levels: list[str] | None = None, blocks: list[str] | None = None) -> dict:
@@ -359,7 +359,7 @@ def model(levels: list[str] | None = None, blocks: list[str] | None = None) -> d
             for cpu in cpus:
                 try:
                     t = mca.simulate(list(loop.code), cpu)
-                    peak = _model_peak(cpu, loop.vector_width)
+                    peak = model_peak(cpu, loop.vector_width)
                 except mca.MCAError as err:
                     entries.append({"level": level, "block": label, "cpu": cpu, "error": str(err)})
                     continue

@@ -78,15 +78,16 @@ void run_shape(const Shape& s, int threads, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   const int P = s.P(), Q = s.Q();
   const long Wu = static_cast<long>(Q - 1) * s.sx + s.S, M = static_cast<long>(s.N) * P * Q;
-  std::vector<float> x(static_cast<size_t>(s.N) * s.C * s.H * s.W), f(static_cast<size_t>(s.K) * s.C * s.R * s.S),
-      bias(s.K);
+  std::vector<float> x(static_cast<size_t>(s.N) * s.C * s.H * s.W),
+      f(static_cast<size_t>(s.K) * s.C * s.R * s.S), bias(s.K);
   for (auto* v : {&x, &f, &bias})
     for (float& e : *v) e = u(rng);
   std::vector<double> ref, scale;
   reference(s, x, f, bias, ref, scale);
   const long sn = static_cast<long>(s.C) * s.H * s.W, sc = static_cast<long>(s.H) * s.W;
   std::vector<float> out(static_cast<size_t>(M) * s.K);
-  const auto streamed = [&](const char* entry, Streamed kernel, const float* filter, long work_floats) {
+  const auto streamed = [&](const char* entry, Streamed kernel, const float* filter,
+                            long work_floats) {
     std::vector<float> work(std::max(work_floats, 1l));
     std::fill(out.begin(), out.end(), NAN);
     kernel(x.data(), sn, sc, s.W, 1, s.N, s.C, s.H, s.W, s.K, s.R, s.S, s.sy, s.sx, s.py, s.px, P,
@@ -110,7 +111,8 @@ void run_shape(const Shape& s, int threads, std::mt19937& rng) {
   std::vector<float> iw(static_cast<size_t>(M / Q) * Wu * s.R * s.C);
   im2win_transform_nhwc(x.data(), sn, sc, s.W, 1, s.N, s.C, s.H, s.W, s.R, s.S, s.sy, s.sx, s.py,
                         s.px, P, Q, iw.data(), s.C, threads, 0);
-  std::vector<float> nhwc_work(std::max(1l, im2win_filter_work_floats(s.K, s.C, s.R, s.S, M, s.C, threads)));
+  std::vector<float> nhwc_work(
+      std::max(1l, im2win_filter_work_floats(s.K, s.C, s.R, s.S, M, s.C, threads)));
   std::fill(out.begin(), out.end(), NAN);
   im2win_conv_nhwc(iw.data(), f.data(), bias.data(), out.data(), s.N, s.C, s.K, s.R, s.S, s.sx, P,
                    Q, s.C, nhwc_work.data(), nullptr, threads);
