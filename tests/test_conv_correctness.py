@@ -15,6 +15,8 @@ from im2win.reference import max_violation
 from im2win.shapes import PAPER_LAYERS, reduced
 from im2win.transform import window_nchw, window_nhwc
 
+from strategies import conv_shapes
+
 IMPLS = list(im2win.IMPLEMENTATIONS)
 
 
@@ -36,27 +38,13 @@ def test_paper_layers_reduced(layer, impl):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    n=st.integers(0, 4),  # 0: an empty batch, as F.conv2d allows
-    c=st.integers(1, 70),
-    k=st.integers(1, 70),
-    r=st.integers(1, 11),
-    s=st.integers(1, 11),
-    sy=st.integers(1, 4),
-    sx=st.integers(1, 4),
-    py=st.integers(0, 3),
-    px=st.integers(0, 3),
-    extra_h=st.integers(0, 9),
-    extra_w=st.integers(0, 13),
+    shape=conv_shapes(n=(0, 4), c=(1, 70), rs=(1, 11), extra_w=(0, 13)),  # n = 0: F.conv2d allows
     bias=st.booleans(),
     impl=st.sampled_from(IMPLS),
 )
-def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra_h, extra_w, bias, impl):
-    h = max(1, r - 2 * py) + extra_h  # padded input never smaller than the filter
-    w_ = max(1, s - 2 * px) + extra_w
-    x = torch.randn(n, c, h, w_)
-    w = torch.randn(k, c, r, s)
-    b = torch.randn(k) if bias else None
-    _check(impl, x, w, b, (sy, sx), (py, px))
+def test_random_shapes(shape, bias, impl):
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    _check(impl, x, w, torch.randn(shape.k) if bias else None, shape.stride, shape.padding)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -14,6 +14,8 @@ from im2win.cuda.config import VARIANTS, TileConfig
 from im2win.reference import max_violation
 from im2win.shapes import PAPER_LAYERS, ConvShape, reduced
 
+from strategies import conv_shapes
+
 try:
     DEVICE = opencl.device_name()
 except opencl.OpenCLUnavailable as exc:
@@ -35,24 +37,14 @@ def test_paper_layers_reduced(layer, variant):
 
 @settings(max_examples=20, deadline=None)
 @given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 40),
-    k=st.integers(1, 70),
-    r=st.integers(1, 7),
-    s=st.integers(1, 7),
-    sy=st.integers(1, 4),
-    sx=st.integers(1, 4),
-    py=st.integers(0, 3),
-    px=st.integers(0, 3),
-    extra=st.integers(0, 9),
+    shape=conv_shapes(extra_w=(0, 4)),
     bias=st.booleans(),
     variant=st.sampled_from(list(VARIANTS)),
 )
-def test_random_shapes(n, c, k, r, s, sy, sx, py, px, extra, bias, variant):
-    h = max(1, r - 2 * py) + extra
-    w_ = max(1, s - 2 * px) + extra // 2
-    x, w = torch.randn(n, c, h, w_), torch.randn(k, c, r, s)
-    _check(x, w, torch.randn(k) if bias else None, (sy, sx), (py, px), VARIANTS[variant])
+def test_random_shapes(shape, bias, variant):
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    b = torch.randn(shape.k) if bias else None
+    _check(x, w, b, shape.stride, shape.padding, VARIANTS[variant])
 
 
 def test_strided_input_view_and_unaligned_channels():
@@ -149,23 +141,12 @@ def test_launchable_configs_only():
 
 
 @settings(max_examples=15, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 20),
-    k=st.integers(1, 70),
-    r=st.integers(1, 7),
-    s=st.integers(1, 7),
-    sy=st.integers(1, 4),
-    sx=st.integers(1, 4),
-    py=st.integers(0, 3),
-    px=st.integers(0, 3),
-    extra=st.integers(0, 9),
-)
-def test_direct_kernel_random_shapes(n, c, k, r, s, sy, sx, py, px, extra):
-    h, w_ = max(1, r - 2 * py) + extra, max(1, s - 2 * px) + extra
-    x, w, b = torch.randn(n, c, h, w_), torch.randn(k, c, r, s), torch.randn(k)
-    out = opencl.direct_conv2d(x, w, b, (sy, sx), (py, px), VARIANTS["im2win"])
-    assert max_violation(out, x, w, b, (sy, sx), (py, px)) <= 1.0
+@given(shape=conv_shapes(c=(1, 20)))
+def test_direct_kernel_random_shapes(shape):
+    x, w = torch.randn(shape.input_shape()), torch.randn(shape.weight_shape())
+    b = torch.randn(shape.k)
+    out = opencl.direct_conv2d(x, w, b, shape.stride, shape.padding, VARIANTS["im2win"])
+    assert max_violation(out, x, w, b, shape.stride, shape.padding) <= 1.0
 
 
 @pytest.mark.parametrize("layer", list(PAPER_LAYERS))
