@@ -36,7 +36,7 @@ from reproductions.supersam_subnets_report import render
 from supersam_min import commands
 from supersam_min.analysis import pareto_front
 from supersam_min.data import split_specs
-from supersam_min.storage import load_model, save_subnet
+from supersam_min.storage import load_model
 
 EXPERIMENT = "supersam-subnets"
 SCALES = {
@@ -237,10 +237,8 @@ def run(
 
 
 def _import_checkpoint(work: Path, model: str, checkpoint: Path) -> Path:
-    """The user's checkpoint as a saved model (PATH.pt + PATH.json) the commands can load."""
-    from supersam_min.build import build
-    from supersam_min.supernet import SuperSAM
-
+    """The user's checkpoint as a saved model (PATH.pt + PATH.json) the commands can load
+    (`supersam import`), imported again only where the file changed."""
     out = work / "pretrained"
     stat = checkpoint.stat()
     source = {
@@ -255,8 +253,7 @@ def _import_checkpoint(work: Path, model: str, checkpoint: Path) -> Path:
         and marker.is_file()
         and json.loads(marker.read_text()) == source
     ):
-        sup = SuperSAM(build(model, checkpoint), model)
-        save_subnet(sup, out, sup.space.max_subnet())
+        commands.import_checkpoint(checkpoint, out, model=model, overwrite=True)
         results.atomic_write(marker, json.dumps(source))
     return out
 

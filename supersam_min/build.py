@@ -22,7 +22,7 @@ from segment_anything.modeling import (
 
 from supersam_min.checkpoint import CheckpointError, load_into
 
-__all__ = ["ARCHITECTURES", "CheckpointError", "build"]
+__all__ = ["ARCHITECTURES", "CheckpointError", "architecture_of", "build"]
 
 
 def _build_sam(
@@ -112,3 +112,27 @@ def build(name: str, checkpoint: str | Path | None = None, **overrides) -> Sam:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     sam = _build_sam(**(ARCHITECTURES[name] | overrides))
     return load_into(sam, checkpoint) if checkpoint is not None else sam
+
+
+def architecture_of(state: dict, path: str | Path = "the checkpoint") -> str:
+    """The name in ARCHITECTURES of the model whose state_dict is `state` (an official SAM
+    checkpoint's, or a saved model's), from its image encoder's width and block count.
+
+    Raises:
+        CheckpointError: not a SAM image encoder's weights, or one of another size.
+    """
+    patch = state.get("image_encoder.patch_embed.proj.weight")
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 4:
+        raise CheckpointError(
+            f"{path} holds no SAM image encoder (no image_encoder.patch_embed.proj.weight); is "
+            "it a Segment Anything checkpoint?"
+        )
+    blocks = {key.split(".")[2] for key in state if key.startswith("image_encoder.blocks.")}
+    width, depth = patch.shape[0], len(blocks)
+    for name, numbers in ARCHITECTURES.items():
+        if (numbers["embed_dim"], numbers["depth"]) == (width, depth):
+            return name
+    raise CheckpointError(
+        f"{path} holds a SAM image encoder {width} wide with {depth} blocks, which is none of "
+        + ", ".join(f"{n} ({a['embed_dim']} x {a['depth']})" for n, a in ARCHITECTURES.items())
+    )

@@ -39,13 +39,22 @@ def load_state(path: str | Path) -> dict:
         ) from None
 
 
-def load_into(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a state_dict file (or a training checkpoint's "model" entry) into `model`, strictly."""
-    state = load_state(path)
+def model_state(state: object, path: str | Path) -> dict:
+    """The state_dict in what load_state read from `path`: the file's own, or a training
+    checkpoint's "model" entry."""
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def load_into(
+    model: torch.nn.Module, path: str | Path, state: dict | None = None
+) -> torch.nn.Module:
+    """Load a state_dict file (or a training checkpoint's "model" entry) into `model`, strictly.
+    `state`: the file's model_state, where the caller has read it already."""
+    state = model_state(load_state(path), path) if state is None else state
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

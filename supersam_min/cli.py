@@ -1,6 +1,7 @@
 """`supersam`: pre-train the tiny source SAM, train the supernet, extract and evaluate subnets.
 
     supersam pretrain --out runs/tiny/pretrained            synthetic blobs -> a "pretrained SAM"
+    supersam import --checkpoint sam_vit_b_01ec64.pth --out runs/vit_b/pretrained   or the real one
     supersam train --init runs/tiny/pretrained --out runs/tiny/supernet [--data nuclei|DIR]
     supersam extract --supernet runs/tiny/supernet --subnet min|max|CFG.json --out runs/tiny/small
     supersam search --supernet runs/tiny/supernet --budget 0.7 --out runs/tiny/search70
@@ -15,10 +16,12 @@ supernet.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
 from supersam_min import commands
+from supersam_min.build import ARCHITECTURES
 
 
 def call(args: argparse.Namespace) -> dict:
@@ -42,9 +45,14 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="supersam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="supersam",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # options in full or not at all (argparse would take --checkpoint for --checkpoint-every)
+    command = functools.partial(sub.add_parser, allow_abbrev=False, formatter_class=DefaultsHelp)
     device = argparse.ArgumentParser(add_help=False)  # option groups, each where it applies
     device.add_argument(
         "--device",
@@ -67,9 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
         help="bf16: forward passes under bf16 autocast (CUDA only)",
     )
 
-    p = sub.add_parser(
+    p = command(
         "pretrain",
-        formatter_class=DefaultsHelp,
         parents=[*common],
         help="train the tiny SAM on synthetic blobs (the CPU-scale 'pretrained SAM')",
     )
@@ -82,13 +89,35 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=commands.pretrain)
 
-    p = sub.add_parser(
+    p = command(
+        "import",
+        help="an official SAM checkpoint (sam_vit_b_01ec64.pth, ...) as a saved model",
+        description="Read an official Segment Anything checkpoint (a state_dict file, loaded "
+        "with weights_only=True) and save it as a model OUT.pt + OUT.json, which `train --init` "
+        "and `evaluate --model` take. Nothing is downloaded.",
+    )
+    p.add_argument("--checkpoint", required=True, help="the checkpoint file")
+    p.add_argument("--out", required=True, help="model path (writes OUT.pt and OUT.json)")
+    p.add_argument(
+        "--model",
+        choices=["auto", *ARCHITECTURES],
+        default="auto",
+        help="its architecture; auto: read from the weights",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=commands.import_checkpoint)
+
+    p = command(
         "train",
-        formatter_class=DefaultsHelp,
         parents=[*common, precision],
         help="train the supernet with the sandwich rule",
     )
-    p.add_argument("--init", required=True, help="the pretrained model (PATH of PATH.pt/.json)")
+    p.add_argument(
+        "--init",
+        required=True,
+        help="the pretrained model (PATH of PATH.pt/.json: `supersam pretrain` or `supersam "
+        "import` wrote it)",
+    )
     p.add_argument("--out", required=True, help="supernet folder (checkpoint.pt, supernet.json)")
     p.add_argument("--data", default="nuclei", help="nuclei (default) or a dataset folder")
     p.add_argument("--steps", type=int, default=200, help="sandwich steps")
@@ -115,14 +144,15 @@ def make_parser() -> argparse.ArgumentParser:
         "at each checkpoint; the best weights go to OUT/best.pt and are what "
         "extract/evaluate use (default: nuclei:val with the nuclei data)",
     )
-    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument(
+        "--checkpoint-every", type=int, default=50, help="steps between checkpoints (and scores)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt exactly")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=commands.train_supernet)
 
-    p = sub.add_parser(
+    p = command(
         "extract",
-        formatter_class=DefaultsHelp,
         parents=[device],
         help="save a subnet as a standalone SAM",
     )
@@ -132,9 +162,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=commands.extract)
 
-    p = sub.add_parser(
+    p = command(
         "search",
-        formatter_class=DefaultsHelp,
         parents=[*common, precision],
         help="find the best subnet within a size or latency budget (OpenTuner or random search)",
         description="Search the supernet's subnets (keep/drop per removable block, MLP width per "
@@ -201,9 +230,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=commands.search)
 
-    p = sub.add_parser(
+    p = command(
         "evaluate",
-        formatter_class=DefaultsHelp,
         parents=[device, seed, precision],
         help="mIoU of a saved model on a dataset",
     )

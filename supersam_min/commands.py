@@ -22,7 +22,8 @@ from harness.device import check_precision, resolve_device
 from harness.results import atomic_write, check_writable
 from supersam_min import data as datasets
 from supersam_min import storage
-from supersam_min.build import build
+from supersam_min.build import ARCHITECTURES, architecture_of, build
+from supersam_min.checkpoint import load_into, load_state, model_state
 from supersam_min.evaluate import evaluate as evaluate_samples
 from supersam_min.geometry import frame
 from supersam_min.importance import reorder_mlps, wanda_scores
@@ -137,6 +138,24 @@ def pretrain(
         )
         storage.save_subnet(sup, out, sup.space.max_subnet())
     return {"model": str(out), "parameters": parameter_count(sup.sam)}
+
+
+def import_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, model: str = "auto", overwrite: bool = False
+) -> dict:
+    """An official Segment Anything checkpoint (sam_vit_b_01ec64.pth and its kind: a state_dict
+    file, loaded with weights_only=True) as a saved model, OUT.pt + OUT.json, which `train
+    --init` and `evaluate --model` take. `model`: vit_b, vit_l, vit_h or sam_tiny; auto reads it
+    from the weights (the image encoder's width and block count)."""
+    if model != "auto" and model not in ARCHITECTURES:
+        raise ValueError(f"unknown --model {model!r}; choose auto, {', '.join(ARCHITECTURES)}")
+    out = Path(out)
+    with claimed(_model_paths(out), resume=False, overwrite=overwrite):
+        state = model_state(load_state(checkpoint), checkpoint)
+        name = architecture_of(state, checkpoint) if model == "auto" else model
+        sup = SuperSAM(load_into(build(name), checkpoint, state), name)
+        storage.save_subnet(sup, out, sup.space.max_subnet())
+    return {"model": str(out), "architecture": name, "parameters": parameter_count(sup.sam)}
 
 
 def train_supernet(

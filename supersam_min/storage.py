@@ -181,6 +181,12 @@ def load_model(
         sup.set_active_subnet(subnet_from_spec(sup, subnet or "max"))
     else:
         if not path.with_suffix(".pt").is_file():
+            if path.is_file():  # most likely an official checkpoint, sam_vit_b_01ec64.pth
+                raise FileNotFoundError(
+                    f"{path} is a weight file, not a saved model ({path.with_suffix('.pt')} + "
+                    f"{path.with_suffix('.json')}): import a SAM checkpoint once with `supersam "
+                    f"import --checkpoint {path} --out OUT`, then give OUT"
+                )
             raise FileNotFoundError(
                 f"no saved model at {path}: expected {path.with_suffix('.pt')} and "
                 f"{path.with_suffix('.json')}, or a supernet folder"

@@ -250,3 +250,66 @@ def test_python_dash_m_runs_the_command_line_in_a_checkout():
     assert ok.returncode == 0 and ok.stdout.startswith("usage: supersam "), ok.stderr
     bad = subprocess.run([*run, "bogus"], cwd=root, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "invalid choice: 'bogus'" in bad.stderr
+
+
+def test_an_official_checkpoint_imports_as_the_model_it_holds(made, tmp_path, capsys):
+    """`supersam import` takes a state_dict file as the official SAM checkpoints are (no
+    architecture file beside it), reads its architecture from the weights, and writes a saved
+    model that the other commands load with the same weights."""
+    from supersam_min.storage import load_model
+
+    state = torch.load(made / "pre.pt", weights_only=True)
+    torch.save(state, tmp_path / "sam_tiny_0123ab.pth")
+    ckpt = str(tmp_path / "sam_tiny_0123ab.pth")
+    assert cli.main(["import", "--checkpoint", ckpt, "--out", str(tmp_path / "pre")]) == 0
+    assert json.loads(capsys.readouterr().out)["architecture"] == "sam_tiny"
+    loaded = load_model(tmp_path / "pre").sam.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    _fails(
+        ["import", "--checkpoint", ckpt, "--out", str(tmp_path / "pre")],
+        capsys,
+        "exists",
+        "--overwrite",
+    )
+
+
+def test_a_checkpoint_where_a_saved_model_goes_names_supersam_import(made, tmp_path, capsys):
+    ckpt = tmp_path / "sam_vit_b_01ec64.pth"
+    ckpt.write_bytes((made / "pre.pt").read_bytes())
+    _fails(
+        ["train", "--init", str(ckpt), "--out", str(tmp_path / "sup"), "--no-progress"],
+        capsys,
+        "is a weight file, not a saved model",
+        f"supersam import --checkpoint {ckpt} --out OUT",
+    )
+    assert not (tmp_path / "sup").exists()
+
+
+@pytest.mark.parametrize(
+    "state, extra, needle",
+    [
+        ({"weight": torch.zeros(2, 2)}, [], "holds no SAM image encoder"),
+        (None, ["--model", "vit_b"], "does not match the model"),  # the tiny model's weights
+        (
+            {"image_encoder.patch_embed.proj.weight": torch.zeros(40, 3, 16, 16)},
+            [],
+            "40 wide with 0 blocks, which is none of vit_b (768 x 12)",
+        ),
+    ],
+)
+def test_a_checkpoint_of_no_known_sam_is_one_line(made, tmp_path, capsys, state, extra, needle):
+    ckpt = tmp_path / "c.pth"
+    torch.save(state if state is not None else torch.load(made / "pre.pt", weights_only=True), ckpt)
+    out = tmp_path / "m"
+    _fails(["import", "--checkpoint", str(ckpt), "--out", str(out), *extra], capsys, needle)
+    assert not out.with_suffix(".pt").exists() and not out.with_suffix(".json").exists()
+
+
+def test_an_option_is_taken_in_full_only(made, tmp_path, capsys):
+    """argparse takes a prefix of one option for that option: `train --checkpoint X` meant the
+    official checkpoint and was read as --checkpoint-every X."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*_train(made, tmp_path / "sup"), "--checkpoint", "50"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --checkpoint 50" in capsys.readouterr().err
