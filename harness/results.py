@@ -102,6 +102,18 @@ def _csv(records: list[dict]) -> str:
     return buf.getvalue()
 
 
+def invocation() -> str:
+    """This process's command line as a user would type it again: `repro run ...` from an
+    installed command, `python -m reproductions run ...` where it ran with -m (whose sys.argv[0]
+    is the module's file, __main__.py, which no one can type)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        head = ["python", "-m", spec.name.removesuffix(".__main__")]
+    else:
+        head = [Path(sys.argv[0]).name]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
 def write_run(
     experiment: str,
     *,
@@ -119,9 +131,7 @@ def write_run(
         "schema_version": SCHEMA_VERSION,
         "experiment": experiment,
         "created_utc": now.isoformat(timespec="seconds"),
-        "command": command
-        if command is not None
-        else shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command if command is not None else invocation(),
         "environment": environment,
         "config": config,
         "timing_method": timing_method,

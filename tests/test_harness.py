@@ -180,6 +180,24 @@ def test_runs_are_new_files_never_overwritten(tmp_path):
     assert first.with_suffix(".csv").read_text().splitlines()[0] == "layer,impl,time_ms,extra"
 
 
+def test_the_recorded_command_is_one_a_user_can_type_again(monkeypatch):
+    """Run with -m, sys.argv[0] is the module's file (the GPU run's raw file read `__main__.py run
+    im2win-gpu`); from an installed command, its name."""
+    import sys
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="reproductions.__main__")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    argv = ["run", "im2win-cpu", "--layers", "conv1", "--results-dir", "my results"]
+    monkeypatch.setattr(sys, "argv", ["/src/reproductions/__main__.py", *argv])
+    expected = "run im2win-cpu --layers conv1 --results-dir 'my results'"
+    assert results.invocation() == f"python -m reproductions {expected}"
+    main.__spec__ = None
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/repro", *argv])
+    assert results.invocation() == f"repro {expected}"
+
+
 def test_atomic_write_refuses_to_overwrite_and_cleans_up(tmp_path):
     path = tmp_path / "f.json"
     results.atomic_write(path, "old", overwrite=False)
