@@ -150,6 +150,10 @@ def import_checkpoint(
     if model != "auto" and model not in ARCHITECTURES:
         raise ValueError(f"unknown --model {model!r}; choose auto, {', '.join(ARCHITECTURES)}")
     out = Path(out)
+    if Path(checkpoint).resolve() in [p.resolve() for p in _model_paths(out)]:
+        raise ValueError(
+            f"--out {out} would write over the checkpoint itself; choose another --out"
+        )
     with claimed(_model_paths(out), resume=False, overwrite=overwrite):
         state = model_state(load_state(checkpoint), checkpoint)
         name = architecture_of(state, checkpoint) if model == "auto" else model

@@ -272,6 +272,9 @@ def test_an_official_checkpoint_imports_as_the_model_it_holds(made, tmp_path, ca
         "exists",
         "--overwrite",
     )
+    same = ["import", "--checkpoint", str(tmp_path / "pre.pt"), "--out", str(tmp_path / "pre")]
+    _fails([*same, "--overwrite"], capsys, "would write over the checkpoint itself")
+    assert (tmp_path / "pre.pt").is_file()
 
 
 def test_a_checkpoint_where_a_saved_model_goes_names_supersam_import(made, tmp_path, capsys):
