@@ -45,14 +45,21 @@ def _remove(paths: list[Path]) -> None:
 
 @contextlib.contextmanager
 def claimed(
-    paths: list[Path], *, resume: bool, overwrite: bool, resumable: Path | None = None
+    paths: list[Path],
+    *,
+    resume: bool,
+    overwrite: bool,
+    resumable: Path | None = None,
+    reads: list[str | Path | None] = (),
 ) -> Iterator[None]:
     """Guard a run's outputs `paths` (the first names them in errors).
 
     Existing outputs: refused unless resume or overwrite (overwrite removes them first), and so is
-    a folder the outputs could not be written in (harness.results.check_writable). On failure,
-    outputs this run created are removed unless `resumable` exists (a checkpoint to --resume from).
+    a folder the outputs could not be written in (harness.results.check_writable), and an output
+    that is, or holds, one of the inputs the run `reads` (_spares). On failure, outputs this run
+    created are removed unless `resumable` exists (a checkpoint to --resume from).
     """
+    _spares(paths, reads)
     existing = [p for p in paths if p.exists()]
     if resume and overwrite:
         raise ValueError("--resume continues an output and --overwrite replaces it: give one")
@@ -71,6 +78,29 @@ def claimed(
         if not resume and not (resumable is not None and resumable.exists()):
             _remove(paths)
         raise
+
+
+def _spares(outputs: list[Path], reads: list[str | Path | None]) -> None:
+    """ValueError where an output would replace something the command reads: the same file, or a
+    folder that holds it (--overwrite removes an output before the run: `search --supernet S
+    --out S --overwrite` deleted the supernet)."""
+    for read in reads:
+        if read is None or not Path(read).exists():  # nothing to lose (nuclei:val is no file)
+            continue
+        source = Path(read).resolve()
+        for path in outputs:
+            if path.resolve() == source or path.resolve() in source.parents:
+                raise ValueError(
+                    f"--out {path} would replace {read}, which this command reads; choose "
+                    "another --out"
+                )
+
+
+def _model_reads(path: str | Path) -> list[Path]:
+    """What loading `path` reads: a saved model's two files, or a supernet folder and its files."""
+    path = Path(path)
+    folder = [path / name for name in (storage.BEST, storage.CHECKPOINT, storage.SUPERNET_META)]
+    return [path, *_model_paths(path), *folder]
 
 
 def _check_out_folder(folder: Path) -> None:
@@ -150,11 +180,7 @@ def import_checkpoint(
     if model != "auto" and model not in ARCHITECTURES:
         raise ValueError(f"unknown --model {model!r}; choose auto, {', '.join(ARCHITECTURES)}")
     out = Path(out)
-    if Path(checkpoint).resolve() in [p.resolve() for p in _model_paths(out)]:
-        raise ValueError(
-            f"--out {out} would write over the checkpoint itself; choose another --out"
-        )
-    with claimed(_model_paths(out), resume=False, overwrite=overwrite):
+    with claimed(_model_paths(out), resume=False, overwrite=overwrite, reads=[checkpoint]):
         state = model_state(load_state(checkpoint), checkpoint)
         name = architecture_of(state, checkpoint) if model == "auto" else model
         sup = SuperSAM(load_into(build(name), checkpoint, state), name)
@@ -210,7 +236,13 @@ def train_supernet(
     samples = datasets.load_spec(data, "train")
     val_samples = datasets.load_spec(val, "val") if val else None
     sup = storage.load_model(init, device=dev)
-    with claimed([out], resume=resume, overwrite=overwrite, resumable=out / storage.CHECKPOINT):
+    with claimed(
+        [out],
+        resume=resume,
+        overwrite=overwrite,
+        resumable=out / storage.CHECKPOINT,
+        reads=[*_model_reads(init), data, val],
+    ):
         if not resume:  # parameter prioritization once, before the first step
             sam = sup.sam
             calib = [frame(sam, s.image).input for s in samples[:calibration]]
@@ -251,7 +283,12 @@ def extract(
     dev = resolve_device(device)
     out = Path(out)
     sup = storage.load_supernet(supernet, subnet, dev)
-    with claimed(_model_paths(out), resume=False, overwrite=overwrite):
+    with claimed(
+        _model_paths(out),
+        resume=False,
+        overwrite=overwrite,
+        reads=[*_model_reads(supernet), subnet],
+    ):
         sub = storage.save_subnet(sup, out)
     return {"model": str(out), "subnet": sup.active.to_dict(), "parameters": parameter_count(sub)}
 
@@ -306,7 +343,13 @@ def search(
         devices=worker_devices,
         precision=precision,
     )
-    with claimed([out], resume=resume, overwrite=overwrite, resumable=out / "trials.json"):
+    with claimed(
+        [out],
+        resume=resume,
+        overwrite=overwrite,
+        resumable=out / "trials.json",
+        reads=[*_model_reads(supernet), data],
+    ):
         result = run_search(
             evaluator,
             limit,
@@ -355,6 +398,7 @@ def evaluate(
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExists(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     if out is not None:
+        _spares([Path(out)], [*_model_reads(model), subnet, data])
         _check_out_folder(Path(out).parent)
     dev = resolve_device(device)
     check_precision(precision, dev)

@@ -273,7 +273,7 @@ def test_an_official_checkpoint_imports_as_the_model_it_holds(made, tmp_path, ca
         "--overwrite",
     )
     same = ["import", "--checkpoint", str(tmp_path / "pre.pt"), "--out", str(tmp_path / "pre")]
-    _fails([*same, "--overwrite"], capsys, "would write over the checkpoint itself")
+    _fails([*same, "--overwrite"], capsys, "which this command reads")
     assert (tmp_path / "pre.pt").is_file()
 
 
@@ -316,3 +316,28 @@ def test_an_option_is_taken_in_full_only(made, tmp_path, capsys):
         cli.main([*_train(made, tmp_path / "sup"), "--checkpoint", "50"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --checkpoint 50" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, kept",
+    [
+        (["search", "--supernet", "W/sup", "--out", "W/sup", "--method", "random"], "sup"),
+        (["search", "--supernet", "W/sup", "--out", "W", "--method", "random"], "sup"),
+        (["extract", "--supernet", "W/sup", "--out", "W/sup/best"], "sup/best.pt"),
+        (["train", "--init", "W/pre", "--out", "W", "--no-progress"], "pre.pt"),
+        (["evaluate", "--model", "W/pre", "--out", "W/pre.json"], "pre.json"),
+    ],
+)
+def test_an_output_never_replaces_what_the_command_reads(made, tmp_path, capsys, argv, kept):
+    """With --overwrite the output is removed before the run: an --out that is, or holds, the
+    command's own input deleted it (`search --supernet S --out S --overwrite`, the supernet)."""
+    import shutil
+
+    shutil.copytree(made / "sup", tmp_path / "sup")
+    for name in ("pre.pt", "pre.json"):
+        shutil.copy(made / name, tmp_path / name)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv = [a.replace("W", str(tmp_path)) for a in argv]
+    _fails([*argv, "--overwrite", "--device", "cpu"], capsys, "which this command reads")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / kept).exists()
