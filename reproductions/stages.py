@@ -24,6 +24,14 @@ class Stages:
     """Runs pipeline stages in `work`, reusing one whose command and inputs are unchanged."""
 
     def __init__(self, work: Path, fresh: bool, progress: bool):
+        ours = (work / "stages.json").is_file()
+        if work.is_dir() and any(work.iterdir()) and not ours:
+            # its stages replace their outputs there, and --fresh removes the folder
+            raise ValueError(
+                f"--work-dir {work} holds files and no stages.json: it is not a work folder of "
+                "this command, and its stages would replace what is there; give a new or empty "
+                "folder"
+            )
         if fresh and work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
@@ -31,6 +39,7 @@ class Stages:
         self.ledger_path = work / "stages.json"
         self.ledger = json.loads(self.ledger_path.read_text()) if self.ledger_path.is_file() else {}
         self.records: list[dict] = []
+        self._save()  # the folder is this command's from now on, whatever is written first
 
     def _save(self) -> None:
         atomic_write(self.ledger_path, json.dumps(self.ledger, indent=1))

@@ -348,6 +348,22 @@ def test_supersam_subnets_smoke_end_to_end_then_reuses_stages(tmp_path):
     assert cli.main(["render", "all", "--results-dir", str(tmp_path)]) == 0  # others skipped
 
 
+@pytest.mark.parametrize("fresh", [[], ["--fresh"]])
+def test_a_work_dir_of_other_files_is_refused_and_kept(tmp_path, capsys, fresh):
+    """The stages replace their outputs in the work folder and --fresh removes it: a folder that
+    this command did not make (no stages.json) is refused with nothing touched."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "supernet").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    args = ["run", "supersam-subnets", "--scale", "smoke", "--no-progress", *fresh]
+    args += ["--work-dir", str(tmp_path / "mine"), "--results-dir", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    assert "holds files and no stages.json" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt", "supernet"]
+
+
 def test_supersam_subnets_full_scale_needs_checkpoint_and_data(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["run", "supersam-subnets", "--scale", "full", "--results-dir", str(tmp_path)])
