@@ -51,13 +51,16 @@ def claimed(
     overwrite: bool,
     resumable: Path | None = None,
     reads: list[str | Path | None] = (),
+    markers: tuple[str, ...] = (),
 ) -> Iterator[None]:
     """Guard a run's outputs `paths` (the first names them in errors).
 
     Existing outputs: refused unless resume or overwrite (overwrite removes them first), and so is
     a folder the outputs could not be written in (harness.results.check_writable), and an output
-    that is, or holds, one of the inputs the run `reads` (_spares). On failure, outputs this run
-    created are removed unless `resumable` exists (a checkpoint to --resume from).
+    that is, or holds, one of the inputs the run `reads` (_spares). An output folder that
+    overwrite would remove must be empty or hold one of `markers` (files such a run writes
+    first): a folder of other files is refused. On failure, outputs this run created are removed unless
+    `resumable` exists (a checkpoint to --resume from).
     """
     _spares(paths, reads)
     existing = [p for p in paths if p.exists()]
@@ -70,6 +73,16 @@ def claimed(
         )
     for folder in dict.fromkeys(p.parent for p in paths):
         _check_out_folder(folder)
+    foreign = [
+        p
+        for p in existing
+        if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in markers)
+    ]
+    if overwrite and foreign:
+        raise ValueError(
+            f"--overwrite would delete {foreign[0]}, a folder this command did not write (no "
+            f"{' or '.join(markers)} in it); choose another --out"
+        )
     if overwrite:
         _remove(existing)
     try:
@@ -155,6 +168,7 @@ def pretrain(
         resume=resume,
         overwrite=overwrite,
         resumable=run_dir / storage.CHECKPOINT,
+        markers=(storage.CHECKPOINT,),
     ):
         torch.manual_seed(seed)
         sup = SuperSAM(build("sam_tiny"), "sam_tiny").to(dev)
@@ -242,6 +256,7 @@ def train_supernet(
         overwrite=overwrite,
         resumable=out / storage.CHECKPOINT,
         reads=[*_model_reads(init), data, val],
+        markers=(storage.SUPERNET_META,),
     ):
         if not resume:  # parameter prioritization once, before the first step
             sam = sup.sam
@@ -349,6 +364,7 @@ def search(
         overwrite=overwrite,
         resumable=out / "trials.json",
         reads=[*_model_reads(supernet), data],
+        markers=("trials.json", "opentuner.db"),
     ):
         result = run_search(
             evaluator,

@@ -341,3 +341,17 @@ def test_an_output_never_replaces_what_the_command_reads(made, tmp_path, capsys,
     _fails([*argv, "--overwrite", "--device", "cpu"], capsys, "which this command reads")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / kept).exists()
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_overwrite_deletes_only_a_folder_the_command_wrote(made, tmp_path, capsys, command):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    if command == "search":
+        argv = ["search", "--supernet", str(made / "sup"), "--method", "random"]
+    else:
+        argv = _train(made, mine)[:3]
+    argv += ["--out", str(mine), "--overwrite", "--device", "cpu"]
+    _fails(argv, capsys, f"--overwrite would delete {mine}, a folder this command did not write")
+    assert (mine / "notes.txt").read_text() == "keep"
