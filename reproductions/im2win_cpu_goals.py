@@ -31,17 +31,18 @@ def goals(doc: dict) -> list[tuple[str, str, bool | None]]:
     _, _, frac = grid(doc, "fraction_of_peak")
     _, _, mem = grid(doc, "extra_mem_bytes")
     gm = {i: geomean(g[(l, i)] for l in layers) for i in impls}
+    micro = (doc.get("microkernel") or {}).get("gflops")
     out = []
     for subject, peer, factor in RATIO_GOALS:
         if {subject, peer} <= gm.keys():
             ratio = gm[subject] / gm[peer]
-            out.append(
-                (
-                    f"{subject} geomean >= {factor:.1f}x {peer}",
-                    f"{gm[subject]:.1f} vs {gm[peer]:.1f} GFLOP/s ({against(ratio, factor)}x)",
-                    ratio >= factor,
+            measured = f"{gm[subject]:.1f} vs {gm[peer]:.1f} GFLOP/s ({against(ratio, factor)}x)"
+            if micro and subject == "im2win":  # how far this machine lets the goal go
+                measured += (
+                    f"; every layer at the micro-kernel's own rate in L1 ({micro:.1f}) would "
+                    f"be {micro / gm[peer]:.2f}x"
                 )
-            )
+            out.append((f"{subject} geomean >= {factor:.1f}x {peer}", measured, ratio >= factor))
     _, _, trips = grid(doc, "round_trip_ns_in_rounds")
 
     def apart(missed: list[str]) -> str:
