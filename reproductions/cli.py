@@ -224,9 +224,35 @@ def _smaller(module) -> str:
     return ", ".join([*flags, "a smaller --scale"])
 
 
+def _not_taken(experiment: str, extra: list[str]) -> str:
+    """Why `repro run EXPERIMENT` refuses the arguments `extra`: the first option it does not take
+    and the experiments that take it (or the stray argument), and the options it does take."""
+    flag = next((a.split("=")[0] for a in extra if a.startswith("-")), None)
+    takers = [
+        n for n, m in EXPERIMENTS.items() if any(RUN_OPTIONS[o][0] == flag for o in m.OPTIONS)
+    ]
+    if flag is None:
+        what = f"unexpected argument {extra[0]!r}"
+    elif takers:
+        named = takers[0] if len(takers) == 1 else f"{', '.join(takers[:-1])} and {takers[-1]}"
+        what = f"{flag} is not one of its options but of {named}"
+    else:
+        what = f"{flag} is not one of its options"
+    own = ["--scale", *(RUN_OPTIONS[o][0] for o in EXPERIMENTS[experiment].OPTIONS)]
+    return (
+        f"repro run {experiment}: {what}; it takes "
+        f"{', '.join([*own, '--results-dir', '--no-progress'])} (see repro run {experiment} "
+        "--help)\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run":
+        parser.exit(2, _not_taken(args.experiment, extra))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "list":
         for name, module in EXPERIMENTS.items():
             print(textwrap.fill(f"{name}: {summary(module)}", 100, subsequent_indent="    "))

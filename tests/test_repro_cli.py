@@ -416,7 +416,19 @@ def test_an_option_the_experiment_does_not_take_is_an_error(argv, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "unrecognized arguments" in err or "invalid choice" in err
+    assert "is not one of its options" in err or "invalid choice" in err
+
+
+def test_an_option_of_another_experiment_is_named_with_the_ones_it_takes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "supersam-speed", "--device", "cuda"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "repro run supersam-speed: --device is not one of its options but of im2win-gpu and "
+        "supersam-subnets; it takes --scale, --threads, --seed, --results-dir, --no-progress "
+        "(see repro run supersam-speed --help)"
+    )
 
 
 def test_a_run_out_of_memory_is_one_line_with_what_to_shrink(tmp_path, monkeypatch):
