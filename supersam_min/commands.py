@@ -3,23 +3,20 @@ extract, search and evaluate subnets. supersam_min/cli.py parses arguments and c
 reproductions call them with keyword arguments. Each returns a JSON-able summary.
 
 Every function checks its arguments and resolves its device before any work starts. Outputs are
-never overwritten silently: an existing output is refused unless `resume` (continue it) or
-`overwrite` (replace it) is given, and a run that fails before it saved anything resumable leaves
-no output behind.
+never overwritten silently (supersam_min/outputs.py): an existing output is refused unless
+`resume` (continue it) or `overwrite` (replace it) is given, no output replaces an input, and a
+run that fails before it saved anything resumable leaves no output behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from harness.device import check_precision, resolve_device
-from harness.results import atomic_write, check_writable
+from harness.results import atomic_write
 from supersam_min import data as datasets
 from supersam_min import storage
 from supersam_min.build import ARCHITECTURES, architecture_of, build
@@ -27,104 +24,16 @@ from supersam_min.checkpoint import load_into, load_state, model_state
 from supersam_min.evaluate import evaluate as evaluate_samples
 from supersam_min.geometry import frame
 from supersam_min.importance import reorder_mlps, wanda_scores
+from supersam_min.outputs import (
+    OutputExists,
+    check_out_folder,
+    claimed,
+    model_paths,
+    model_reads,
+    spares,
+)
 from supersam_min.supernet import SuperSAM, parameter_count, predicted_parameters
 from supersam_min.train import TrainConfig, train
-
-
-class OutputExists(ValueError):
-    """An output that a run would overwrite without being told to."""
-
-
-def _remove(paths: list[Path]) -> None:
-    for p in paths:
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def claimed(
-    paths: list[Path],
-    *,
-    resume: bool,
-    overwrite: bool,
-    resumable: Path | None = None,
-    reads: list[str | Path | None] = (),
-    markers: tuple[str, ...] = (),
-) -> Iterator[None]:
-    """Guard a run's outputs `paths` (the first names them in errors).
-
-    Existing outputs: refused unless resume or overwrite (overwrite removes them first), and so is
-    a folder the outputs could not be written in (harness.results.check_writable), and an output
-    that is, or holds, one of the inputs the run `reads` (_spares). An output folder that
-    overwrite would remove must be empty or hold one of `markers` (files such a run writes
-    first): a folder of other files is refused. On failure, outputs this run created are removed unless
-    `resumable` exists (a checkpoint to --resume from).
-    """
-    _spares(paths, reads)
-    existing = [p for p in paths if p.exists()]
-    if resume and overwrite:
-        raise ValueError("--resume continues an output and --overwrite replaces it: give one")
-    if existing and not (resume or overwrite):
-        raise OutputExists(
-            f"{paths[0]} exists (an earlier run's output); pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out"
-        )
-    for folder in dict.fromkeys(p.parent for p in paths):
-        _check_out_folder(folder)
-    foreign = [
-        p
-        for p in existing
-        if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in markers)
-    ]
-    if overwrite and foreign:
-        raise ValueError(
-            f"--overwrite would delete {foreign[0]}, a folder this command did not write (no "
-            f"{' or '.join(markers)} in it); choose another --out"
-        )
-    if overwrite:
-        _remove(existing)
-    try:
-        yield
-    except BaseException:
-        if not resume and not (resumable is not None and resumable.exists()):
-            _remove(paths)
-        raise
-
-
-def _spares(outputs: list[Path], reads: list[str | Path | None]) -> None:
-    """ValueError where an output would replace something the command reads: the same file, or a
-    folder that holds it (--overwrite removes an output before the run: `search --supernet S
-    --out S --overwrite` deleted the supernet)."""
-    for read in reads:
-        if read is None or not Path(read).exists():  # nothing to lose (nuclei:val is no file)
-            continue
-        source = Path(read).resolve()
-        for path in outputs:
-            if path.resolve() == source or path.resolve() in source.parents:
-                raise ValueError(
-                    f"--out {path} would replace {read}, which this command reads; choose "
-                    "another --out"
-                )
-
-
-def _model_reads(path: str | Path) -> list[Path]:
-    """What loading `path` reads: a saved model's two files, or a supernet folder and its files."""
-    path = Path(path)
-    folder = [path / name for name in (storage.BEST, storage.CHECKPOINT, storage.SUPERNET_META)]
-    return [path, *_model_paths(path), *folder]
-
-
-def _check_out_folder(folder: Path) -> None:
-    try:
-        check_writable(folder)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; choose another --out") from None
-
-
-def _model_paths(path: Path) -> list[Path]:
-    return [path.with_suffix(".pt"), path.with_suffix(".json")]
 
 
 def _positive(**values: int) -> None:
@@ -164,7 +73,7 @@ def pretrain(
     out = Path(out)
     run_dir = out.parent / (out.name + "_run")
     with claimed(
-        [*_model_paths(out), run_dir],
+        [*model_paths(out), run_dir],
         resume=resume,
         overwrite=overwrite,
         resumable=run_dir / storage.CHECKPOINT,
@@ -194,7 +103,7 @@ def import_checkpoint(
     if model != "auto" and model not in ARCHITECTURES:
         raise ValueError(f"unknown --model {model!r}; choose auto, {', '.join(ARCHITECTURES)}")
     out = Path(out)
-    with claimed(_model_paths(out), resume=False, overwrite=overwrite, reads=[checkpoint]):
+    with claimed(model_paths(out), resume=False, overwrite=overwrite, reads=[checkpoint]):
         state = model_state(load_state(checkpoint), checkpoint)
         name = architecture_of(state, checkpoint) if model == "auto" else model
         sup = SuperSAM(load_into(build(name), checkpoint, state), name)
@@ -255,7 +164,7 @@ def train_supernet(
         resume=resume,
         overwrite=overwrite,
         resumable=out / storage.CHECKPOINT,
-        reads=[*_model_reads(init), data, val],
+        reads=[*model_reads(init), data, val],
         markers=(storage.SUPERNET_META,),
     ):
         if not resume:  # parameter prioritization once, before the first step
@@ -299,10 +208,10 @@ def extract(
     out = Path(out)
     sup = storage.load_supernet(supernet, subnet, dev)
     with claimed(
-        _model_paths(out),
+        model_paths(out),
         resume=False,
         overwrite=overwrite,
-        reads=[*_model_reads(supernet), subnet],
+        reads=[*model_reads(supernet), subnet],
     ):
         sub = storage.save_subnet(sup, out)
     return {"model": str(out), "subnet": sup.active.to_dict(), "parameters": parameter_count(sub)}
@@ -363,7 +272,7 @@ def search(
         resume=resume,
         overwrite=overwrite,
         resumable=out / "trials.json",
-        reads=[*_model_reads(supernet), data],
+        reads=[*model_reads(supernet), data],
         markers=("trials.json", "opentuner.db"),
     ):
         result = run_search(
@@ -414,8 +323,8 @@ def evaluate(
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExists(f"{out} exists; pass --overwrite to replace it, or choose another --out")
     if out is not None:
-        _spares([Path(out)], [*_model_reads(model), subnet, data])
-        _check_out_folder(Path(out).parent)
+        spares([Path(out)], [*model_reads(model), subnet, data])
+        check_out_folder(Path(out).parent)
     dev = resolve_device(device)
     check_precision(precision, dev)
     samples = datasets.load_spec(data, "test")
