@@ -24,8 +24,8 @@ class Stages:
     """Runs pipeline stages in `work`, reusing one whose command and inputs are unchanged."""
 
     def __init__(self, work: Path, fresh: bool, progress: bool):
-        ours = (work / "stages.json").is_file()
-        if work.is_dir() and any(work.iterdir()) and not ours:
+        self.ledger_path = work / "stages.json"
+        if work.is_dir() and any(work.iterdir()) and not self.ledger_path.is_file():
             # its stages replace their outputs there, and --fresh removes the folder
             raise ValueError(
                 f"--work-dir {work} holds files and no stages.json: it is not a work folder of "
@@ -36,7 +36,6 @@ class Stages:
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         self.work, self.progress = work, progress
-        self.ledger_path = work / "stages.json"
         self.ledger = json.loads(self.ledger_path.read_text()) if self.ledger_path.is_file() else {}
         self.records: list[dict] = []
         self._save()  # the folder is this command's from now on, whatever is written first

@@ -59,17 +59,17 @@ def claimed(
         )
     for folder in dict.fromkeys(p.parent for p in paths):
         check_out_folder(folder)
-    foreign = [
-        p
-        for p in existing
-        if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in markers)
-    ]
-    if overwrite and foreign:
-        raise ValueError(
-            f"--overwrite would delete {foreign[0]}, a folder this command did not write (no "
-            f"{' or '.join(markers)} in it); choose another --out"
-        )
     if overwrite:
+        foreign = [
+            p
+            for p in existing
+            if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in markers)
+        ]
+        if foreign:
+            raise ValueError(
+                f"--overwrite would delete {foreign[0]}, a folder this command did not write (no "
+                f"{' or '.join(markers)} in it); choose another --out"
+            )
         _remove(existing)
     try:
         yield
@@ -83,12 +83,13 @@ def spares(outputs: list[Path], reads: list[str | Path | None]) -> None:
     """ValueError where an output would replace something the command reads: the same file, or a
     folder that holds it (--overwrite removes an output before the run: `search --supernet S
     --out S --overwrite` deleted the supernet)."""
+    targets = [(path, path.resolve()) for path in outputs]
     for read in reads:
         if read is None or not Path(read).exists():  # nothing to lose (nuclei:val is no file)
             continue
         source = Path(read).resolve()
-        for path in outputs:
-            if path.resolve() == source or path.resolve() in source.parents:
+        for path, target in targets:
+            if target == source or target in source.parents:
                 raise ValueError(
                     f"--out {path} would replace {read}, which this command reads; choose "
                     "another --out"
